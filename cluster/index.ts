@@ -1,0 +1,247 @@
+/**
+ * The network and the Kubernetes cluster every other component runs on: VPC (private nodes, S3
+ * gateway endpoint), EKS with API authentication and control-plane logs, a managed CPU system
+ * node group, the core EKS add-ons, the Kubernetes provider, the AWS Load Balancer Controller and
+ * the NVIDIA device plugin.
+ */
+import * as aws from "@pulumi/aws";
+import * as awsx from "@pulumi/awsx";
+import * as eks from "@pulumi/eks";
+import * as k8s from "@pulumi/kubernetes";
+import * as pulumi from "@pulumi/pulumi";
+import { PodIdentityRole } from "./iam";
+import { lbcStatements } from "./lbcPolicy";
+
+export { PodIdentityRole, policyJson, POD_IDENTITY_TRUST, Statement } from "./iam";
+
+/** Chart versions, pinned: an upgrade is a reviewed change, never a surprise on `pulumi up`. */
+export const CHARTS = {
+  lbController: { chart: "aws-load-balancer-controller", version: "3.5.0", repo: "https://aws.github.io/eks-charts" },
+  nvidiaDevicePlugin: { chart: "nvidia-device-plugin", version: "0.20.0", repo: "https://nvidia.github.io/k8s-device-plugin" },
+} as const;
+
+/** Label carried by system nodes; controllers are pinned to them so GPU nodes can go to zero. */
+export const SYSTEM_NODE_LABEL = { "comfyui.studio/pool": "system" } as const;
+
+export interface ClusterArgs {
+  /** Physical EKS cluster name (stack-scoped, e.g. comfyui-dev). */
+  clusterName: string;
+  region: string;
+  /** EKS Kubernetes version, e.g. "1.34". */
+  kubernetesVersion: string;
+  /** 2 or 3 availability zones. */
+  availabilityZones: number;
+  /** VPC CIDR, /16–/20. */
+  vpcCidr: string;
+  /** "single" NAT gateway (default, cheaper) or one per AZ. */
+  natGateways: "single" | "onePerAz";
+  /** CIDRs allowed to reach the public API endpoint. */
+  apiAllowedCidrs: string[];
+  /** Instance type of the system node group. */
+  systemNodeInstanceType: string;
+  /** Number of system nodes. */
+  systemNodeCount: number;
+  /** Tags for every AWS resource. */
+  tags: Record<string, string>;
+}
+
+export class Cluster extends pulumi.ComponentResource {
+  readonly clusterName: pulumi.Output<string>;
+  readonly vpcId: pulumi.Output<string>;
+  readonly privateSubnetIds: pulumi.Output<string[]>;
+  readonly vpcCidr: string;
+  /** The EKS-managed cluster security group: system and GPU nodes both use it. */
+  readonly clusterSecurityGroupId: pulumi.Output<string>;
+  /** Kubeconfig (secret: it names the cluster endpoint and CA). */
+  readonly kubeconfig: pulumi.Output<string>;
+  readonly provider: k8s.Provider;
+  readonly accountId: pulumi.Output<string>;
+  /** Resources a Kubernetes workload must wait for (nodes, CoreDNS, Pod Identity agent, LB controller). */
+  readonly ready: pulumi.Resource[];
+
+  constructor(name: string, args: ClusterArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("comfyui:cluster:Cluster", name, {}, opts);
+    const parent = { parent: this };
+    const prefix = Number(args.vpcCidr.split("/")[1]);
+
+    const vpc = new awsx.ec2.Vpc(
+      `${name}-vpc`,
+      {
+        cidrBlock: args.vpcCidr,
+        numberOfAvailabilityZones: args.availabilityZones,
+        enableDnsHostnames: true,
+        natGateways: { strategy: args.natGateways === "single" ? awsx.ec2.NatGatewayStrategy.Single : awsx.ec2.NatGatewayStrategy.OnePerAz },
+        subnetStrategy: awsx.ec2.SubnetAllocationStrategy.Auto,
+        subnetSpecs: [
+          {
+            // Nodes and pods (VPC CNI gives every pod a VPC address, hence the large block).
+            type: awsx.ec2.SubnetType.Private,
+            cidrMask: prefix + 2,
+            tags: { "kubernetes.io/role/internal-elb": "1", "karpenter.sh/discovery": args.clusterName },
+          },
+          // Public subnets hold only the NAT gateway(s); CloudFront's VPC origin also needs the internet gateway.
+          { type: awsx.ec2.SubnetType.Public, cidrMask: prefix + 5, tags: { "kubernetes.io/role/elb": "1" } },
+        ],
+        tags: args.tags,
+      },
+      parent,
+    );
+
+    // Model, image-layer and output traffic to S3 skips the NAT gateway (and its per-GB charge).
+    const routeTables = aws.ec2.getRouteTablesOutput({ vpcId: vpc.vpcId }, parent);
+    new aws.ec2.VpcEndpoint(
+      `${name}-s3`,
+      { vpcId: vpc.vpcId, serviceName: `com.amazonaws.${args.region}.s3`, vpcEndpointType: "Gateway", routeTableIds: routeTables.ids, tags: args.tags },
+      parent,
+    );
+
+    const cluster = new eks.Cluster(
+      `${name}-eks`,
+      {
+        name: args.clusterName,
+        version: args.kubernetesVersion,
+        vpcId: vpc.vpcId,
+        privateSubnetIds: vpc.privateSubnetIds,
+        publicSubnetIds: vpc.publicSubnetIds,
+        authenticationMode: eks.AuthenticationMode.Api,
+        skipDefaultNodeGroup: true,
+        skipDefaultSecurityGroups: true,
+        // Add-ons are managed explicitly below, so their versions and order are ours.
+        bootstrapSelfManagedAddons: false,
+        useDefaultVpcCni: true,
+        corednsAddonOptions: { enabled: false },
+        kubeProxyAddonOptions: { enabled: false },
+        createOidcProvider: false,
+        endpointPrivateAccess: true,
+        endpointPublicAccess: true,
+        publicAccessCidrs: args.apiAllowedCidrs,
+        nodeAssociatePublicIpAddress: false,
+        enabledClusterLogTypes: ["api", "audit", "authenticator", "controllerManager", "scheduler"],
+        tags: args.tags,
+      },
+      parent,
+    );
+
+    this.clusterName = cluster.eksCluster.apply((c) => c.name);
+    this.vpcId = vpc.vpcId;
+    this.privateSubnetIds = vpc.privateSubnetIds;
+    this.vpcCidr = args.vpcCidr;
+    this.clusterSecurityGroupId = cluster.clusterSecurityGroupId;
+    this.kubeconfig = pulumi.secret(cluster.kubeconfigJson);
+    this.accountId = aws.getCallerIdentityOutput({}, parent).accountId;
+
+    this.provider = new k8s.Provider(`${name}-k8s`, { kubeconfig: cluster.kubeconfigJson, enableServerSideApply: true }, parent);
+
+    const addon = (addonName: string, extra: Partial<aws.eks.AddonArgs>, dependsOn: pulumi.Resource[]) =>
+      new aws.eks.Addon(
+        `${name}-${addonName}`,
+        { clusterName: this.clusterName, addonName, resolveConflictsOnCreate: "OVERWRITE", resolveConflictsOnUpdate: "OVERWRITE", tags: args.tags, ...extra },
+        { parent: this, dependsOn },
+      );
+    // The CNI and kube-proxy must exist before nodes can become Ready.
+    const vpcCni = addon("vpc-cni", {}, [cluster]);
+    const kubeProxy = addon("kube-proxy", {}, [cluster]);
+    const podIdentityAgent = addon("eks-pod-identity-agent", {}, [cluster]);
+
+    const nodeRole = new aws.iam.Role(
+      `${name}-system-node-role`,
+      { assumeRolePolicy: JSON.stringify({ Version: "2012-10-17", Statement: [{ Effect: "Allow", Principal: { Service: "ec2.amazonaws.com" }, Action: "sts:AssumeRole" }] }), tags: args.tags },
+      parent,
+    );
+    const nodePolicies = [
+      "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
+      "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
+      "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryPullOnly",
+    ].map((policyArn, i) => new aws.iam.RolePolicyAttachment(`${name}-system-node-policy-${["worker", "cni", "ecr"][i]}`, { role: nodeRole.name, policyArn }, parent));
+
+    // A managed node group gets its EKS access entry from EKS itself.
+    const systemNodes = new aws.eks.NodeGroup(
+      `${name}-system`,
+      {
+        clusterName: this.clusterName,
+        nodeRoleArn: nodeRole.arn,
+        subnetIds: vpc.privateSubnetIds,
+        instanceTypes: [args.systemNodeInstanceType],
+        amiType: "AL2023_x86_64_STANDARD",
+        capacityType: "ON_DEMAND",
+        scalingConfig: { desiredSize: args.systemNodeCount, minSize: args.systemNodeCount, maxSize: args.systemNodeCount + 1 },
+        updateConfig: { maxUnavailable: 1 },
+        labels: { ...SYSTEM_NODE_LABEL },
+        tags: args.tags,
+      },
+      { parent: this, dependsOn: [vpcCni, kubeProxy, ...nodePolicies] },
+    );
+    const coredns = addon("coredns", {}, [systemNodes]);
+
+    const lbcRole = new PodIdentityRole(
+      `${name}-lbc`,
+      {
+        clusterName: this.clusterName,
+        namespace: "kube-system",
+        serviceAccount: "aws-load-balancer-controller",
+        statements: lbcStatements(this.clusterName, args.region, this.accountId),
+        tags: args.tags,
+      },
+      parent,
+    );
+    const lbController = new k8s.helm.v3.Release(
+      `${name}-lbc`,
+      {
+        name: "aws-load-balancer-controller",
+        chart: CHARTS.lbController.chart,
+        version: CHARTS.lbController.version,
+        repositoryOpts: { repo: CHARTS.lbController.repo },
+        namespace: "kube-system",
+        atomic: true,
+        values: {
+          clusterName: this.clusterName,
+          region: args.region,
+          vpcId: vpc.vpcId,
+          replicaCount: 2,
+          serviceAccount: { create: true, name: "aws-load-balancer-controller" },
+          nodeSelector: { ...SYSTEM_NODE_LABEL },
+          // Only Ingresses of class alb are ours; leave other LoadBalancer Services alone.
+          enableServiceMutatorWebhook: false,
+          // Integrations this stack does not use: off, so the role needs no WAF/Shield permissions.
+          enableShield: false,
+          enableWaf: false,
+          enableWafv2: false,
+        },
+      },
+      { parent: this, provider: this.provider, dependsOn: [lbcRole, coredns, podIdentityAgent, systemNodes] },
+    );
+
+    // The AL2023 NVIDIA AMI ships the driver and container toolkit, not the device plugin.
+    const devicePlugin = new k8s.helm.v3.Release(
+      `${name}-nvidia-device-plugin`,
+      {
+        name: "nvidia-device-plugin",
+        chart: CHARTS.nvidiaDevicePlugin.chart,
+        version: CHARTS.nvidiaDevicePlugin.version,
+        repositoryOpts: { repo: CHARTS.nvidiaDevicePlugin.repo },
+        namespace: "kube-system",
+        atomic: true,
+        values: {
+          // GPU nodes only: Karpenter's GPU NodePool sets this label (nodeadm sets it too from 1.35).
+          nodeSelector: { "nvidia.com/gpu.present": "true" },
+          // Overriding tolerations replaces the chart's list, so both defaults are kept explicitly.
+          tolerations: [
+            { key: "CriticalAddonsOnly", operator: "Exists" },
+            { key: "nvidia.com/gpu", operator: "Exists", effect: "NoSchedule" },
+          ],
+          priorityClassName: "system-node-critical",
+        },
+      },
+      { parent: this, provider: this.provider, dependsOn: [systemNodes, coredns] },
+    );
+
+    this.ready = [systemNodes, coredns, podIdentityAgent, lbController, devicePlugin];
+    this.registerOutputs({
+      clusterName: this.clusterName,
+      vpcId: this.vpcId,
+      privateSubnetIds: this.privateSubnetIds,
+      clusterSecurityGroupId: this.clusterSecurityGroupId,
+      kubeconfig: this.kubeconfig,
+    });
+  }
+}

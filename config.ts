@@ -1,0 +1,370 @@
+/**
+ * The stack's configuration: read once, validated once, passed into every component.
+ * Every problem is reported together, each naming its key, so one `pulumi up` shows them all.
+ * Defaults are documented here, in Pulumi.dev.yaml and in the README's config reference.
+ */
+import * as pulumi from "@pulumi/pulumi";
+
+/**
+ * GPU instance types this program knows how to size for: vCPU and memory set the ComfyUI pod's
+ * requests, NVMe the model cache, price the cost docs. Figures: us-east-1 on-demand, Jul 2026
+ * (../shared/docs/anchors.md "Instances"). A type not listed here is rejected by config validation,
+ * because without these figures we could neither size the pod nor promise local NVMe.
+ */
+export interface GpuInstance {
+  gpu: string;
+  gpuMemoryGiB: number;
+  vcpu: number;
+  memoryGiB: number;
+  nvmeGB: number;
+  onDemandUsdPerHour: number;
+}
+
+export const GPU_INSTANCES: Readonly<Record<string, GpuInstance>> = {
+  "g4dn.xlarge": { gpu: "T4", gpuMemoryGiB: 16, vcpu: 4, memoryGiB: 16, nvmeGB: 125, onDemandUsdPerHour: 0.526 },
+  "g4dn.2xlarge": { gpu: "T4", gpuMemoryGiB: 16, vcpu: 8, memoryGiB: 32, nvmeGB: 225, onDemandUsdPerHour: 0.752 },
+  "g5.xlarge": { gpu: "A10G", gpuMemoryGiB: 24, vcpu: 4, memoryGiB: 16, nvmeGB: 250, onDemandUsdPerHour: 1.006 },
+  "g5.2xlarge": { gpu: "A10G", gpuMemoryGiB: 24, vcpu: 8, memoryGiB: 32, nvmeGB: 450, onDemandUsdPerHour: 1.212 },
+  "g6.xlarge": { gpu: "L4", gpuMemoryGiB: 24, vcpu: 4, memoryGiB: 16, nvmeGB: 250, onDemandUsdPerHour: 0.8048 },
+  "g6.2xlarge": { gpu: "L4", gpuMemoryGiB: 24, vcpu: 8, memoryGiB: 32, nvmeGB: 450, onDemandUsdPerHour: 0.9776 },
+  "g6e.xlarge": { gpu: "L40S", gpuMemoryGiB: 48, vcpu: 4, memoryGiB: 32, nvmeGB: 250, onDemandUsdPerHour: 1.861 },
+  "g6e.2xlarge": { gpu: "L40S", gpuMemoryGiB: 48, vcpu: 8, memoryGiB: 64, nvmeGB: 450, onDemandUsdPerHour: 2.2421 },
+};
+
+/**
+ * What one ComfyUI pod may request so that it fits on the smallest allowed type next to the
+ * DaemonSets (CNI, kube-proxy, device plugin, Pod Identity agent, Mountpoint pods): one vCPU and a
+ * quarter of memory (at least 4 GiB) are left to the node.
+ */
+export function podResourcesFor(types: readonly string[]): { cpu: string; memory: string } {
+  const known = types.map((t) => GPU_INSTANCES[t]).filter((i): i is GpuInstance => i !== undefined);
+  if (known.length === 0) throw new Error("podResourcesFor: no known GPU instance type given");
+  const vcpu = Math.min(...known.map((i) => i.vcpu));
+  const mem = Math.min(...known.map((i) => i.memoryGiB));
+  return { cpu: String(vcpu - 1), memory: `${mem - Math.max(4, Math.ceil(mem / 4))}Gi` };
+}
+
+export type NatStrategy = "single" | "onePerAz";
+export type CapacityType = "spot" | "on-demand";
+
+export interface WorkingHours {
+  /** Cron expression (5 fields) when the floor starts, in `timezone`. */
+  start: string;
+  /** Cron expression when the floor ends. */
+  end: string;
+  /** IANA time zone of the studio, e.g. Europe/Berlin. */
+  timezone: string;
+  /** ComfyUI pods kept warm during working hours. */
+  replicas: number;
+}
+
+export interface StackConfig {
+  /** Pulumi project and stack names, used to make physical names unique per stack. */
+  project: string;
+  stack: string;
+  /** AWS region (aws:region). */
+  region: string;
+  /** EKS Kubernetes version. Default "1.34". */
+  kubernetesVersion: string;
+  /** Availability zones used by the VPC (2 or 3). Default 2. */
+  availabilityZones: number;
+  /** VPC CIDR. Default 10.0.0.0/16. */
+  vpcCidr: string;
+  /** "single" NAT gateway shared by all AZs (cheaper, default) or "onePerAz" (no cross-AZ dependency). */
+  natGateways: NatStrategy;
+  /** CIDRs allowed to reach the public Kubernetes API endpoint (IAM authentication still applies). Default ["0.0.0.0/0"]. */
+  apiAllowedCidrs: string[];
+  /** Instance type of the managed CPU system node group. Default t3a.large. */
+  systemNodeInstanceType: string;
+  /** Number of system nodes (1–10). Default 2, so controllers survive one node. */
+  systemNodeCount: number;
+  /** GPU instance types Karpenter may launch (must be in GPU_INSTANCES). */
+  gpuInstanceTypes: string[];
+  /** Capacity types, preferred spot first. Default ["spot", "on-demand"]. */
+  gpuCapacityTypes: CapacityType[];
+  /** Maximum GPUs across all GPU nodes: the cost cap. Default 4. */
+  gpuLimit: number;
+  /** Pinned AL2023 AMI alias for GPU nodes (never @latest). Default al2023@v20260724. */
+  gpuAmiAlias: string;
+  /** How long an empty GPU node stays before Karpenter removes it. Default "5m". */
+  gpuConsolidateAfter: string;
+  /** Maximum lifetime of a GPU node (picks up new AMIs). Default "168h". */
+  gpuExpireAfter: string;
+  /** Root EBS volume of GPU nodes in GiB (OS; images and models live on NVMe). Default 100. */
+  gpuRootVolumeGiB: number;
+  /** Model keys or prefixes fetched at boot before the node takes pods; [] = the whole bucket. */
+  modelsHotSet: string[];
+  /** Time budget of the boot-time model fill in seconds (60–720; Karpenter gives 15 min to register). Default 600. */
+  modelsBootFillSeconds: number;
+  /** Parallel file transfers when filling a node's model folder. Default 8. */
+  modelsParallelTransfers: number;
+  /** ComfyUI release tag built into the image. Default v0.3.64. */
+  comfyuiVersion: string;
+  /** The commit that tag must resolve to (checked during the image build). */
+  comfyuiCommit: string;
+  /** Keep the buckets (and their data) on `pulumi destroy`. Default true. */
+  retainBucketsOnDestroy: boolean;
+  /** Days after which generated outputs expire; 0 keeps them forever. Default 0. */
+  outputsExpireDays: number;
+  /** Days a replaced or deleted model version is kept (models bucket is versioned). Default 30. */
+  modelsNoncurrentDays: number;
+  /** CloudFront in front of the internal ALB. Default true. When false, reach ComfyUI with kubectl port-forward. */
+  edgeEnabled: boolean;
+  /** User name for the edge login. Default "studio". */
+  edgeUsername: string;
+  /** Password for the edge login (secret); generated when not set. */
+  edgePassword: pulumi.Output<string> | undefined;
+  /** CloudFront price class. Default PriceClass_100. */
+  edgePriceClass: "PriceClass_100" | "PriceClass_200" | "PriceClass_All";
+  /** Minimum ComfyUI pods outside working hours (0 = scale to zero). Default 0. */
+  minReplicas: number;
+  /** Maximum ComfyUI pods. Default 4. */
+  maxReplicas: number;
+  /** Queued + running prompts per pod before scaling out. Default 2. */
+  queuePerPod: number;
+  /** Idle minutes before scaling to zero. Default 15. */
+  idleMinutes: number;
+  /** Optional working-hours floor. Default none. */
+  workingHours: WorkingHours | undefined;
+  /** Seconds a stopping ComfyUI pod may spend finishing its queue. Default 900. */
+  drainSeconds: number;
+}
+
+/** Thrown with every problem found, one line each, naming the key. */
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid stack configuration:\n  - ${problems.join("\n  - ")}`);
+    this.name = "ConfigError";
+  }
+}
+
+/** Raw values as Pulumi config holds them (strings; lists and objects as JSON). */
+export type RawConfig = Record<string, string | undefined>;
+
+const CIDR = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}\/(\d|[12]\d|3[0-2])$/;
+const DURATION = /^(\d+h)?(\d+m)?(\d+s)?$/;
+const CRON = /^(\S+\s+){4}\S+$/;
+const MODEL_KEY = /^[\p{L}\p{N}\p{M} ._\-+()[\],@='/]+$/u;
+
+/**
+ * Pure validation of raw config values (keys without the project prefix). `pulumi.Config` only
+ * feeds it, so every rule is testable without a Pulumi engine.
+ */
+export function parseConfig(raw: RawConfig, ctx: { project: string; stack: string; edgePassword?: pulumi.Output<string> }): StackConfig {
+  const problems: string[] = [];
+  const bad = (key: string, msg: string) => problems.push(`${key}: ${msg}`);
+
+  const str = (key: string, def: string): string => {
+    const v = raw[key];
+    return v === undefined || v === "" ? def : v;
+  };
+  const int = (key: string, def: number, min: number, max: number): number => {
+    const v = raw[key];
+    if (v === undefined || v === "") return def;
+    if (!/^-?\d+$/.test(v.trim())) {
+      bad(key, `must be a whole number between ${min} and ${max}, got "${v}"`);
+      return def;
+    }
+    const n = Number(v);
+    if (n < min || n > max) bad(key, `must be between ${min} and ${max}, got ${n}`);
+    return n;
+  };
+  const bool = (key: string, def: boolean): boolean => {
+    const v = raw[key];
+    if (v === undefined || v === "") return def;
+    if (v === "true" || v === "false") return v === "true";
+    bad(key, `must be true or false, got "${v}"`);
+    return def;
+  };
+  const list = (key: string, def: string[]): string[] => {
+    const v = raw[key];
+    if (v === undefined || v === "") return def;
+    try {
+      const parsed: unknown = JSON.parse(v);
+      if (Array.isArray(parsed) && parsed.every((x) => typeof x === "string")) return parsed as string[];
+    } catch {
+      /* reported below */
+    }
+    bad(key, `must be a list of strings, e.g. pulumi config set --path '${key}[0]' value; got ${v}`);
+    return def;
+  };
+  const oneOf = <T extends string>(key: string, def: T, allowed: readonly T[]): T => {
+    const v = str(key, def);
+    if (!(allowed as readonly string[]).includes(v)) bad(key, `must be one of ${allowed.join(", ")}, got "${v}"`);
+    return v as T;
+  };
+
+  const region = str("aws:region", "");
+  if (!/^[a-z]{2}(-gov)?-[a-z]+-\d$/.test(region)) {
+    bad("aws:region", region ? `"${region}" is not an AWS region name` : "is required: pulumi config set aws:region us-west-2");
+  }
+
+  const kubernetesVersion = str("kubernetesVersion", "1.34");
+  if (!/^1\.(3[0-9])$/.test(kubernetesVersion)) bad("kubernetesVersion", `must look like 1.34 (1.30 or newer), got "${kubernetesVersion}"`);
+
+  const vpcCidr = str("vpcCidr", "10.0.0.0/16");
+  if (!CIDR.test(vpcCidr) || Number(vpcCidr.split("/")[1]) > 20 || Number(vpcCidr.split("/")[1]) < 16) {
+    bad("vpcCidr", `must be an IPv4 CIDR from /16 to /20, got "${vpcCidr}"`);
+  }
+  const apiAllowedCidrs = list("apiAllowedCidrs", ["0.0.0.0/0"]);
+  for (const c of apiAllowedCidrs) if (!CIDR.test(c)) bad("apiAllowedCidrs", `"${c}" is not an IPv4 CIDR`);
+  if (apiAllowedCidrs.length === 0) bad("apiAllowedCidrs", "must list at least one CIDR");
+
+  const systemNodeInstanceType = str("systemNodeInstanceType", "t3a.large");
+  if (!/^[a-z][a-z0-9-]*\.[a-z0-9]+$/.test(systemNodeInstanceType)) {
+    bad("systemNodeInstanceType", `"${systemNodeInstanceType}" is not an EC2 instance type`);
+  } else if (GPU_INSTANCES[systemNodeInstanceType]) {
+    bad("systemNodeInstanceType", `"${systemNodeInstanceType}" is a GPU type; system nodes run controllers only`);
+  }
+
+  const gpuInstanceTypes = list("gpuInstanceTypes", ["g6.xlarge", "g6.2xlarge", "g5.xlarge", "g5.2xlarge"]);
+  if (gpuInstanceTypes.length === 0) bad("gpuInstanceTypes", "must list at least one GPU instance type");
+  for (const t of gpuInstanceTypes) {
+    if (!GPU_INSTANCES[t]) bad("gpuInstanceTypes", `"${t}" is not supported; choose from ${Object.keys(GPU_INSTANCES).join(", ")}`);
+  }
+  const gpuCapacityTypes = list("gpuCapacityTypes", ["spot", "on-demand"]) as CapacityType[];
+  if (gpuCapacityTypes.length === 0) bad("gpuCapacityTypes", "must list spot and/or on-demand");
+  for (const c of gpuCapacityTypes) if (c !== "spot" && c !== "on-demand") bad("gpuCapacityTypes", `"${c}" must be spot or on-demand`);
+
+  const gpuAmiAlias = str("gpuAmiAlias", "al2023@v20260724");
+  if (!/^al2023@v\d{8}$/.test(gpuAmiAlias)) {
+    bad("gpuAmiAlias", `must pin an AL2023 release like al2023@v20260724 (never @latest: it drifts every node), got "${gpuAmiAlias}"`);
+  }
+  const gpuConsolidateAfter = str("gpuConsolidateAfter", "5m");
+  if (!DURATION.test(gpuConsolidateAfter) || gpuConsolidateAfter === "") bad("gpuConsolidateAfter", `must be a duration like 5m or 30s, got "${gpuConsolidateAfter}"`);
+  const gpuExpireAfter = str("gpuExpireAfter", "168h");
+  if ((!DURATION.test(gpuExpireAfter) || gpuExpireAfter === "") && gpuExpireAfter !== "Never") {
+    bad("gpuExpireAfter", `must be a duration like 168h or Never, got "${gpuExpireAfter}"`);
+  }
+
+  const modelsHotSet = list("modelsHotSet", []);
+  for (const k of modelsHotSet) {
+    if (!MODEL_KEY.test(k) || k.startsWith("/") || k.split("/").includes("..")) {
+      bad("modelsHotSet", `"${k}" is not a safe model key or prefix (e.g. checkpoints/ or loras/detail.safetensors)`);
+    }
+  }
+
+  const edgePriceClass = oneOf("edgePriceClass", "PriceClass_100", ["PriceClass_100", "PriceClass_200", "PriceClass_All"] as const);
+  const edgeUsername = str("edgeUsername", "studio");
+  if (!/^[A-Za-z0-9._-]{3,64}$/.test(edgeUsername)) bad("edgeUsername", "must be 3–64 letters, digits, '.', '_' or '-'");
+  const edgePasswordPlain = raw["edgePassword"];
+  if (edgePasswordPlain !== undefined && edgePasswordPlain.length < 12) bad("edgePassword", "must be at least 12 characters");
+
+  let workingHours: WorkingHours | undefined;
+  const wh = raw["workingHours"];
+  if (wh !== undefined && wh !== "") {
+    try {
+      const o = JSON.parse(wh) as Partial<WorkingHours>;
+      const whProblems: string[] = [];
+      if (typeof o.start !== "string" || !CRON.test(o.start.trim())) whProblems.push("start must be a 5-field cron expression, e.g. \"0 9 * * 1-5\"");
+      if (typeof o.end !== "string" || !CRON.test(o.end.trim())) whProblems.push("end must be a 5-field cron expression, e.g. \"0 19 * * 1-5\"");
+      if (o.start !== undefined && o.start === o.end) whProblems.push("end must differ from start");
+      if (typeof o.timezone !== "string" || !isTimeZone(o.timezone)) whProblems.push(`timezone must be an IANA time zone such as Europe/Berlin, got ${JSON.stringify(o.timezone)}`);
+      const replicas = o.replicas ?? 1;
+      if (!Number.isInteger(replicas) || replicas < 1) whProblems.push("replicas must be a whole number ≥ 1");
+      whProblems.forEach((p) => bad(`workingHours.${p.split(" ")[0]}`, p.substring(p.indexOf(" ") + 1)));
+      if (whProblems.length === 0) workingHours = { start: o.start!.trim(), end: o.end!.trim(), timezone: o.timezone!, replicas };
+    } catch {
+      bad("workingHours", "must be an object: pulumi config set --path workingHours.start '0 9 * * 1-5' (and end, timezone, replicas)");
+    }
+  }
+
+  const cfg: StackConfig = {
+    project: ctx.project,
+    stack: ctx.stack,
+    region,
+    kubernetesVersion,
+    availabilityZones: int("availabilityZones", 2, 2, 3),
+    vpcCidr,
+    natGateways: oneOf("natGateways", "single", ["single", "onePerAz"] as const),
+    apiAllowedCidrs,
+    systemNodeInstanceType,
+    systemNodeCount: int("systemNodeCount", 2, 1, 10),
+    gpuInstanceTypes,
+    gpuCapacityTypes,
+    gpuLimit: int("gpuLimit", 4, 1, 256),
+    gpuAmiAlias,
+    gpuConsolidateAfter,
+    gpuExpireAfter,
+    gpuRootVolumeGiB: int("gpuRootVolumeGiB", 100, 40, 2000),
+    modelsHotSet,
+    modelsBootFillSeconds: int("modelsBootFillSeconds", 600, 60, 720),
+    modelsParallelTransfers: int("modelsParallelTransfers", 8, 1, 64),
+    comfyuiVersion: str("comfyuiVersion", "v0.3.64"),
+    comfyuiCommit: str("comfyuiCommit", "a125cd84b054a57729b5eecab930ca9408719832"),
+    retainBucketsOnDestroy: bool("retainBucketsOnDestroy", true),
+    outputsExpireDays: int("outputsExpireDays", 0, 0, 36500),
+    modelsNoncurrentDays: int("modelsNoncurrentDays", 30, 1, 3650),
+    edgeEnabled: bool("edgeEnabled", true),
+    edgeUsername,
+    edgePassword: ctx.edgePassword,
+    edgePriceClass,
+    minReplicas: int("minReplicas", 0, 0, 100),
+    maxReplicas: int("maxReplicas", 4, 1, 100),
+    queuePerPod: int("queuePerPod", 2, 1, 100),
+    idleMinutes: int("idleMinutes", 15, 1, 1440),
+    workingHours,
+    drainSeconds: int("drainSeconds", 900, 30, 3600),
+  };
+
+  if (!/^v\d+\.\d+\.\d+$/.test(cfg.comfyuiVersion)) bad("comfyuiVersion", `must be a release tag like v0.3.64, got "${cfg.comfyuiVersion}"`);
+  if (!/^[0-9a-f]{40}$/.test(cfg.comfyuiCommit)) bad("comfyuiCommit", `must be a full 40-hex commit id, got "${cfg.comfyuiCommit}"`);
+  if (cfg.minReplicas > cfg.maxReplicas) bad("minReplicas", `(${cfg.minReplicas}) must not exceed maxReplicas (${cfg.maxReplicas})`);
+  if (cfg.workingHours && cfg.workingHours.replicas > cfg.maxReplicas) {
+    bad("workingHours.replicas", `(${cfg.workingHours.replicas}) must not exceed maxReplicas (${cfg.maxReplicas})`);
+  }
+  if (cfg.maxReplicas > cfg.gpuLimit) {
+    bad("maxReplicas", `(${cfg.maxReplicas}) needs one GPU per pod but gpuLimit is ${cfg.gpuLimit}; raise gpuLimit or lower maxReplicas`);
+  }
+  if (`comfyui-${ctx.stack}`.length > 24) bad("(stack name)", `"${ctx.stack}" is too long: physical names such as the ALB's are limited to 32 characters; use at most 16`);
+
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze(cfg);
+}
+
+function isTimeZone(tz: string): boolean {
+  try {
+    new Intl.DateTimeFormat("en-US", { timeZone: tz });
+    return tz.includes("/") || tz === "UTC";
+  } catch {
+    return false;
+  }
+}
+
+/** Every key this program reads, so that unknown keys (typos) can be reported. */
+export const CONFIG_KEYS = [
+  "kubernetesVersion", "availabilityZones", "vpcCidr", "natGateways", "apiAllowedCidrs", "systemNodeInstanceType",
+  "systemNodeCount", "gpuInstanceTypes", "gpuCapacityTypes", "gpuLimit", "gpuAmiAlias", "gpuConsolidateAfter",
+  "gpuExpireAfter", "gpuRootVolumeGiB", "modelsHotSet", "modelsBootFillSeconds", "modelsParallelTransfers",
+  "comfyuiVersion", "comfyuiCommit", "retainBucketsOnDestroy", "outputsExpireDays", "modelsNoncurrentDays",
+  "edgeEnabled", "edgeUsername", "edgePassword", "edgePriceClass", "minReplicas", "maxReplicas", "queuePerPod",
+  "idleMinutes", "workingHours", "drainSeconds",
+] as const;
+
+/** Reads this stack's config through Pulumi and validates it. */
+export function loadConfig(): StackConfig {
+  const project = pulumi.getProject();
+  const stack = pulumi.getStack();
+  const cfg = new pulumi.Config();
+  const raw: RawConfig = { "aws:region": new pulumi.Config("aws").get("region") };
+  for (const key of CONFIG_KEYS) {
+    // The password is a secret: validate its length here but pass it on only as a secret Output.
+    raw[key] = key === "edgePassword" ? undefined : cfg.get(key);
+  }
+  const password = cfg.getSecret("edgePassword");
+  const problems: string[] = [];
+  let parsed: StackConfig | undefined;
+  try {
+    parsed = parseConfig(raw, { project, stack, edgePassword: password });
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    problems.push(...e.problems);
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  if (password) {
+    password.apply((p) => {
+      if (p.length < 12) throw new ConfigError(["edgePassword: must be at least 12 characters"]);
+    });
+  }
+  return parsed!;
+}

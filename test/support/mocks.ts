@@ -1,0 +1,181 @@
+/**
+ * Offline harness: Pulumi runtime mocks that record every resource and answer every invoke this
+ * program makes. Remote components (eks:index:Cluster, awsx:ec2:Vpc, awsx:ecr:Image) are opaque
+ * under mocks, so they get canned outputs here; anything not answered throws, so a new invoke
+ * cannot silently return undefined.
+ */
+import * as pulumi from "@pulumi/pulumi";
+
+export interface RecordedResource {
+  type: string;
+  name: string;
+  inputs: Record<string, any>;
+  custom: boolean;
+  provider?: string;
+  id: string;
+  urn: string;
+}
+
+export const MOCK_ACCOUNT = "123456789012";
+export const MOCK_IMAGE_DIGEST = "sha256:0f3c1d2e4b5a69788796a5b4c3d2e1f00f3c1d2e4b5a69788796a5b4c3d2e1f0";
+export const MOCK_ALB_DNS = "internal-comfyui-dev-1234567890.us-west-2.elb.amazonaws.com";
+
+export class Recorder {
+  readonly resources: RecordedResource[] = [];
+  readonly invokes: { token: string; args: Record<string, any> }[] = [];
+
+  ofType(type: string): RecordedResource[] {
+    return this.resources.filter((r) => r.type === type);
+  }
+
+  one(type: string, nameIncludes?: string): RecordedResource {
+    const found = this.ofType(type).filter((r) => nameIncludes === undefined || r.name.includes(nameIncludes));
+    if (found.length !== 1) {
+      throw new Error(
+        `expected exactly one ${type}${nameIncludes ? ` named like '${nameIncludes}'` : ""}, found ${found.length}: ` +
+          found.map((r) => r.name).join(", "),
+      );
+    }
+    return found[0];
+  }
+
+  /** Kubernetes objects (custom resources of any kubernetes:* type except Helm releases and providers). */
+  kubernetesObjects(): RecordedResource[] {
+    return this.resources.filter(
+      (r) => r.type.startsWith("kubernetes:") && !r.type.startsWith("kubernetes:helm.sh") && r.type !== "pulumi:providers:kubernetes",
+    );
+  }
+
+  reset(): void {
+    this.resources.length = 0;
+    this.invokes.length = 0;
+  }
+}
+
+function outputsFor(type: string, name: string, inputs: Record<string, any>): Record<string, any> {
+  const arn = (service: string, resource: string) => `arn:aws:${service}:us-west-2:${MOCK_ACCOUNT}:${resource}`;
+  switch (type) {
+    case "awsx:ec2:Vpc":
+      return {
+        vpcId: "vpc-0mock",
+        privateSubnetIds: ["subnet-priv-a", "subnet-priv-b"],
+        publicSubnetIds: ["subnet-pub-a", "subnet-pub-b"],
+        isolatedSubnetIds: [],
+      };
+    case "eks:index:Cluster":
+      return {
+        kubeconfigJson: JSON.stringify({ apiVersion: "v1", kind: "Config", clusters: [{ name: inputs.name }] }),
+        eksCluster: {
+          name: inputs.name,
+          arn: arn("eks", `cluster/${inputs.name}`),
+          endpoint: "https://MOCK.gr7.us-west-2.eks.amazonaws.com",
+          certificateAuthority: { data: "bW9jaw==" },
+          vpcConfig: { clusterSecurityGroupId: "sg-cluster" },
+        },
+        clusterSecurityGroupId: "sg-cluster",
+        nodeSecurityGroupId: "sg-node",
+      };
+    case "awsx:ecr:Image":
+      return { imageUri: `${MOCK_ACCOUNT}.dkr.ecr.us-west-2.amazonaws.com/comfyui@${MOCK_IMAGE_DIGEST}` };
+    case "awsx:ecr:Repository":
+      return { url: `${MOCK_ACCOUNT}.dkr.ecr.us-west-2.amazonaws.com/comfyui` };
+    case "aws:ecr/repository:Repository":
+      return {
+        ...inputs,
+        arn: arn("ecr", `repository/${name}`),
+        repositoryUrl: `${MOCK_ACCOUNT}.dkr.ecr.us-west-2.amazonaws.com/${name}`,
+        name,
+      };
+    case "aws:iam/role:Role":
+      return { ...inputs, arn: `arn:aws:iam::${MOCK_ACCOUNT}:role/${name}`, name: inputs.name ?? name };
+    case "aws:iam/policy:Policy":
+      return { ...inputs, arn: `arn:aws:iam::${MOCK_ACCOUNT}:policy/${name}` };
+    case "aws:s3/bucket:Bucket": {
+      const bucket = inputs.bucket ?? `${name}-mock`;
+      return { ...inputs, bucket, arn: `arn:aws:s3:::${bucket}`, bucketRegionalDomainName: `${bucket}.s3.us-west-2.amazonaws.com` };
+    }
+    case "aws:sqs/queue:Queue":
+      return { ...inputs, arn: arn("sqs", name), url: `https://sqs.us-west-2.amazonaws.com/${MOCK_ACCOUNT}/${name}`, name: inputs.name ?? name };
+    case "aws:lambda/function:Function":
+      return { ...inputs, arn: arn("lambda", `function:${name}`), name: inputs.name ?? name };
+    case "aws:cloudfront/distribution:Distribution":
+      return { ...inputs, domainName: "d111111abcdef8.cloudfront.net", arn: `arn:aws:cloudfront::${MOCK_ACCOUNT}:distribution/EMOCK` };
+    case "aws:cloudfront/vpcOrigin:VpcOrigin":
+    case "aws:cloudfront/function:Function":
+    case "aws:cloudfront/keyValueStore:KeyValueStore":
+      return { ...inputs, arn: `arn:aws:cloudfront::${MOCK_ACCOUNT}:${type.split(":").pop()}/${name}` };
+    case "aws:ec2/securityGroup:SecurityGroup":
+      return { ...inputs, arn: arn("ec2", `security-group/${name}`) };
+    case "kubernetes:networking.k8s.io/v1:Ingress":
+      return { ...inputs, status: { loadBalancer: { ingress: [{ hostname: MOCK_ALB_DNS }] } } };
+    case "random:index/randomPassword:RandomPassword":
+      return { ...inputs, result: "mock-generated-password-0123456789" };
+    default:
+      return { ...inputs, arn: inputs.arn ?? arn(type.split(":")[1]?.split("/")[0] ?? "x", name) };
+  }
+}
+
+function invoke(token: string, args: Record<string, any>): Record<string, any> {
+  switch (token) {
+    case "aws:index/getCallerIdentity:getCallerIdentity":
+      return { accountId: MOCK_ACCOUNT, arn: `arn:aws:iam::${MOCK_ACCOUNT}:user/mock`, userId: "MOCK" };
+    case "aws:index/getPartition:getPartition":
+      return { partition: "aws", dnsSuffix: "amazonaws.com" };
+    case "aws:index/getRegion:getRegion":
+      return { name: "us-west-2", region: "us-west-2" };
+    case "aws:ec2/getRouteTables:getRouteTables":
+      return { ids: ["rtb-priv-a", "rtb-priv-b", "rtb-pub"] };
+    case "aws:ec2/getManagedPrefixList:getManagedPrefixList":
+      return { id: "pl-cloudfront-mock", name: args.name };
+    case "aws:lb/getLoadBalancer:getLoadBalancer":
+      return {
+        arn: `arn:aws:elasticloadbalancing:us-west-2:${MOCK_ACCOUNT}:loadbalancer/app/${args.name}/50dc6c495c0c9188`,
+        dnsName: MOCK_ALB_DNS,
+        name: args.name,
+        securityGroups: ["sg-alb"],
+      };
+    case "aws:iam/getPolicyDocument:getPolicyDocument":
+      return { json: JSON.stringify({ Version: "2012-10-17", Statement: args.statements ?? [] }) };
+    default:
+      throw new Error(`Mock not implemented for invoke ${token} (args ${JSON.stringify(args)})`);
+  }
+}
+
+/** Installs the mocks. Call before importing any module that creates resources. */
+export function installMocks(recorder: Recorder, stack = "dev", project = "comfyui-eks"): void {
+  pulumi.runtime.setMocks(
+    {
+      newResource(args: pulumi.runtime.MockResourceArgs) {
+        const state = outputsFor(args.type, args.name, args.inputs);
+        const id = `${args.name}-id`;
+        recorder.resources.push({
+          type: args.type,
+          name: args.name,
+          inputs: args.inputs,
+          custom: args.custom ?? false,
+          provider: args.provider,
+          id,
+          urn: `urn:pulumi:${stack}::${project}::${args.type}::${args.name}`,
+        });
+        return { id, state };
+      },
+      call(args: pulumi.runtime.MockCallArgs) {
+        recorder.invokes.push({ token: args.token, args: args.inputs });
+        return invoke(args.token, args.inputs);
+      },
+    },
+    project,
+    stack,
+    false,
+  );
+}
+
+/** Resolves any Output (or plain value) to its value, the way a test wants to assert on it. */
+export function unwrap<T>(value: pulumi.Input<T> | undefined): Promise<T> {
+  return new Promise((resolve) => pulumi.output(value as pulumi.Input<T>).apply((v) => resolve(v as T)));
+}
+
+/** Lets every pending registration reach the mock before the test inspects the recorder. */
+export async function settle(): Promise<void> {
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+}
