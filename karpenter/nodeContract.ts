@@ -50,3 +50,9 @@ export const MODEL_FOLDERS: readonly string[] = [
   "vae",
   "vae_approx",
 ];
+
+/** Label every GPU node carries (set by the GPU NodePool); the ComfyUI Deployment selects it. */
+export const GPU_POOL_LABEL = { "comfyui.studio/pool": "gpu" } as const;
+
+/** Taint on every GPU node: only pods that need a GPU (and tolerate it) land there. */
+export const GPU_TAINT = { key: "nvidia.com/gpu", value: "true", effect: "NoSchedule" } as const;
