@@ -139,7 +139,8 @@ export class Cluster extends pulumi.ComponentResource {
         { parent: this, dependsOn },
       );
     // The CNI and kube-proxy must exist before nodes can become Ready.
-    const vpcCni = addon("vpc-cni", {}, [cluster]);
+    // The network policy agent enforces the workload's NetworkPolicies.
+    const vpcCni = addon("vpc-cni", { configurationValues: JSON.stringify({ enableNetworkPolicy: "true" }) }, [cluster]);
     const kubeProxy = addon("kube-proxy", {}, [cluster]);
     const podIdentityAgent = addon("eks-pod-identity-agent", {}, [cluster]);
 

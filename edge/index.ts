@@ -1,0 +1,165 @@
+/**
+ * The front door: CloudFront (HTTPS for viewers, WebSockets through, no caching of ComfyUI's
+ * dynamic routes) whose only origin is the Ingress's internal ALB, reached through a CloudFront
+ * VPC origin — the ALB has no public address at all. Access control is on: a CloudFront Function
+ * checks the studio's credentials (a Pulumi secret) on every request, WebSocket handshakes included.
+ */
+import * as aws from "@pulumi/aws";
+import * as pulumi from "@pulumi/pulumi";
+import * as random from "@pulumi/random";
+import * as crypto from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+
+/** AWS-managed CloudFront policies (ids are global constants documented by CloudFront). */
+export const MANAGED_POLICIES = {
+  cachingDisabled: "4135ea2d-6df8-44a3-9df3-4b5a84be39ad",
+  cachingOptimized: "658327ea-f89d-4fab-a63d-7e88639e58f6",
+  allViewer: "216adef6-5c7f-47e4-b989-5492eafa07d3",
+} as const;
+
+/** CloudFront's origin-facing prefix list: the only source the ALB's security group admits. */
+export function cloudFrontOriginPrefixListId(opts?: pulumi.InvokeOptions): pulumi.Output<string> {
+  return aws.ec2.getManagedPrefixListOutput({ name: "com.amazonaws.global.cloudfront.origin-facing" }, opts).id;
+}
+
+/** The function code with the KeyValueStore id filled in. */
+export function authFunctionCode(kvsId: string): string {
+  return fs.readFileSync(path.join(__dirname, "auth.js"), "utf8").replace("__KVS_ID__", kvsId);
+}
+
+/** What the KeyValueStore holds for a user name and password (both derived, neither stored). */
+export function credentialRecords(username: string, password: string): { basicSha256: string; sessionKey: string } {
+  const basic = Buffer.from(`${username}:${password}`, "utf8").toString("base64");
+  return {
+    basicSha256: crypto.createHash("sha256").update(basic).digest("hex"),
+    // Changing the password changes the key, which ends every session signed with the old one.
+    sessionKey: crypto.createHash("sha256").update(`comfyui-session:${password}`).digest("hex"),
+  };
+}
+
+export interface EdgeArgs {
+  /** Name of the ALB the Ingress produced (an Output that resolves once the ALB exists). */
+  albName: pulumi.Input<string>;
+  /** User name for the login. */
+  username: string;
+  /** Password (secret); a random one is generated when undefined. */
+  password?: pulumi.Output<string>;
+  priceClass: string;
+  tags: Record<string, string>;
+}
+
+export class Edge extends pulumi.ComponentResource {
+  readonly url: pulumi.Output<string>;
+  readonly domainName: pulumi.Output<string>;
+  readonly distributionId: pulumi.Output<string>;
+  /** The ALB's ARN, as the VPC origin uses it. */
+  readonly albArn: pulumi.Output<string>;
+  readonly username: string;
+  readonly password: pulumi.Output<string>;
+
+  constructor(name: string, args: EdgeArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("comfyui:edge:Edge", name, {}, opts);
+    const parent = { parent: this };
+
+    const alb = aws.lb.getLoadBalancerOutput({ name: args.albName }, parent);
+    this.albArn = alb.arn;
+
+    const password = args.password ?? new random.RandomPassword(`${name}-password`, { length: 24, special: false }, parent).result;
+    this.password = pulumi.secret(password);
+    this.username = args.username;
+
+    const kvs = new aws.cloudfront.KeyValueStore(`${name}-auth-kvs`, { comment: "ComfyUI edge credentials (derived hashes only)" }, parent);
+    const records = this.password.apply((p) => credentialRecords(args.username, p));
+    const keys = [
+      new aws.cloudfront.KeyvaluestoreKey(`${name}-auth-basic`, { keyValueStoreArn: kvs.arn, key: "basic-sha256", value: pulumi.secret(records.basicSha256) }, parent),
+      new aws.cloudfront.KeyvaluestoreKey(`${name}-auth-session`, { keyValueStoreArn: kvs.arn, key: "session-key", value: pulumi.secret(records.sessionKey) }, parent),
+    ];
+    const kvsId = kvs.arn.apply((arn) => arn.split("/").pop() ?? "");
+    const fn = new aws.cloudfront.Function(
+      `${name}-auth`,
+      {
+        runtime: "cloudfront-js-2.0",
+        comment: "ComfyUI access control",
+        publish: true,
+        code: kvsId.apply(authFunctionCode),
+        keyValueStoreAssociations: [kvs.arn],
+      },
+      { parent: this, dependsOn: keys },
+    );
+
+    const vpcOrigin = new aws.cloudfront.VpcOrigin(
+      `${name}-vpc-origin`,
+      {
+        vpcOriginEndpointConfig: {
+          name: pulumi.interpolate`${args.albName}`,
+          arn: alb.arn,
+          httpPort: 80,
+          httpsPort: 443,
+          // Private path inside AWS's network from CloudFront to the internal ALB; viewers get HTTPS.
+          originProtocolPolicy: "http-only",
+          originSslProtocols: { items: ["TLSv1.2"], quantity: 1 },
+        },
+        tags: args.tags,
+      },
+      parent,
+    );
+
+    const functionAssociations = [
+      { eventType: "viewer-request", functionArn: fn.arn },
+      { eventType: "viewer-response", functionArn: fn.arn },
+    ];
+    const allMethods = ["GET", "HEAD", "OPTIONS", "PUT", "POST", "PATCH", "DELETE"];
+    const distribution = new aws.cloudfront.Distribution(
+      `${name}-cdn`,
+      {
+        enabled: true,
+        comment: "ComfyUI",
+        priceClass: args.priceClass,
+        httpVersion: "http2and3",
+        isIpv6Enabled: true,
+        origins: [
+          {
+            originId: "comfyui-alb",
+            domainName: alb.dnsName,
+            // Generations can take minutes before ComfyUI answers a synchronous call; WebSockets are unaffected.
+            vpcOriginConfig: { vpcOriginId: vpcOrigin.id, originReadTimeout: 60, originKeepaliveTimeout: 60 },
+          },
+        ],
+        defaultCacheBehavior: {
+          targetOriginId: "comfyui-alb",
+          viewerProtocolPolicy: "redirect-to-https",
+          allowedMethods: allMethods,
+          cachedMethods: ["GET", "HEAD"],
+          compress: true,
+          // Queue, history, uploads, WebSockets: never cached; every viewer header (Sec-WebSocket-*, cookies) forwarded.
+          cachePolicyId: MANAGED_POLICIES.cachingDisabled,
+          originRequestPolicyId: MANAGED_POLICIES.allViewer,
+          functionAssociations,
+        },
+        orderedCacheBehaviors: [
+          {
+            // The frontend's hashed static bundles are safe to cache (the function still checks access first).
+            pathPattern: "/assets/*",
+            targetOriginId: "comfyui-alb",
+            viewerProtocolPolicy: "redirect-to-https",
+            allowedMethods: ["GET", "HEAD"],
+            cachedMethods: ["GET", "HEAD"],
+            compress: true,
+            cachePolicyId: MANAGED_POLICIES.cachingOptimized,
+            functionAssociations,
+          },
+        ],
+        restrictions: { geoRestriction: { restrictionType: "none" } },
+        viewerCertificate: { cloudfrontDefaultCertificate: true },
+        tags: args.tags,
+      },
+      parent,
+    );
+
+    this.domainName = distribution.domainName;
+    this.distributionId = distribution.id;
+    this.url = pulumi.interpolate`https://${distribution.domainName}`;
+    this.registerOutputs({ url: this.url, distributionId: this.distributionId, albArn: this.albArn });
+  }
+}

@@ -1,0 +1,133 @@
+/**
+ * ComfyUI on Amazon EKS — the whole platform as one stack. This file only wires components
+ * together (outputs in, outputs out); each folder holds one component, config.ts the settings.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import { Cluster } from "./cluster";
+import { loadConfig, podResourcesFor } from "./config";
+import { Edge, cloudFrontOriginPrefixListId } from "./edge";
+import { ComfyImage } from "./image";
+import { GpuCapacity } from "./karpenter";
+import { Storage } from "./storage";
+import { ModelSync } from "./sync";
+import { ComfyWorkload } from "./workload";
+
+const cfg = loadConfig();
+const base = `comfyui-${cfg.stack}`;
+const tags = { "app.kubernetes.io/part-of": "comfyui", "pulumi:project": cfg.project, "pulumi:stack": cfg.stack };
+const namespace = "comfyui";
+
+const cluster = new Cluster(base, {
+  clusterName: base,
+  region: cfg.region,
+  kubernetesVersion: cfg.kubernetesVersion,
+  availabilityZones: cfg.availabilityZones,
+  vpcCidr: cfg.vpcCidr,
+  natGateways: cfg.natGateways,
+  apiAllowedCidrs: cfg.apiAllowedCidrs,
+  systemNodeInstanceType: cfg.systemNodeInstanceType,
+  systemNodeCount: cfg.systemNodeCount,
+  tags,
+});
+
+const storage = new Storage(base, {
+  clusterName: cluster.clusterName,
+  region: cfg.region,
+  namespace,
+  retainOnDestroy: cfg.retainBucketsOnDestroy,
+  outputsExpireDays: cfg.outputsExpireDays,
+  modelsNoncurrentDays: cfg.modelsNoncurrentDays,
+  dependsOn: cluster.ready,
+  provider: cluster.provider,
+  tags,
+});
+
+const gpu = new GpuCapacity(base, {
+  clusterName: cluster.clusterName,
+  region: cfg.region,
+  accountId: cluster.accountId,
+  clusterSecurityGroupId: cluster.clusterSecurityGroupId,
+  modelsBucket: storage.modelsBucket,
+  modelsBucketArn: storage.modelsBucketArn,
+  instanceTypes: cfg.gpuInstanceTypes,
+  capacityTypes: cfg.gpuCapacityTypes,
+  gpuLimit: cfg.gpuLimit,
+  amiAlias: cfg.gpuAmiAlias,
+  consolidateAfter: cfg.gpuConsolidateAfter,
+  expireAfter: cfg.gpuExpireAfter,
+  rootVolumeGiB: cfg.gpuRootVolumeGiB,
+  hotSet: cfg.modelsHotSet,
+  bootFillSeconds: cfg.modelsBootFillSeconds,
+  parallelTransfers: cfg.modelsParallelTransfers,
+  provider: cluster.provider,
+  dependsOn: cluster.ready,
+  tags,
+});
+
+const sync = new ModelSync(base, {
+  clusterName: cluster.clusterName,
+  region: cfg.region,
+  accountId: cluster.accountId,
+  modelsBucket: storage.modelsBucket,
+  modelsBucketArn: storage.modelsBucketArn,
+  modelsBucketResource: storage.modelsBucketResource,
+  nodePoolNames: gpu.nodePoolNames,
+  tags,
+});
+
+const image = new ComfyImage(base, {
+  comfyuiVersion: cfg.comfyuiVersion,
+  comfyuiCommit: cfg.comfyuiCommit,
+  tags,
+});
+
+const workload = new ComfyWorkload(base, {
+  namespace,
+  imageUri: image.imageUri,
+  outputsVolumeName: storage.outputsVolumeName,
+  inputsVolumeName: storage.inputsVolumeName,
+  podResources: podResourcesFor(cfg.gpuInstanceTypes),
+  drainSeconds: cfg.drainSeconds,
+  albName: base,
+  vpcId: cluster.vpcId,
+  vpcCidr: cluster.vpcCidr,
+  albAllowedPrefixListId: cfg.edgeEnabled ? cloudFrontOriginPrefixListId() : undefined,
+  autoscaling: {
+    minReplicas: cfg.minReplicas,
+    maxReplicas: cfg.maxReplicas,
+    queuePerPod: cfg.queuePerPod,
+    idleMinutes: cfg.idleMinutes,
+    workingHours: cfg.workingHours,
+  },
+  provider: cluster.provider,
+  dependsOn: [...cluster.ready, storage.csiAddon, gpu],
+  tags,
+});
+
+const edge = cfg.edgeEnabled
+  ? new Edge(base, { albName: workload.albName, username: cfg.edgeUsername, password: cfg.edgePassword, priceClass: cfg.edgePriceClass, tags })
+  : undefined;
+
+const kubeconfigCommand = pulumi.interpolate`aws eks update-kubeconfig --region ${cfg.region} --name ${cluster.clusterName}`;
+
+export const url = edge ? edge.url : pulumi.output(`(edge disabled) kubectl -n ${namespace} port-forward svc/comfyui 8848:80, then http://localhost:8848`);
+export const edgeUsername = edge ? edge.username : undefined;
+export const edgePassword = edge ? edge.password : undefined;
+export const clusterName = cluster.clusterName;
+export const kubeconfig = cluster.kubeconfig;
+export const modelsBucket = storage.modelsBucket;
+export const outputsBucket = storage.outputsBucket;
+export const inputsBucket = storage.inputsBucket;
+export const ecrRepository = image.repositoryUrl;
+export const imageUri = image.imageUri;
+export const albHostname = workload.albHostname;
+export const gpuNodePools = gpu.nodePoolNames;
+export const modelSyncQueue = sync.queueUrl;
+export const modelSyncDeadLetterQueue = sync.dlqUrl;
+export const commands = {
+  updateKubeconfig: kubeconfigCommand,
+  uploadModel: pulumi.interpolate`aws s3 cp ./sd_xl_base_1.0.safetensors s3://${storage.modelsBucket}/checkpoints/sd_xl_base_1.0.safetensors`,
+  listOutputs: pulumi.interpolate`aws s3 ls --recursive s3://${storage.outputsBucket}/`,
+  watchPods: pulumi.interpolate`kubectl -n ${namespace} get pods,scaledobject -w`,
+  showPassword: "pulumi stack output edgePassword --show-secrets",
+};

@@ -1,0 +1,440 @@
+/**
+ * ComfyUI itself: namespace, the GPU Deployment (models from the node's NVMe, outputs through the
+ * uploader sidecar to S3, inputs on Mountpoint), the always-on waker that answers while no GPU pod
+ * runs, Services, the ALB Ingress, disruption and network policies, and KEDA autoscaling of the
+ * ComfyUI pods on their queues (to zero when idle, with an optional working-hours floor).
+ */
+import * as aws from "@pulumi/aws";
+import * as k8s from "@pulumi/kubernetes";
+import * as pulumi from "@pulumi/pulumi";
+import * as crypto from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { GPU_POOL_LABEL, GPU_TAINT, NODE_MODELS_DIR } from "../karpenter/nodeContract";
+import { SYSTEM_NODE_LABEL } from "../cluster";
+import { COMFYUI_GID, COMFYUI_UID } from "../storage";
+import { scaledObjectSpec, KEDA_CHART } from "./autoscaling";
+
+export { KEDA_CHART } from "./autoscaling";
+
+export const COMFYUI_PORT = 8848;
+export const WAKER_METRICS_PORT = 9090;
+/** The waker runs its single-file server on the stock Node.js image (no build, no registry of ours). */
+export const WAKER_IMAGE = "public.ecr.aws/docker/library/node:20-alpine";
+/** The documented cold start (docs/scaling.md): what the waker page promises. */
+export const EXPECTED_WAKE_SECONDS = 180;
+
+const TOOLS_DIR = "/opt/comfyui-tools";
+const read = (rel: string) => fs.readFileSync(path.join(__dirname, rel), "utf8");
+
+export interface WorkloadArgs {
+  namespace: string;
+  /** `repo@sha256:…` of the pushed ComfyUI image. */
+  imageUri: pulumi.Input<string>;
+  /** PersistentVolume names from storage/. */
+  outputsVolumeName: pulumi.Input<string>;
+  inputsVolumeName: pulumi.Input<string>;
+  /** CPU and memory requested by each ComfyUI pod (sized to the smallest GPU type). */
+  podResources: { cpu: string; memory: string };
+  /** Seconds a stopping pod may spend finishing its queue (terminationGracePeriodSeconds). */
+  drainSeconds: number;
+  /** ALB name (≤ 32 characters), fixed so edge/ can find this exact ALB. */
+  albName: string;
+  vpcId: pulumi.Input<string>;
+  vpcCidr: string;
+  /** Managed prefix list allowed into the ALB (CloudFront's origin-facing list); undefined: nothing from outside the VPC. */
+  albAllowedPrefixListId?: pulumi.Input<string>;
+  autoscaling: {
+    minReplicas: number;
+    maxReplicas: number;
+    queuePerPod: number;
+    idleMinutes: number;
+    workingHours?: { start: string; end: string; timezone: string; replicas: number };
+  };
+  provider: k8s.Provider;
+  /** Cluster readiness (LB controller, CoreDNS …) and the GPU NodePool. */
+  dependsOn: pulumi.Resource[];
+  tags: Record<string, string>;
+}
+
+export class ComfyWorkload extends pulumi.ComponentResource {
+  readonly namespace: pulumi.Output<string>;
+  readonly deploymentName: pulumi.Output<string>;
+  readonly serviceName: pulumi.Output<string>;
+  /** DNS name of the internal ALB the Ingress produced. */
+  readonly albHostname: pulumi.Output<string>;
+  /** The ALB's name, resolvable only after the Ingress has its load balancer. */
+  readonly albName: pulumi.Output<string>;
+  readonly albSecurityGroupId: pulumi.Output<string>;
+
+  constructor(name: string, args: WorkloadArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("comfyui:workload:ComfyWorkload", name, {}, opts);
+    const k = { parent: this, provider: args.provider };
+    const ns = args.namespace;
+
+    const namespace = new k8s.core.v1.Namespace(
+      `${name}-ns`,
+      { metadata: { name: ns, labels: {
+            "app.kubernetes.io/part-of": "comfyui",
+            // Not enforced: the model folder is a hostPath (node NVMe), which every enforced level forbids.
+            "pod-security.kubernetes.io/warn": "restricted",
+            "pod-security.kubernetes.io/audit": "restricted",
+          },
+        },
+      },
+      { ...k, dependsOn: args.dependsOn },
+    );
+    const nsDeps = { ...k, dependsOn: [namespace] };
+
+    const labels = { comfyui: { "app.kubernetes.io/name": "comfyui", "app.kubernetes.io/component": "comfyui" }, waker: { "app.kubernetes.io/name": "comfyui", "app.kubernetes.io/component": "waker" } };
+    // Both ComfyUI and the waker serve the ALB target group; see docs/scaling.md for why.
+    const servesUi = { "comfyui.studio/serves": "ui" };
+
+    const tools = new k8s.core.v1.ConfigMap(
+      `${name}-tools`,
+      { metadata: { name: "comfyui-tools", namespace: ns }, data: { "drain.py": read("drain/drain.py"), "uploader.py": read("uploader/uploader.py") } },
+      nsDeps,
+    );
+    const wakerCode = new k8s.core.v1.ConfigMap(`${name}-waker-code`, { metadata: { name: "comfyui-waker", namespace: ns }, data: { "waker.js": read("waker/waker.js") } }, nsDeps);
+    const toolsHash = hash(read("drain/drain.py") + read("uploader/uploader.py"));
+    const wakerHash = hash(read("waker/waker.js"));
+
+    const comfySa = new k8s.core.v1.ServiceAccount(`${name}-sa`, { metadata: { name: "comfyui", namespace: ns }, automountServiceAccountToken: false }, nsDeps);
+    const wakerSa = new k8s.core.v1.ServiceAccount(`${name}-waker-sa`, { metadata: { name: "comfyui-waker", namespace: ns } }, nsDeps);
+    // The waker sets pod-deletion-cost on ComfyUI pods so scale-in removes idle ones first.
+    const wakerRole = new k8s.rbac.v1.Role(
+      `${name}-waker-role`,
+      { metadata: { name: "comfyui-waker", namespace: ns }, rules: [{ apiGroups: [""], resources: ["pods"], verbs: ["get", "list", "patch"] }] },
+      nsDeps,
+    );
+    new k8s.rbac.v1.RoleBinding(
+      `${name}-waker-rb`,
+      {
+        metadata: { name: "comfyui-waker", namespace: ns },
+        roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "comfyui-waker" },
+        subjects: [{ kind: "ServiceAccount", name: "comfyui-waker", namespace: ns }],
+      },
+      { ...k, dependsOn: [wakerRole, wakerSa] },
+    );
+
+    for (const key of ["outputs", "inputs"] as const) {
+      new k8s.core.v1.PersistentVolumeClaim(
+        `${name}-${key}-pvc`,
+        {
+          metadata: { name: `comfyui-${key}`, namespace: ns },
+          spec: {
+            accessModes: ["ReadWriteMany"],
+            storageClassName: "",
+            volumeName: key === "outputs" ? args.outputsVolumeName : args.inputsVolumeName,
+            resources: { requests: { storage: "1Ti" } },
+          },
+        },
+        nsDeps,
+      );
+    }
+
+    const restricted = {
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      runAsNonRoot: true,
+      capabilities: { drop: ["ALL"] },
+      seccompProfile: { type: "RuntimeDefault" },
+    };
+    const httpGet = (p: string) => ({ httpGet: { path: p, port: "http" } });
+    // The drain must end before the kubelet's SIGKILL; keep a margin for the uploader's final flush.
+    const drainDeadline = Math.max(10, args.drainSeconds - 30);
+
+    const deployment = new k8s.apps.v1.Deployment(
+      `${name}-comfyui`,
+      {
+        metadata: { name: "comfyui", namespace: ns, labels: labels.comfyui },
+        spec: {
+          // No replicas: KEDA's HPA owns the count (0…max); Pulumi setting it would fight it.
+          selector: { matchLabels: labels.comfyui },
+          strategy: { type: "RollingUpdate", rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } },
+          template: {
+            metadata: {
+              labels: { ...labels.comfyui, ...servesUi },
+              annotations: {
+                // Consolidation and drift never evict a pod that may be generating.
+                "karpenter.sh/do-not-disrupt": "true",
+                "comfyui.studio/tools-hash": toolsHash,
+              },
+            },
+            spec: {
+              serviceAccountName: "comfyui",
+              automountServiceAccountToken: false,
+              terminationGracePeriodSeconds: args.drainSeconds,
+              nodeSelector: { ...GPU_POOL_LABEL },
+              tolerations: [{ key: GPU_TAINT.key, operator: "Exists", effect: GPU_TAINT.effect }],
+              securityContext: { runAsUser: COMFYUI_UID, runAsGroup: COMFYUI_GID, fsGroup: COMFYUI_GID, runAsNonRoot: true, seccompProfile: { type: "RuntimeDefault" } },
+              initContainers: [
+                {
+                  // A native sidecar: it stops after ComfyUI, so its SIGTERM flush sees every last output.
+                  name: "uploader",
+                  image: args.imageUri,
+                  restartPolicy: "Always",
+                  command: ["/bin/sh", "-c"],
+                  // One folder per pod: two pods' ComfyUI counters would otherwise pick the same names.
+                  args: [`mkdir -p "/mnt/outputs/$POD_NAME" && exec python3 ${TOOLS_DIR}/uploader.py --source /app/ComfyUI/output --dest "/mnt/outputs/$POD_NAME"`],
+                  env: [{ name: "POD_NAME", valueFrom: { fieldRef: { fieldPath: "metadata.name" } } }],
+                  resources: { requests: { cpu: "100m", memory: "128Mi" }, limits: { memory: "512Mi" } },
+                  securityContext: restricted,
+                  volumeMounts: [
+                    { name: "output-scratch", mountPath: "/app/ComfyUI/output" },
+                    { name: "outputs", mountPath: "/mnt/outputs" },
+                    { name: "tools", mountPath: TOOLS_DIR, readOnly: true },
+                  ],
+                },
+              ],
+              containers: [
+                {
+                  name: "comfyui",
+                  image: args.imageUri,
+                  ports: [{ name: "http", containerPort: COMFYUI_PORT }],
+                  resources: {
+                    requests: { cpu: args.podResources.cpu, memory: args.podResources.memory, "nvidia.com/gpu": "1" },
+                    limits: { memory: args.podResources.memory, "nvidia.com/gpu": "1" },
+                  },
+                  securityContext: restricted,
+                  env: [{ name: "HOME", value: "/tmp" }],
+                  // Model loading can take minutes on a fresh node; 10 minutes before giving up.
+                  startupProbe: { ...httpGet("/system_stats"), periodSeconds: 5, failureThreshold: 120, timeoutSeconds: 3 },
+                  readinessProbe: { ...httpGet("/prompt"), periodSeconds: 5, failureThreshold: 2, timeoutSeconds: 3 },
+                  livenessProbe: { ...httpGet("/system_stats"), periodSeconds: 20, failureThreshold: 6, timeoutSeconds: 5 },
+                  lifecycle: {
+                    preStop: { exec: { command: ["python3", `${TOOLS_DIR}/drain.py`, "--url", `http://127.0.0.1:${COMFYUI_PORT}`, "--deadline-seconds", String(drainDeadline), "--interval-seconds", "5"] } },
+                  },
+                  volumeMounts: [
+                    { name: "models", mountPath: "/app/ComfyUI/models", readOnly: true },
+                    { name: "output-scratch", mountPath: "/app/ComfyUI/output" },
+                    { name: "inputs", mountPath: "/app/ComfyUI/input" },
+                    { name: "temp", mountPath: "/app/ComfyUI/temp" },
+                    { name: "user", mountPath: "/app/ComfyUI/user" },
+                    { name: "tmp", mountPath: "/tmp" },
+                    { name: "tools", mountPath: TOOLS_DIR, readOnly: true },
+                  ],
+                },
+              ],
+              volumes: [
+                // Filled by the node's user-data and the sync Lambda; only complete files appear in it.
+                { name: "models", hostPath: { path: NODE_MODELS_DIR, type: "Directory" } },
+                { name: "output-scratch", emptyDir: { sizeLimit: "50Gi" } },
+                { name: "outputs", persistentVolumeClaim: { claimName: "comfyui-outputs" } },
+                { name: "inputs", persistentVolumeClaim: { claimName: "comfyui-inputs" } },
+                { name: "temp", emptyDir: { sizeLimit: "20Gi" } },
+                { name: "user", emptyDir: { sizeLimit: "1Gi" } },
+                { name: "tmp", emptyDir: { sizeLimit: "5Gi" } },
+                { name: "tools", configMap: { name: "comfyui-tools", defaultMode: 0o555 } },
+              ],
+            },
+          },
+        },
+      },
+      { ...k, dependsOn: [namespace, tools, comfySa] },
+    );
+
+    const waker = new k8s.apps.v1.Deployment(
+      `${name}-waker`,
+      {
+        metadata: { name: "comfyui-waker", namespace: ns, labels: labels.waker },
+        spec: {
+          replicas: 2,
+          selector: { matchLabels: labels.waker },
+          template: {
+            metadata: { labels: { ...labels.waker, ...servesUi }, annotations: { "comfyui.studio/code-hash": wakerHash } },
+            spec: {
+              serviceAccountName: "comfyui-waker",
+              nodeSelector: { ...SYSTEM_NODE_LABEL },
+              securityContext: { runAsUser: 1000, runAsGroup: 1000, runAsNonRoot: true, seccompProfile: { type: "RuntimeDefault" } },
+              containers: [
+                {
+                  name: "waker",
+                  image: WAKER_IMAGE,
+                  command: ["node", "/app/waker.js"],
+                  ports: [
+                    { name: "http", containerPort: COMFYUI_PORT },
+                    { name: "metrics", containerPort: WAKER_METRICS_PORT },
+                  ],
+                  env: [
+                    { name: "COMFYUI_URL", value: `http://comfyui-queue.${ns}.svc.cluster.local:${COMFYUI_PORT}` },
+                    { name: "PORT", value: String(COMFYUI_PORT) },
+                    { name: "METRICS_PORT", value: String(WAKER_METRICS_PORT) },
+                    { name: "EXPECTED_WAKE_SECONDS", value: String(EXPECTED_WAKE_SECONDS) },
+                    // ALB health check: 5 s interval × 2 failures before the waker leaves the target group.
+                    { name: "RELOAD_DELAY_SECONDS", value: "15" },
+                    { name: "POD_SELECTOR", value: "app.kubernetes.io/component=comfyui" },
+                    { name: "POD_NAMESPACE", valueFrom: { fieldRef: { fieldPath: "metadata.namespace" } } },
+                  ],
+                  resources: { requests: { cpu: "50m", memory: "64Mi" }, limits: { memory: "256Mi" } },
+                  securityContext: restricted,
+                  readinessProbe: { httpGet: { path: "/healthz", port: "metrics" }, periodSeconds: 5 },
+                  livenessProbe: { httpGet: { path: "/healthz", port: "metrics" }, periodSeconds: 10, failureThreshold: 3 },
+                  volumeMounts: [{ name: "code", mountPath: "/app", readOnly: true }],
+                },
+              ],
+              volumes: [{ name: "code", configMap: { name: "comfyui-waker" } }],
+            },
+          },
+        },
+      },
+      { ...k, dependsOn: [namespace, wakerCode, wakerSa] },
+    );
+
+    const service = new k8s.core.v1.Service(
+      `${name}-svc`,
+      {
+        metadata: { name: "comfyui", namespace: ns, labels: labels.comfyui },
+        spec: { type: "ClusterIP", selector: servesUi, ports: [{ name: "http", port: 80, targetPort: "http" }] },
+      },
+      nsDeps,
+    );
+    // Only ComfyUI pods: KEDA sums their queues through it, and the waker asks it whether a GPU pod is ready.
+    const queueService = new k8s.core.v1.Service(
+      `${name}-queue-svc`,
+      { metadata: { name: "comfyui-queue", namespace: ns }, spec: { type: "ClusterIP", selector: labels.comfyui, ports: [{ name: "http", port: COMFYUI_PORT, targetPort: "http" }] } },
+      nsDeps,
+    );
+    const wakerService = new k8s.core.v1.Service(
+      `${name}-waker-svc`,
+      { metadata: { name: "comfyui-waker", namespace: ns }, spec: { type: "ClusterIP", selector: labels.waker, ports: [{ name: "metrics", port: WAKER_METRICS_PORT, targetPort: "metrics" }] } },
+      nsDeps,
+    );
+
+    // The ALB's own security group: HTTP only from CloudFront's VPC-origin prefix list (when the edge is on).
+    const albSg = new aws.ec2.SecurityGroup(
+      `${name}-alb-sg`,
+      {
+        vpcId: args.vpcId,
+        description: "ComfyUI internal ALB: reachable only from CloudFront VPC origins",
+        ingress: args.albAllowedPrefixListId
+          ? [{ protocol: "tcp", fromPort: 80, toPort: 80, prefixListIds: [args.albAllowedPrefixListId], description: "CloudFront origin-facing" }]
+          : [],
+        egress: [{ protocol: "tcp", fromPort: COMFYUI_PORT, toPort: COMFYUI_PORT, cidrBlocks: [args.vpcCidr], description: "to pods" }],
+        tags: args.tags,
+      },
+      { parent: this },
+    );
+
+    const ingress = new k8s.networking.v1.Ingress(
+      `${name}-ingress`,
+      {
+        metadata: {
+          name: "comfyui",
+          namespace: ns,
+          annotations: {
+            "alb.ingress.kubernetes.io/scheme": "internal",
+            "alb.ingress.kubernetes.io/target-type": "ip",
+            "alb.ingress.kubernetes.io/load-balancer-name": args.albName,
+            "alb.ingress.kubernetes.io/listen-ports": '[{"HTTP": 80}]',
+            "alb.ingress.kubernetes.io/security-groups": albSg.id,
+            "alb.ingress.kubernetes.io/manage-backend-security-group-rules": "true",
+            "alb.ingress.kubernetes.io/healthcheck-path": "/prompt",
+            "alb.ingress.kubernetes.io/success-codes": "200",
+            "alb.ingress.kubernetes.io/healthcheck-interval-seconds": "5",
+            "alb.ingress.kubernetes.io/healthcheck-timeout-seconds": "3",
+            "alb.ingress.kubernetes.io/healthy-threshold-count": "2",
+            "alb.ingress.kubernetes.io/unhealthy-threshold-count": "2",
+            // WebSockets of an artist's open tab stay up for an hour of silence (the ALB maximum is 4000 s).
+            "alb.ingress.kubernetes.io/load-balancer-attributes": "idle_timeout.timeout_seconds=3600,routing.http.drop_invalid_header_fields.enabled=true",
+            // ComfyUI's queue, history and WebSocket events live in one process: a browser must stick to its pod.
+            "alb.ingress.kubernetes.io/target-group-attributes":
+              "stickiness.enabled=true,stickiness.type=lb_cookie,stickiness.lb_cookie.duration_seconds=86400,deregistration_delay.timeout_seconds=30",
+          },
+        },
+        spec: { ingressClassName: "alb", defaultBackend: { service: { name: "comfyui", port: { number: 80 } } } },
+      },
+      { ...k, dependsOn: [service, albSg, ...args.dependsOn] },
+    );
+
+    new k8s.policy.v1.PodDisruptionBudget(
+      `${name}-pdb`,
+      { metadata: { name: "comfyui", namespace: ns }, spec: { maxUnavailable: 1, selector: { matchLabels: labels.comfyui } } },
+      nsDeps,
+    );
+    new k8s.policy.v1.PodDisruptionBudget(
+      `${name}-waker-pdb`,
+      { metadata: { name: "comfyui-waker", namespace: ns }, spec: { minAvailable: 1, selector: { matchLabels: labels.waker } } },
+      nsDeps,
+    );
+
+    // Default deny, then exactly the paths the design needs (enforced by the VPC CNI's network policy agent).
+    new k8s.networking.v1.NetworkPolicy(`${name}-netpol-default`, { metadata: { name: "default-deny-ingress", namespace: ns }, spec: { podSelector: {}, policyTypes: ["Ingress"] } }, nsDeps);
+    new k8s.networking.v1.NetworkPolicy(
+      `${name}-netpol-ui`,
+      {
+        metadata: { name: "allow-ui", namespace: ns },
+        spec: {
+          podSelector: { matchLabels: servesUi },
+          policyTypes: ["Ingress"],
+          ingress: [
+            {
+              // The ALB lives in the VPC's subnets; the waker and KEDA poll the queue.
+              from: [
+                { ipBlock: { cidr: args.vpcCidr } },
+                { podSelector: { matchLabels: labels.waker } },
+                { namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "keda" } } },
+              ],
+              ports: [{ protocol: "TCP", port: COMFYUI_PORT }],
+            },
+          ],
+        },
+      },
+      nsDeps,
+    );
+    new k8s.networking.v1.NetworkPolicy(
+      `${name}-netpol-waker-metrics`,
+      {
+        metadata: { name: "allow-keda-to-waker-metrics", namespace: ns },
+        spec: {
+          podSelector: { matchLabels: labels.waker },
+          policyTypes: ["Ingress"],
+          ingress: [
+            { from: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "keda" } } }], ports: [{ protocol: "TCP", port: WAKER_METRICS_PORT }] },
+            // The kubelet's probes come from the node itself.
+            { from: [{ ipBlock: { cidr: args.vpcCidr } }], ports: [{ protocol: "TCP", port: WAKER_METRICS_PORT }] },
+          ],
+        },
+      },
+      nsDeps,
+    );
+
+    const keda = new k8s.helm.v3.Release(
+      `${name}-keda`,
+      {
+        name: "keda",
+        chart: KEDA_CHART.chart,
+        version: KEDA_CHART.version,
+        repositoryOpts: { repo: KEDA_CHART.repo },
+        namespace: "keda",
+        createNamespace: true,
+        atomic: true,
+        values: { nodeSelector: { ...SYSTEM_NODE_LABEL }, operator: { replicaCount: 1 }, metricsServer: { replicaCount: 2 } },
+      },
+      { parent: this, provider: args.provider, dependsOn: args.dependsOn },
+    );
+    new k8s.apiextensions.CustomResource(
+      `${name}-scaledobject`,
+      {
+        apiVersion: "keda.sh/v1alpha1",
+        kind: "ScaledObject",
+        metadata: { name: "comfyui", namespace: ns },
+        spec: scaledObjectSpec({ namespace: ns, deployment: "comfyui", ...args.autoscaling }),
+      },
+      { ...k, dependsOn: [keda, deployment, queueService, wakerService, waker] },
+    );
+
+    this.namespace = namespace.metadata.name;
+    this.deploymentName = deployment.metadata.name;
+    this.serviceName = service.metadata.name;
+    this.albHostname = ingress.status.loadBalancer.ingress[0].hostname;
+    // Tied to the Ingress status, so the edge reads the ALB only once the controller has made it.
+    this.albName = this.albHostname.apply(() => args.albName);
+    this.albSecurityGroupId = albSg.id;
+    this.registerOutputs({ namespace: this.namespace, albHostname: this.albHostname, albName: this.albName });
+  }
+}
+
+function hash(text: string): string {
+  return crypto.createHash("sha256").update(text).digest("hex").slice(0, 16);
+}
