@@ -11,7 +11,7 @@ import type { Change } from "./changes";
  * 100 messages of 1 KiB keys would encode to ~140 KB, so large change lists are split into parts well
  * below any plausible request limit.
  */
-export const MAX_PAYLOAD_CHARS = 32_000;
+const MAX_PAYLOAD_CHARS = 32_000;
 
 /** `put<TAB>key` / `delete<TAB>key`, one per line, newline-terminated, as the tool's `apply` reads. */
 export function changeLines(changes: readonly Change[]): string {
@@ -54,3 +54,7 @@ export function splitChanges(changes: readonly Change[], maxChars = MAX_PAYLOAD_
   if (current.length > 0) parts.push(current);
   return parts;
 }
+
+// Exported as a list, not `export const`: TypeScript would compile in-module uses to `exports.X`,
+// which Pulumi's closure serialization turns into the Lambda module's (empty) exports.
+export { MAX_PAYLOAD_CHARS };

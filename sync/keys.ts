@@ -6,10 +6,10 @@
 import { MODEL_FOLDERS } from "../karpenter/nodeContract";
 
 /** S3's own limit on a key, in UTF-8 bytes; a longer "key" can only come from a forged event. */
-export const MAX_KEY_BYTES = 1024;
+const MAX_KEY_BYTES = 1024;
 
 /** NAME_MAX of the node's filesystem: a longer segment could never be written, so it would fail forever. */
-export const MAX_SEGMENT_BYTES = 255;
+const MAX_SEGMENT_BYTES = 255;
 
 export type KeyRejectReason =
   | "malformed-encoding"
@@ -109,3 +109,7 @@ export function checkKey(key: string): KeyCheck {
 export function keyForLog(key: string, max = 200): string {
   return key.length <= max ? key : `${key.slice(0, max)}…(${key.length} chars)`;
 }
+
+// Exported as a list, not `export const`: TypeScript would compile in-module uses to `exports.X`,
+// which Pulumi's closure serialization turns into the Lambda module's (empty) exports.
+export { MAX_KEY_BYTES, MAX_SEGMENT_BYTES };

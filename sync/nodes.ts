@@ -5,9 +5,9 @@
 import { EC2Client, Filter, paginateDescribeInstances } from "@aws-sdk/client-ec2";
 
 /** Tag Karpenter v1 puts on every instance it launches, naming the NodePool. */
-export const NODEPOOL_TAG = "karpenter.sh/nodepool";
+const NODEPOOL_TAG = "karpenter.sh/nodepool";
 /** Tag EKS-aware launchers (Karpenter v1 included) put on cluster instances. */
-export const CLUSTER_TAG = "eks:eks-cluster-name";
+const CLUSTER_TAG = "eks:eks-cluster-name";
 
 export function nodeFilters(clusterName: string, nodePools: readonly string[]): Filter[] {
   return [
@@ -34,3 +34,7 @@ export async function findNodeInstanceIds(
   }
   return [...ids].sort();
 }
+
+// Exported as a list, not `export const`: TypeScript would compile in-module uses to `exports.X`,
+// which Pulumi's closure serialization turns into the Lambda module's (empty) exports.
+export { NODEPOOL_TAG, CLUSTER_TAG };

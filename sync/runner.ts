@@ -6,7 +6,7 @@
 import { GetCommandInvocationCommand, SendCommandCommand, SSMClient } from "@aws-sdk/client-ssm";
 
 /** SendCommand accepts at most 50 InstanceIds. */
-export const SSM_MAX_INSTANCE_IDS = 50;
+const SSM_MAX_INSTANCE_IDS = 50;
 
 /** Parallel GetCommandInvocation calls; SSM throttles this API per account. */
 const POLL_CONCURRENCY = 8;
@@ -15,7 +15,7 @@ const POLL_CONCURRENCY = 8;
 const MAX_POLL_ERRORS = 5;
 
 /** Characters of a node's stderr kept in the summary: enough for the tool's last error lines. */
-export const STDERR_EXCERPT_CHARS = 500;
+const STDERR_EXCERPT_CHARS = 500;
 
 export interface Delivery {
   readonly instanceId: string;
@@ -207,3 +207,7 @@ export async function runRound(options: RoundOptions, deliveries: readonly Deliv
 function sendFailure(error: unknown): string {
   return errorName(error) === "InvalidInstanceId" ? "NotManaged" : "SendFailed";
 }
+
+// Exported as a list, not `export const`: TypeScript would compile in-module uses to `exports.X`,
+// which Pulumi's closure serialization turns into the Lambda module's (empty) exports.
+export { SSM_MAX_INSTANCE_IDS, STDERR_EXCERPT_CHARS };

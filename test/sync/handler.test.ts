@@ -9,9 +9,10 @@ import {
   SendCommandCommandInput,
   SSMClient,
 } from "@aws-sdk/client-ssm";
+import * as pulumi from "@pulumi/pulumi";
 import { mockClient } from "aws-sdk-client-mock";
 import type { SQSEvent } from "../../sync/events";
-import { createEnvHandler, createHandler, SyncConfig, SyncSummary } from "../../sync/handler";
+import { createEnvHandler, createHandler, SyncConfig, SyncHandler, SyncSummary } from "../../sync/handler";
 import { BUCKET, CLUSTER, decodeCommands, fakeTime, instanceIds, loadEvent, messageFromTemplate, NODE_POOLS, page } from "./helpers";
 
 type Invocation = Partial<GetCommandInvocationCommandOutput>;
@@ -436,5 +437,49 @@ describe("sync/handler", () => {
     } finally {
       process.env = saved;
     }
+  });
+
+  describe("under Pulumi's closure serialization", () => {
+    it("serializes createEnvHandler() into a Lambda module that keeps every constant", async () => {
+      const { text } = await pulumi.runtime.serializeFunction(createEnvHandler());
+      // In the Lambda, `exports` is the generated module's: any other `exports.X` would read undefined.
+      assert.deepEqual([...new Set(text.match(/\bexports\.[A-Za-z_$][\w$]*/g))], ["exports.handler"]);
+      for (const r of new Set(text.match(/require\("[^"]+"\)/g))) assert.match(r, /^require\("@aws-sdk\/client-(ssm|ec2)\//);
+
+      const mod: { exports: { handler?: SyncHandler } } = { exports: {} };
+      new Function("exports", "require", "module", text)(mod.exports, require, mod);
+      const handler = mod.exports.handler;
+      assert.ok(handler);
+
+      const ids = instanceIds(120);
+      nodes(ids);
+      const f = fleet(() => success);
+      const saved = { ...process.env };
+      const printed: string[] = [];
+      const realLog = console.log;
+      try {
+        Object.assign(process.env, { CLUSTER_NAME: CLUSTER, NODE_POOLS: "gpu", MODELS_BUCKET: BUCKET, AWS_REGION: "us-east-1", POLL_INTERVAL_MS: "0" });
+        console.log = (line: string) => printed.push(line);
+        const tooLong = messageFromTemplate("too-long", [{ eventName: "ObjectCreated:Put", key: `loras/${"a/".repeat(600)}b`, sequencer: "01" }]);
+        const event = loadEvent("sqs-malicious-keys.json");
+        const result = await handler({ Records: [...event.Records, tooLong] }, { getRemainingTimeInMillis: () => 300_000 });
+        assert.deepEqual(result, { batchItemFailures: [] });
+      } finally {
+        console.log = realLog;
+        process.env = saved;
+      }
+      assert.deepEqual(ec2Mock.commandCalls(DescribeInstancesCommand)[0].args[0].input.Filters, [
+        { Name: "instance-state-name", Values: ["running"] },
+        { Name: "tag:eks:eks-cluster-name", Values: [CLUSTER] },
+        { Name: "tag:karpenter.sh/nodepool", Values: ["gpu"] },
+      ]);
+      assert.deepEqual(f.sends.map((x) => x.input.InstanceIds?.length), [50, 50, 20]);
+      assert.equal(decodeCommands(f.sends[0].input.Parameters?.commands ?? []), "put\tvae/sdxl_vae.safetensors\n");
+      const summary = printed.map((l) => JSON.parse(l)).find((l) => l.msg === "model sync summary");
+      assert.deepEqual(
+        summary.rejected.map((r: { reason: string }) => r.reason),
+        ["dot-segment", "shell-metacharacter", "shell-metacharacter", "control-character", "absolute-path", "outside-model-folders", "wrong-bucket", "too-long"],
+      );
+    });
   });
 });
