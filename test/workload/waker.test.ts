@@ -166,6 +166,17 @@ describe("waker (workload/waker/waker.js)", function () {
     }
   });
 
+  it("answers an upload that expects 100-continue with 503 before its body is sent", async () => {
+    const comfy = await standIn("starting");
+    const w = await startWaker({ comfyuiUrl: comfy.url });
+    const head = await rawExchange(
+      w.port,
+      "POST /upload/image HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 100000000\r\nExpect: 100-continue\r\n\r\n",
+    );
+    assert.match(head, /^HTTP\/1\.1 503 Service Unavailable\r\n/);
+    assert.equal((await getJson<Demand>(`${w.metrics}/demand`)).demand, 1);
+  });
+
   it("answers a WebSocket upgrade with 503 on the raw socket and closes it", async () => {
     const comfy = await standIn("starting");
     const w = await startWaker({ comfyuiUrl: comfy.url });
@@ -372,6 +383,25 @@ function rawUpgrade(port: number, target: string): Promise<string> {
       resolve(data);
     });
     socket.on("error", reject);
+  });
+}
+
+/** Writes `raw` and resolves with the first response head (up to the blank line); then hangs up. */
+function rawExchange(port: number, raw: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, "127.0.0.1", () => socket.write(raw));
+    let data = "";
+    socket.setTimeout(3000, () => socket.destroy(new Error("no response head within 3 s")));
+    socket.on("data", (c: Buffer) => {
+      data += c.toString("utf8");
+      const end = data.indexOf("\r\n\r\n");
+      if (end >= 0) {
+        socket.destroy();
+        resolve(data.slice(0, end + 2));
+      }
+    });
+    socket.on("error", reject);
+    socket.on("close", () => reject(new Error(`closed before a response head: ${JSON.stringify(data)}`)));
   });
 }
 

@@ -545,6 +545,8 @@ function createWaker(options) {
 
   const server = http.createServer(guarded(onRequest));
   server.on('upgrade', onUpgrade);
+  // Answer before the body is sent: an upload that would only be thrown away is never made.
+  server.on('checkContinue', guarded(onRequest));
   // The ALB reuses idle connections for up to its idle timeout (4000 s here, for WebSockets); a
   // target that closes one first races the ALB's next request on it, which then fails with a 502.
   server.keepAliveTimeout = (options.keepAliveSeconds ?? 4005) * 1000;
