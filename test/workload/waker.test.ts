@@ -116,10 +116,21 @@ describe("waker (workload/waker/waker.js)", function () {
           body: JSON.stringify({ prompt: {}, client_id: "c1" }),
         }),
     ],
-    ["an API GET /api/object_info", (url) => request(`${url}/api/object_info`)],
-    ["a WebSocket upgrade to /ws", (_url, port) => rawUpgrade(port, "/ws?clientId=c1")],
     ["the waiting page's status poll", (url) => request(`${url}/waker/status`)],
   ];
+  // What an idle ComfyUI tab does after scale-to-zero: it must not wake a GPU over and over.
+  const backgroundSources: [string, (url: string, port: number) => Promise<unknown>][] = [
+    ["a background GET /api/object_info", (url) => request(`${url}/api/object_info`)],
+    ["a reconnecting WebSocket upgrade to /ws", (_url, port) => rawUpgrade(port, "/ws?clientId=c1")],
+  ];
+  for (const [name, send] of backgroundSources) {
+    it(`does not count ${name} as demand`, async () => {
+      const comfy = await standIn("starting");
+      const w = await startWaker({ comfyuiUrl: comfy.url });
+      await send(w.url, w.port);
+      assert.deepEqual(await getJson<Demand>(`${w.metrics}/demand`), { demand: 0, lastDemandSecondsAgo: null });
+    });
+  }
   for (const [name, send] of demandSources) {
     it(`counts ${name} as demand`, async () => {
       const comfy = await standIn("starting");

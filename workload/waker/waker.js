@@ -455,16 +455,20 @@ function createWaker(options) {
       return;
     }
 
-    recordDemand();
     const path = (req.url ?? '/').split('?')[0];
     const isRead = method === 'GET' || headOnly;
+    const wantsHtml = String(req.headers.accept ?? '').toLowerCase().includes('text/html');
+    // Demand is what a person or a pipeline asks for: opening the page, keeping the waiting page open,
+    // or submitting work. A ComfyUI tab left open after scale-to-zero keeps reconnecting its WebSocket
+    // and polling in the background; counting that would wake a GPU every idle period, all day.
+    if (!isRead || wantsHtml || path === '/waker/status') recordDemand();
 
     if (isRead && path === '/waker/status') {
       send(res, 200, { 'content-type': 'application/json', [WAKER_HEADER]: '1' }, JSON.stringify(wakeState()), headOnly);
       return;
     }
     const retry = retryAfterSeconds();
-    if (isRead && String(req.headers.accept ?? '').toLowerCase().includes('text/html')) {
+    if (isRead && wantsHtml) {
       const page = renderPage({ ...wakeState(), expectedSeconds: expectedWakeSeconds, reloadDelaySeconds });
       send(
         res,
@@ -489,14 +493,14 @@ function createWaker(options) {
   /**
    * WebSocket (or any other) upgrade: answered on the raw socket, since no 101 will ever come from here.
    *
-   * @param {http.IncomingMessage} req
+   * @param {http.IncomingMessage} _req
    * @param {import('node:stream').Duplex} socket
    */
-  function onUpgrade(req, socket) {
+  function onUpgrade(_req, socket) {
     upgradeSockets.add(socket);
     socket.on('close', () => upgradeSockets.delete(socket));
     socket.on('error', () => socket.destroy());
-    if (!String(req.headers['user-agent'] ?? '').startsWith('ELB-HealthChecker')) recordDemand();
+    // Not demand: see onRequest (an idle tab's reconnecting WebSocket must not wake a GPU).
     const api = apiErrorBody();
     socket.end(
       [

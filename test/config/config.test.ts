@@ -1,0 +1,93 @@
+import { strict as assert } from "node:assert";
+import { CONFIG_KEYS, ConfigError, RawConfig, parseConfig, podResourcesFor } from "../../config";
+import { stackConfig } from "../support/program";
+
+const ctx = { project: "comfyui-eks", stack: "dev" };
+const base: RawConfig = { "aws:region": "us-west-2" };
+
+function problems(raw: RawConfig): string[] {
+  try {
+    parseConfig({ ...base, ...raw }, ctx);
+  } catch (e) {
+    assert.ok(e instanceof ConfigError);
+    return e.problems;
+  }
+  return [];
+}
+
+describe("config", () => {
+  it("has documented defaults that equal Pulumi.dev.yaml", () => {
+    const defaults = parseConfig(base, ctx);
+    const dev = stackConfig("dev");
+    const fromFile: RawConfig = {};
+    for (const [k, v] of Object.entries(dev)) fromFile[k.replace(/^comfyui-eks:/, "")] = v;
+    const fromDev = parseConfig(fromFile, ctx);
+    assert.deepEqual({ ...fromDev, edgePassword: undefined }, { ...defaults, edgePassword: undefined });
+    assert.equal(defaults.natGateways, "single");
+    assert.equal(defaults.minReplicas, 0);
+    assert.deepEqual(defaults.gpuCapacityTypes, ["spot", "on-demand"]);
+  });
+
+  it("names only keys the program reads in Pulumi.dev.yaml (no typos)", () => {
+    for (const key of Object.keys(stackConfig("dev"))) {
+      if (key.startsWith("aws:")) continue;
+      assert.ok((CONFIG_KEYS as readonly string[]).includes(key.replace(/^comfyui-eks:/, "")), `unknown key ${key}`);
+    }
+  });
+
+  const invalid: [string, RawConfig, RegExp][] = [
+    ["aws:region", { "aws:region": "mars-1" }, /aws:region/],
+    ["kubernetesVersion", { kubernetesVersion: "latest" }, /kubernetesVersion/],
+    ["availabilityZones", { availabilityZones: "5" }, /availabilityZones: must be between 2 and 3/],
+    ["availabilityZones (text)", { availabilityZones: "two" }, /availabilityZones: must be a whole number/],
+    ["vpcCidr", { vpcCidr: "10.0.0.0/8" }, /vpcCidr/],
+    ["natGateways", { natGateways: "many" }, /natGateways: must be one of single, onePerAz/],
+    ["apiAllowedCidrs", { apiAllowedCidrs: '["not-a-cidr"]' }, /apiAllowedCidrs/],
+    ["systemNodeInstanceType", { systemNodeInstanceType: "g5.xlarge" }, /systemNodeInstanceType: .*GPU type/],
+    ["gpuInstanceTypes", { gpuInstanceTypes: '["p9.mega"]' }, /gpuInstanceTypes: "p9.mega" is not supported/],
+    ["gpuInstanceTypes (not a list)", { gpuInstanceTypes: "g5.xlarge" }, /gpuInstanceTypes: must be a list/],
+    ["gpuCapacityTypes", { gpuCapacityTypes: '["reserved"]' }, /gpuCapacityTypes/],
+    ["gpuLimit", { gpuLimit: "0" }, /gpuLimit/],
+    ["gpuAmiAlias", { gpuAmiAlias: "al2023@latest" }, /gpuAmiAlias: .*never @latest/],
+    ["gpuConsolidateAfter", { gpuConsolidateAfter: "soon" }, /gpuConsolidateAfter/],
+    ["gpuExpireAfter", { gpuExpireAfter: "1 week" }, /gpuExpireAfter/],
+    ["modelsHotSet", { modelsHotSet: '["../etc/passwd"]' }, /modelsHotSet/],
+    ["modelsBootFillSeconds", { modelsBootFillSeconds: "3600" }, /modelsBootFillSeconds/],
+    ["comfyuiVersion", { comfyuiVersion: "master" }, /comfyuiVersion/],
+    ["comfyuiCommit", { comfyuiCommit: "abc" }, /comfyuiCommit/],
+    ["retainBucketsOnDestroy", { retainBucketsOnDestroy: "yes" }, /retainBucketsOnDestroy: must be true or false/],
+    ["edgeEnabled", { edgeEnabled: "on" }, /edgeEnabled/],
+    ["edgeUsername", { edgeUsername: "a b" }, /edgeUsername/],
+    ["edgePriceClass", { edgePriceClass: "cheap" }, /edgePriceClass/],
+    ["maxReplicas > gpuLimit", { maxReplicas: "8", gpuLimit: "4" }, /maxReplicas: .*gpuLimit is 4/],
+    ["minReplicas > maxReplicas", { minReplicas: "3", maxReplicas: "2" }, /minReplicas/],
+    ["workingHours.timezone", { workingHours: '{"start":"0 9 * * 1-5","end":"0 19 * * 1-5","timezone":"Mars/Olympus"}' }, /workingHours.timezone/],
+    ["workingHours.start", { workingHours: '{"start":"9am","end":"0 19 * * 1-5","timezone":"Europe/Berlin"}' }, /workingHours.start/],
+    ["workingHours (not an object)", { workingHours: "always" }, /workingHours: must be an object/],
+    ["drainSeconds", { drainSeconds: "5" }, /drainSeconds/],
+  ];
+  for (const [name, raw, expected] of invalid) {
+    it(`rejects an invalid ${name}, naming the key`, () => {
+      const found = problems(raw);
+      assert.ok(found.some((p) => expected.test(p)), `got: ${found.join(" | ")}`);
+    });
+  }
+
+  it("reports every problem at once", () => {
+    const found = problems({ natGateways: "x", gpuLimit: "-1", comfyuiCommit: "zz", edgeEnabled: "maybe" });
+    for (const key of ["natGateways", "gpuLimit", "comfyuiCommit", "edgeEnabled"]) {
+      assert.ok(found.some((p) => p.startsWith(`${key}:`)), `${key} missing from: ${found.join(" | ")}`);
+    }
+    assert.throws(() => parseConfig({ ...base, natGateways: "x", gpuLimit: "-1" }, ctx), /Invalid stack configuration:\n {2}- .*\n {2}- /);
+  });
+
+  it("accepts a working-hours floor", () => {
+    const cfg = parseConfig({ ...base, workingHours: '{"start":"0 9 * * 1-5","end":"0 19 * * 1-5","timezone":"Europe/Berlin","replicas":1}' }, ctx);
+    assert.deepEqual(cfg.workingHours, { start: "0 9 * * 1-5", end: "0 19 * * 1-5", timezone: "Europe/Berlin", replicas: 1 });
+  });
+
+  it("sizes the ComfyUI pod to the smallest allowed GPU type", () => {
+    assert.deepEqual(podResourcesFor(["g6.2xlarge", "g5.xlarge"]), { cpu: "3", memory: "12Gi" });
+    assert.deepEqual(podResourcesFor(["g6e.2xlarge"]), { cpu: "7", memory: "48Gi" });
+  });
+});

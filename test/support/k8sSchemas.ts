@@ -1,0 +1,29 @@
+/**
+ * Validates a Kubernetes object against the published schemas: kubernetes-models for the core
+ * API, @kubernetes-models/karpenter and @kubernetes-models/keda for the CRDs this program creates.
+ * An object whose kind has no schema here is an error, not a pass.
+ */
+export function schemaModule(apiVersion: string, kind: string): string {
+  const [group, version] = apiVersion.includes("/") ? apiVersion.split("/") : ["", apiVersion];
+  if (group === "karpenter.sh" || group === "karpenter.k8s.aws") return `@kubernetes-models/karpenter/${group}/${version}/${kind}`;
+  if (group === "keda.sh") return `@kubernetes-models/keda/${group}/${version}/${kind}`;
+  return group ? `kubernetes-models/${group}/${version}/${kind}` : `kubernetes-models/${version}/${kind}`;
+}
+
+export function validateK8s(obj: Record<string, any>): void {
+  const { apiVersion, kind } = obj;
+  if (typeof apiVersion !== "string" || typeof kind !== "string") throw new Error(`object without apiVersion/kind: ${JSON.stringify(obj).slice(0, 200)}`);
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const mod = require(schemaModule(apiVersion, kind)) as Record<string, new (o: unknown) => { validate(): void }>;
+  const Model = mod[kind];
+  if (!Model) throw new Error(`no schema for ${apiVersion} ${kind}`);
+  new Model(obj).validate();
+}
+
+/** apiVersion/kind of a recorded resource: from its inputs, else from the Pulumi type token. */
+export function objectOf(type: string, inputs: Record<string, any>): Record<string, any> {
+  const m = /^kubernetes:(.+):(\w+)$/.exec(type);
+  const apiVersion = inputs.apiVersion ?? (m ? m[1].replace(/^core\//, "") : undefined);
+  const kind = inputs.kind ?? (m ? m[2] : undefined);
+  return { ...inputs, apiVersion, kind };
+}

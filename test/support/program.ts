@@ -1,0 +1,46 @@
+/**
+ * Runs the whole program (index.ts) once under mocks with Pulumi.dev.yaml's config, the way
+ * `pulumi up` would evaluate it, and hands every test the recorded resource graph and the outputs.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import * as yaml from "js-yaml";
+import { Recorder, installMocks, unwrap } from "./mocks";
+
+export const ROOT = path.join(__dirname, "..", "..");
+
+/** Pulumi.<stack>.yaml's config as `pulumi.runtime.setAllConfig` wants it (lists/objects as JSON). */
+export function stackConfig(stack = "dev"): Record<string, string> {
+  const doc = yaml.load(fs.readFileSync(path.join(ROOT, `Pulumi.${stack}.yaml`), "utf8")) as { config: Record<string, unknown> };
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(doc.config)) out[k] = typeof v === "string" ? v : JSON.stringify(v);
+  return out;
+}
+
+export interface ProgramRun {
+  rec: Recorder;
+  outputs: Record<string, unknown>;
+}
+
+let run: Promise<ProgramRun> | undefined;
+
+/** Evaluates index.ts once per test process (modules are cached, so once is all there is). */
+export function runProgram(): Promise<ProgramRun> {
+  run ??= (async () => {
+    const rec = new Recorder();
+    installMocks(rec, "dev", "comfyui-eks");
+    pulumi.runtime.setAllConfig(stackConfig("dev"));
+    const mod = (await import("../../index")) as Record<string, unknown>;
+    const outputs: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(mod)) outputs[k] = await unwrap(v as pulumi.Input<unknown>);
+    // Registrations finish asynchronously after the outputs resolve: wait until the graph is stable.
+    let last = -1;
+    while (last !== rec.resources.length) {
+      last = rec.resources.length;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return { rec, outputs };
+  })();
+  return run;
+}
