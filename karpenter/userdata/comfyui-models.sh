@@ -94,10 +94,11 @@ aws_cli() {
 # Keys reach this script from the bucket listing and from SSM; both are untrusted paths on the host.
 # Sets KEY_PROBLEM and returns 1 when the key must not be written under MODELS_DIR.
 check_key() {
-  local key=$1 seg folder
+  # C locale: ${#key} counts bytes, as S3's 1024 limit does.
+  local key=$1 seg folder LC_ALL=C
   KEY_PROBLEM=
   if [[ -z $key ]]; then KEY_PROBLEM="empty key"
-  elif ((${#key} > 1024)); then KEY_PROBLEM="key longer than 1024 characters"
+  elif ((${#key} > 1024)); then KEY_PROBLEM="key longer than 1024 bytes"
   elif [[ $key == *[[:cntrl:]]* ]]; then KEY_PROBLEM="key contains a control character (NUL, tab or newline)"
   elif [[ $key == /* ]]; then KEY_PROBLEM="key starts with '/'"
   elif [[ $key == */ ]]; then KEY_PROBLEM="key ends with '/' (a folder marker, not a file)"
@@ -215,32 +216,60 @@ head_object() {
     --query '[ETag,ContentLength,ServerSideEncryption]' --output text | tr -d '"' | tr '\t' ' '
 }
 
-# Verifies the staged file against the object's metadata. Sets VERIFY_PROBLEM on mismatch.
-verify_staged() {
-  local tmp=$1 size=$2 etag=$3 sse=$4 actual
-  VERIFY_PROBLEM=
-  actual=$(stat -c %s -- "$tmp")
-  if [[ $actual != "$size" ]]; then
-    VERIFY_PROBLEM="size $actual != expected $size"
+# Fresh metadata into the caller's etag/size/sse (transfer_one's locals, by bash's dynamic scope).
+# On failure sets PROBLEM, and PERMANENT when waiting cannot help (missing or forbidden object).
+refresh_meta() {
+  local meta
+  if ! meta=$(head_object "$key" 2>"$err"); then
+    PROBLEM="head-object failed: $(oneline "$err")"
+    if grep -qE '\((404|403|NoSuchKey|AccessDenied|Forbidden)\)|Not Found' "$err"; then PERMANENT=1; fi
     return 1
   fi
-  # The ETag is the content MD5 only for single-part uploads without SSE-KMS/SSE-C; multipart
-  # ETags ("...-N") cannot be recomputed without the part size, so size is all we check there.
-  if [[ $etag =~ ^[0-9a-f]{32}$ && $sse != aws:kms* ]]; then
+  read -r etag size sse <<<"$meta"
+}
+
+# Checks the staged file against the object, setting PROBLEM on a mismatch. The listing already gave
+# size and ETag, so the common case costs no request beyond the GET; a HEAD is spent only where the
+# ETag alone cannot vouch for the bytes.
+verify_staged() {
+  local tmp=$1 actual old=$etag
+  actual=$(stat -c %s -- "$tmp")
+  if [[ $actual != "$size" ]]; then
+    PROBLEM="size $actual != expected $size"
+    return 1
+  fi
+  if [[ $etag =~ ^[0-9a-f]{32}$ ]]; then
+    # Single-part upload: the ETag is the MD5, except under SSE-KMS, which only a HEAD reveals.
     actual=$(md5sum -- "$tmp" | cut -d ' ' -f 1)
-    if [[ $actual != "$etag" ]]; then
-      VERIFY_PROBLEM="md5 $actual != ETag $etag"
+    [[ $actual != "$etag" ]] || return 0
+    refresh_meta || return 1
+    if [[ $etag != "$old" ]]; then
+      PROBLEM="object changed during download (ETag $old -> $etag)"
       return 1
     fi
+    [[ $sse != aws:kms* ]] || return 0
+    PROBLEM="md5 $actual != ETag $etag"
+    return 1
+  fi
+  # Multipart ETags ("...-N") cannot be recomputed without the part size, and the CLI fetches such
+  # objects with ranged GETs, which mix two versions if the object is replaced meanwhile: the ETag
+  # must not have moved during the download.
+  refresh_meta || return 1
+  if [[ $etag != "$old" ]]; then
+    PROBLEM="object changed during download (ETag $old -> $etag)"
+    return 1
   fi
 }
 
+# $1: "size<TAB>etag<TAB>key" from the listing, or "-<TAB>-<TAB>key" when only the key is known.
 transfer_one() {
-  local rec=$1 key listed_size
-  listed_size=${rec%%$'\t'*}
+  local rec=$1 key etag size sse=
+  size=${rec%%$'\t'*}
+  rec=${rec#*$'\t'}
+  etag=${rec%%$'\t'*}
   key=${rec#*$'\t'}
   if ((_CM_DEADLINE > 0 && $(date +%s) >= _CM_DEADLINE)); then
-    record left "$listed_size" "time budget reached" "$key"
+    record left "${size/#-/0}" "time budget reached" "$key"
     return 0
   fi
   if ! check_key "$key"; then
@@ -250,68 +279,58 @@ transfer_one() {
   local target=$MODELS_DIR/$key state=$STATE_DIR/$key
   lock_key "$key"
 
-  local attempt=0 err=$RUN_DIR/err.$BASHPID tmp meta etag size sse meta2 problem=
+  local attempt=0 err=$RUN_DIR/err.$BASHPID tmp usable t0 PROBLEM='' PERMANENT=''
   while :; do
     if ((attempt > 0)); then
       local delay=$((2 ** attempt))
       ((delay <= 30)) || delay=30
-      log "retrying $key in ${delay}s (attempt $((attempt + 1)) of $((RETRIES + 1))): $problem"
+      log "retrying $key in ${delay}s (attempt $((attempt + 1)) of $((RETRIES + 1))): $PROBLEM"
       sleep "$delay"
     fi
     attempt=$((attempt + 1))
-    if ! meta=$(head_object "$key" 2>"$err"); then
-      problem="head-object failed: $(oneline "$err")"
-      # Missing or forbidden objects do not heal by waiting.
-      if grep -qE '\((404|403|NoSuchKey|AccessDenied|Forbidden)\)|Not Found' "$err"; then break; fi
-      if ((attempt > RETRIES)); then break; fi
-      continue
+    # The listing's size and ETag serve the first attempt; apply and retries ask S3 afresh.
+    if [[ $etag == - ]] || ((attempt > 1)); then
+      if ! refresh_meta; then
+        if [[ -n $PERMANENT ]] || ((attempt > RETRIES)); then break; fi
+        continue
+      fi
     fi
-    read -r etag size sse <<<"$meta"
     if is_current "$key" "$etag" "$size"; then
       record unchanged "$size" - "$key"
       return 0
     fi
-    local usable
     usable=$(($(free_bytes) - RESERVE_GB * 1000000000))
     if ((size > usable)); then
-      problem="does not fit: $(human "$size") needed, $(human "$usable") usable (RESERVE_GB=$RESERVE_GB)"
+      PROBLEM="does not fit: $(human "$size") needed, $(human "$usable") usable (RESERVE_GB=$RESERVE_GB)"
       break
     fi
     tmp=$(mktemp -p "$RUN_DIR" part.XXXXXXXX)
-    local t0=$SECONDS
+    t0=$SECONDS
     if ! aws_cli s3 cp --only-show-errors --no-progress "s3://$MODELS_BUCKET/$key" "$tmp" 2>"$err"; then
-      problem="download failed: $(oneline "$err")"
-    elif ! verify_staged "$tmp" "$size" "$etag" "$sse"; then
-      problem="verification failed: $VERIFY_PROBLEM"
-    elif ! meta2=$(head_object "$key" 2>"$err"); then
-      problem="head-object after download failed: $(oneline "$err")"
-    elif [[ ${meta2%% *} != "$etag" ]]; then
-      # Ranged GETs of an object replaced mid-download can mix two versions.
-      problem="object changed during download (ETag $etag -> ${meta2%% *})"
-    else
+      PROBLEM="download failed: $(oneline "$err")"
+    elif verify_staged "$tmp"; then
       chmod 0644 -- "$tmp"
       mkdir -p -- "${target%/*}" "${state%/*}"
       # The rename is the moment the file becomes visible: complete or not at all.
       if mv -fT -- "$tmp" "$target"; then
         printf '%s %s\n' "$etag" "$size" >"$state.tmp.$BASHPID"
         mv -fT -- "$state.tmp.$BASHPID" "$state"
-        local took=$((SECONDS - t0))
-        log "fetched $key ($(human "$size") in ${took}s)"
+        log "fetched $key ($(human "$size") in $((SECONDS - t0))s)"
         record ok "$size" - "$key"
         return 0
       fi
-      problem="could not move into $MODELS_DIR"
+      PROBLEM="could not move into $MODELS_DIR"
     fi
     rm -f -- "$tmp"
-    if ((attempt > RETRIES)); then break; fi
+    if [[ -n $PERMANENT ]] || ((attempt > RETRIES)); then break; fi
   done
-  log "FAILED $key after $attempt attempt(s): $problem"
-  record failed 0 "$problem" "$key"
+  log "FAILED $key after $attempt attempt(s): $PROBLEM"
+  record failed 0 "$PROBLEM" "$key"
 }
 
 # ---- running a batch ------------------------------------------------------------------------
 
-# $1: file of NUL-terminated "size<TAB>key" records. Sets the RES_* summary globals.
+# $1: file of NUL-terminated transfer_one records. Sets the RES_* summary globals.
 run_transfers() {
   local plan=$1 deadline=$2
   export _CM_RESULTS=$RUN_DIR/results _CM_DEADLINE=$deadline _CM_RUN_DIR=$RUN_DIR
@@ -339,6 +358,7 @@ run_transfers() {
   done <"$_CM_RESULTS"
   while IFS= read -r -d '' rec; do
     key=${rec#*$'\t'}
+    key=${key#*$'\t'}
     if [[ -z ${seen[$key]:-} ]]; then
       RES_FAILED+=("$key") RES_REASON+=("transfer ended without a result")
       RES_STATUS[$key]=failed RES_WHY[$key]="transfer ended without a result"
@@ -387,12 +407,13 @@ cmd_fill() {
       continue
     fi
     [[ $key != */ ]] || continue
+    etag=${etag//\"/}
     if ! check_key "$key"; then
       outside=$((outside + 1))
       continue
     fi
     if [[ $mode == hot ]]; then in_hot_set "$key" || continue; else ! in_hot_set "$key" || continue; fi
-    if is_current "$key" "${etag//\"/}" "$size"; then
+    if is_current "$key" "$etag" "$size"; then
       present=$((present + 1))
       continue
     fi
@@ -403,7 +424,7 @@ cmd_fill() {
     fi
     need=$((need + 1))
     need_bytes=$((need_bytes + size))
-    printf '%s\t%s\0' "$size" "$key" >>"$plan"
+    printf '%s\t%s\t%s\0' "$size" "$etag" "$key" >>"$plan"
   done <"$listing"
   if ((outside > 0)); then log "ignoring $outside key(s) outside the model folders"; fi
 
@@ -473,13 +494,14 @@ cmd_apply() {
       fi
       unlock_key
     else
-      printf '0\t%s\0' "$key" >>"$plan"
+      printf '%s\t%s\t%s\0' - - "$key" >>"$plan"
     fi
   done
   if [[ -s $plan ]]; then
     run_transfers "$plan" 0
     while IFS= read -r -d '' line; do
       key=${line#*$'\t'}
+      key=${key#*$'\t'}
       case ${RES_STATUS[$key]} in
         ok) printf 'put\t%s\tok (%s bytes)\n' "$key" "${RES_BYTES[$key]}" ;;
         unchanged) printf 'put\t%s\tunchanged\n' "$key" ;;

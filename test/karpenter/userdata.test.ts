@@ -1,0 +1,524 @@
+/**
+ * GPU node user data and its model tool: static checks (shellcheck, MIME, quoting, order) and the
+ * tool run for real with the AWS CLI against s3rver, because what matters on a node is behaviour:
+ * complete files only, idempotence, rejected paths, clear failures.
+ */
+import { strict as assert } from "node:assert";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { gunzipSync } from "node:zlib";
+import {
+  MODEL_FOLDERS,
+  NODE_MODELS_DIR,
+  NODE_MODELS_ENV_FILE,
+  NODE_MODELS_STAGING_DIR,
+  NODE_MODELS_STATE_DIR,
+  NODE_MODELS_TOOL,
+} from "../../karpenter/nodeContract";
+import {
+  FILL_REST_UNIT,
+  GpuUserDataArgs,
+  USER_DATA_BOUNDARY,
+  USER_DATA_MAX_BYTES,
+  embeddedModelsTool,
+  renderGpuUserData,
+  renderGpuUserDataScript,
+} from "../../karpenter/userdata/gpuUserData";
+import {
+  RunResult,
+  S3,
+  TOOL_PATH,
+  aws,
+  awsEnv,
+  childPath,
+  fileSize,
+  listFiles,
+  makeTempDir,
+  removeDir,
+  runBash,
+  shellcheck,
+  startS3,
+  watchForPartialFiles,
+} from "./userdataHelpers";
+
+const ARGS: GpuUserDataArgs = {
+  modelsBucket: "comfyui-models-123456789012",
+  region: "us-east-1",
+  hotSet: ["diffusion_models/z_image_turbo_bf16.safetensors", "text_encoders/", "vae", "loras/it's $HOME `x` é.safetensors"],
+  parallel: 8,
+  bootFillSeconds: 600,
+  reserveGb: 20,
+};
+
+interface MimePart {
+  readonly headers: Record<string, string>;
+  readonly body: string;
+}
+
+/** Parses the way Go's net/mail + mime/multipart (Karpenter's reader) do, strictly enough for LF text. */
+function parseMime(text: string): { headers: Record<string, string>; boundary: string; parts: MimePart[] } {
+  const parseHeaders = (block: string): Record<string, string> =>
+    Object.fromEntries(
+      block.split("\n").map((line) => {
+        const i = line.indexOf(":");
+        assert.ok(i > 0, `header line without a colon: ${JSON.stringify(line)}`);
+        return [line.slice(0, i).trim().toLowerCase(), line.slice(i + 1).trim()];
+      }),
+    );
+  const split = text.indexOf("\n\n");
+  assert.ok(split > 0, "no blank line after the top-level headers");
+  const headers = parseHeaders(text.slice(0, split));
+  const boundary = /^multipart\/mixed;\s*boundary="([^"]+)"$/.exec(headers["content-type"] ?? "")?.[1];
+  assert.ok(boundary, `top-level Content-Type is not multipart/mixed with a boundary: ${headers["content-type"]}`);
+  const body = text.slice(split + 2);
+  const closing = `\n--${boundary}--\n`;
+  assert.ok(body.startsWith(`--${boundary}\n`), "body does not start with the boundary");
+  assert.ok(body.endsWith(closing), "body does not end with the closing delimiter");
+  const inner = body.slice(`--${boundary}\n`.length, body.length - closing.length);
+  const parts = inner.split(`\n--${boundary}\n`).map((raw) => {
+    const sep = raw.indexOf("\n\n");
+    return { headers: parseHeaders(raw.slice(0, sep)), body: raw.slice(sep + 2) };
+  });
+  return { headers, boundary, parts };
+}
+
+function heredoc(script: string, delimiter: string): string {
+  const start = script.indexOf(`<<'${delimiter}'\n`);
+  assert.ok(start >= 0, `no quoted heredoc ${delimiter}`);
+  const from = script.indexOf("\n", start) + 1;
+  const end = script.indexOf(`\n${delimiter}\n`, from);
+  assert.ok(end > from, `heredoc ${delimiter} not terminated`);
+  return script.slice(from, end);
+}
+
+describe("GPU node user data and the comfyui-models tool", function () {
+  this.timeout(60_000);
+  let scratch: string;
+
+  before(() => {
+    scratch = makeTempDir("userdata-test-");
+  });
+  after(() => removeDir(scratch));
+
+  describe("static checks", () => {
+    it("comfyui-models.sh is shellcheck-clean", async () => {
+      assert.equal(await shellcheck(TOOL_PATH, ["-x"]), "");
+    });
+
+    it("the tool's defaults are the node contract (directories and model folders)", () => {
+      const source = readFileSync(TOOL_PATH, "utf8");
+      const value = (name: string): string | undefined => new RegExp(`^readonly ${name}="?([^"\\n]*)"?$`, "m").exec(source)?.[1];
+      assert.equal(value("DEFAULT_MODELS_DIR"), NODE_MODELS_DIR);
+      assert.equal(value("DEFAULT_STAGING_DIR"), NODE_MODELS_STAGING_DIR);
+      assert.equal(value("DEFAULT_STATE_DIR"), NODE_MODELS_STATE_DIR);
+      assert.deepEqual(value("DEFAULT_MODEL_FOLDERS")?.split(" "), [...MODEL_FOLDERS]);
+      assert.match(source, /^set -euo pipefail$/m);
+    });
+
+    it("renders MIME multi-part user data with exactly one shell part", () => {
+      const userData = renderGpuUserData(ARGS);
+      const mime = parseMime(userData);
+      assert.equal(mime.headers["mime-version"], "1.0");
+      assert.equal(mime.boundary, USER_DATA_BOUNDARY);
+      assert.equal(mime.parts.length, 1);
+      assert.match(mime.parts[0].headers["content-type"], /^text\/x-shellscript; charset="(us-ascii|utf-8)"$/);
+      assert.equal(mime.parts[0].body, renderGpuUserDataScript(ARGS));
+      assert.ok(mime.parts[0].body.startsWith("#!/bin/bash\n"));
+      // Karpenter re-serialises all parts under boundary "//": no line of ours may look like it.
+      assert.ok(!/^--\/\//m.test(userData));
+      assert.ok(Buffer.byteLength(userData) <= USER_DATA_MAX_BYTES);
+      assert.equal(renderGpuUserData(ARGS), userData, "rendering is deterministic (no node drift)");
+    });
+
+    it("the rendered shell part is shellcheck-clean", async () => {
+      const file = join(scratch, "user-data.sh");
+      writeFileSync(file, renderGpuUserDataScript(ARGS));
+      assert.equal(await shellcheck(file), "");
+    });
+
+    it("embeds the tool byte for byte (comments aside), checksummed, shellcheck-clean", async () => {
+      const script = renderGpuUserDataScript(ARGS);
+      const tool = gunzipSync(Buffer.from(heredoc(script, "COMFYUI_MODELS_TOOL").replace(/\n/g, ""), "base64"));
+      assert.equal(tool.toString("utf8"), embeddedModelsTool());
+      const sha = createHash("sha256").update(tool).digest("hex");
+      assert.ok(script.includes(`echo "${sha}  $TOOL.new" | sha256sum -c`));
+      assert.ok(script.includes(`TOOL=${NODE_MODELS_TOOL}`));
+      // Only comment lines were dropped: every code line of the source is still there, in order.
+      const code = (text: string): string[] => text.split("\n").filter((l) => !/^\s*#/.test(l));
+      assert.deepEqual(code(tool.toString("utf8")), code(readFileSync(TOOL_PATH, "utf8")));
+      const file = join(scratch, "embedded-tool.sh");
+      writeFileSync(file, tool);
+      assert.equal(await shellcheck(file), "");
+    });
+
+    it("writes the settings shell-quoted, so sourcing them gives back the exact values", async () => {
+      const script = renderGpuUserDataScript(ARGS);
+      const env = heredoc(script, "COMFYUI_MODELS_ENV");
+      assert.ok(script.includes(`cat >${NODE_MODELS_ENV_FILE} <<'COMFYUI_MODELS_ENV'`));
+      assert.match(env, /^MODELS_BUCKET='comfyui-models-123456789012'$/m);
+      assert.match(env, /^HOT_SET='diffusion_models\/z_image_turbo_bf16\.safetensors,text_encoders\/,vae,loras\/it'\\''s \$HOME `x` é\.safetensors'$/m);
+      const file = join(scratch, "models.env");
+      writeFileSync(file, env);
+      const probe = join(scratch, "probe.sh");
+      writeFileSync(probe, `set -eu\n. "$1"\nprintf '%s\\n' "$MODELS_BUCKET" "$AWS_REGION" "$HOT_SET" "$PARALLEL" "$RESERVE_GB" "$MODELS_DIR"\n`);
+      const out = await runBash(probe, [file], { PATH: process.env.PATH, HOME: "/nonexistent" });
+      assert.equal(out.code, 0, out.stderr);
+      assert.deepEqual(out.stdout.split("\n").slice(0, 6), [
+        ARGS.modelsBucket,
+        ARGS.region,
+        ARGS.hotSet.join(","),
+        "8",
+        "20",
+        NODE_MODELS_DIR,
+      ]);
+    });
+
+    it("sets up the disks before the fill and never registers a node whose fill failed", () => {
+      const script = renderGpuUserDataScript(ARGS);
+      const disks = script.indexOf("/usr/bin/setup-local-disks raid0");
+      const mountCheck = script.indexOf(`mountpoint -q "$DISK"`);
+      const fill = script.indexOf(`"$TOOL" fill-hot`);
+      assert.ok(disks > 0 && mountCheck > disks && fill > mountCheck, "setup-local-disks, then the mount check, then fill-hot");
+      assert.ok(script.includes("DISK=/mnt/k8s-disks/0 "));
+      assert.ok(!script.includes("@latest"));
+      assert.ok(!script.includes("curl") && !script.includes("wget"), "nothing fetched from the internet at boot");
+      assert.match(script, /^set -Eeuo pipefail$/m);
+      assert.match(script, /FILL_BUDGET=600 /);
+      assert.match(script, /^ {4}75\) say .*; break ;;$/m, "exit 75 (budget) lets the node register");
+      assert.match(script, /systemctl mask --now kubelet\.service/);
+      assert.match(script, /ConditionPathExists=!%s/);
+      assert.match(script, /logger -t comfyui-models/);
+      assert.match(script, /\/dev\/console/);
+      const unit = heredoc(script, "COMFYUI_MODELS_UNIT");
+      assert.match(unit, /^Type=oneshot$/m);
+      assert.match(unit, /^After=network-online\.target/m);
+      assert.match(unit, new RegExp(`^ExecStart=${NODE_MODELS_TOOL} fill-rest$`, "m"));
+      assert.match(unit, /^WantedBy=multi-user\.target$/m);
+      const enable = script.indexOf(`systemctl enable "$REST_UNIT"`);
+      const start = script.indexOf(`systemctl start --no-block "$REST_UNIT"`);
+      assert.ok(enable > fill && start > enable);
+      assert.ok(script.includes(`REST_UNIT=${FILL_REST_UNIT}`));
+      assert.ok(script.trimEnd().endsWith("exit 0"));
+    });
+
+    it("rejects arguments that would make a broken node", () => {
+      const bad: [Partial<GpuUserDataArgs>, RegExp][] = [
+        [{ modelsBucket: "Bad_Bucket" }, /modelsBucket/],
+        [{ region: "us east 1" }, /region/],
+        [{ hotSet: ["notafolder/x"] }, /not under a model folder/],
+        [{ hotSet: ["checkpoints/../../etc"] }, /'\.\.' segment/],
+        [{ hotSet: ["checkpoints/a,b"] }, /comma/],
+        [{ hotSet: ["checkpoints/a\nb"] }, /control character/],
+        [{ parallel: 0 }, /parallel/],
+        [{ bootFillSeconds: 900 }, /bootFillSeconds/],
+        [{ reserveGb: -1 }, /reserveGb/],
+      ];
+      for (const [override, message] of bad) {
+        assert.throws(() => renderGpuUserData({ ...ARGS, ...override }), message, JSON.stringify(override));
+      }
+    });
+  });
+
+  describe("running the tool against S3 (s3rver + AWS CLI)", () => {
+    const BUCKET = "models";
+    // Names from the fixture catalogue, plus the awkward ones real buckets have.
+    const MODEL_FILES: Record<string, number> = {
+      "diffusion_models/z_image_turbo_bf16.safetensors": 9 * 1024 * 1024 + 123, // above the CLI's 8 MiB multipart threshold
+      "text_encoders/qwen_3_4b.safetensors": 300_000,
+      "vae/ae.safetensors": 65_536,
+      "upscale_models/RealESRGAN_x4plus.safetensors": 40_000,
+      "loras/Qwen Image Lightning 8steps V1.0.safetensors": 20_000,
+      "checkpoints/モデル_ünïcode.safetensors": 12_345,
+    };
+    const OUTSIDE = "notes/readme.txt";
+    const sources = new Map<string, Buffer>();
+    let s3: S3;
+    let env: NodeJS.ProcessEnv;
+    let run = 0;
+
+    /** Fresh node folders per case, so cases do not depend on each other's leftovers. */
+    function node(extra: NodeJS.ProcessEnv = {}): { env: NodeJS.ProcessEnv; dirs: { root: string; models: string; staging: string; state: string } } {
+      const root = join(scratch, `node-${++run}`);
+      const dirs = { root, models: join(root, "disk", "models"), staging: join(root, "disk", "staging"), state: join(root, "disk", "state") };
+      return {
+        dirs,
+        env: {
+          ...env,
+          MODELS_BUCKET: BUCKET,
+          MODELS_DIR: dirs.models,
+          STAGING_DIR: dirs.staging,
+          STATE_DIR: dirs.state,
+          // Never pick up a real /etc/comfyui-models.env on the machine running the tests.
+          COMFYUI_MODELS_ENV_FILE: join(root, "absent.env"),
+          ...extra,
+        },
+      };
+    }
+
+    function assertIdentical(models: string, keys: readonly string[]): void {
+      assert.deepEqual(listFiles(models), [...keys].sort());
+      for (const key of keys) {
+        assert.ok(readFileSync(join(models, key)).equals(sources.get(key) as Buffer), `${key} differs from the source`);
+      }
+    }
+
+    const tool = (args: string[], e: NodeJS.ProcessEnv, input = ""): Promise<RunResult> => runBash(TOOL_PATH, args, e, input);
+
+    before(async function () {
+      this.timeout(60_000);
+      s3 = await startS3(join(scratch, "s3rver"), BUCKET);
+      env = awsEnv(s3, childPath(join(scratch, "bin")), join(scratch, "home"));
+      const upload = join(scratch, "upload");
+      for (const [key, size] of Object.entries(MODEL_FILES)) {
+        sources.set(key, randomBytes(size));
+      }
+      for (const [key, content] of [...sources, [OUTSIDE, Buffer.from("not a model\n")] as const]) {
+        mkdirSync(join(upload, key, ".."), { recursive: true });
+        writeFileSync(join(upload, key), content);
+      }
+      await aws(env, ["s3", "cp", "--recursive", "--only-show-errors", upload, `s3://${BUCKET}/`]);
+      // A console-made folder marker: a key, but not a file.
+      await aws(env, ["s3api", "put-object", "--bucket", BUCKET, "--key", "loras/"]);
+    });
+
+    after(async () => {
+      if (s3) await s3.close();
+    });
+
+    it("fill-hot copies every model byte-identical, never shows a partial file, ignores other keys", async () => {
+      const n = node();
+      const watcher = watchForPartialFiles(n.dirs.models, sources);
+      const result = await tool(["fill-hot"], n.env);
+      const seen = await watcher.stop();
+      assert.equal(result.code, 0, result.stderr);
+      assertIdentical(n.dirs.models, [...sources.keys()]);
+      assert.deepEqual(seen.problems, []);
+      assert.ok(seen.polls > 10, `the watcher polled during the fill (${seen.polls} polls)`);
+      assert.ok(seen.observed >= 1);
+      assert.deepEqual(listFiles(n.dirs.staging), [], "staging is empty afterwards");
+      assert.match(result.stderr, /^comfyui-models: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ /m);
+      assert.match(result.stderr, /ignoring 1 key\(s\) outside the model folders/);
+      assert.match(result.stderr, new RegExp(`copied ${sources.size} file\\(s\\)`));
+      const state = readFileSync(join(n.dirs.state, "vae/ae.safetensors"), "utf8");
+      assert.equal(state, `${createHash("md5").update(sources.get("vae/ae.safetensors") as Buffer).digest("hex")} 65536\n`);
+
+      // Idempotent: the second run lists, finds everything current, and copies nothing.
+      const again = await tool(["fill-hot"], n.env);
+      assert.equal(again.code, 0, again.stderr);
+      assert.match(again.stderr, new RegExp(`nothing to copy \\(${sources.size} file\\(s\\) present and unchanged`));
+      assert.doesNotMatch(again.stderr, /fetched/);
+
+      const status = await tool(["status"], n.env);
+      assert.equal(status.code, 0, status.stderr);
+      assert.match(status.stdout, new RegExp(`^files=${sources.size}$`, "m"));
+      const total = [...sources.values()].reduce((a, b) => a + b.length, 0);
+      assert.match(status.stdout, new RegExp(`^bytes=${total}$`, "m"));
+      assert.match(status.stdout, /^state_records=6$/m);
+    });
+
+    it("HOT_SET limits fill-hot; fill-rest then copies the rest and is idempotent", async () => {
+      const hot = ["text_encoders/qwen_3_4b.safetensors", "vae/ae.safetensors"];
+      const n = node({ HOT_SET: "text_encoders/qwen_3_4b.safetensors, vae/\n" });
+      const first = await tool(["fill-hot"], n.env);
+      assert.equal(first.code, 0, first.stderr);
+      assertIdentical(n.dirs.models, hot);
+
+      const rest = await tool(["fill-rest"], n.env);
+      assert.equal(rest.code, 0, rest.stderr);
+      assertIdentical(n.dirs.models, [...sources.keys()]);
+      assert.match(rest.stderr, /fill-rest: copied 4 file\(s\)/);
+      for (const key of hot) assert.ok(!rest.stderr.includes(`fetched ${key}`), `fill-rest refetched ${key}`);
+
+      const again = await tool(["fill-rest"], n.env);
+      assert.equal(again.code, 0, again.stderr);
+      assert.match(again.stderr, /nothing to copy \(4 file\(s\) present and unchanged/);
+    });
+
+    it("apply puts a changed object and deletes a removed one", async () => {
+      const n = node();
+      assert.equal((await tool(["fill-hot"], { ...n.env, HOT_SET: "vae,loras" })).code, 0);
+      const changed = randomBytes(70_000);
+      const local = join(scratch, "changed.bin");
+      writeFileSync(local, changed);
+      await aws(env, ["s3", "cp", "--only-show-errors", local, `s3://${BUCKET}/vae/ae.safetensors`]);
+      const loraKey = "loras/Qwen Image Lightning 8steps V1.0.safetensors";
+
+      const result = await tool(["apply"], n.env, `put\tvae/ae.safetensors\ndelete\t${loraKey}\ndelete\tvae/never-existed.safetensors\n`);
+      assert.equal(result.code, 0, result.stderr);
+      assert.ok(readFileSync(join(n.dirs.models, "vae/ae.safetensors")).equals(changed));
+      assert.deepEqual(listFiles(n.dirs.models), ["vae/ae.safetensors"]);
+      assert.deepEqual(listFiles(n.dirs.state).filter((f) => !f.startsWith(".locks/")), ["vae/ae.safetensors"]);
+      assert.match(result.stdout, /^put\tvae\/ae\.safetensors\tok \(70000 bytes\)$/m);
+      assert.match(result.stdout, new RegExp(`^delete\\t${loraKey.replace(/\./g, "\\.")}\\tok$`, "m"));
+      assert.match(result.stdout, /^delete\tvae\/never-existed\.safetensors\tok$/m);
+
+      // Same ETag again: nothing downloaded.
+      const same = await tool(["apply"], n.env, "put\tvae/ae.safetensors\n");
+      assert.equal(same.code, 0, same.stderr);
+      assert.match(same.stdout, /^put\tvae\/ae\.safetensors\tunchanged$/m);
+      // Restore the original for the other cases.
+      writeFileSync(local, sources.get("vae/ae.safetensors") as Buffer);
+      await aws(env, ["s3", "cp", "--only-show-errors", local, `s3://${BUCKET}/vae/ae.safetensors`]);
+    });
+
+    it("apply rejects keys that would escape the model folders and writes nothing", async () => {
+      const n = node();
+      mkdirSync(n.dirs.models, { recursive: true });
+      const lines = [
+        "put\tcheckpoints/../../etc/passwd",
+        "put\t/abs",
+        "put\tnotafolder/x",
+        "delete\tcheckpoints/../../../victim",
+        "put\tcheckpoints/a\u0000b",
+        "upload\tcheckpoints/x.safetensors",
+        "no tab at all",
+      ];
+      const victim = join(n.dirs.root, "victim");
+      writeFileSync(victim, "keep me");
+      const result = await tool(["apply"], n.env, lines.join("\n") + "\n");
+      assert.notEqual(result.code, 0);
+      assert.match(result.stderr, /apply: 7 line\(s\) rejected or failed/);
+      assert.match(result.stdout, /^rejected\tcheckpoints\/\.\.\/\.\.\/etc\/passwd\tkey has a '\.\.' path segment$/m);
+      assert.match(result.stdout, /^rejected\t\/abs\tkey starts with '\/'$/m);
+      assert.match(result.stdout, /^rejected\tnotafolder\/x\ttop-level folder 'notafolder' is not a model folder/m);
+      assert.match(result.stdout, /control character/);
+      assert.equal(readFileSync(victim, "utf8"), "keep me");
+      // Nothing at all was written outside the tool's own folders, and nothing inside them either.
+      assert.deepEqual(
+        listFiles(n.dirs.root).filter((f) => !f.startsWith("disk/state/.locks/")),
+        ["victim"],
+      );
+    });
+
+    it("names the bucket when it is not reachable", async () => {
+      const n = node({ MODELS_BUCKET: "no-such-bucket" });
+      const result = await tool(["fill-hot"], n.env);
+      assert.equal(result.code, 3);
+      assert.match(result.stderr, /error: bucket no-such-bucket not reachable: .*NoSuchBucket/);
+      assert.deepEqual(listFiles(n.dirs.models), []);
+    });
+
+    it("refuses a hot set that does not fit and says by how much; fill-rest skips instead", async () => {
+      const n = node({ RESERVE_GB: "1000000" });
+      const hot = await tool(["fill-hot"], n.env);
+      assert.equal(hot.code, 4);
+      assert.match(hot.stderr, /not enough disk for the hot set: 6 file\(s\) need 9\.\d\d MB, .* has [\d.]+ GB free and RESERVE_GB=1000000 keeps 1000000 GB free/);
+      assert.deepEqual(listFiles(n.dirs.models), []);
+
+      const rest = await tool(["fill-rest"], { ...n.env, HOT_SET: "vae" });
+      assert.equal(rest.code, 0, rest.stderr);
+      assert.match(rest.stderr, /skipping diffusion_models\/z_image_turbo_bf16\.safetensors \(9\.\d\d MB\): does not fit/);
+      assert.deepEqual(listFiles(n.dirs.models), []);
+    });
+
+    it("stops starting transfers when the boot budget is spent (exit 75) and resumes later", async () => {
+      const n = node({ BOOT_FILL_SECONDS: "1", PARALLEL: "1" });
+      const watcher = watchForPartialFiles(n.dirs.models, sources);
+      const first = await tool(["fill-hot"], n.env);
+      const seen = await watcher.stop();
+      assert.equal(first.code, 75, first.stderr);
+      assert.match(first.stderr, /time budget of 1s reached; \d+ file\(s\) \([^)]*\) left to copy in the background/);
+      assert.deepEqual(seen.problems, []);
+      const present = listFiles(n.dirs.models);
+      assert.ok(present.length < sources.size, "some files were left for later");
+      for (const key of present) assert.ok(readFileSync(join(n.dirs.models, key)).equals(sources.get(key) as Buffer));
+
+      // As comfyui-models-rest.service runs it: no budget.
+      const rest = await tool(["fill-hot"], { ...n.env, BOOT_FILL_SECONDS: "0", PARALLEL: "8" });
+      assert.equal(rest.code, 0, rest.stderr);
+      assertIdentical(n.dirs.models, [...sources.keys()]);
+    });
+
+    it("retries a failing file, then exits non-zero naming it", async () => {
+      const n = node({ HOT_SET: "vae,upscale_models", RETRIES: "1" });
+      // A directory where the file must go: the final rename fails on every attempt.
+      mkdirSync(join(n.dirs.models, "vae/ae.safetensors"), { recursive: true });
+      const result = await tool(["fill-hot"], n.env);
+      assert.equal(result.code, 1, result.stderr);
+      assert.match(result.stderr, /retrying vae\/ae\.safetensors in 2s \(attempt 2 of 2\)/);
+      assert.match(result.stderr, /FAILED vae\/ae\.safetensors after 2 attempt\(s\)/);
+      assert.match(result.stderr, /error: fill-hot: 1 file\(s\) failed: vae\/ae\.safetensors$/m);
+      // The other file is still there, complete; no temp file was left behind.
+      assertIdentical(n.dirs.models, ["upscale_models/RealESRGAN_x4plus.safetensors"]);
+      assert.deepEqual(listFiles(n.dirs.staging), []);
+    });
+
+    it("checks the bytes against the ETag: a wrong MD5 fails, a multipart ETag must not move", async () => {
+      // s3rver keeps each object's ETag in a side file; rewriting it stands in for a corrupted
+      // download (MD5 mismatch) and for an object uploaded in parts ("<hash>-<parts>").
+      const corrupt = "clip_vision/corrupt.safetensors";
+      const multipart = "controlnet/uploaded-in-parts.safetensors";
+      const local = join(scratch, "etag.bin");
+      writeFileSync(local, randomBytes(5000));
+      const sideFile = (key: string): string => join(scratch, "s3rver", BUCKET, `${key}._S3rver_object.md5`);
+      try {
+        for (const key of [corrupt, multipart]) {
+          await aws(env, ["s3", "cp", "--only-show-errors", local, `s3://${BUCKET}/${key}`]);
+        }
+        writeFileSync(sideFile(corrupt), "0123456789abcdef0123456789abcdef");
+        writeFileSync(sideFile(multipart), "0123456789abcdef0123456789abcdef-2");
+        const n = node({ HOT_SET: "clip_vision,controlnet", RETRIES: "0" });
+        const result = await tool(["fill-hot"], n.env);
+        assert.equal(result.code, 1, result.stderr);
+        assert.match(result.stderr, /FAILED clip_vision\/corrupt\.safetensors after 1 attempt\(s\): md5 [0-9a-f]{32} != ETag 0123456789abcdef0123456789abcdef/);
+        assert.deepEqual(listFiles(n.dirs.models), [multipart]);
+        assert.equal(readFileSync(join(n.dirs.state, multipart), "utf8"), "0123456789abcdef0123456789abcdef-2 5000\n");
+      } finally {
+        await aws(env, ["s3", "rm", "--only-show-errors", "--recursive", `s3://${BUCKET}/clip_vision/`]);
+        await aws(env, ["s3", "rm", "--only-show-errors", "--recursive", `s3://${BUCKET}/controlnet/`]);
+      }
+    });
+
+    it("apply reports a key missing from the bucket as failed", async () => {
+      const n = node();
+      const result = await tool(["apply"], n.env, "put\tcheckpoints/gone.safetensors\n");
+      assert.equal(result.code, 1);
+      assert.match(result.stdout, /^put\tcheckpoints\/gone\.safetensors\tFAILED: head-object failed: .*(404|Not Found)/m);
+    });
+
+    it("removes stale staging files from a crashed run before filling", async () => {
+      const n = node({ HOT_SET: "vae" });
+      mkdirSync(join(n.dirs.staging, "run.999999"), { recursive: true });
+      writeFileSync(join(n.dirs.staging, "run.999999", "part.abc"), "half a model");
+      writeFileSync(join(n.dirs.staging, "leftover.tmp"), "x");
+      const result = await tool(["fill-hot"], n.env);
+      assert.equal(result.code, 0, result.stderr);
+      assert.match(result.stderr, /removing stale staging entry run\.999999/);
+      assert.deepEqual(listFiles(n.dirs.staging), []);
+    });
+
+    it("reads settings from the env file, with the environment taking precedence", async () => {
+      const n = node();
+      const envFile = join(n.dirs.root, "comfyui-models.env");
+      mkdirSync(n.dirs.root, { recursive: true });
+      writeFileSync(envFile, `MODELS_DIR='${n.dirs.root}/from file'\nPARALLEL='3'\n`);
+      const base: NodeJS.ProcessEnv = { ...n.env, COMFYUI_MODELS_ENV_FILE: envFile };
+      delete base.MODELS_DIR;
+      const fromFile = await tool(["status"], base);
+      assert.equal(fromFile.code, 0, fromFile.stderr);
+      assert.match(fromFile.stdout, new RegExp(`^models_dir=${n.dirs.root}/from file$`, "m"));
+      const fromEnv = await tool(["status"], { ...base, MODELS_DIR: n.dirs.models });
+      assert.match(fromEnv.stdout, new RegExp(`^models_dir=${n.dirs.models}$`, "m"));
+      const missing = await tool(["fill-hot"], { ...base, MODELS_BUCKET: "" });
+      assert.equal(missing.code, 2);
+      assert.match(missing.stderr, /MODELS_BUCKET is not set/);
+      const unknown = await tool(["fill-everything"], base);
+      assert.equal(unknown.code, 2);
+    });
+
+    it("the tool as embedded in the user data behaves the same (idempotent second run)", async () => {
+      const n = node({ HOT_SET: "upscale_models" });
+      const embedded = join(n.dirs.root, "comfyui-models");
+      mkdirSync(n.dirs.root, { recursive: true });
+      writeFileSync(embedded, embeddedModelsTool(), { mode: 0o755 });
+      const first = await runBash(embedded, ["fill-hot"], n.env);
+      assert.equal(first.code, 0, first.stderr);
+      assertIdentical(n.dirs.models, ["upscale_models/RealESRGAN_x4plus.safetensors"]);
+      assert.equal(fileSize(join(n.dirs.models, "upscale_models/RealESRGAN_x4plus.safetensors")), 40_000);
+      const second = await runBash(embedded, ["fill-hot"], n.env);
+      assert.equal(second.code, 0, second.stderr);
+      assert.match(second.stderr, /nothing to copy/);
+    });
+  });
+});

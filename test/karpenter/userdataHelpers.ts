@@ -1,0 +1,182 @@
+/**
+ * Helpers for userdata.test.ts: a real S3 (s3rver) on loopback, the real AWS CLI, and the node tool
+ * run as a child process so the test can watch its folders while it works.
+ */
+import { execFile, spawn } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, relative } from "node:path";
+import { promisify } from "node:util";
+
+const execFileAsync = promisify(execFile);
+
+export const REPO_ROOT = join(__dirname, "..", "..");
+export const TOOL_PATH = join(REPO_ROOT, "karpenter", "userdata", "comfyui-models.sh");
+
+/** s3rver ships no types; this is the part the test uses. */
+interface S3rverInstance {
+  run(): Promise<{ address: string; port: number }>;
+  close(): Promise<void>;
+}
+type S3rverCtor = new (options: Record<string, unknown>) => S3rverInstance;
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const S3rver = require("s3rver") as S3rverCtor;
+
+export interface S3 {
+  readonly endpoint: string;
+  readonly bucket: string;
+  close(): Promise<void>;
+}
+
+export async function startS3(dataDir: string, bucket: string): Promise<S3> {
+  const server = new S3rver({
+    port: 0,
+    address: "127.0.0.1",
+    silent: true,
+    directory: dataDir,
+    configureBuckets: [{ name: bucket }],
+  });
+  const { port } = await server.run();
+  return { endpoint: `http://127.0.0.1:${port}`, bucket, close: () => server.close() };
+}
+
+export function makeTempDir(prefix: string): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+/**
+ * PATH for the children. The AMI ships AWS CLI v2; where Debian's v2 (/usr/bin/aws) is installed
+ * next to another CLI earlier on PATH, a one-link bin dir makes the tool run the same major version.
+ */
+export function childPath(binDir: string): string {
+  if (existsSync("/usr/bin/aws") && !existsSync(join(binDir, "aws"))) {
+    mkdirSync(binDir, { recursive: true });
+    symlinkSync("/usr/bin/aws", join(binDir, "aws"));
+  }
+  return `${binDir}:${process.env.PATH ?? "/usr/bin:/bin"}`;
+}
+
+/** AWS settings s3rver accepts, and nothing from the developer's own AWS configuration. */
+export function awsEnv(s3: S3, path: string, home: string): NodeJS.ProcessEnv {
+  return {
+    PATH: path,
+    HOME: home,
+    LANG: "C.UTF-8",
+    AWS_ACCESS_KEY_ID: "S3RVER",
+    AWS_SECRET_ACCESS_KEY: "S3RVER",
+    AWS_REGION: "us-east-1",
+    AWS_ENDPOINT_URL: s3.endpoint,
+    AWS_CONFIG_FILE: "/dev/null",
+    AWS_SHARED_CREDENTIALS_FILE: "/dev/null",
+    AWS_PAGER: "",
+  };
+}
+
+export async function aws(env: NodeJS.ProcessEnv, args: string[]): Promise<string> {
+  const endpoint = env.AWS_ENDPOINT_URL ?? "";
+  const { stdout } = await execFileAsync("aws", ["--endpoint-url", endpoint, ...args], { env });
+  return stdout;
+}
+
+export interface RunResult {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs a bash script asynchronously, so the event loop (and a watcher) keeps going meanwhile. */
+export function runBash(script: string, args: string[], env: NodeJS.ProcessEnv, input = ""): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn("bash", [script, ...args], { env, stdio: ["pipe", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
+    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code, stdout, stderr }));
+    child.stdin.end(input);
+  });
+}
+
+export async function shellcheck(file: string, extraArgs: string[] = []): Promise<string> {
+  try {
+    await execFileAsync("shellcheck", [...extraArgs, file]);
+    return "";
+  } catch (err: unknown) {
+    const e = err as { stdout?: string; stderr?: string; message: string };
+    return `${e.stdout ?? ""}${e.stderr ?? ""}` || e.message;
+  }
+}
+
+/** Relative paths of all regular files under `dir` (sorted), or [] if it does not exist. */
+export function listFiles(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  const out: string[] = [];
+  const walk = (d: string): void => {
+    for (const entry of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, entry.name);
+      if (entry.isDirectory()) walk(p);
+      else if (entry.isFile()) out.push(relative(dir, p));
+    }
+  };
+  walk(dir);
+  return out.sort();
+}
+
+export function fileSize(path: string): number {
+  return statSync(path).size;
+}
+
+export function removeDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
+
+/**
+ * Polls `dir` while a fill runs and checks every file it can see against the source bytes: the tool
+ * promises that a file is never visible before it is complete, so any mismatch is a torn read.
+ */
+export function watchForPartialFiles(dir: string, sources: ReadonlyMap<string, Buffer>, intervalMs = 3) {
+  const seen = new Set<string>();
+  const problems: string[] = [];
+  let polls = 0;
+  let stopped = false;
+  const poll = async (): Promise<void> => {
+    while (!stopped) {
+      polls++;
+      for (const rel of listFilesQuietly(dir)) {
+        const p = join(dir, rel);
+        let ino: number;
+        let content: Buffer;
+        try {
+          ino = statSync(p).ino;
+          if (seen.has(`${rel}:${ino}`)) continue;
+          content = await readFile(p);
+        } catch {
+          continue; // gone between listing and reading: that is allowed
+        }
+        const expected = sources.get(rel);
+        if (!expected) problems.push(`unexpected file ${rel}`);
+        else if (!content.equals(expected)) problems.push(`${rel} visible with ${content.length}/${expected.length} bytes or different content`);
+        seen.add(`${rel}:${ino}`);
+      }
+      await new Promise((r) => setTimeout(r, intervalMs));
+    }
+  };
+  const running = poll();
+  return {
+    async stop(): Promise<{ problems: string[]; polls: number; observed: number }> {
+      stopped = true;
+      await running;
+      return { problems, polls, observed: seen.size };
+    },
+  };
+}
+
+function listFilesQuietly(dir: string): string[] {
+  try {
+    return listFiles(dir);
+  } catch {
+    return []; // a folder created or renamed mid-walk
+  }
+}
