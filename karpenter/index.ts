@@ -1,0 +1,387 @@
+/**
+ * GPU capacity on demand: Karpenter (CRDs and controller, Pod Identity, interruption queue) and
+ * one GPU NodePool whose nodes boot from a pinned AL2023 NVIDIA AMI, keep the models on local
+ * NVMe (RAID0) and fill it from the models bucket before they register (see userdata/).
+ */
+import * as aws from "@pulumi/aws";
+import * as k8s from "@pulumi/kubernetes";
+import * as pulumi from "@pulumi/pulumi";
+import { SYSTEM_NODE_LABEL } from "../cluster";
+import { PodIdentityRole, policyJson } from "../cluster/iam";
+import { GPU_POOL_LABEL, GPU_TAINT } from "./nodeContract";
+import {
+  controllerStatements,
+  EC2_TRUST,
+  interruptionQueueStatements,
+  NODE_MANAGED_POLICY_ARNS,
+  nodeModelsReadStatements,
+  scopedControllerStatements,
+} from "./iam";
+import { renderGpuUserData } from "./userdata/gpuUserData";
+
+/** Karpenter chart version (controller and CRDs move together): an upgrade is a reviewed change. */
+export const KARPENTER_VERSION = "1.14.1";
+
+export const KARPENTER_CHARTS = {
+  crd: "oci://public.ecr.aws/karpenter/karpenter-crd",
+  controller: "oci://public.ecr.aws/karpenter/karpenter",
+} as const;
+
+/** Namespace and service account of the controller; the Pod Identity association names both. */
+export const KARPENTER_NAMESPACE = "kube-system";
+export const KARPENTER_SERVICE_ACCOUNT = "karpenter";
+
+/** Cluster-scoped Karpenter objects; the sync Lambda finds nodes by the `karpenter.sh/nodepool` tag. */
+export const GPU_NODE_POOL_NAME = "comfyui-gpu";
+export const GPU_NODE_CLASS_NAME = "comfyui-gpu";
+
+/** Karpenter's duration format (NodePool CRD pattern), plus "Never" where the field allows it. */
+const DURATION = /^([0-9]+(s|m|h))+$/;
+
+/** Tags Karpenter sets itself and rejects in `spec.tags` (EC2NodeClass validation). */
+const RESTRICTED_TAG = /^(kubernetes\.io\/cluster\/|karpenter\.sh\/nodepool$|karpenter\.sh\/nodeclaim$|karpenter\.k8s\.aws\/ec2nodeclass$|eks:eks-cluster-name$)/;
+
+export interface GpuCapacityArgs {
+  /** EKS cluster name: Karpenter's `settings.clusterName`, the discovery tag value and the IAM scope. */
+  clusterName: pulumi.Input<string>;
+  /** API server endpoint. @defaultValue unset: Karpenter looks it up with eks:DescribeCluster. */
+  clusterEndpoint?: pulumi.Input<string>;
+  /** AWS region of the cluster (plain: it is part of ARNs and of the rendered user data). */
+  region: string;
+  /** AWS account id, for ARNs in the controller policy. */
+  accountId: pulumi.Input<string>;
+  /** The EKS-managed cluster security group; GPU nodes join it like the system nodes. */
+  clusterSecurityGroupId: pulumi.Input<string>;
+  /** Name of the models bucket the nodes fill from. */
+  modelsBucket: pulumi.Input<string>;
+  /** ARN of the models bucket; the node role may only list it and read its objects. */
+  modelsBucketArn: pulumi.Input<string>;
+  /** EC2 instance types of the GPU NodePool (each must have local NVMe). No default. */
+  instanceTypes: string[];
+  /** Capacity types Karpenter may buy. No default. */
+  capacityTypes: ("spot" | "on-demand")[];
+  /** Upper bound of `nvidia.com/gpu` over all nodes of the pool: the cost cap. Positive integer. */
+  gpuLimit: number;
+  /** Pinned AMI alias such as `al2023@v20260724`. `@latest` is rejected: it would drift every node. */
+  amiAlias: string;
+  /** How long an empty GPU node is kept before Karpenter removes it, e.g. "5m". */
+  consolidateAfter: string;
+  /** Maximum node lifetime, e.g. "168h", or "Never". */
+  expireAfter: string;
+  /** Root EBS volume (gp3, encrypted) in GiB; images and models live on NVMe. */
+  rootVolumeGiB: number;
+  /** Model keys or folders copied before a node registers; [] means the whole bucket. */
+  hotSet: string[];
+  /** Time budget of the boot fill in seconds (at most 720: Karpenter's registration timeout is 15 min). */
+  bootFillSeconds: number;
+  /** Files copied in parallel by the boot fill. */
+  parallelTransfers: number;
+  /** GB of the NVMe array kept free for images, pod logs and emptyDirs. @defaultValue 40 */
+  reserveGb?: number;
+  /** NodePool weight among NodePools. @defaultValue unset (Karpenter treats it as 0) */
+  weight?: number;
+  /** The cluster's Kubernetes provider; every Kubernetes object and Helm release uses it. */
+  provider: k8s.Provider;
+  /** What must exist before the controller is installed (system nodes, CoreDNS, Pod Identity agent). */
+  dependsOn: pulumi.Resource[];
+  /** Tags for every AWS resource and for the instances Karpenter launches. @defaultValue {} */
+  tags?: Record<string, string>;
+}
+
+interface Problem {
+  propertyPath: string;
+  reason: string;
+}
+
+/** User-data validation messages name their field; map them back to our argument names. */
+function userDataProblem(message: string): Problem {
+  const path =
+    /hot set/.test(message) ? "hotSet"
+    : /\bparallel\b/.test(message) ? "parallelTransfers"
+    : /bootFillSeconds/.test(message) ? "bootFillSeconds"
+    : /reserveGb/.test(message) ? "reserveGb"
+    : /region/.test(message) ? "region"
+    : "userData";
+  return { propertyPath: path, reason: message };
+}
+
+/** Every problem with the plain arguments, so one preview shows them all. */
+export function validateGpuCapacityArgs(args: GpuCapacityArgs): Problem[] {
+  const problems: Problem[] = [];
+  const bad = (propertyPath: string, reason: string) => problems.push({ propertyPath, reason });
+  if (/@latest$/i.test(args.amiAlias)) {
+    bad("amiAlias", `"${args.amiAlias}" is not pinned: @latest drifts every GPU node whenever AWS ships an AMI; use a release like al2023@v20260724`);
+  } else if (!/^al2023@v\d{8}(-\d+)?$/.test(args.amiAlias)) {
+    // The user data is nodeadm MIME, which only AL2023 understands.
+    bad("amiAlias", `"${args.amiAlias}" must be an AL2023 release alias like al2023@v20260724`);
+  }
+  if (args.instanceTypes.length === 0 || args.instanceTypes.some((t) => !/^[a-z0-9-]+\.[a-z0-9-]+$/.test(t))) {
+    bad("instanceTypes", "must list at least one EC2 instance type like g6.xlarge");
+  }
+  if (args.capacityTypes.length === 0 || args.capacityTypes.some((c) => c !== "spot" && c !== "on-demand")) {
+    bad("capacityTypes", `must list "spot" and/or "on-demand"`);
+  }
+  if (!Number.isInteger(args.gpuLimit) || args.gpuLimit < 1) bad("gpuLimit", `must be a positive integer, got ${args.gpuLimit}`);
+  if (!DURATION.test(args.consolidateAfter)) bad("consolidateAfter", `must be a duration like 5m, got "${args.consolidateAfter}"`);
+  if (args.expireAfter !== "Never" && !DURATION.test(args.expireAfter)) {
+    bad("expireAfter", `must be a duration like 168h or Never, got "${args.expireAfter}"`);
+  }
+  if (!Number.isInteger(args.rootVolumeGiB) || args.rootVolumeGiB < 20 || args.rootVolumeGiB > 16384) {
+    bad("rootVolumeGiB", `must be an integer in [20, 16384], got ${args.rootVolumeGiB}`);
+  }
+  if (args.weight !== undefined && (!Number.isInteger(args.weight) || args.weight < 1 || args.weight > 100)) {
+    bad("weight", `must be an integer in [1, 100], got ${args.weight}`);
+  }
+  for (const key of Object.keys(args.tags ?? {})) {
+    if (RESTRICTED_TAG.test(key)) bad(`tags.${key}`, "is set by Karpenter itself and rejected in an EC2NodeClass");
+  }
+  try {
+    // The bucket name is an Output; a placeholder lets the rest be checked before anything exists.
+    renderGpuUserData({
+      modelsBucket: "placeholder-bucket",
+      region: args.region,
+      hotSet: args.hotSet,
+      parallel: args.parallelTransfers,
+      bootFillSeconds: args.bootFillSeconds,
+      reserveGb: args.reserveGb ?? 40,
+    });
+  } catch (err) {
+    problems.push(userDataProblem(err instanceof Error ? err.message : String(err)));
+  }
+  return problems;
+}
+
+function throwProblems(problems: Problem[]): void {
+  if (problems.length === 1) throw new pulumi.InputPropertyError(problems[0]);
+  if (problems.length > 1) {
+    throw new pulumi.InputPropertiesError({
+      message: `invalid GpuCapacity arguments: ${problems.map((p) => `${p.propertyPath}: ${p.reason}`).join("; ")}`,
+      errors: problems,
+    });
+  }
+}
+
+export class GpuCapacity extends pulumi.ComponentResource {
+  /** NodePools whose nodes hold models (the sync Lambda targets their instances). */
+  readonly nodePoolNames: string[];
+  readonly nodeClassName: string;
+  readonly nodeRoleArn: pulumi.Output<string>;
+  readonly nodeRoleName: pulumi.Output<string>;
+  readonly interruptionQueueName: pulumi.Output<string>;
+  readonly controllerRoleArn: pulumi.Output<string>;
+
+  constructor(name: string, args: GpuCapacityArgs, opts?: pulumi.ComponentResourceOptions) {
+    throwProblems(validateGpuCapacityArgs(args));
+    super("comfyui:karpenter:GpuCapacity", name, {}, opts);
+    const parent = { parent: this };
+    const tags = args.tags ?? {};
+    const reserveGb = args.reserveGb ?? 40;
+
+    // Interruption handling: EC2 and AWS Health tell Karpenter about spot reclaims, rebalances and
+    // scheduled maintenance, so it drains a node before the instance goes away.
+    const queue = new aws.sqs.Queue(`${name}-interruption`, { messageRetentionSeconds: 300, sqsManagedSseEnabled: true, tags }, parent);
+    const queuePolicy = new aws.sqs.QueuePolicy(
+      `${name}-interruption`,
+      { queueUrl: queue.url, policy: policyJson(interruptionQueueStatements(queue.arn)) },
+      parent,
+    );
+    const rules: Record<string, object> = {
+      "spot-interruption": { source: ["aws.ec2"], "detail-type": ["EC2 Spot Instance Interruption Warning"] },
+      rebalance: { source: ["aws.ec2"], "detail-type": ["EC2 Instance Rebalance Recommendation"] },
+      "state-change": { source: ["aws.ec2"], "detail-type": ["EC2 Instance State-change Notification"] },
+      // Karpenter acts only on EC2 scheduled changes; other Health events would just be discarded.
+      "scheduled-change": {
+        source: ["aws.health"],
+        "detail-type": ["AWS Health Event"],
+        detail: { service: ["EC2"], eventTypeCategory: ["scheduledChange"] },
+      },
+    };
+    for (const [ruleName, pattern] of Object.entries(rules)) {
+      const rule = new aws.cloudwatch.EventRule(`${name}-${ruleName}`, { eventPattern: JSON.stringify(pattern), tags }, parent);
+      new aws.cloudwatch.EventTarget(`${name}-${ruleName}`, { rule: rule.name, arn: queue.arn }, { parent: this, dependsOn: [queuePolicy] });
+    }
+
+    const nodeRole = new aws.iam.Role(`${name}-node`, { assumeRolePolicy: EC2_TRUST, tags }, parent);
+    const nodePolicies = Object.entries(NODE_MANAGED_POLICY_ARNS).map(
+      ([key, policyArn]) => new aws.iam.RolePolicyAttachment(`${name}-node-${key}`, { role: nodeRole.name, policyArn }, parent),
+    );
+    const nodeModelsRead = new aws.iam.RolePolicy(
+      `${name}-node-models-read`,
+      { role: nodeRole.name, policy: policyJson(nodeModelsReadStatements(args.modelsBucketArn)) },
+      parent,
+    );
+    // Nodes Karpenter launches are not a managed node group, so nothing else grants them cluster access.
+    const accessEntry = new aws.eks.AccessEntry(
+      `${name}-node`,
+      { clusterName: args.clusterName, principalArn: nodeRole.arn, type: "EC2_LINUX", tags },
+      parent,
+    );
+
+    const controllerRole = new PodIdentityRole(
+      `${name}-controller`,
+      {
+        clusterName: args.clusterName,
+        namespace: KARPENTER_NAMESPACE,
+        serviceAccount: KARPENTER_SERVICE_ACCOUNT,
+        statements: controllerStatements({
+          clusterName: args.clusterName,
+          region: args.region,
+          accountId: args.accountId,
+          interruptionQueueArn: queue.arn,
+          nodeRoleArn: nodeRole.arn,
+        }),
+        tags,
+      },
+      parent,
+    );
+    // Condition keys embed the cluster name, and a key cannot be an Output: this document is
+    // rendered once the name is known, as its own inline policy on the same role.
+    const controllerScoped = new aws.iam.RolePolicy(
+      `${name}-controller-scoped`,
+      {
+        role: controllerRole.role.name,
+        policy: pulumi
+          .all([args.clusterName, args.accountId])
+          .apply(([clusterName, accountId]) => policyJson(scopedControllerStatements({ clusterName, region: args.region, accountId }))),
+      },
+      parent,
+    );
+
+    const releaseDeps = [controllerRole.association, controllerRole, controllerScoped, ...args.dependsOn];
+    const crds = new k8s.helm.v3.Release(
+      `${name}-karpenter-crd`,
+      {
+        name: "karpenter-crd",
+        chart: KARPENTER_CHARTS.crd,
+        version: KARPENTER_VERSION,
+        namespace: KARPENTER_NAMESPACE,
+        atomic: true,
+      },
+      { parent: this, provider: args.provider, dependsOn: releaseDeps },
+    );
+    const controller = new k8s.helm.v3.Release(
+      `${name}-karpenter`,
+      {
+        name: "karpenter",
+        chart: KARPENTER_CHARTS.controller,
+        version: KARPENTER_VERSION,
+        namespace: KARPENTER_NAMESPACE,
+        atomic: true,
+        // The karpenter-crd release owns the CRDs, so Helm upgrades them (it never upgrades crds/).
+        skipCrds: true,
+        values: {
+          settings: {
+            clusterName: args.clusterName,
+            interruptionQueue: queue.name,
+            ...(args.clusterEndpoint !== undefined ? { clusterEndpoint: args.clusterEndpoint } : {}),
+          },
+          serviceAccount: { create: true, name: KARPENTER_SERVICE_ACCOUNT },
+          replicas: 2,
+          // On the system nodes, so the GPU pool can scale to zero without taking its own controller.
+          nodeSelector: { ...SYSTEM_NODE_LABEL },
+          controller: {
+            resources: {
+              requests: { cpu: "250m", memory: "512Mi" },
+              limits: { memory: "1Gi" },
+            },
+          },
+        },
+      },
+      { parent: this, provider: args.provider, dependsOn: [crds, ...releaseDeps, queuePolicy] },
+    );
+
+    const userData = pulumi.output(args.modelsBucket).apply((modelsBucket) =>
+      renderGpuUserData({
+        modelsBucket,
+        region: args.region,
+        hotSet: args.hotSet,
+        parallel: args.parallelTransfers,
+        bootFillSeconds: args.bootFillSeconds,
+        reserveGb,
+      }),
+    );
+    const nodeClass = new k8s.apiextensions.CustomResource(
+      `${name}-nodeclass`,
+      {
+        apiVersion: "karpenter.k8s.aws/v1",
+        kind: "EC2NodeClass",
+        metadata: { name: GPU_NODE_CLASS_NAME },
+        spec: {
+          // No amiFamily: the alias names the family and pins the release.
+          amiSelectorTerms: [{ alias: args.amiAlias }],
+          role: nodeRole.name,
+          subnetSelectorTerms: [{ tags: { "karpenter.sh/discovery": args.clusterName } }],
+          securityGroupSelectorTerms: [{ id: args.clusterSecurityGroupId }],
+          // Hop limit 1 keeps pods (one hop further) from reaching the node role's credentials.
+          metadataOptions: { httpEndpoint: "enabled", httpProtocolIPv6: "disabled", httpPutResponseHopLimit: 1, httpTokens: "required" },
+          blockDeviceMappings: [
+            {
+              deviceName: "/dev/xvda",
+              rootVolume: true,
+              ebs: { volumeSize: `${args.rootVolumeGiB}Gi`, volumeType: "gp3", encrypted: true, deleteOnTermination: true },
+            },
+          ],
+          // Models, images and emptyDirs go to the NVMe array (NODE_MODELS_DIR lives on it).
+          instanceStorePolicy: "RAID0",
+          userData,
+          tags: { ...tags },
+        },
+      },
+      { parent: this, provider: args.provider, dependsOn: [controller, accessEntry, nodeModelsRead, ...nodePolicies] },
+    );
+
+    new k8s.apiextensions.CustomResource(
+      `${name}-nodepool`,
+      {
+        apiVersion: "karpenter.sh/v1",
+        kind: "NodePool",
+        metadata: { name: GPU_NODE_POOL_NAME },
+        spec: {
+          template: {
+            metadata: {
+              // Below Kubernetes 1.35 nodeadm does not set gpu.present; the device plugin selects on it.
+              labels: { ...GPU_POOL_LABEL, "nvidia.com/gpu.present": "true" },
+            },
+            spec: {
+              nodeClassRef: { group: "karpenter.k8s.aws", kind: "EC2NodeClass", name: GPU_NODE_CLASS_NAME },
+              taints: [{ ...GPU_TAINT }],
+              requirements: [
+                { key: "node.kubernetes.io/instance-type", operator: "In", values: [...args.instanceTypes] },
+                { key: "karpenter.sh/capacity-type", operator: "In", values: [...args.capacityTypes] },
+                // Models live on instance-store NVMe; a type without it could not hold them.
+                { key: "karpenter.k8s.aws/instance-local-nvme", operator: "Gt", values: ["100"] },
+                { key: "kubernetes.io/arch", operator: "In", values: ["amd64"] },
+                { key: "kubernetes.io/os", operator: "In", values: ["linux"] },
+              ],
+              expireAfter: args.expireAfter,
+            },
+          },
+          limits: { "nvidia.com/gpu": String(args.gpuLimit) },
+          disruption: {
+            // WhenEmpty: a node running a ComfyUI job is never consolidated away mid-render.
+            consolidationPolicy: "WhenEmpty",
+            consolidateAfter: args.consolidateAfter,
+            budgets: [{ nodes: "10%" }],
+          },
+          ...(args.weight !== undefined ? { weight: args.weight } : {}),
+        },
+      },
+      { parent: this, provider: args.provider, dependsOn: [controller, nodeClass] },
+    );
+
+    this.nodePoolNames = [GPU_NODE_POOL_NAME];
+    this.nodeClassName = GPU_NODE_CLASS_NAME;
+    this.nodeRoleArn = nodeRole.arn;
+    this.nodeRoleName = nodeRole.name;
+    this.interruptionQueueName = queue.name;
+    this.controllerRoleArn = controllerRole.roleArn;
+    this.registerOutputs({
+      nodePoolNames: this.nodePoolNames,
+      nodeClassName: this.nodeClassName,
+      nodeRoleArn: this.nodeRoleArn,
+      nodeRoleName: this.nodeRoleName,
+      interruptionQueueName: this.interruptionQueueName,
+      controllerRoleArn: this.controllerRoleArn,
+    });
+  }
+}
