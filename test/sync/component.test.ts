@@ -132,6 +132,13 @@ describe("sync ModelSync component", function () {
       assert.equal(deny?.Resource, QUEUE_ARN);
     });
 
+    it("keeps the dead-letter queue TLS-only too", () => {
+      const doc = JSON.parse(one("aws:sqs/queuePolicy:QueuePolicy", "sync-dlq").inputs.policy) as PolicyDoc;
+      assert.deepEqual(doc.Statement, [
+        { Sid: "DenyHTTP", Effect: "Deny", Principal: "*", Action: "sqs:*", Resource: DLQ_ARN, Condition: { Bool: { "aws:SecureTransport": "false" } } },
+      ]);
+    });
+
     it("notifies the queue of every created and removed model object", () => {
       const n = one("aws:s3/bucketNotification:BucketNotification", "models");
       assert.equal(n.inputs.bucket, BUCKET);
