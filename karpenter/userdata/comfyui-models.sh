@@ -135,11 +135,17 @@ parse_hot_set() {
   done < <(printf '%s\n' "${HOT_SET//,/$'\n'}")
 }
 
+# Remembers which entries matched, so a typo in the hot set is reported instead of silently
+# registering a node without the model it was meant to have.
+declare -A HOT_MATCHED=()
 in_hot_set() {
   local key=$1 entry
   ((${#HOT_ENTRIES[@]} > 0)) || return 0
   for entry in "${HOT_ENTRIES[@]}"; do
-    if [[ $key == "$entry" || $key == "$entry"/* ]]; then return 0; fi
+    if [[ $key == "$entry" || $key == "$entry"/* ]]; then
+      HOT_MATCHED[$entry]=1
+      return 0
+    fi
   done
   return 1
 }
@@ -427,6 +433,11 @@ cmd_fill() {
     printf '%s\t%s\t%s\0' "$size" "$etag" "$key" >>"$plan"
   done <"$listing"
   if ((outside > 0)); then log "ignoring $outside key(s) outside the model folders"; fi
+  if [[ $mode == hot ]]; then
+    for key in "${HOT_ENTRIES[@]}"; do
+      [[ -n ${HOT_MATCHED[$key]:-} ]] || log "warning: HOT_SET entry '$key' matches no model in bucket $MODELS_BUCKET"
+    done
+  fi
 
   if ((need == 0)); then
     log "fill-$mode: nothing to copy ($present file(s) present and unchanged, $skipped skipped)"

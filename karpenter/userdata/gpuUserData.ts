@@ -48,8 +48,26 @@ export const NODE_DISK_MOUNT = "/mnt/k8s-disks/0";
 /** The unit that finishes the hot set (if the budget ran out) and copies the rest, on every boot. */
 export const FILL_REST_UNIT = "comfyui-models-rest.service";
 
+/**
+ * Exit codes of `comfyui-models` (the header of comfyui-models.sh says the same; a test pins both).
+ * The boot fill retries only the transient ones; an SSM `apply` fails on anything but `ok`.
+ */
+export const MODELS_TOOL_EXIT = {
+  ok: 0,
+  /** One or more files failed after their retries, or an `apply` line was rejected. */
+  failed: 1,
+  /** Usage or configuration error (missing MODELS_BUCKET, bad number, staging on another filesystem). */
+  usage: 2,
+  /** Listing the bucket failed: wrong name, no permission, no route to S3. */
+  bucketUnreachable: 3,
+  /** The hot set does not fit the array minus RESERVE_GB. */
+  noSpace: 4,
+  /** BOOT_FILL_SECONDS ran out before every hot file was copied: register, continue in the background. */
+  budgetReached: 75,
+} as const;
+
 /** Exit code of `comfyui-models fill-hot` when the time budget ended before all files were copied. */
-export const FILL_BUDGET_EXIT_CODE = 75;
+export const FILL_BUDGET_EXIT_CODE = MODELS_TOOL_EXIT.budgetReached;
 
 /** Whole `fill-hot` runs the user data tries; each run already retries every file. */
 export const BOOT_FILL_ATTEMPTS = 3;
@@ -183,7 +201,7 @@ export function renderGpuUserDataScript(args: GpuUserDataArgs): string {
     `readonly FAILED_MARKER=${BOOT_FILL_FAILED_MARKER} FILL_BUDGET=${args.bootFillSeconds} ATTEMPTS=${BOOT_FILL_ATTEMPTS}`,
     `say() {`,
     `  printf 'comfyui-models: %s\\n' "$*" >&2`,
-    `  printf 'comfyui-models: %s\\n' "$*" >/dev/console 2>/dev/null || true`,
+    `  printf 'comfyui-models: %s\\n' "$*" >>/dev/console 2>/dev/null || true`,
     `  logger -t comfyui-models -- "$*" 2>/dev/null || true`,
     `}`,
     // A node without its models must never take ComfyUI pods; Karpenter deletes a node that has not
@@ -237,7 +255,7 @@ export function renderGpuUserDataScript(args: GpuUserDataArgs): string {
     `  case $rc in`,
     `    0) say "hot models present"; break ;;`,
     `    ${FILL_BUDGET_EXIT_CODE}) say "boot fill budget of \${FILL_BUDGET}s reached; $REST_UNIT finishes the copy"; break ;;`,
-    `    1 | 3)`,
+    `    ${MODELS_TOOL_EXIT.failed} | ${MODELS_TOOL_EXIT.bucketUnreachable})`,
     `      if ((attempt < ATTEMPTS && $(date +%s) + 10 < deadline)); then`,
     `        say "fill-hot failed (exit $rc), attempt $attempt of $ATTEMPTS; retrying in 10s"`,
     `        sleep 10`,

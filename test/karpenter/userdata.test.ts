@@ -19,6 +19,7 @@ import {
 import {
   FILL_REST_UNIT,
   GpuUserDataArgs,
+  MODELS_TOOL_EXIT,
   USER_DATA_BOUNDARY,
   USER_DATA_MAX_BYTES,
   embeddedModelsTool,
@@ -114,6 +115,11 @@ describe("GPU node user data and the comfyui-models tool", function () {
       assert.equal(value("DEFAULT_STATE_DIR"), NODE_MODELS_STATE_DIR);
       assert.deepEqual(value("DEFAULT_MODEL_FOLDERS")?.split(" "), [...MODEL_FOLDERS]);
       assert.match(source, /^set -euo pipefail$/m);
+      const { failed, usage, bucketUnreachable, noSpace, budgetReached } = MODELS_TOOL_EXIT;
+      assert.ok(
+        source.includes(`readonly EX_FAILED=${failed} EX_USAGE=${usage} EX_BUCKET=${bucketUnreachable} EX_NOSPACE=${noSpace} EX_BUDGET=${budgetReached}\n`),
+        "exit codes in comfyui-models.sh and MODELS_TOOL_EXIT agree",
+      );
     });
 
     it("renders MIME multi-part user data with exactly one shell part", () => {
@@ -319,10 +325,12 @@ describe("GPU node user data and the comfyui-models tool", function () {
 
     it("HOT_SET limits fill-hot; fill-rest then copies the rest and is idempotent", async () => {
       const hot = ["text_encoders/qwen_3_4b.safetensors", "vae/ae.safetensors"];
-      const n = node({ HOT_SET: "text_encoders/qwen_3_4b.safetensors, vae/\n" });
+      const n = node({ HOT_SET: "text_encoders/qwen_3_4b.safetensors, vae/\ncheckpoints/typo.safetensors" });
       const first = await tool(["fill-hot"], n.env);
       assert.equal(first.code, 0, first.stderr);
       assertIdentical(n.dirs.models, hot);
+      assert.match(first.stderr, /warning: HOT_SET entry 'checkpoints\/typo\.safetensors' matches no model in bucket models/);
+      assert.doesNotMatch(first.stderr, /HOT_SET entry 'vae'/);
 
       const rest = await tool(["fill-rest"], n.env);
       assert.equal(rest.code, 0, rest.stderr);
@@ -413,7 +421,8 @@ describe("GPU node user data and the comfyui-models tool", function () {
     });
 
     it("stops starting transfers when the boot budget is spent (exit 75) and resumes later", async () => {
-      const n = node({ BOOT_FILL_SECONDS: "1", PARALLEL: "1" });
+      const budgeted = ["loras/Qwen Image Lightning 8steps V1.0.safetensors", "upscale_models/RealESRGAN_x4plus.safetensors", "vae/ae.safetensors"];
+      const n = node({ BOOT_FILL_SECONDS: "1", PARALLEL: "1", HOT_SET: "vae,upscale_models,loras" });
       const watcher = watchForPartialFiles(n.dirs.models, sources);
       const first = await tool(["fill-hot"], n.env);
       const seen = await watcher.stop();
@@ -421,13 +430,13 @@ describe("GPU node user data and the comfyui-models tool", function () {
       assert.match(first.stderr, /time budget of 1s reached; \d+ file\(s\) \([^)]*\) left to copy in the background/);
       assert.deepEqual(seen.problems, []);
       const present = listFiles(n.dirs.models);
-      assert.ok(present.length < sources.size, "some files were left for later");
+      assert.ok(present.length < budgeted.length, "some files were left for later");
       for (const key of present) assert.ok(readFileSync(join(n.dirs.models, key)).equals(sources.get(key) as Buffer));
 
       // As comfyui-models-rest.service runs it: no budget.
       const rest = await tool(["fill-hot"], { ...n.env, BOOT_FILL_SECONDS: "0", PARALLEL: "8" });
       assert.equal(rest.code, 0, rest.stderr);
-      assertIdentical(n.dirs.models, [...sources.keys()]);
+      assertIdentical(n.dirs.models, budgeted);
     });
 
     it("retries a failing file, then exits non-zero naming it", async () => {
@@ -465,8 +474,7 @@ describe("GPU node user data and the comfyui-models tool", function () {
         assert.deepEqual(listFiles(n.dirs.models), [multipart]);
         assert.equal(readFileSync(join(n.dirs.state, multipart), "utf8"), "0123456789abcdef0123456789abcdef-2 5000\n");
       } finally {
-        await aws(env, ["s3", "rm", "--only-show-errors", "--recursive", `s3://${BUCKET}/clip_vision/`]);
-        await aws(env, ["s3", "rm", "--only-show-errors", "--recursive", `s3://${BUCKET}/controlnet/`]);
+        await aws(env, ["s3api", "delete-objects", "--bucket", BUCKET, "--delete", JSON.stringify({ Objects: [{ Key: corrupt }, { Key: multipart }] })]);
       }
     });
 
@@ -505,6 +513,96 @@ describe("GPU node user data and the comfyui-models tool", function () {
       assert.match(missing.stderr, /MODELS_BUCKET is not set/);
       const unknown = await tool(["fill-everything"], base);
       assert.equal(unknown.code, 2);
+    });
+
+    describe("the rendered user data, run in a sandbox (system commands stubbed, paths moved)", () => {
+      let boxes = 0;
+
+      /** Runs the user data with the node's fixed paths moved under a temp dir and systemd, mdadm & co stubbed. */
+      async function boot(args: Partial<GpuUserDataArgs>, stubEnv: NodeJS.ProcessEnv = {}) {
+        const box = join(scratch, `boot-${++boxes}`);
+        const stubs = join(box, "stubs");
+        const calls = join(box, "calls.log");
+        for (const dir of [stubs, join(box, "etc/systemd/system"), join(box, "usr/local/bin")]) mkdirSync(dir, { recursive: true });
+        const stub = (name: string, body: string): void =>
+          writeFileSync(join(stubs, name), `#!/bin/bash\necho "${name} $*" >>${calls}\n${body}\n`, { mode: 0o755 });
+        stub("setup-local-disks", `mkdir -p ${box}/disk`);
+        stub("mountpoint", `exit "\${STUB_MOUNTPOINT_RC:-0}"`);
+        stub("systemctl", "");
+        stub("logger", "");
+        const moves: [string, string][] = [
+          ["/usr/bin/setup-local-disks", join(stubs, "setup-local-disks")],
+          [NODE_MODELS_ENV_FILE, join(box, "etc/comfyui-models.env")],
+          ["/etc/comfyui-models.boot-fill-failed", join(box, "etc/comfyui-models.boot-fill-failed")],
+          ["/etc/systemd/system", join(box, "etc/systemd/system")],
+          [NODE_MODELS_TOOL, join(box, "usr/local/bin/comfyui-models")],
+          ["/mnt/k8s-disks/0", join(box, "disk")],
+          ["/dev/console", join(box, "console")],
+        ];
+        let script = renderGpuUserDataScript({ ...ARGS, modelsBucket: BUCKET, hotSet: ["vae"], ...args });
+        for (const [from, to] of moves) script = script.split(from).join(to);
+        const file = join(box, "user-data.sh");
+        writeFileSync(file, script);
+        const result = await runBash(file, [], {
+          ...env,
+          ...stubEnv,
+          PATH: `${stubs}:${env.PATH}`,
+          // The installed tool's built-in default is the real /etc path.
+          COMFYUI_MODELS_ENV_FILE: join(box, "etc/comfyui-models.env"),
+        });
+        const read = (rel: string): string => {
+          try {
+            return readFileSync(join(box, rel), "utf8");
+          } catch {
+            return "";
+          }
+        };
+        return { box, result, calls: read("calls.log").trim().split("\n"), read };
+      }
+
+      it("sets up disks, writes settings, installs the tool, fills the hot set, starts the rest unit", async () => {
+        const { box, result, calls, read } = await boot({});
+        assert.equal(result.code, 0, result.stderr);
+        assert.deepEqual(calls, [
+          `logger -t comfyui-models -- setting up the NVMe instance store as RAID0 at ${box}/disk`,
+          "setup-local-disks raid0",
+          `mountpoint -q ${box}/disk`,
+          "logger -t comfyui-models -- hot models present",
+          "systemctl daemon-reload",
+          `systemctl enable ${FILL_REST_UNIT}`,
+          `systemctl start --no-block ${FILL_REST_UNIT}`,
+        ]);
+        assert.equal(read("usr/local/bin/comfyui-models"), embeddedModelsTool());
+        assert.equal(fileSize(join(box, "usr/local/bin/comfyui-models")) > 0, true);
+        assert.match(read("etc/comfyui-models.env"), /^MODELS_BUCKET='models'$/m);
+        assert.match(read(`etc/systemd/system/${FILL_REST_UNIT}`), /^ExecStart=.*comfyui-models fill-rest$/m);
+        assert.match(read("console"), /comfyui-models: hot models present/);
+        assert.ok(readFileSync(join(box, "disk/comfyui-models/vae/ae.safetensors")).equals(sources.get("vae/ae.safetensors") as Buffer));
+        assert.equal(read("etc/comfyui-models.boot-fill-failed"), "");
+      });
+
+      it("keeps kubelet from ever starting when the fill fails", async () => {
+        // A short budget leaves no time for a second attempt, so the test needs no 10 s retry pause.
+        const { box, result, calls, read } = await boot({ modelsBucket: "no-such-bucket", bootFillSeconds: 5 });
+        assert.equal(result.code, 1);
+        assert.match(result.stderr, /bucket no-such-bucket not reachable/);
+        assert.match(read("console"), /FATAL: fill-hot failed \(exit 3\) after 1 attempt\(s\)/);
+        assert.match(read("etc/comfyui-models.boot-fill-failed"), /fill-hot failed \(exit 3\)/);
+        assert.equal(
+          read("etc/systemd/system/kubelet.service.d/99-comfyui-models-block.conf"),
+          `[Unit]\nConditionPathExists=!${box}/etc/comfyui-models.boot-fill-failed\n`,
+        );
+        assert.ok(calls.includes("systemctl mask --now kubelet.service"));
+        assert.ok(!calls.some((c) => c.startsWith("systemctl enable")), "the rest unit is not enabled");
+      });
+
+      it("refuses to go on when the instance store is not mounted", async () => {
+        const { result, calls, read } = await boot({}, { STUB_MOUNTPOINT_RC: "1" });
+        assert.equal(result.code, 1);
+        assert.match(read("console"), /FATAL: .* is not a mountpoint after setup-local-disks raid0/);
+        assert.equal(read("usr/local/bin/comfyui-models"), "", "nothing installed, nothing copied");
+        assert.ok(calls.includes("systemctl mask --now kubelet.service"));
+      });
     });
 
     it("the tool as embedded in the user data behaves the same (idempotent second run)", async () => {
