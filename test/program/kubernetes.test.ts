@@ -12,23 +12,24 @@ describe("Kubernetes objects of the whole program", function () {
     p = await runProgram();
   });
 
-  it("all validate against their schemas", () => {
+  it("all validate against their schemas", async () => {
     const objects = p.rec.kubernetesObjects();
     assert.ok(objects.length >= 20, `only ${objects.length} objects recorded`);
     const kinds = new Set<string>();
     for (const r of objects) {
       const obj = objectOf(r.type, r.inputs);
       kinds.add(`${obj.apiVersion} ${obj.kind}`);
-      assert.doesNotThrow(() => validateK8s(obj), (e: unknown) => `${r.name}: ${(e as Error).message}`);
+      await validateK8s(obj).catch((e: Error) => assert.fail(`${r.name} (${obj.apiVersion} ${obj.kind}): ${e.message}`));
     }
     for (const k of ["apps/v1 Deployment", "v1 Service", "networking.k8s.io/v1 Ingress", "keda.sh/v1alpha1 ScaledObject", "karpenter.sh/v1 NodePool", "karpenter.k8s.aws/v1 EC2NodeClass", "policy/v1 PodDisruptionBudget", "networking.k8s.io/v1 NetworkPolicy"]) {
       assert.ok(kinds.has(k), `missing ${k}`);
     }
   });
 
-  it("a schema violation is caught (the validator is not a no-op)", () => {
-    assert.throws(() => validateK8s({ apiVersion: "apps/v1", kind: "Deployment", metadata: { name: "x" }, spec: { replicas: "many" } }));
-    assert.throws(() => validateK8s({ apiVersion: "karpenter.sh/v1", kind: "NodePool", metadata: { name: "x" }, spec: { disruption: { consolidationPolicy: "Sometimes" } } }));
+  it("a schema violation is caught (the validator is not a no-op)", async () => {
+    await assert.rejects(validateK8s({ apiVersion: "apps/v1", kind: "Deployment", metadata: { name: "x" }, spec: { replicas: "many" } }));
+    await assert.rejects(validateK8s({ apiVersion: "karpenter.sh/v1", kind: "NodePool", metadata: { name: "x" }, spec: { disruption: { consolidationPolicy: "Sometimes" } } }));
+    await assert.rejects(validateK8s({ apiVersion: "keda.sh/v1alpha1", kind: "ScaledObject", metadata: { name: "x" }, spec: { minReplicaCount: "zero" } }));
   });
 
   it("runs ComfyUI on GPU nodes only, non-root, with probes, drain and do-not-disrupt", () => {

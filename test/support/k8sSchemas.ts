@@ -10,11 +10,13 @@ export function schemaModule(apiVersion: string, kind: string): string {
   return group ? `kubernetes-models/${group}/${version}/${kind}` : `kubernetes-models/${version}/${kind}`;
 }
 
-export function validateK8s(obj: Record<string, any>): void {
+// The model packages are ESM-only; ts-node compiles `import()` to require(), so keep a real dynamic import.
+const esmImport = new Function("specifier", "return import(specifier)") as (s: string) => Promise<Record<string, unknown>>;
+
+export async function validateK8s(obj: Record<string, any>): Promise<void> {
   const { apiVersion, kind } = obj;
   if (typeof apiVersion !== "string" || typeof kind !== "string") throw new Error(`object without apiVersion/kind: ${JSON.stringify(obj).slice(0, 200)}`);
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const mod = require(schemaModule(apiVersion, kind)) as Record<string, new (o: unknown) => { validate(): void }>;
+  const mod = (await esmImport(schemaModule(apiVersion, kind))) as Record<string, new (o: unknown) => { validate(): void }>;
   const Model = mod[kind];
   if (!Model) throw new Error(`no schema for ${apiVersion} ${kind}`);
   new Model(obj).validate();
