@@ -52,8 +52,10 @@ human() {
   else printf '%d bytes' "$b"; fi
 }
 
+SETTINGS_FILE=
 load_settings() {
   local file=${COMFYUI_MODELS_ENV_FILE-/etc/comfyui-models.env} name
+  SETTINGS_FILE=${file:-none}
   if [[ -n $file && -e $file ]]; then
     [[ -r $file ]] || die "$EX_USAGE" "settings file $file is not readable"
     local -A keep=()
@@ -66,7 +68,7 @@ load_settings() {
     set +a
     for name in "${!keep[@]}"; do printf -v "$name" '%s' "${keep[$name]}"; done
   fi
-  : "${MODELS_BUCKET:=}" "${AWS_REGION:=}" "${AWS_ENDPOINT_URL:=}" "${HOT_SET:=}"
+  : "${MODELS_BUCKET:=}" "${AWS_REGION:=}" "${HOT_SET:=}"
   : "${MODELS_DIR:=$DEFAULT_MODELS_DIR}" "${STAGING_DIR:=$DEFAULT_STAGING_DIR}" "${STATE_DIR:=$DEFAULT_STATE_DIR}"
   : "${MODEL_FOLDERS:=$DEFAULT_MODEL_FOLDERS}" "${PARALLEL:=8}" "${RETRIES:=3}"
   : "${BOOT_FILL_SECONDS:=600}" "${RESERVE_GB:=20}"
@@ -74,20 +76,22 @@ load_settings() {
     [[ ${!name} =~ ^[0-9]+$ ]] || die "$EX_USAGE" "$name must be a non-negative integer, got '${!name}'"
   done
   ((PARALLEL >= 1)) || die "$EX_USAGE" "PARALLEL must be at least 1"
+  # An empty AWS_ENDPOINT_URL must not reach CLIs that read it: unset means the real S3 endpoint.
+  if [[ -z ${AWS_ENDPOINT_URL:-} ]]; then unset AWS_ENDPOINT_URL; fi
   # Children (xargs workers) get the resolved values and skip the file.
   export "${SETTINGS[@]}"
   export COMFYUI_MODELS_ENV_FILE=
 }
 
 require_bucket() {
-  [[ -n $MODELS_BUCKET ]] || die "$EX_USAGE" "MODELS_BUCKET is not set (environment or ${COMFYUI_MODELS_ENV_FILE:-/etc/comfyui-models.env})"
+  [[ -n $MODELS_BUCKET ]] || die "$EX_USAGE" "MODELS_BUCKET is not set (environment or settings file $SETTINGS_FILE)"
   [[ -n $AWS_REGION ]] || die "$EX_USAGE" "AWS_REGION is not set"
 }
 
 # Explicit flags rather than relying on AWS_ENDPOINT_URL: CLI releases before 2.13 ignore it.
 aws_cli() {
   local -a global=(--region "$AWS_REGION")
-  if [[ -n $AWS_ENDPOINT_URL ]]; then global+=(--endpoint-url "$AWS_ENDPOINT_URL"); fi
+  if [[ -n ${AWS_ENDPOINT_URL:-} ]]; then global+=(--endpoint-url "$AWS_ENDPOINT_URL"); fi
   aws "${global[@]}" "$@"
 }
 

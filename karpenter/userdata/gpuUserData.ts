@@ -82,8 +82,8 @@ export const BOOT_FILL_FAILED_MARKER = "/etc/comfyui-models.boot-fill-failed";
 export const USER_DATA_BOUNDARY = "==COMFYUI-MODELS-BOUNDARY==";
 
 /**
- * EC2 caps user data at 16 KiB before base64, and Karpenter appends its NodeConfig (cluster CA,
- * endpoint, kubelet settings: 2-3 KiB) to what we render. 12 KiB leaves that room.
+ * EC2 caps user data at 16 KiB before base64, and Karpenter adds its NodeConfig part (cluster CA,
+ * endpoint, kubelet settings and labels: 2-3 KiB) to what we render. 12 KiB leaves that room.
  */
 export const USER_DATA_MAX_BYTES = 12 * 1024;
 
@@ -277,8 +277,10 @@ export function renderGpuUserDataScript(args: GpuUserDataArgs): string {
 }
 
 /**
- * MIME multi-part user data with one shell part. Explicit MIME because Karpenter keeps the parts
- * of an archive in order and appends its NodeConfig after them (eks-notes §1).
+ * MIME multi-part user data with one shell part. Explicit MIME because Karpenter keeps the parts of
+ * an archive as they are and only adds its own NodeConfig part (eks-notes §1 says after ours; the
+ * karpenter-provider-aws source read for this puts it first: harmless either way, since nodeadm
+ * merges NodeConfig parts and cloud-init runs shell parts on its own schedule).
  */
 export function renderGpuUserData(args: GpuUserDataArgs): string {
   const script = renderGpuUserDataScript(args);

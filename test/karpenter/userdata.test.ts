@@ -20,6 +20,7 @@ import {
   FILL_REST_UNIT,
   GpuUserDataArgs,
   MODELS_TOOL_EXIT,
+  NODE_DISK_MOUNT,
   USER_DATA_BOUNDARY,
   USER_DATA_MAX_BYTES,
   embeddedModelsTool,
@@ -186,7 +187,8 @@ describe("GPU node user data and the comfyui-models tool", function () {
       const mountCheck = script.indexOf(`mountpoint -q "$DISK"`);
       const fill = script.indexOf(`"$TOOL" fill-hot`);
       assert.ok(disks > 0 && mountCheck > disks && fill > mountCheck, "setup-local-disks, then the mount check, then fill-hot");
-      assert.ok(script.includes("DISK=/mnt/k8s-disks/0 "));
+      assert.ok(script.includes(`DISK=${NODE_DISK_MOUNT} `));
+      assert.ok(NODE_MODELS_DIR.startsWith(`${NODE_DISK_MOUNT}/`) && NODE_MODELS_STAGING_DIR.startsWith(`${NODE_DISK_MOUNT}/`));
       assert.ok(!script.includes("@latest"));
       assert.ok(!script.includes("curl") && !script.includes("wget"), "nothing fetched from the internet at boot");
       assert.match(script, /^set -Eeuo pipefail$/m);

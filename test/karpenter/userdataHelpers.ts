@@ -95,6 +95,10 @@ export function runBash(script: string, args: string[], env: NodeJS.ProcessEnv, 
     child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
     child.on("error", reject);
     child.on("close", (code) => resolve({ code, stdout, stderr }));
+    // A child that never reads stdin may exit before the write lands; its exit code tells the story.
+    child.stdin.on("error", (err: NodeJS.ErrnoException) => {
+      if (err.code !== "EPIPE") reject(err);
+    });
     child.stdin.end(input);
   });
 }
