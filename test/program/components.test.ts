@@ -1,0 +1,152 @@
+/**
+ * Per-component properties from the whole program's graph (cluster, storage, image, workload's
+ * autoscaling, edge), plus the variants that config switches (NAT per AZ, working-hours floor,
+ * edge off) built on their own.
+ */
+import { strict as assert } from "node:assert";
+import * as k8s from "@pulumi/kubernetes";
+import { Cluster } from "../../cluster";
+import { scaledObjectSpec } from "../../workload/autoscaling";
+import { validateK8s } from "../support/k8sSchemas";
+import { Recorder, installMocks, unwrap } from "../support/mocks";
+import { ProgramRun, runProgram } from "../support/program";
+
+describe("components in the whole program", function () {
+  let p: ProgramRun;
+  before(async () => {
+    p = await runProgram();
+  });
+
+  it("cluster: VPC with private nodes, one shared NAT, S3 gateway endpoint on every route table", () => {
+    const vpc = p.rec.one("awsx:ec2:Vpc").inputs;
+    assert.equal(vpc.numberOfAvailabilityZones, 2);
+    assert.equal(vpc.natGateways.strategy, "Single");
+    const private_ = vpc.subnetSpecs.find((s: { type: string }) => s.type === "Private");
+    assert.equal(private_.tags["kubernetes.io/role/internal-elb"], "1");
+    assert.equal(private_.tags["karpenter.sh/discovery"], "comfyui-dev");
+    const ep = p.rec.one("aws:ec2/vpcEndpoint:VpcEndpoint").inputs;
+    assert.equal(ep.serviceName, "com.amazonaws.us-west-2.s3");
+    assert.equal(ep.vpcEndpointType, "Gateway");
+    assert.deepEqual(ep.routeTableIds, ["rtb-priv-a", "rtb-priv-b", "rtb-pub"]);
+  });
+
+  it("cluster: EKS with API authentication, no default node group, control-plane logs, pinned version", () => {
+    const eks = p.rec.one("eks:index:Cluster").inputs;
+    assert.equal(eks.authenticationMode, "API");
+    assert.equal(eks.skipDefaultNodeGroup, true);
+    assert.equal(eks.version, "1.34");
+    assert.deepEqual(eks.enabledClusterLogTypes, ["api", "audit", "authenticator", "controllerManager", "scheduler"]);
+    assert.equal(eks.nodeAssociatePublicIpAddress, false);
+    const ng = p.rec.one("aws:eks/nodeGroup:NodeGroup").inputs;
+    assert.deepEqual(ng.instanceTypes, ["t3a.large"]);
+    assert.equal(ng.scalingConfig.desiredSize, 2);
+    assert.deepEqual(ng.subnetIds, ["subnet-priv-a", "subnet-priv-b"]);
+    const addons = p.rec.ofType("aws:eks/addon:Addon").map((a) => a.inputs.addonName).sort();
+    assert.deepEqual(addons, ["aws-mountpoint-s3-csi-driver", "coredns", "eks-pod-identity-agent", "kube-proxy", "vpc-cni"]);
+    const cni = p.rec.ofType("aws:eks/addon:Addon").find((a) => a.inputs.addonName === "vpc-cni")!;
+    assert.equal(JSON.parse(cni.inputs.configurationValues).enableNetworkPolicy, "true");
+  });
+
+  it("cluster: LB controller and NVIDIA device plugin as pinned Helm releases, the controller through Pod Identity", () => {
+    const releases = Object.fromEntries(p.rec.ofType("kubernetes:helm.sh/v3:Release").map((r) => [r.inputs.chart, r.inputs]));
+    const lbc = releases["aws-load-balancer-controller"];
+    assert.equal(lbc.version, "3.5.0");
+    assert.equal(lbc.values.clusterName, "comfyui-dev");
+    assert.equal(lbc.values.vpcId, "vpc-0mock");
+    assert.equal(lbc.values.serviceAccount.name, "aws-load-balancer-controller");
+    const assoc = p.rec.ofType("aws:eks/podIdentityAssociation:PodIdentityAssociation").find((a) => a.inputs.serviceAccount === "aws-load-balancer-controller")!;
+    assert.equal(assoc.inputs.namespace, "kube-system");
+    const dp = releases["nvidia-device-plugin"];
+    assert.equal(dp.version, "0.20.0");
+    assert.deepEqual(dp.values.nodeSelector, { "nvidia.com/gpu.present": "true" });
+    assert.ok(dp.values.tolerations.some((t: { key: string }) => t.key === "nvidia.com/gpu"));
+  });
+
+  it("storage: models versioned with old versions expiring, outputs kept by default, buckets retained on destroy", () => {
+    const lifecycles = p.rec.ofType("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration");
+    const models = lifecycles.find((l) => l.name.includes("models"))!.inputs.rules;
+    assert.equal(models.find((r: { id: string }) => r.id === "expire-old-model-versions").noncurrentVersionExpiration.noncurrentDays, 30);
+    const outputs = lifecycles.find((l) => l.name.includes("outputs"))!.inputs.rules;
+    assert.ok(!outputs.some((r: { expiration?: unknown }) => r.expiration), "outputsExpireDays 0 keeps outputs");
+    for (const b of p.rec.ofType("aws:s3/bucket:Bucket")) assert.equal(b.inputs.forceDestroy, false);
+    const pv = p.rec.ofType("kubernetes:core/v1:PersistentVolume").find((v) => v.inputs.metadata.name === "comfyui-outputs")!.inputs;
+    assert.ok(pv.spec.mountOptions.includes("allow-delete"));
+    assert.ok(pv.spec.mountOptions.includes("region us-west-2"));
+    assert.ok(pv.spec.mountOptions.includes("uid=1000"));
+    assert.equal(pv.spec.csi.driver, "s3.csi.aws.com");
+    assert.deepEqual(pv.spec.claimRef, { namespace: "comfyui", name: "comfyui-outputs" });
+  });
+
+  it("image: private ECR repository scanning on push, built for linux/amd64 from image/", () => {
+    const repo = p.rec.one("aws:ecr/repository:Repository").inputs;
+    assert.equal(repo.imageScanningConfiguration.scanOnPush, true);
+    assert.equal(repo.encryptionConfigurations[0].encryptionType, "AES256");
+    assert.ok(p.rec.one("aws:ecr/lifecyclePolicy:LifecyclePolicy"));
+    const img = p.rec.one("awsx:ecr:Image").inputs;
+    assert.equal(img.platform, "linux/amd64");
+    assert.ok(String(img.dockerfile).endsWith("image/Dockerfile"));
+  });
+
+  it("edge: WebSockets and every viewer header through, dynamic routes uncached, login function with its store", () => {
+    const d = p.rec.one("aws:cloudfront/distribution:Distribution").inputs;
+    assert.equal(d.defaultCacheBehavior.cachePolicyId, "4135ea2d-6df8-44a3-9df3-4b5a84be39ad", "CachingDisabled");
+    assert.equal(d.defaultCacheBehavior.originRequestPolicyId, "216adef6-5c7f-47e4-b989-5492eafa07d3", "AllViewer");
+    assert.ok(d.defaultCacheBehavior.allowedMethods.includes("POST"));
+    const fn = p.rec.one("aws:cloudfront/function:Function").inputs;
+    assert.equal(fn.runtime, "cloudfront-js-2.0");
+    assert.ok(!String(fn.code).includes("__KVS_ID__"));
+    const keys = p.rec.ofType("aws:cloudfront/keyvaluestoreKey:KeyvaluestoreKey").map((k) => k.inputs.key).sort();
+    assert.deepEqual(keys, ["basic-sha256", "session-key"]);
+    const SECRET_SIG = "4dabf18193072939515e22adb298388d"; // Pulumi's marker for a secret value on the wire
+    for (const k of p.rec.ofType("aws:cloudfront/keyvaluestoreKey:KeyvaluestoreKey")) {
+      assert.ok(k.inputs.value[SECRET_SIG], `${k.inputs.key} must be stored as a Pulumi secret`);
+      assert.match(k.inputs.value.value, /^[0-9a-f]{64}$/, "only derived hashes reach the store");
+      assert.ok(!String(fn.code).includes(k.inputs.value.value), "no secret in the function code");
+    }
+    const vo = p.rec.one("aws:cloudfront/vpcOrigin:VpcOrigin").inputs.vpcOriginEndpointConfig;
+    assert.equal(vo.originProtocolPolicy, "http-only");
+  });
+});
+
+describe("config variants built on their own", () => {
+  it("one NAT gateway per AZ when natGateways is onePerAz", async () => {
+    const rec = new Recorder();
+    installMocks(rec);
+    const c = new Cluster("ha", {
+      clusterName: "comfyui-ha", region: "eu-west-1", kubernetesVersion: "1.34", availabilityZones: 3, vpcCidr: "10.1.0.0/16",
+      natGateways: "onePerAz", apiAllowedCidrs: ["203.0.113.0/24"], systemNodeInstanceType: "t3a.large", systemNodeCount: 3, tags: {},
+    });
+    await unwrap(c.clusterName);
+    const vpc = rec.one("awsx:ec2:Vpc").inputs;
+    assert.equal(vpc.natGateways.strategy, "OnePerAz");
+    assert.equal(vpc.numberOfAvailabilityZones, 3);
+    assert.deepEqual(rec.one("eks:index:Cluster").inputs.publicAccessCidrs, ["203.0.113.0/24"]);
+  });
+
+  it("a working-hours cron floor in the studio's time zone, valid against the KEDA schema", async () => {
+    const spec = scaledObjectSpec({
+      namespace: "comfyui", deployment: "comfyui", minReplicas: 0, maxReplicas: 3, queuePerPod: 1, idleMinutes: 10,
+      workingHours: { start: "0 9 * * 1-5", end: "0 19 * * 1-5", timezone: "Europe/Berlin", replicas: 1 },
+    });
+    const cron = (spec.triggers as { type: string; metadata: Record<string, string> }[]).find((t) => t.type === "cron")!;
+    assert.deepEqual(cron.metadata, { timezone: "Europe/Berlin", start: "0 9 * * 1-5", end: "0 19 * * 1-5", desiredReplicas: "1" });
+    assert.equal(spec.minReplicaCount, 0, "outside working hours it still goes to zero");
+    assert.equal(spec.cooldownPeriod, 600);
+    await validateK8s({ apiVersion: "keda.sh/v1alpha1", kind: "ScaledObject", metadata: { name: "comfyui", namespace: "comfyui" }, spec });
+    const none = scaledObjectSpec({ namespace: "comfyui", deployment: "comfyui", minReplicas: 0, maxReplicas: 3, queuePerPod: 1, idleMinutes: 10 });
+    assert.ok(!(none.triggers as { type: string }[]).some((t) => t.type === "cron"));
+  });
+
+  it("no internet-facing rule on the ALB when the edge is off", async () => {
+    const rec = new Recorder();
+    installMocks(rec);
+    const { ComfyWorkload } = await import("../../workload");
+    const w = new ComfyWorkload("noedge", {
+      namespace: "comfyui", imageUri: "repo@sha256:abc", outputsVolumeName: "o", inputsVolumeName: "i", podResources: { cpu: "3", memory: "12Gi" },
+      drainSeconds: 600, albName: "comfyui-noedge", vpcId: "vpc-1", vpcCidr: "10.0.0.0/16",
+      autoscaling: { minReplicas: 0, maxReplicas: 2, queuePerPod: 2, idleMinutes: 15 }, provider: new k8s.Provider("noedge", { kubeconfig: "{}" }), dependsOn: [], tags: {},
+    });
+    await unwrap(w.albSecurityGroupId);
+    assert.deepEqual(rec.one("aws:ec2/securityGroup:SecurityGroup").inputs.ingress ?? [], []);
+  });
+});
