@@ -11,35 +11,8 @@ import { GPU_POOL_LABEL, GPU_TAINT } from "../../karpenter/nodeContract";
 import { USER_DATA_BOUNDARY } from "../../karpenter/userdata/gpuUserData";
 import { MOCK_ACCOUNT, RecordedResource, Recorder, installMocks, settle, unwrap } from "../support/mocks";
 
-/**
- * The shared harness leaves `name` unset on EventRules (the provider auto-names them, mocks do
- * not), so targets would point at nothing; this wrapper fills it in the way the provider would.
- */
-function installMocksWithNames(recorder: Recorder): void {
-  const original = pulumi.runtime.setMocks;
-  pulumi.runtime.setMocks = (mocks, project, stack, preview) =>
-    original(
-      {
-        newResource(args) {
-          const result = mocks.newResource(args) as { id: string; state: Record<string, unknown> };
-          if (args.type === "aws:cloudwatch/eventRule:EventRule") result.state = { ...result.state, name: args.inputs.name ?? args.name };
-          return result;
-        },
-        call: (args) => mocks.call(args),
-      },
-      project,
-      stack,
-      preview,
-    );
-  try {
-    installMocks(recorder);
-  } finally {
-    pulumi.runtime.setMocks = original;
-  }
-}
-
 const rec = new Recorder();
-installMocksWithNames(rec);
+installMocks(rec);
 
 // @kubernetes-models/karpenter is ESM-only (an "import" export condition, no "require"), and
 // TypeScript compiles `import()` to `require` under commonjs: this keeps a real dynamic import.
@@ -97,7 +70,7 @@ describe("karpenter GpuCapacity", function () {
   const queueArn = `arn:aws:sqs:us-west-2:${MOCK_ACCOUNT}:${NAME}-interruption`;
 
   before(async () => {
-    installMocksWithNames(rec);
+    installMocks(rec);
     rec.reset();
     const provider = new k8s.Provider("test", { kubeconfig: "{}" });
     gpu = new GpuCapacity(NAME, baseArgs(provider, [provider]));

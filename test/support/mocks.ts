@@ -104,6 +104,11 @@ function outputsFor(type: string, name: string, inputs: Record<string, any>): Re
     case "aws:cloudfront/function:Function":
     case "aws:cloudfront/keyValueStore:KeyValueStore":
       return { ...inputs, arn: `arn:aws:cloudfront::${MOCK_ACCOUNT}:${type.split(":").pop()}/${name}` };
+    case "aws:cloudwatch/eventRule:EventRule":
+      return { ...inputs, name: inputs.name ?? name, arn: arn("events", `rule/${inputs.name ?? name}`) };
+    case "aws:cloudwatch/logGroup:LogGroup":
+      // The provider derives the ARN from the log group's name, which is what log policies must name.
+      return { ...inputs, arn: arn("logs", `log-group:${inputs.name ?? name}`) };
     case "aws:ec2/securityGroup:SecurityGroup":
       return { ...inputs, arn: arn("ec2", `security-group/${name}`) };
     case "kubernetes:networking.k8s.io/v1:Ingress":

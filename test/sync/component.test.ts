@@ -10,37 +10,9 @@ import { ModelSync, ModelSyncArgs } from "../../sync";
 import type { SQSBatchResponse, SQSEvent } from "../../sync/handler";
 import { MOCK_ACCOUNT, RecordedResource, Recorder, installMocks, settle, unwrap } from "../support/mocks";
 
-/**
- * The shared harness gives a LogGroup an ARN made from its Pulumi name; the provider's is made
- * from the log group name, which is what the Lambda's log policy must name.
- */
-function installMocksWithLogGroups(recorder: Recorder): void {
-  const original = pulumi.runtime.setMocks;
-  pulumi.runtime.setMocks = (mocks, project, stack, preview) =>
-    original(
-      {
-        newResource(args) {
-          const result = mocks.newResource(args) as { id: string; state: Record<string, unknown> };
-          if (args.type === "aws:cloudwatch/logGroup:LogGroup") {
-            result.state = { ...result.state, arn: `arn:aws:logs:us-west-2:${MOCK_ACCOUNT}:log-group:${args.inputs.name}` };
-          }
-          return result;
-        },
-        call: (args) => mocks.call(args),
-      },
-      project,
-      stack,
-      preview,
-    );
-  try {
-    installMocks(recorder);
-  } finally {
-    pulumi.runtime.setMocks = original;
-  }
-}
 
 const rec = new Recorder();
-installMocksWithLogGroups(rec);
+installMocks(rec);
 
 const NAME = "modelsync";
 const CLUSTER = "comfyui-dev";
@@ -80,7 +52,7 @@ describe("sync ModelSync component", function () {
   };
 
   before(async () => {
-    installMocksWithLogGroups(rec);
+    installMocks(rec);
     rec.reset();
     const sync = new ModelSync(NAME, baseArgs());
     outputs = {
