@@ -269,6 +269,8 @@ export class ComfyWorkload extends pulumi.ComponentResource {
                   resources: { requests: { cpu: "50m", memory: "64Mi" }, limits: { memory: "256Mi" } },
                   securityContext: restricted,
                   readinessProbe: { httpGet: { path: "/healthz", port: "metrics" }, periodSeconds: 5 },
+                  // Keep answering while the ALB deregisters this target (rollouts would otherwise see 502s).
+                  lifecycle: { preStop: { exec: { command: ["sleep", "10"] } } },
                   livenessProbe: { httpGet: { path: "/healthz", port: "metrics" }, periodSeconds: 10, failureThreshold: 3 },
                   volumeMounts: [{ name: "code", mountPath: "/app", readOnly: true }],
                 },
