@@ -7,7 +7,8 @@
 #
 #   comfyui-models fill-hot    copy the hot set (HOT_SET), within BOOT_FILL_SECONDS
 #   comfyui-models fill-rest   copy everything else that fits the disk
-#   comfyui-models apply       read "put<TAB>key" / "delete<TAB>key" lines from stdin
+#   comfyui-models apply       read "put<TAB>key" / "delete<TAB>key" lines from stdin and bring
+#                              each key to what the bucket holds now
 #   comfyui-models status      print what is present
 #
 # Exit codes: 0 ok; 1 a transfer or apply line failed; 2 usage or configuration error; 3 bucket not
@@ -206,15 +207,15 @@ prepare_dirs() {
 
 # Serialises fill-rest and an SSM apply touching the same key, so a delete cannot be undone by a
 # download already in flight and a state record always describes the file beside it. Held until
-# unlock_key or the process exits.
-LOCK_FD=
+# the worker exits.
 lock_key() {
-  exec {LOCK_FD}>"$STATE_DIR/.locks/$(printf '%s' "$1" | md5sum | cut -d ' ' -f 1)"
-  flock "$LOCK_FD"
+  local fd
+  exec {fd}>"$STATE_DIR/.locks/$(printf '%s' "$1" | md5sum | cut -d ' ' -f 1)"
+  flock "$fd"
 }
-unlock_key() { exec {LOCK_FD}>&-; }
 
-# One results line per key: status, bytes, reason, key (key last: it may contain spaces).
+# One results line per key: status, bytes, reason (the ETag when ok or unchanged), key (key last:
+# it may contain spaces).
 record() {
   local reason=${3//[[:cntrl:]]/ }
   printf '%s\t%s\t%s\t%s\n' "$1" "$2" "${reason:--}" "$4" >>"$_CM_RESULTS"
@@ -227,12 +228,17 @@ head_object() {
 }
 
 # Fresh metadata into the caller's etag/size/sse (transfer_one's locals, by bash's dynamic scope).
-# On failure sets PROBLEM, and PERMANENT when waiting cannot help (missing or forbidden object).
+# On failure sets PROBLEM, and PERMANENT when waiting cannot help (missing or forbidden object),
+# and GONE when the bucket answers but no longer has the key.
 refresh_meta() {
   local meta
   if ! meta=$(head_object "$key" 2>"$err"); then
     PROBLEM="head-object failed: $(oneline "$err")"
     if grep -qE '\((404|403|NoSuchKey|AccessDenied|Forbidden)\)|Not Found' "$err"; then PERMANENT=1; fi
+    # HEAD answers 404 for a missing bucket too: a wrong MODELS_BUCKET must fail, not empty the node.
+    if grep -qE '\((404|NoSuchKey)\)|Not Found' "$err"; then
+      if aws_cli s3api head-bucket --bucket "$MODELS_BUCKET" >/dev/null 2>&1; then GONE=1; else PROBLEM+="; bucket $MODELS_BUCKET not reachable"; fi
+    fi
     return 1
   fi
   read -r etag size sse <<<"$meta"
@@ -289,7 +295,7 @@ transfer_one() {
   local target=$MODELS_DIR/$key state=$STATE_DIR/$key
   lock_key "$key"
 
-  local attempt=0 err=$RUN_DIR/err.$BASHPID tmp usable t0 PROBLEM='' PERMANENT=''
+  local attempt=0 err=$RUN_DIR/err.$BASHPID tmp usable t0 PROBLEM='' PERMANENT='' GONE=''
   while :; do
     if ((attempt > 0)); then
       local delay=$((2 ** attempt))
@@ -306,7 +312,7 @@ transfer_one() {
       fi
     fi
     if is_current "$key" "$etag" "$size"; then
-      record unchanged "$size" - "$key"
+      record unchanged "$size" "$etag" "$key"
       return 0
     fi
     usable=$(($(free_bytes) - RESERVE_GB * 1000000000))
@@ -326,7 +332,7 @@ transfer_one() {
         printf '%s %s\n' "$etag" "$size" >"$state.tmp.$BASHPID"
         mv -fT -- "$state.tmp.$BASHPID" "$state"
         log "fetched $key ($(human "$size") in $((SECONDS - t0))s)"
-        record ok "$size" - "$key"
+        record ok "$size" "$etag" "$key"
         return 0
       fi
       PROBLEM="could not move into $MODELS_DIR"
@@ -334,6 +340,15 @@ transfer_one() {
     rm -f -- "$tmp"
     if [[ -n $PERMANENT ]] || ((attempt > RETRIES)); then break; fi
   done
+  # Deleted from the bucket since it was listed or announced: the node follows the bucket.
+  if [[ -n $GONE ]]; then
+    if rm -f -- "$target" "$state"; then
+      log "removed $key: not in bucket $MODELS_BUCKET"
+      record gone 0 - "$key"
+      return 0
+    fi
+    PROBLEM="not in the bucket, and could not remove it from $MODELS_DIR"
+  fi
   log "FAILED $key after $attempt attempt(s): $PROBLEM"
   record failed 0 "$PROBLEM" "$key"
 }
@@ -362,6 +377,7 @@ run_transfers() {
     case $st in
       ok) RES_OK=$((RES_OK + 1)) RES_OK_BYTES=$((RES_OK_BYTES + bytes)) ;;
       unchanged) RES_UNCHANGED=$((RES_UNCHANGED + 1)) ;;
+      gone) ;;
       left) RES_LEFT=$((RES_LEFT + 1)) RES_LEFT_BYTES=$((RES_LEFT_BYTES + bytes)) ;;
       *) RES_FAILED+=("$key") RES_REASON+=("$reason") ;;
     esac
@@ -489,40 +505,31 @@ cmd_apply() {
     elif ! check_key "$key"; then
       reject "$key" "$KEY_PROBLEM"
     else
-      # Events arrive in order, so the last operation on a key is the one that holds.
       [[ -n ${last[$key]:-} ]] || order+=("$key")
       last[$key]=$op
     fi
   done < <(tr '\000' '\001')
 
+  # An SQS standard queue reorders and redelivers events, so a line may be stale: a delete for a
+  # key uploaded again since, a put for one deleted since. Replaying it would remove a model the
+  # bucket has, or fail (and be redelivered until the dead-letter queue) on a node that is already
+  # right. So every key is brought to what the bucket holds now; the operation only names the report.
   local plan=$RUN_DIR/plan
   : >"$plan"
-  for key in "${order[@]}"; do
-    if [[ ${last[$key]} == delete ]]; then
-      lock_key "$key"
-      if rm -f -- "$MODELS_DIR/$key" "$STATE_DIR/$key"; then
-        printf 'delete\t%s\tok\n' "$key"
-        log "deleted $key"
-      else
-        printf 'delete\t%s\tFAILED\n' "$key"
-        bad=$((bad + 1))
-      fi
-      unlock_key
-    else
-      printf '%s\t%s\t%s\0' - - "$key" >>"$plan"
-    fi
-  done
+  for key in "${order[@]}"; do printf '%s\t%s\t%s\0' - - "$key" >>"$plan"; done
   if [[ -s $plan ]]; then
     run_transfers "$plan" 0
-    while IFS= read -r -d '' line; do
-      key=${line#*$'\t'}
-      key=${key#*$'\t'}
-      case ${RES_STATUS[$key]} in
-        ok) printf 'put\t%s\tok (%s bytes)\n' "$key" "${RES_BYTES[$key]}" ;;
-        unchanged) printf 'put\t%s\tunchanged\n' "$key" ;;
-        *) printf 'put\t%s\tFAILED: %s\n' "$key" "${RES_WHY[$key]}" ;;
+    for key in "${order[@]}"; do
+      op=${last[$key]}
+      case $op.${RES_STATUS[$key]} in
+        put.ok) printf 'put\t%s\tok (%s bytes)\n' "$key" "${RES_BYTES[$key]}" ;;
+        put.unchanged) printf 'put\t%s\tunchanged\n' "$key" ;;
+        put.gone) printf 'put\t%s\tgone (not in bucket; removed locally)\n' "$key" ;;
+        delete.gone) printf 'delete\t%s\tok\n' "$key" ;;
+        delete.ok | delete.unchanged) printf 'delete\t%s\tkept (re-uploaded; now %s)\n' "$key" "${RES_WHY[$key]}" ;;
+        *) printf '%s\t%s\tFAILED: %s\n' "$op" "$key" "${RES_WHY[$key]}" ;;
       esac
-    done <"$plan"
+    done
     bad=$((bad + ${#RES_FAILED[@]}))
   fi
   if ((bad > 0)); then die "$EX_FAILED" "apply: $bad line(s) rejected or failed"; fi

@@ -5,7 +5,7 @@
  */
 import { strict as assert } from "node:assert";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import {
@@ -264,6 +264,10 @@ describe("GPU node user data and the comfyui-models tool", function () {
       };
     }
 
+    function assertFile(models: string, key: string, content: Buffer): void {
+      assert.ok(readFileSync(join(models, key)).equals(content), `${key} differs from the expected content`);
+    }
+
     function assertIdentical(models: string, keys: readonly string[]): void {
       assert.deepEqual(listFiles(models), [...keys].sort());
       for (const key of keys) {
@@ -272,6 +276,19 @@ describe("GPU node user data and the comfyui-models tool", function () {
     }
 
     const tool = (args: string[], e: NodeJS.ProcessEnv, input = ""): Promise<RunResult> => runBash(TOOL_PATH, args, e, input);
+
+    let uploads = 0;
+    /** Uploads (or replaces) one object, as an operator's `aws s3 cp` would. */
+    async function putObject(key: string, content: Buffer): Promise<void> {
+      const local = join(scratch, `upload-${++uploads}.bin`);
+      writeFileSync(local, content);
+      await aws(env, ["s3", "cp", "--only-show-errors", local, `s3://${BUCKET}/${key}`]);
+    }
+    async function deleteObject(key: string): Promise<void> {
+      await aws(env, ["s3api", "delete-object", "--bucket", BUCKET, "--key", key]);
+    }
+    const md5 = (content: Buffer): string => createHash("md5").update(content).digest("hex");
+    const stateFiles = (state: string): string[] => listFiles(state).filter((f) => !f.startsWith(".locks/"));
 
     before(async function () {
       this.timeout(60_000);
@@ -347,29 +364,83 @@ describe("GPU node user data and the comfyui-models tool", function () {
 
     it("apply puts a changed object and deletes a removed one", async () => {
       const n = node();
-      assert.equal((await tool(["fill-hot"], { ...n.env, HOT_SET: "vae,loras" })).code, 0);
-      const changed = randomBytes(70_000);
-      const local = join(scratch, "changed.bin");
-      writeFileSync(local, changed);
-      await aws(env, ["s3", "cp", "--only-show-errors", local, `s3://${BUCKET}/vae/ae.safetensors`]);
-      const loraKey = "loras/Qwen Image Lightning 8steps V1.0.safetensors";
+      const doomed = "loras/removed soon.safetensors";
+      await putObject(doomed, randomBytes(1000));
+      try {
+        assert.equal((await tool(["fill-hot"], { ...n.env, HOT_SET: `vae,${doomed}` })).code, 0);
+        assert.deepEqual(listFiles(n.dirs.models), [doomed, "vae/ae.safetensors"]);
+        const changed = randomBytes(70_000);
+        await putObject("vae/ae.safetensors", changed);
+        await deleteObject(doomed);
 
-      const result = await tool(["apply"], n.env, `put\tvae/ae.safetensors\ndelete\t${loraKey}\ndelete\tvae/never-existed.safetensors\n`);
+        const result = await tool(["apply"], n.env, `put\tvae/ae.safetensors\ndelete\t${doomed}\ndelete\tvae/never-existed.safetensors\n`);
+        assert.equal(result.code, 0, result.stderr);
+        assert.ok(readFileSync(join(n.dirs.models, "vae/ae.safetensors")).equals(changed));
+        assert.deepEqual(listFiles(n.dirs.models), ["vae/ae.safetensors"]);
+        assert.deepEqual(stateFiles(n.dirs.state), ["vae/ae.safetensors"]);
+        assert.match(result.stdout, /^put\tvae\/ae\.safetensors\tok \(70000 bytes\)$/m);
+        assert.match(result.stdout, /^delete\tloras\/removed soon\.safetensors\tok$/m);
+        assert.match(result.stdout, /^delete\tvae\/never-existed\.safetensors\tok$/m);
+
+        // Same ETag again: nothing downloaded.
+        const same = await tool(["apply"], n.env, "put\tvae/ae.safetensors\n");
+        assert.equal(same.code, 0, same.stderr);
+        assert.match(same.stdout, /^put\tvae\/ae\.safetensors\tunchanged$/m);
+      } finally {
+        // Restore the original for the other cases.
+        await putObject("vae/ae.safetensors", sources.get("vae/ae.safetensors") as Buffer);
+        await deleteObject(doomed);
+      }
+    });
+
+    // SQS standard queues reorder and redeliver S3 events: apply follows the bucket, not the line.
+    it("apply keeps a file that a stale delete names but the bucket has again (re-uploaded)", async () => {
+      const key = "checkpoints/stale delete.safetensors";
+      const n = node({ HOT_SET: key });
+      await putObject(key, randomBytes(3000));
+      try {
+        assert.equal((await tool(["fill-hot"], n.env)).code, 0);
+        const reuploaded = randomBytes(4000);
+        await putObject(key, reuploaded);
+
+        const result = await tool(["apply"], n.env, `delete\t${key}\n`);
+        assert.equal(result.code, 0, result.stderr);
+        assert.equal(result.stdout, `delete\t${key}\tkept (re-uploaded; now ${md5(reuploaded)})\n`);
+        assertFile(n.dirs.models, key, reuploaded);
+        assert.equal(readFileSync(join(n.dirs.state, key), "utf8"), `${md5(reuploaded)} 4000\n`);
+
+        // Already current: kept without a download; gone locally (an earlier delete won): fetched back.
+        const again = await tool(["apply"], n.env, `delete\t${key}\n`);
+        assert.equal(again.code, 0, again.stderr);
+        assert.equal(again.stdout, `delete\t${key}\tkept (re-uploaded; now ${md5(reuploaded)})\n`);
+        assert.doesNotMatch(again.stderr, /fetched/);
+        rmSync(join(n.dirs.models, key));
+        const restored = await tool(["apply"], n.env, `delete\t${key}\n`);
+        assert.equal(restored.code, 0, restored.stderr);
+        assert.match(restored.stdout, /\tkept \(re-uploaded; now [0-9a-f]{32}\)$/m);
+        assertFile(n.dirs.models, key, reuploaded);
+      } finally {
+        await deleteObject(key);
+      }
+    });
+
+    it("apply removes a file that a stale put names but the bucket no longer has, and succeeds", async () => {
+      const key = "checkpoints/stale put.safetensors";
+      const n = node({ HOT_SET: key });
+      await putObject(key, randomBytes(3000));
+      assert.equal((await tool(["fill-hot"], n.env)).code, 0);
+      assert.deepEqual(listFiles(n.dirs.models), [key]);
+      await deleteObject(key);
+
+      const result = await tool(["apply"], n.env, `put\t${key}\nput\tcheckpoints/never-there.safetensors\n`);
       assert.equal(result.code, 0, result.stderr);
-      assert.ok(readFileSync(join(n.dirs.models, "vae/ae.safetensors")).equals(changed));
-      assert.deepEqual(listFiles(n.dirs.models), ["vae/ae.safetensors"]);
-      assert.deepEqual(listFiles(n.dirs.state).filter((f) => !f.startsWith(".locks/")), ["vae/ae.safetensors"]);
-      assert.match(result.stdout, /^put\tvae\/ae\.safetensors\tok \(70000 bytes\)$/m);
-      assert.match(result.stdout, new RegExp(`^delete\\t${loraKey.replace(/\./g, "\\.")}\\tok$`, "m"));
-      assert.match(result.stdout, /^delete\tvae\/never-existed\.safetensors\tok$/m);
-
-      // Same ETag again: nothing downloaded.
-      const same = await tool(["apply"], n.env, "put\tvae/ae.safetensors\n");
-      assert.equal(same.code, 0, same.stderr);
-      assert.match(same.stdout, /^put\tvae\/ae\.safetensors\tunchanged$/m);
-      // Restore the original for the other cases.
-      writeFileSync(local, sources.get("vae/ae.safetensors") as Buffer);
-      await aws(env, ["s3", "cp", "--only-show-errors", local, `s3://${BUCKET}/vae/ae.safetensors`]);
+      assert.equal(
+        result.stdout,
+        `put\t${key}\tgone (not in bucket; removed locally)\nput\tcheckpoints/never-there.safetensors\tgone (not in bucket; removed locally)\n`,
+      );
+      assert.deepEqual(listFiles(n.dirs.models), []);
+      assert.deepEqual(stateFiles(n.dirs.state), []);
+      assert.match(result.stderr, /removed checkpoints\/stale put\.safetensors: not in bucket models/);
     });
 
     it("apply rejects keys that would escape the model folders and writes nothing", async () => {
@@ -480,11 +551,21 @@ describe("GPU node user data and the comfyui-models tool", function () {
       }
     });
 
-    it("apply reports a key missing from the bucket as failed", async () => {
-      const n = node();
-      const result = await tool(["apply"], n.env, "put\tcheckpoints/gone.safetensors\n");
-      assert.equal(result.code, 1);
-      assert.match(result.stdout, /^put\tcheckpoints\/gone\.safetensors\tFAILED: head-object failed: .*(404|Not Found)/m);
+    it("apply fails, and touches no file, when S3 does not answer for the bucket (wrong name, denied)", async () => {
+      const kept = ["upscale_models/RealESRGAN_x4plus.safetensors", "vae/ae.safetensors"];
+      const n = node({ HOT_SET: "vae,upscale_models", RETRIES: "0" });
+      assert.equal((await tool(["fill-hot"], n.env)).code, 0);
+      // A HEAD on a missing bucket is a 404 like a missing key: it must not read as "deleted".
+      const wrong = await tool(["apply"], { ...n.env, MODELS_BUCKET: "no-such-bucket" }, "put\tvae/ae.safetensors\n");
+      assert.equal(wrong.code, 1);
+      assert.match(wrong.stdout, /^put\tvae\/ae\.safetensors\tFAILED: head-object failed: .*(404|Not Found).*; bucket no-such-bucket not reachable$/m);
+      const denied = await tool(["apply"], { ...n.env, AWS_ACCESS_KEY_ID: "AKIANOTKNOWNTOS3RVER" }, `put\t${kept[1]}\ndelete\t${kept[0]}\n`);
+      assert.equal(denied.code, 1);
+      assert.match(denied.stdout, /^put\tvae\/ae\.safetensors\tFAILED: head-object failed: .*\(403\)/m);
+      assert.match(denied.stdout, /^delete\tupscale_models\/RealESRGAN_x4plus\.safetensors\tFAILED: head-object failed: .*\(403\)/m);
+      assert.match(denied.stderr, /apply: 2 line\(s\) rejected or failed/);
+      assertIdentical(n.dirs.models, kept);
+      assert.deepEqual(stateFiles(n.dirs.state), kept);
     });
 
     it("removes stale staging files from a crashed run before filling", async () => {
