@@ -9,7 +9,7 @@ import { strict as assert } from "node:assert";
 import { GpuCapacity, GpuCapacityArgs, KARPENTER_VERSION } from "../../karpenter";
 import { GPU_POOL_LABEL, GPU_TAINT } from "../../karpenter/nodeContract";
 import { USER_DATA_BOUNDARY } from "../../karpenter/userdata/gpuUserData";
-import { MOCK_ACCOUNT, RecordedResource, Recorder, installMocks, settle, unwrap } from "../support/mocks";
+import { MOCK_ACCOUNT, RecordedResource, Recorder, installMocks, quiesce, unwrap } from "../support/mocks";
 
 const rec = new Recorder();
 installMocks(rec);
@@ -79,13 +79,7 @@ describe("karpenter GpuCapacity", function () {
       nodeRoleName: await unwrap(gpu.nodeRoleName),
       interruptionQueueName: await unwrap(gpu.interruptionQueueName),
     };
-    // The CRs wait on the releases and the user data apply; let every registration land.
-    let last = -1;
-    while (last !== rec.resources.length) {
-      last = rec.resources.length;
-      await settle();
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await quiesce(rec);
     mine = rec.resources.filter((r) => r.name.startsWith(`${NAME}-`));
   });
 

@@ -184,3 +184,16 @@ export function unwrap<T>(value: pulumi.Input<T> | undefined): Promise<T> {
 export async function settle(): Promise<void> {
   for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
 }
+
+/**
+ * Waits until no new resource has registered for a short while: registrations that hang off
+ * Outputs (custom resources waiting on releases, user data applies) land after the outputs resolve.
+ */
+export async function quiesce(recorder: Recorder, quietMs = 20): Promise<void> {
+  let last = -1;
+  while (last !== recorder.resources.length) {
+    last = recorder.resources.length;
+    await settle();
+    await new Promise((r) => setTimeout(r, quietMs));
+  }
+}

@@ -6,7 +6,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as yaml from "js-yaml";
-import { Recorder, installMocks, unwrap } from "./mocks";
+import { Recorder, installMocks, quiesce, unwrap } from "./mocks";
 
 export const ROOT = path.join(__dirname, "..", "..");
 
@@ -34,12 +34,7 @@ export function runProgram(): Promise<ProgramRun> {
     const mod = (await import("../../index")) as Record<string, unknown>;
     const outputs: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(mod)) outputs[k] = await unwrap(v as pulumi.Input<unknown>);
-    // Registrations finish asynchronously after the outputs resolve: wait until the graph is stable.
-    let last = -1;
-    while (last !== rec.resources.length) {
-      last = rec.resources.length;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await quiesce(rec, 100);
     return { rec, outputs };
   })();
   return run;

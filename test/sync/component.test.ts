@@ -8,7 +8,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { strict as assert } from "node:assert";
 import { ModelSync, ModelSyncArgs } from "../../sync";
 import type { SQSBatchResponse, SQSEvent } from "../../sync/handler";
-import { MOCK_ACCOUNT, RecordedResource, Recorder, installMocks, settle, unwrap } from "../support/mocks";
+import { MOCK_ACCOUNT, RecordedResource, Recorder, installMocks, quiesce, unwrap } from "../support/mocks";
 
 
 const rec = new Recorder();
@@ -60,12 +60,7 @@ describe("sync ModelSync component", function () {
       dlqUrl: await unwrap(sync.dlqUrl),
       functionName: await unwrap(sync.functionName),
     };
-    let last = -1;
-    while (last !== rec.resources.length) {
-      last = rec.resources.length;
-      await settle();
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await quiesce(rec);
     mine = rec.resources.filter((r) => r.name.startsWith(`${NAME}-`));
   });
 
