@@ -9,15 +9,12 @@ import { strict as assert } from "node:assert";
 import { GpuCapacity, GpuCapacityArgs, KARPENTER_VERSION } from "../../karpenter";
 import { GPU_POOL_LABEL, GPU_TAINT } from "../../karpenter/nodeContract";
 import { USER_DATA_BOUNDARY } from "../../karpenter/userdata/gpuUserData";
+import { objectOf, validateK8s } from "../support/k8sSchemas";
 import { MOCK_ACCOUNT, RecordedResource, Recorder, installMocks, quiesce, unwrap } from "../support/mocks";
 
 const rec = new Recorder();
 installMocks(rec);
 
-// @kubernetes-models/karpenter is ESM-only (an "import" export condition, no "require"), and
-// TypeScript compiles `import()` to `require` under commonjs: this keeps a real dynamic import.
-const esmImport = new Function("specifier", "return import(specifier)") as <T>(specifier: string) => Promise<T>;
-type Validatable = new (data: unknown) => { validate(): void };
 
 const NAME = "gpucap";
 const BUCKET = "comfyui-models-123456789012";
@@ -299,8 +296,7 @@ describe("karpenter GpuCapacity", function () {
     });
 
     it("passes Karpenter's published schema", async () => {
-      const { EC2NodeClass } = await esmImport<{ EC2NodeClass: Validatable }>("@kubernetes-models/karpenter/karpenter.k8s.aws/v1/EC2NodeClass");
-      new EC2NodeClass(nc.inputs).validate();
+      await validateK8s(objectOf(nc.type, nc.inputs));
       assert.equal(nc.inputs.metadata.name, "comfyui-gpu");
     });
 
@@ -345,8 +341,7 @@ describe("karpenter GpuCapacity", function () {
     const requirement = (key: string) => (np.inputs.spec.template.spec.requirements as { key: string; operator: string; values: string[] }[]).find((r) => r.key === key);
 
     it("passes Karpenter's published schema", async () => {
-      const { NodePool } = await esmImport<{ NodePool: Validatable }>("@kubernetes-models/karpenter/karpenter.sh/v1/NodePool");
-      new NodePool(np.inputs).validate();
+      await validateK8s(objectOf(np.type, np.inputs));
       assert.equal(np.inputs.metadata.name, "comfyui-gpu");
     });
 
