@@ -247,8 +247,6 @@ export function parseConfig(raw: RawConfig, ctx: { project: string; stack: strin
   const edgePriceClass = oneOf("edgePriceClass", "PriceClass_100", ["PriceClass_100", "PriceClass_200", "PriceClass_All"] as const);
   const edgeUsername = str("edgeUsername", "studio");
   if (!/^[A-Za-z0-9._-]{3,64}$/.test(edgeUsername)) bad("edgeUsername", "must be 3–64 letters, digits, '.', '_' or '-'");
-  const edgePasswordPlain = raw["edgePassword"];
-  if (edgePasswordPlain !== undefined && edgePasswordPlain.length < 12) bad("edgePassword", "must be at least 12 characters");
 
   let workingHours: WorkingHours | undefined;
   const wh = raw["workingHours"];
@@ -343,28 +341,13 @@ export const CONFIG_KEYS = [
 
 /** Reads this stack's config through Pulumi and validates it. */
 export function loadConfig(): StackConfig {
-  const project = pulumi.getProject();
-  const stack = pulumi.getStack();
   const cfg = new pulumi.Config();
   const raw: RawConfig = { "aws:region": new pulumi.Config("aws").get("region") };
-  for (const key of CONFIG_KEYS) {
-    // The password is a secret: validate its length here but pass it on only as a secret Output.
-    raw[key] = key === "edgePassword" ? undefined : cfg.get(key);
-  }
-  const password = cfg.getSecret("edgePassword");
-  const problems: string[] = [];
-  let parsed: StackConfig | undefined;
-  try {
-    parsed = parseConfig(raw, { project, stack, edgePassword: password });
-  } catch (e) {
-    if (!(e instanceof ConfigError)) throw e;
-    problems.push(...e.problems);
-  }
-  if (problems.length > 0) throw new ConfigError(problems);
-  if (password) {
-    password.apply((p) => {
-      if (p.length < 12) throw new ConfigError(["edgePassword: must be at least 12 characters"]);
-    });
-  }
-  return parsed!;
+  // The password is read only as a secret Output, so it never passes through plain config values.
+  for (const key of CONFIG_KEYS) if (key !== "edgePassword") raw[key] = cfg.get(key);
+  const password = cfg.getSecret("edgePassword")?.apply((p) => {
+    if (p.length < 12) throw new ConfigError(["edgePassword: must be at least 12 characters"]);
+    return p;
+  });
+  return parseConfig(raw, { project: pulumi.getProject(), stack: pulumi.getStack(), edgePassword: password });
 }
