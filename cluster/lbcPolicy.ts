@@ -4,6 +4,9 @@
  * ARNs of this account and region, and every mutating action conditioned on the tag the controller
  * puts on what it creates (elbv2.k8s.aws/cluster = this cluster). WAF, Shield, ACM and Cognito
  * actions are left out because this program turns those integrations off in the chart values.
+ * Checked statement by statement against docs/install/iam_policy.json at
+ * kubernetes-sigs/aws-load-balancer-controller v3.5.0 (the appVersion of chart 3.5.0); what ours
+ * leaves out and why is the table in test/iam/upstream.test.ts.
  */
 import * as pulumi from "@pulumi/pulumi";
 import { Statement } from "./iam";
@@ -53,9 +56,18 @@ export function lbcStatements(clusterName: pulumi.Input<string>, region: pulumi.
       Condition: { StringEquals: { "ec2:CreateAction": "CreateSecurityGroup", "aws:RequestTag/elbv2.k8s.aws/cluster": clusterName } },
     },
     {
+      // Retagging its own groups, but never moving one to another cluster: like upstream, a request
+      // may not carry the cluster tag itself (it is only set when the group is created).
+      Sid: "RetagOwnSecurityGroups",
+      Effect: "Allow",
+      Action: ["ec2:CreateTags", "ec2:DeleteTags"],
+      Resource: pulumi.interpolate`${ec2}:security-group/*`,
+      Condition: { ...owned, Null: { "aws:RequestTag/elbv2.k8s.aws/cluster": "true" } },
+    },
+    {
       Sid: "ManageOwnSecurityGroups",
       Effect: "Allow",
-      Action: ["ec2:CreateTags", "ec2:DeleteTags", "ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress", "ec2:DeleteSecurityGroup"],
+      Action: ["ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress", "ec2:DeleteSecurityGroup"],
       Resource: pulumi.interpolate`${ec2}:security-group/*`,
       Condition: owned,
     },
@@ -82,22 +94,45 @@ export function lbcStatements(clusterName: pulumi.Input<string>, region: pulumi.
       Condition: { StringEquals: { "elasticloadbalancing:CreateAction": ["CreateLoadBalancer", "CreateTargetGroup", "CreateListener", "CreateRule"] } },
     },
     {
+      // As upstream: tags of its own load balancers and target groups change, the cluster tag never.
+      Sid: "RetagOwnLoadBalancers",
+      Effect: "Allow",
+      Action: ["elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags"],
+      Resource: [pulumi.interpolate`${elb}:loadbalancer/*`, pulumi.interpolate`${elb}:targetgroup/*`],
+      Condition: { ...owned, Null: { "aws:RequestTag/elbv2.k8s.aws/cluster": "true" } },
+    },
+    {
       Sid: "ManageOwnLoadBalancers",
       Effect: "Allow",
       Action: [
-        "elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags", "elasticloadbalancing:ModifyLoadBalancerAttributes",
+        "elasticloadbalancing:ModifyLoadBalancerAttributes",
         "elasticloadbalancing:SetIpAddressType", "elasticloadbalancing:SetSecurityGroups", "elasticloadbalancing:SetSubnets",
         "elasticloadbalancing:DeleteLoadBalancer", "elasticloadbalancing:ModifyTargetGroup", "elasticloadbalancing:ModifyTargetGroupAttributes",
-        "elasticloadbalancing:DeleteTargetGroup", "elasticloadbalancing:CreateListener", "elasticloadbalancing:ModifyListenerAttributes",
+        "elasticloadbalancing:DeleteTargetGroup", "elasticloadbalancing:CreateListener",
         "elasticloadbalancing:ModifyCapacityReservation",
       ],
       Resource: [pulumi.interpolate`${elb}:loadbalancer/*`, pulumi.interpolate`${elb}:targetgroup/*`],
       Condition: owned,
     },
     {
+      // ModifyListenerAttributes names a listener ARN (not its load balancer). The controller tags
+      // its listeners with the cluster tag on CreateListener (pkg/deploy/elbv2/listener_manager.go,
+      // feature gate ListenerRulesTagging, on by default in pkg/config/feature_gates.go, v3.5.0).
+      Sid: "ModifyOwnListenerAttributes",
+      Effect: "Allow",
+      Action: "elasticloadbalancing:ModifyListenerAttributes",
+      Resource: pulumi.interpolate`${elb}:listener/app/*`,
+      Condition: owned,
+    },
+    {
+      // SetRulePriorities takes listener-rule ARNs: the rule synthesizer reorders rules with it
+      // (pkg/deploy/elbv2/listener_rule_manager.go, v3.5.0).
       Sid: "ManageListenersAndRulesOfOwnLoadBalancers",
       Effect: "Allow",
-      Action: ["elasticloadbalancing:DeleteListener", "elasticloadbalancing:ModifyListener", "elasticloadbalancing:CreateRule", "elasticloadbalancing:DeleteRule", "elasticloadbalancing:ModifyRule", "elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags"],
+      Action: [
+        "elasticloadbalancing:DeleteListener", "elasticloadbalancing:ModifyListener", "elasticloadbalancing:CreateRule", "elasticloadbalancing:DeleteRule",
+        "elasticloadbalancing:ModifyRule", "elasticloadbalancing:SetRulePriorities", "elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags",
+      ],
       Resource: [pulumi.interpolate`${elb}:listener/app/*`, pulumi.interpolate`${elb}:listener-rule/app/*`],
     },
     {

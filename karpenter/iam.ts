@@ -242,6 +242,9 @@ export function controllerStatements(p: ControllerParams): Statement[] {
       Action: [
         "ec2:DescribeImages",
         "ec2:DescribeInstances",
+        // Karpenter >= 1.12 polls instance health with it (pkg/controllers/interruption/
+        // instancestatus_controller.go, v1.14.1); without it that controller stays off.
+        "ec2:DescribeInstanceStatus",
         "ec2:DescribeInstanceTypeOfferings",
         "ec2:DescribeInstanceTypes",
         "ec2:DescribeLaunchTemplates",

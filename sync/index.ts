@@ -84,7 +84,11 @@ export function syncFunctionStatements(p: SyncFunctionPolicyParams): Statement[]
       Effect: "Allow",
       Action: "ssm:SendCommand",
       Resource: pulumi.interpolate`arn:aws:ec2:${p.region}:${p.accountId}:instance/*`,
-      Condition: { StringEquals: { [`aws:ResourceTag/${CLUSTER_TAG}`]: p.clusterName } },
+      // Run Command evaluates a node's tags as ssm:resourceTag/<key> ("Restricting Run Command
+      // access based on tags", SSM User Guide); a global key on SendCommand would also need
+      // aws:ViaAWSService ("Setting up Run Command"). The service reference lists
+      // ssm:resourceTag/${TagKey} for SendCommand's instance resource.
+      Condition: { StringEquals: { [`ssm:resourceTag/${CLUSTER_TAG}`]: p.clusterName } },
     },
     {
       // GetCommandInvocation has no resource-level permissions: the API requires "*".
