@@ -11,6 +11,29 @@ const kvs = cf.kvs('__KVS_ID__');
 const COOKIE = 'comfyui_session';
 const SESSION_SECONDS = 12 * 3600;
 
+// kvs.get() rejects when a key is missing (e.g. while a new store's keys are still propagating to
+// the edge): that must read as "no credentials", never as an uncaught error. Pattern from AWS's
+// aws-samples/amazon-cloudfront-functions kvs-jwt-verify/verify-jwt.js (getSecret).
+async function secret(key) {
+  try {
+    const v = await kvs.get(key);
+    return typeof v === 'string' && v.length > 0 ? v : null;
+  } catch (err) {
+    // Function logs carry the key name and the runtime's message, never a value.
+    console.log('kvs ' + key + ': ' + err);
+    return null;
+  }
+}
+
+// cloudfront-js-2.0's crypto has createHash/createHmac only (no timingSafeEqual): compare every
+// character whatever the first mismatch, as AWS's kvs-jwt-verify sample (_constantTimeEquals) does.
+function constantTimeEquals(a, b) {
+  if (typeof a !== 'string' || typeof b !== 'string' || a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
+  return diff === 0;
+}
+
 function sign(expires, key) {
   return crypto.createHmac('sha256', key).update(String(expires)).digest('hex');
 }
@@ -22,19 +45,23 @@ async function validSession(request) {
   if (parts.length !== 2) return false;
   const expires = Number(parts[0]);
   if (!(expires > Date.now() / 1000)) return false;
-  return sign(parts[0], await kvs.get('session-key')) === parts[1];
+  const key = await secret('session-key');
+  if (key === null) return false;
+  return constantTimeEquals(sign(parts[0], key), parts[1]);
 }
 
 async function validBasic(request) {
   const h = request.headers.authorization;
   if (!h || h.value.indexOf('Basic ') !== 0) return false;
+  const expected = await secret('basic-sha256');
+  if (expected === null) return false;
   const digest = crypto.createHash('sha256').update(h.value.slice(6).trim()).digest('hex');
-  return digest === (await kvs.get('basic-sha256'));
+  return constantTimeEquals(digest, expected);
 }
 
-async function viewerRequest(event) {
-  const request = event.request;
-  if ((await validSession(request)) || (await validBasic(request))) return request;
+// 401 (not 503) while the store is incomplete: it fails closed, says nothing about the store's
+// state to an unauthenticated caller, and no-store keeps browsers and CloudFront from keeping it.
+function denied() {
   return {
     statusCode: 401,
     statusDescription: 'Unauthorized',
@@ -45,13 +72,28 @@ async function viewerRequest(event) {
   };
 }
 
+async function viewerRequest(event) {
+  const request = event.request;
+  try {
+    if ((await validSession(request)) || (await validBasic(request))) return request;
+  } catch (err) {
+    // Anything unexpected (malformed headers, runtime errors) denies access rather than erroring.
+    console.log('auth: ' + err);
+  }
+  return denied();
+}
+
 async function viewerResponse(event) {
   const response = event.response;
   // Only requests that passed viewerRequest reach here; one that came with Basic gets a session.
   if (event.request.headers.authorization) {
-    const expires = Math.floor(Date.now() / 1000) + SESSION_SECONDS;
-    const value = expires + '.' + sign(String(expires), await kvs.get('session-key'));
-    response.cookies[COOKIE] = { value: value, attributes: 'Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=' + SESSION_SECONDS };
+    const key = await secret('session-key');
+    // No key at the edge yet: answer without a cookie; the client still holds Basic for the next request.
+    if (key !== null) {
+      const expires = Math.floor(Date.now() / 1000) + SESSION_SECONDS;
+      const value = expires + '.' + sign(String(expires), key);
+      response.cookies[COOKIE] = { value: value, attributes: 'Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=' + SESSION_SECONDS };
+    }
   }
   return response;
 }

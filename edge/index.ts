@@ -14,8 +14,35 @@ import * as path from "node:path";
 /** AWS-managed CloudFront policies (ids are global constants documented by CloudFront). */
 export const MANAGED_POLICIES = {
   cachingDisabled: "4135ea2d-6df8-44a3-9df3-4b5a84be39ad",
-  cachingOptimized: "658327ea-f89d-4fab-a63d-7e88639e58f6",
   allViewer: "216adef6-5c7f-47e4-b989-5492eafa07d3",
+} as const;
+
+/**
+ * Every 4xx/5xx code CloudFront caches (DG "HTTP 4xx and 5xx status codes that CloudFront caches";
+ * 416 is accepted but never cached, per DG custom-error-pages-expiration). Without an entry each is
+ * cached for 10 s, so a "not ready yet" 502/503/504 from the ALB outlives the condition.
+ */
+export const ERROR_CACHING_CODES = [400, 403, 404, 405, 414, 416, 500, 501, 502, 503, 504] as const;
+
+/** customErrorResponses that only turn error caching off (no page substitution, origin's code kept). */
+export function noErrorCaching(): { errorCode: number; errorCachingMinTtl: number }[] {
+  return ERROR_CACHING_CODES.map((errorCode) => ({ errorCode, errorCachingMinTtl: 0 }));
+}
+
+/**
+ * How long `pulumi up`/`destroy` waits on the slow CloudFront resources.
+ * - VPC origin: AWS documents no duration (CreateVpcOrigin/DeleteVpcOrigin are asynchronous,
+ *   Deploying -> Deployed); the upstream provider's default is 15 min
+ *   (terraform-provider-aws internal/service/cloudfront/vpc_origin.go, SetDefault*Timeout(15m)) and
+ *   creates have been seen to exceed it (terraform-aws-modules/terraform-aws-cloudfront#163). The
+ *   distribution's own ceiling (below) is used for it too.
+ * - Distribution: the provider waits for Deployed for a fixed 90 min
+ *   (terraform-provider-aws internal/service/cloudfront/distribution.go, waitDistributionDeployed),
+ *   the figure AWS gave for a full propagation (cited by terraform-provider-aws#9642).
+ */
+export const EDGE_TIMEOUTS = {
+  vpcOrigin: { create: "90m", update: "90m", delete: "90m" },
+  distribution: { create: "90m", update: "90m", delete: "90m" },
 } as const;
 
 /** CloudFront's origin-facing prefix list: the only source the ALB's security group admits. */
@@ -100,9 +127,12 @@ export class Edge extends pulumi.ComponentResource {
           originProtocolPolicy: "http-only",
           originSslProtocols: { items: ["TLSv1.2"], quantity: 1 },
         },
+        // The VPC origin is a plugin-framework resource: it reads its timeouts from this block
+        // (customTimeouts are not passed to such resources yet, pulumi-terraform-bridge#827).
+        timeouts: EDGE_TIMEOUTS.vpcOrigin,
         tags: args.tags,
       },
-      parent,
+      { parent: this, customTimeouts: EDGE_TIMEOUTS.vpcOrigin },
     );
 
     const functionAssociations = [
@@ -137,24 +167,15 @@ export class Edge extends pulumi.ComponentResource {
           originRequestPolicyId: MANAGED_POLICIES.allViewer,
           functionAssociations,
         },
-        orderedCacheBehaviors: [
-          {
-            // The frontend's hashed static bundles are safe to cache (the function still checks access first).
-            pathPattern: "/assets/*",
-            targetOriginId: "comfyui-alb",
-            viewerProtocolPolicy: "redirect-to-https",
-            allowedMethods: ["GET", "HEAD"],
-            cachedMethods: ["GET", "HEAD"],
-            compress: true,
-            cachePolicyId: MANAGED_POLICIES.cachingOptimized,
-            functionAssociations,
-          },
-        ],
+        // No cached path (an earlier /assets/* behaviour): ComfyUI sends its JS/CSS with
+        // Cache-Control: no-cache (server.py cache_control middleware), so caching gained nothing and
+        // could serve two frontend versions side by side during a rollout.
+        customErrorResponses: noErrorCaching(),
         restrictions: { geoRestriction: { restrictionType: "none" } },
         viewerCertificate: { cloudfrontDefaultCertificate: true },
         tags: args.tags,
       },
-      parent,
+      { parent: this, customTimeouts: EDGE_TIMEOUTS.distribution },
     );
 
     this.domainName = distribution.domainName;

@@ -35,6 +35,11 @@ describe("image/Dockerfile", () => {
     assert.deepEqual(args("EXPOSE"), ["8848"]);
   });
 
+  it("has ComfyUI gzip its JSON itself (CloudFront compresses nothing it does not cache)", () => {
+    const entry: string[] = JSON.parse(args("ENTRYPOINT")[0]);
+    assert.ok(entry.includes("--enable-compress-response-body"), entry.join(" "));
+  });
+
   it("checks out ComfyUI by the configured tag and fails unless it is the configured commit", () => {
     assert.deepEqual(args("ARG").filter((a) => a.startsWith("COMFYUI_V") || a.startsWith("COMFYUI_C")), ["COMFYUI_VERSION", "COMFYUI_COMMIT"]);
     assert.match(text, /--branch "\$COMFYUI_VERSION"/);
