@@ -1,0 +1,184 @@
+// A ComfyUI 0.3.64 stand-in for tests: the real HTTP + WebSocket protocol (routes, validation, queue,
+// events, history, files) with fake nodes that take `stepMs` per sampler step and write tiny PNGs.
+// See README.md next to this file for what is faithful and what is simplified.
+import { createHash } from "crypto";
+import * as fs from "fs";
+import { AddressInfo } from "net";
+import * as os from "os";
+import * as path from "path";
+import { Engine, Fault } from "./engine";
+import { NodeContext } from "./nodes";
+import { guessType, StandInServer } from "./server";
+
+export type { Fault } from "./engine";
+
+export interface StandInOptions {
+  port?: number;
+  host?: string;
+  stepMs?: number;
+  models?: Record<string, string[]>;
+  dataDir?: string;
+  readyAfterMs?: number;
+  neverReady?: boolean;
+  fault?: Fault;
+  maxUploadMb?: number;
+  /** how a "crash" fault ends things: drop every socket and stop listening (default), or SIGKILL this process (the CLI) */
+  crashBy?: "sockets" | "sigkill";
+}
+
+export interface StandIn {
+  url: string;
+  port: number;
+  dataDir: string;
+  setFault(f: Fault | undefined): void;
+  /** prompt ids executed (started) so far, in order — lets tests check "never run twice" and spreading */
+  executed(): string[];
+  close(): Promise<void>;
+}
+
+/** Models covering every fixture workflow in /work/shared/fixtures/workflows (plus SD 1.5 for §8's graph). */
+export const DEFAULT_MODELS: Record<string, string[]> = {
+  checkpoints: [
+    "sd_xl_base_1.0.safetensors",
+    "sd_xl_refiner_1.0.safetensors",
+    "sd3_medium.safetensors",
+    "flux1-dev-fp8.safetensors",
+    "flux1-schnell-fp8.safetensors",
+    "v1-5-pruned-emaonly.safetensors",
+  ],
+  diffusion_models: ["flux1-dev.safetensors", "flux1-schnell.safetensors"],
+  text_encoders: ["clip_l.safetensors", "clip_g.safetensors", "t5xxl_fp16.safetensors"],
+  vae: ["ae.safetensors"],
+};
+
+// folder_paths.py@v0.3.64: folder keys in registration order, their directories and extensions.
+const PT = [".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"];
+const FOLDERS: [string, string[], string[] | "folder" | "any"][] = [
+  ["checkpoints", ["checkpoints"], PT],
+  ["configs", ["configs"], [".yaml"]],
+  ["loras", ["loras"], PT],
+  ["vae", ["vae"], PT],
+  ["text_encoders", ["text_encoders", "clip"], PT],
+  ["diffusion_models", ["unet", "diffusion_models"], PT],
+  ["clip_vision", ["clip_vision"], PT],
+  ["style_models", ["style_models"], PT],
+  ["embeddings", ["embeddings"], PT],
+  ["diffusers", ["diffusers"], "folder"],
+  ["vae_approx", ["vae_approx"], PT],
+  ["controlnet", ["controlnet", "t2i_adapter"], PT],
+  ["gligen", ["gligen"], PT],
+  ["upscale_models", ["upscale_models"], PT],
+  ["custom_nodes", ["../custom_nodes"], []],
+  ["hypernetworks", ["hypernetworks"], PT],
+  ["photomaker", ["photomaker"], PT],
+  ["classifiers", ["classifiers"], "any"],
+  ["model_patches", ["model_patches"], PT],
+  ["audio_encoders", ["audio_encoders"], PT],
+];
+
+function listModels(modelsDir: string, folder: string): string[] {
+  const f = FOLDERS.find(([k]) => k === folder);
+  if (!f) return [];
+  const [, dirs, exts] = f;
+  const out = new Set<string>();
+  for (const d of dirs) {
+    const root = path.join(modelsDir, d);
+    const walk = (dir: string) => {
+      if (!fs.existsSync(dir)) return;
+      for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+        if (e.name === ".git") continue;
+        const p = path.join(dir, e.name);
+        if (e.isDirectory()) walk(p);
+        else {
+          const rel = path.relative(root, p).split(path.sep).join("/");
+          const ext = path.extname(e.name).toLowerCase();
+          if (exts === "any" || (Array.isArray(exts) && exts.includes(ext))) out.add(rel);
+        }
+      }
+    };
+    walk(root);
+  }
+  return [...out].sort();
+}
+
+export async function startStandIn(opts: StandInOptions = {}): Promise<StandIn> {
+  const ownDir = opts.dataDir === undefined;
+  const dataDir = path.resolve(opts.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), "comfy-standin-")));
+  const dirs = {
+    output: path.join(dataDir, "output"),
+    input: path.join(dataDir, "input"),
+    temp: path.join(dataDir, "temp"),
+    user: path.join(dataDir, "user"),
+    models: path.join(dataDir, "models"),
+  };
+  // ComfyUI wipes its temp folder at start-up; models are exactly what this run was given.
+  fs.rmSync(dirs.temp, { recursive: true, force: true });
+  fs.rmSync(dirs.models, { recursive: true, force: true });
+  for (const d of Object.values(dirs)) fs.mkdirSync(d, { recursive: true });
+  const models = opts.models ?? DEFAULT_MODELS;
+  for (const [folder, files] of Object.entries(models)) {
+    const f = FOLDERS.find(([k]) => k === folder);
+    if (!f) throw new Error(`startStandIn: unknown model folder "${folder}" (known: ${FOLDERS.map(([k]) => k).join(", ")})`);
+    for (const file of files) {
+      const p = path.join(dirs.models, f[1][0], file);
+      if (!path.resolve(p).startsWith(path.resolve(dirs.models) + path.sep)) throw new Error(`startStandIn: model file "${file}" escapes the models folder`);
+      fs.mkdirSync(path.dirname(p), { recursive: true });
+      fs.writeFileSync(p, "");
+    }
+  }
+
+  const resolveAnnotated = (name: string): string => {
+    if (name.endsWith("[output]")) return path.join(dirs.output, name.slice(0, -9));
+    if (name.endsWith("[input]")) return path.join(dirs.input, name.slice(0, -8));
+    if (name.endsWith("[temp]")) return path.join(dirs.temp, name.slice(0, -7));
+    return path.join(dirs.input, name);
+  };
+  const ctx: NodeContext = {
+    models: (folder) => listModels(dirs.models, folder),
+    inputImages: () =>
+      fs
+        .readdirSync(dirs.input, { withFileTypes: true })
+        .filter((e) => e.isFile() && (guessType(e.name) ?? "").startsWith("image/"))
+        .map((e) => e.name)
+        .sort(),
+    inputFileExists: (name) => fs.existsSync(resolveAnnotated(name)),
+    inputFileHash: (name) => createHash("sha256").update(fs.readFileSync(resolveAnnotated(name))).digest("hex"),
+  };
+
+  let engine: Engine | undefined = undefined;
+  const server = new StandInServer({
+    dataDir,
+    maxUploadMb: opts.maxUploadMb ?? 100,
+    readyAt: opts.neverReady ? Infinity : Date.now() + (opts.readyAfterMs ?? 0),
+    ctx,
+    dirs,
+    modelFolders: () => FOLDERS.map(([k]) => k),
+    engine: () => engine as Engine,
+  });
+  engine = new Engine({ stepMs: opts.stepMs ?? 10, dirs, ctx, hub: server.hub, onCrash: () => (opts.crashBy === "sigkill" ? process.kill(process.pid, "SIGKILL") : server.destroyAll()) });
+  engine.fault = opts.fault;
+
+  await new Promise<void>((resolve, reject) => {
+    server.http.once("error", reject);
+    server.http.listen(opts.port ?? 0, opts.host ?? "127.0.0.1", () => resolve());
+  });
+  engine.start();
+  const port = (server.http.address() as AddressInfo).port;
+  const host = opts.host ?? "127.0.0.1";
+  let closing: Promise<void> | undefined;
+  const eng = engine;
+  return {
+    url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
+    port,
+    dataDir,
+    setFault: (f) => (eng.fault = f),
+    executed: () => [...eng.started],
+    close: () =>
+      (closing ??= (async () => {
+        await eng.stop();
+        await server.close();
+        fs.rmSync(dirs.temp, { recursive: true, force: true });
+        if (ownDir) fs.rmSync(dataDir, { recursive: true, force: true });
+      })()),
+  };
+}
