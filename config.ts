@@ -4,6 +4,7 @@
  * Defaults are documented here, in Pulumi.dev.yaml and in the README's config reference.
  */
 import * as pulumi from "@pulumi/pulumi";
+import { DEFAULT_KUBERNETES_VERSION, judgeKubernetesVersion } from "./cluster/versions";
 
 /**
  * GPU instance types this program knows how to size for: vCPU and memory set the ComfyUI pod's
@@ -64,7 +65,7 @@ export interface StackConfig {
   stack: string;
   /** AWS region (aws:region). */
   region: string;
-  /** EKS Kubernetes version. Default "1.34". */
+  /** EKS Kubernetes version. Default: the newest every pinned component supports (cluster/versions.ts). */
   kubernetesVersion: string;
   /** Availability zones used by the VPC (2 or 3). Default 2. */
   availabilityZones: number;
@@ -128,6 +129,8 @@ export interface StackConfig {
   workingHours: WorkingHours | undefined;
   /** Seconds a stopping ComfyUI pod may spend finishing its queue. Default 900. */
   drainSeconds: number;
+  /** Version of the Mountpoint for S3 CSI EKS add-on. Default: storage/ MOUNTPOINT_ADDON_VERSION. */
+  mountpointAddonVersion: string | undefined;
 }
 
 /** Thrown with every problem found, one line each, naming the key. */
@@ -150,7 +153,17 @@ const MODEL_KEY = /^[\p{L}\p{N}\p{M} ._\-+()[\],@='/]+$/u;
  * Pure validation of raw config values (keys without the project prefix). `pulumi.Config` only
  * feeds it, so every rule is testable without a Pulumi engine.
  */
-export function parseConfig(raw: RawConfig, ctx: { project: string; stack: string; edgePassword?: pulumi.Output<string> }): StackConfig {
+export interface ConfigContext {
+  project: string;
+  stack: string;
+  edgePassword?: pulumi.Output<string>;
+  /** The day the configuration is judged on (support end dates). @defaultValue now */
+  today?: Date;
+  /** Receives warnings (e.g. extended-support billing); loadConfig passes pulumi.log.warn. @defaultValue ignore */
+  warn?: (message: string) => void;
+}
+
+export function parseConfig(raw: RawConfig, ctx: ConfigContext): StackConfig {
   const problems: string[] = [];
   const bad = (key: string, msg: string) => problems.push(`${key}: ${msg}`);
 
@@ -199,8 +212,14 @@ export function parseConfig(raw: RawConfig, ctx: { project: string; stack: strin
     bad("aws:region", region ? `"${region}" is not an AWS region name` : "is required: pulumi config set aws:region us-west-2");
   }
 
-  const kubernetesVersion = str("kubernetesVersion", "1.34");
-  if (!/^1\.(3[0-9])$/.test(kubernetesVersion)) bad("kubernetesVersion", `must look like 1.34 (1.30 or newer), got "${kubernetesVersion}"`);
+  const kubernetesVersion = str("kubernetesVersion", DEFAULT_KUBERNETES_VERSION);
+  if (!/^1\.\d{2}$/.test(kubernetesVersion)) {
+    bad("kubernetesVersion", `must look like ${DEFAULT_KUBERNETES_VERSION}, got "${kubernetesVersion}"`);
+  } else {
+    const verdict = judgeKubernetesVersion(kubernetesVersion, ctx.today ?? new Date());
+    if (verdict.error) bad("kubernetesVersion", verdict.error);
+    if (verdict.warning) ctx.warn?.(`kubernetesVersion: ${verdict.warning}`);
+  }
 
   const vpcCidr = str("vpcCidr", "10.0.0.0/16");
   if (!CIDR.test(vpcCidr) || Number(vpcCidr.split("/")[1]) > 20 || Number(vpcCidr.split("/")[1]) < 16) {
@@ -303,7 +322,11 @@ export function parseConfig(raw: RawConfig, ctx: { project: string; stack: strin
     idleMinutes: int("idleMinutes", 15, 1, 1440),
     workingHours,
     drainSeconds: int("drainSeconds", 900, 30, 3600),
+    mountpointAddonVersion: raw["mountpointAddonVersion"] || undefined,
   };
+  if (cfg.mountpointAddonVersion !== undefined && !/^v\d+\.\d+\.\d+-eksbuild\.\d+$/.test(cfg.mountpointAddonVersion)) {
+    bad("mountpointAddonVersion", `must be an EKS add-on version like v2.7.0-eksbuild.1, got "${cfg.mountpointAddonVersion}"`);
+  }
 
   if (!/^v\d+\.\d+\.\d+$/.test(cfg.comfyuiVersion)) bad("comfyuiVersion", `must be a release tag like v0.3.64, got "${cfg.comfyuiVersion}"`);
   if (!/^[0-9a-f]{40}$/.test(cfg.comfyuiCommit)) bad("comfyuiCommit", `must be a full 40-hex commit id, got "${cfg.comfyuiCommit}"`);
@@ -336,7 +359,7 @@ export const CONFIG_KEYS = [
   "gpuExpireAfter", "gpuRootVolumeGiB", "modelsHotSet", "modelsBootFillSeconds", "modelsParallelTransfers",
   "comfyuiVersion", "comfyuiCommit", "retainBucketsOnDestroy", "outputsExpireDays", "modelsNoncurrentDays",
   "edgeEnabled", "edgeUsername", "edgePassword", "edgePriceClass", "minReplicas", "maxReplicas", "queuePerPod",
-  "idleMinutes", "workingHours", "drainSeconds",
+  "idleMinutes", "workingHours", "drainSeconds", "mountpointAddonVersion",
 ] as const;
 
 /** Reads this stack's config through Pulumi and validates it. */
@@ -349,5 +372,10 @@ export function loadConfig(): StackConfig {
     if (p.length < 12) throw new ConfigError(["edgePassword: must be at least 12 characters"]);
     return p;
   });
-  return parseConfig(raw, { project: pulumi.getProject(), stack: pulumi.getStack(), edgePassword: password });
+  return parseConfig(raw, {
+    project: pulumi.getProject(),
+    stack: pulumi.getStack(),
+    edgePassword: password,
+    warn: (message) => void pulumi.log.warn(message),
+  });
 }

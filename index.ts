@@ -4,7 +4,7 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import { Cluster } from "./cluster";
-import { loadConfig, podResourcesFor } from "./config";
+import { GPU_INSTANCES, loadConfig, podResourcesFor } from "./config";
 import { Edge, cloudFrontOriginPrefixListId } from "./edge";
 import { ComfyImage } from "./image";
 import { GpuCapacity } from "./karpenter";
@@ -33,6 +33,7 @@ const cluster = new Cluster(base, {
 const storage = new Storage(base, {
   clusterName: cluster.clusterName,
   region: cfg.region,
+  mountpointAddonVersion: cfg.mountpointAddonVersion,
   namespace,
   retainOnDestroy: cfg.retainBucketsOnDestroy,
   outputsExpireDays: cfg.outputsExpireDays,
@@ -45,6 +46,8 @@ const storage = new Storage(base, {
 const gpu = new GpuCapacity(base, {
   clusterName: cluster.clusterName,
   region: cfg.region,
+  kubernetesVersion: cfg.kubernetesVersion,
+  vcpusPerGpu: Math.max(...cfg.gpuInstanceTypes.map((t) => GPU_INSTANCES[t].vcpu)),
   accountId: cluster.accountId,
   clusterSecurityGroupId: cluster.clusterSecurityGroupId,
   modelsBucket: storage.modelsBucket,
@@ -122,6 +125,7 @@ export const ecrRepository = image.repositoryUrl;
 export const imageUri = image.imageUri;
 export const albHostname = workload.albHostname;
 export const gpuNodePools = gpu.nodePoolNames;
+export const gpuQuotaWarnings = gpu.quotaWarnings;
 export const modelSyncQueue = sync.queueUrl;
 export const modelSyncDeadLetterQueue = sync.dlqUrl;
 export const commands = {

@@ -33,6 +33,13 @@ export interface PodIdentityRoleArgs {
   serviceAccount: string;
   /** Inline least-privilege statements. */
   statements: Statement[];
+  /**
+   * Create the standalone Pod Identity association. EKS allows one association per cluster +
+   * namespace + service account (a second one is a 409 ResourceInUseException), so set this to
+   * false when an EKS add-on creates it through its `podIdentityAssociations`.
+   * @defaultValue true
+   */
+  associate?: boolean;
   tags?: Record<string, string>;
 }
 
@@ -40,17 +47,20 @@ export interface PodIdentityRoleArgs {
 export class PodIdentityRole extends pulumi.ComponentResource {
   readonly role: aws.iam.Role;
   readonly roleArn: pulumi.Output<string>;
-  readonly association: aws.eks.PodIdentityAssociation;
+  /** Undefined when `associate` is false (an add-on owns the association). */
+  readonly association?: aws.eks.PodIdentityAssociation;
 
   constructor(name: string, args: PodIdentityRoleArgs, opts?: pulumi.ComponentResourceOptions) {
     super("comfyui:cluster:PodIdentityRole", name, {}, opts);
     this.role = new aws.iam.Role(`${name}-role`, { assumeRolePolicy: POD_IDENTITY_TRUST, tags: args.tags }, { parent: this });
     new aws.iam.RolePolicy(`${name}-policy`, { role: this.role.name, policy: policyJson(args.statements) }, { parent: this });
-    this.association = new aws.eks.PodIdentityAssociation(
-      `${name}-assoc`,
-      { clusterName: args.clusterName, namespace: args.namespace, serviceAccount: args.serviceAccount, roleArn: this.role.arn, tags: args.tags },
-      { parent: this },
-    );
+    if (args.associate ?? true) {
+      this.association = new aws.eks.PodIdentityAssociation(
+        `${name}-assoc`,
+        { clusterName: args.clusterName, namespace: args.namespace, serviceAccount: args.serviceAccount, roleArn: this.role.arn, tags: args.tags },
+        { parent: this },
+      );
+    }
     this.roleArn = this.role.arn;
     this.registerOutputs({ roleArn: this.roleArn });
   }

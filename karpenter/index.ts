@@ -18,6 +18,9 @@ import {
   scopedControllerStatements,
 } from "./iam";
 import { renderGpuUserData } from "./userdata/gpuUserData";
+import { checkGpuQuotas, resolveNvidiaAmi } from "./preflight";
+
+export { nvidiaAmiParameter, quotaWarning, GPU_VCPU_QUOTAS } from "./preflight";
 
 /** Karpenter chart version (controller and CRDs move together): an upgrade is a reviewed change. */
 export const KARPENTER_VERSION = "1.14.1";
@@ -48,6 +51,13 @@ export interface GpuCapacityArgs {
   clusterEndpoint?: pulumi.Input<string>;
   /** AWS region of the cluster (plain: it is part of ARNs and of the rendered user data). */
   region: string;
+  /** The cluster's Kubernetes version: the AMI alias is resolved (and checked) for it. */
+  kubernetesVersion: string;
+  /**
+   * The most vCPUs one GPU costs among the instance types (vCPUs ÷ GPUs), so `gpuLimit` GPUs
+   * translate into the EC2 vCPU quota they need. @defaultValue unset: the quota is not checked
+   */
+  vcpusPerGpu?: number;
   /** AWS account id, for ARNs in the controller policy. */
   accountId: pulumi.Input<string>;
   /** The EKS-managed cluster security group; GPU nodes join it like the system nodes. */
@@ -169,6 +179,8 @@ export class GpuCapacity extends pulumi.ComponentResource {
   readonly nodeRoleName: pulumi.Output<string>;
   readonly interruptionQueueName: pulumi.Output<string>;
   readonly controllerRoleArn: pulumi.Output<string>;
+  /** What the EC2 vCPU quota check found (empty when the quotas cover gpuLimit). */
+  readonly quotaWarnings: pulumi.Output<string[]>;
 
   constructor(name: string, args: GpuCapacityArgs, opts?: pulumi.ComponentResourceOptions) {
     throwProblems(validateGpuCapacityArgs(args));
@@ -247,7 +259,7 @@ export class GpuCapacity extends pulumi.ComponentResource {
       parent,
     );
 
-    const releaseDeps = [controllerRole.association, controllerRole, controllerScoped, ...args.dependsOn];
+    const releaseDeps = [controllerRole, controllerScoped, ...args.dependsOn];
     const crds = new k8s.helm.v3.Release(
       `${name}-karpenter-crd`,
       {
@@ -300,12 +312,20 @@ export class GpuCapacity extends pulumi.ComponentResource {
         reserveGb,
       }),
     );
+    // Fails the preview, naming the SSM parameter, when the pinned release has no NVIDIA image for
+    // this Kubernetes version; the id is recorded on the EC2NodeClass for operators.
+    const amiId = resolveNvidiaAmi(args.kubernetesVersion, args.amiAlias, parent);
+    const quotaWarnings =
+      args.vcpusPerGpu !== undefined
+        ? checkGpuQuotas(args.capacityTypes, Math.ceil(args.gpuLimit * args.vcpusPerGpu), args.region, parent)
+        : pulumi.output<string[]>([]);
+
     const nodeClass = new k8s.apiextensions.CustomResource(
       `${name}-nodeclass`,
       {
         apiVersion: "karpenter.k8s.aws/v1",
         kind: "EC2NodeClass",
-        metadata: { name: GPU_NODE_CLASS_NAME },
+        metadata: { name: GPU_NODE_CLASS_NAME, annotations: { "comfyui.studio/nvidia-ami-id": amiId } },
         spec: {
           // No amiFamily: the alias names the family and pins the release.
           amiSelectorTerms: [{ alias: args.amiAlias }],
@@ -369,6 +389,7 @@ export class GpuCapacity extends pulumi.ComponentResource {
       { parent: this, provider: args.provider, dependsOn: [controller, nodeClass] },
     );
 
+    this.quotaWarnings = quotaWarnings;
     this.nodePoolNames = [GPU_NODE_POOL_NAME];
     this.nodeClassName = GPU_NODE_CLASS_NAME;
     this.nodeRoleArn = nodeRole.arn;
@@ -382,6 +403,7 @@ export class GpuCapacity extends pulumi.ComponentResource {
       nodeRoleName: this.nodeRoleName,
       interruptionQueueName: this.interruptionQueueName,
       controllerRoleArn: this.controllerRoleArn,
+      quotaWarnings: this.quotaWarnings,
     });
   }
 }

@@ -12,6 +12,27 @@ import { PodIdentityRole, policyJson, Statement } from "../cluster/iam";
 export const COMFYUI_UID = 1000;
 export const COMFYUI_GID = 1000;
 
+/**
+ * The Mountpoint for S3 CSI driver add-on, pinned: an unpinned add-on takes whatever EKS calls the
+ * default for the cluster version, so the driver could change under the outputs volume on any
+ * cluster update. v2.7.0 is the driver release this program was written against
+ * (awslabs/mountpoint-s3-csi-driver v2.7.0); the -eksbuild suffix is EKS's packaging number, which
+ * cannot be resolved offline: `aws eks describe-addon-versions --addon-name aws-mountpoint-s3-csi-driver
+ * --kubernetes-version <v>` lists the real ones, and config `mountpointAddonVersion` overrides this.
+ */
+export const MOUNTPOINT_ADDON_VERSION = "v2.7.0-eksbuild.1";
+
+/**
+ * The add-on's configuration values. `node.tolerateAllTaints` keeps the node DaemonSet on the GPU
+ * nodes (tainted nvidia.com/gpu:NoSchedule): without the driver there, ComfyUI's outputs and inputs
+ * volumes never mount. The chart's own default is already true (charts/aws-mountpoint-s3-csi-driver/
+ * values.yaml at v2.7.0), but the add-on's defaults are EKS's to change; stating it makes it ours.
+ */
+export const MOUNTPOINT_ADDON_CONFIGURATION = { node: { tolerateAllTaints: true } } as const;
+
+/** The driver's own service account in kube-system (the add-on's Pod Identity association names it). */
+export const MOUNTPOINT_SERVICE_ACCOUNT = "s3-csi-driver-sa";
+
 export interface StorageArgs {
   clusterName: pulumi.Input<string>;
   region: string;
@@ -23,6 +44,8 @@ export interface StorageArgs {
   outputsExpireDays: number;
   /** Days a replaced/deleted model version is kept (default 30). */
   modelsNoncurrentDays: number;
+  /** Mountpoint CSI add-on version. @defaultValue MOUNTPOINT_ADDON_VERSION */
+  mountpointAddonVersion?: string;
   /** Resources the CSI add-on must wait for (system nodes, Pod Identity agent). */
   dependsOn: pulumi.Resource[];
   provider: k8s.Provider;
@@ -64,7 +87,7 @@ export class Storage extends pulumi.ComponentResource {
           { id: "abort-incomplete-uploads", status: "Enabled", filter: {}, abortIncompleteMultipartUpload: { daysAfterInitiation: 7 } },
         ],
       },
-      { parent: this },
+      this.guardOptions(args),
     );
     for (const [key, b] of [["outputs", outputs], ["inputs", inputs]] as const) {
       const rules: aws.types.input.s3.BucketLifecycleConfigurationRule[] = [
@@ -73,7 +96,7 @@ export class Storage extends pulumi.ComponentResource {
       if (key === "outputs" && args.outputsExpireDays > 0) {
         rules.push({ id: "expire-outputs", status: "Enabled", filter: {}, expiration: { days: args.outputsExpireDays } });
       }
-      new aws.s3.BucketLifecycleConfiguration(`${name}-${key}-lifecycle`, { bucket: b.bucket.id, rules }, { parent: this });
+      new aws.s3.BucketLifecycleConfiguration(`${name}-${key}-lifecycle`, { bucket: b.bucket.id, rules }, this.guardOptions(args));
     }
 
     // Mountpoint's driver-level identity: it reads and writes the outputs and inputs buckets, nothing else.
@@ -86,9 +109,18 @@ export class Storage extends pulumi.ComponentResource {
         Resource: [pulumi.interpolate`${outputs.arn}/*`, pulumi.interpolate`${inputs.arn}/*`],
       },
     ];
+    // The add-on creates the Pod Identity association itself (podIdentityAssociations below), so the
+    // role comes without one: EKS refuses a second association for the same service account (409).
     const csiRole = new PodIdentityRole(
       `${name}-mountpoint`,
-      { clusterName: args.clusterName, namespace: "kube-system", serviceAccount: "s3-csi-driver-sa", statements: csiStatements, tags: args.tags },
+      {
+        clusterName: args.clusterName,
+        namespace: "kube-system",
+        serviceAccount: MOUNTPOINT_SERVICE_ACCOUNT,
+        statements: csiStatements,
+        associate: false,
+        tags: args.tags,
+      },
       { parent: this },
     );
     this.csiAddon = new aws.eks.Addon(
@@ -96,7 +128,9 @@ export class Storage extends pulumi.ComponentResource {
       {
         clusterName: args.clusterName,
         addonName: "aws-mountpoint-s3-csi-driver",
-        podIdentityAssociations: [{ roleArn: csiRole.roleArn, serviceAccount: "s3-csi-driver-sa" }],
+        addonVersion: args.mountpointAddonVersion ?? MOUNTPOINT_ADDON_VERSION,
+        configurationValues: JSON.stringify(MOUNTPOINT_ADDON_CONFIGURATION),
+        podIdentityAssociations: [{ roleArn: csiRole.roleArn, serviceAccount: MOUNTPOINT_SERVICE_ACCOUNT }],
         resolveConflictsOnCreate: "OVERWRITE",
         resolveConflictsOnUpdate: "OVERWRITE",
         tags: args.tags,
@@ -155,9 +189,13 @@ export class Storage extends pulumi.ComponentResource {
     });
   }
 
-  /** Private, encrypted, owner-enforced, TLS-only; versioned when asked. */
+  /**
+   * Private, encrypted, owner-enforced, TLS-only; versioned when asked. A retained bucket keeps its
+   * guards too: deleting the public-access block, TLS-only policy or encryption settings on
+   * `pulumi destroy` would leave the data in the account without them.
+   */
   private secureBucket(name: string, args: StorageArgs, versioned: boolean): SecureBucket {
-    const parent = { parent: this };
+    const parent = this.guardOptions(args);
     const bucket = new aws.s3.Bucket(
       name,
       { forceDestroy: !args.retainOnDestroy, tags: args.tags },
@@ -189,11 +227,16 @@ export class Storage extends pulumi.ComponentResource {
           },
         ]),
       },
-      { parent: this, dependsOn: [pab] },
+      { ...parent, dependsOn: [pab] },
     );
     if (versioned) {
       new aws.s3.BucketVersioning(`${name}-versioning`, { bucket: bucket.id, versioningConfiguration: { status: "Enabled" } }, parent);
     }
     return { bucket, name: bucket.bucket, arn: bucket.arn };
+  }
+
+  /** Options for a bucket's settings resources: retained exactly when the bucket is. */
+  private guardOptions(args: StorageArgs): pulumi.CustomResourceOptions {
+    return { parent: this, retainOnDelete: args.retainOnDestroy };
   }
 }

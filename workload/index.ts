@@ -82,7 +82,8 @@ export class ComfyWorkload extends pulumi.ComponentResource {
           },
         },
       },
-      { ...k, dependsOn: args.dependsOn },
+      // Deleting the namespace waits for every pod in it, and a ComfyUI pod may drain for drainSeconds.
+      { ...k, dependsOn: args.dependsOn, customTimeouts: { delete: deleteTimeout(args.drainSeconds) } },
     );
     const nsDeps = { ...k, dependsOn: [namespace] };
 
@@ -147,11 +148,22 @@ export class ComfyWorkload extends pulumi.ComponentResource {
     const deployment = new k8s.apps.v1.Deployment(
       `${name}-comfyui`,
       {
-        metadata: { name: "comfyui", namespace: ns, labels: labels.comfyui },
+        metadata: {
+          name: "comfyui",
+          namespace: ns,
+          labels: labels.comfyui,
+          // A rollout replaces GPU pods one by one, each draining for up to drainSeconds: `pulumi up`
+          // must not wait for it (nor, on the first deploy, for a GPU node that a new account's
+          // zero G-instance quota may never grant). `kubectl rollout status` follows it.
+          annotations: { "pulumi.com/skipAwait": "true" },
+        },
         spec: {
-          // No replicas: KEDA's HPA owns the count (0…max); Pulumi setting it would fight it.
+          // Created with no GPU pod; from then on KEDA's HPA owns the count (ignoreChanges below).
+          replicas: 0,
           selector: { matchLabels: labels.comfyui },
-          strategy: { type: "RollingUpdate", rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } },
+          // No surge: at the cap (maxReplicas = gpuLimit) a surge pod could never get a GPU and the
+          // rollout would stall. One pod is replaced at a time instead; its drain finishes its prompt.
+          strategy: { type: "RollingUpdate", rollingUpdate: rolloutAtCap() },
           template: {
             metadata: {
               labels: { ...labels.comfyui, ...servesUi },
@@ -231,7 +243,16 @@ export class ComfyWorkload extends pulumi.ComponentResource {
           },
         },
       },
-      { ...k, dependsOn: [namespace, tools, comfySa] },
+      {
+        ...k,
+        dependsOn: [namespace, tools, comfySa],
+        // With server-side apply, an ignored field that another manager (the HPA) now owns is left out
+        // of Pulumi's patch, so `pulumi up` never resets the count KEDA set (pulumi-kubernetes
+        // provider/pkg/await/await.go handleSSAIgnoreFields, v4.18–v4.32).
+        ignoreChanges: ["spec.replicas"],
+        // Foreground deletion waits for the pods, and each may drain for drainSeconds.
+        customTimeouts: { delete: deleteTimeout(args.drainSeconds) },
+      },
     );
 
     const waker = new k8s.apps.v1.Deployment(
@@ -435,6 +456,19 @@ export class ComfyWorkload extends pulumi.ComponentResource {
     this.albSecurityGroupId = albSg.id;
     this.registerOutputs({ namespace: this.namespace, albHostname: this.albHostname, albName: this.albName });
   }
+}
+
+/**
+ * Rolling update that finishes at the GPU cap: maxSurge 0 never asks for a GPU beyond the pods that
+ * exist, maxUnavailable 1 replaces one pod at a time.
+ */
+export function rolloutAtCap(): { maxSurge: number; maxUnavailable: number } {
+  return { maxSurge: 0, maxUnavailable: 1 };
+}
+
+/** How long Pulumi waits for a delete that includes a draining ComfyUI pod (its 10-minute default is shorter). */
+export function deleteTimeout(drainSeconds: number): string {
+  return `${drainSeconds + 300}s`;
 }
 
 function hash(text: string): string {

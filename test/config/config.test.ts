@@ -2,7 +2,8 @@ import { strict as assert } from "node:assert";
 import { CONFIG_KEYS, ConfigError, RawConfig, parseConfig, podResourcesFor } from "../../config";
 import { stackConfig } from "../support/program";
 
-const ctx = { project: "comfyui-eks", stack: "dev" };
+// A fixed day, so the support-date rules give the same answer whenever the suite runs.
+const ctx = { project: "comfyui-eks", stack: "dev", today: new Date("2026-12-01T12:00:00Z") };
 const base: RawConfig = { "aws:region": "us-west-2" };
 
 function problems(raw: RawConfig): string[] {
@@ -38,6 +39,9 @@ describe("config", () => {
   const invalid: [string, RawConfig, RegExp][] = [
     ["aws:region", { "aws:region": "mars-1" }, /aws:region/],
     ["kubernetesVersion", { kubernetesVersion: "latest" }, /kubernetesVersion/],
+    ["kubernetesVersion (past extended support)", { kubernetesVersion: "1.31" }, /kubernetesVersion: .*KEDA 2\.20\.2/],
+    ["kubernetesVersion (not tested by KEDA)", { kubernetesVersion: "1.36" }, /kubernetesVersion: 1\.36 is not supported by KEDA 2\.20\.2 \(1\.33–1\.35\)/],
+    ["mountpointAddonVersion", { mountpointAddonVersion: "latest" }, /mountpointAddonVersion: must be an EKS add-on version/],
     ["availabilityZones", { availabilityZones: "5" }, /availabilityZones: must be between 2 and 3/],
     ["availabilityZones (text)", { availabilityZones: "two" }, /availabilityZones: must be a whole number/],
     ["vpcCidr", { vpcCidr: "10.0.0.0/8" }, /vpcCidr/],
@@ -89,5 +93,43 @@ describe("config", () => {
   it("sizes the ComfyUI pod to the smallest allowed GPU type", () => {
     assert.deepEqual(podResourcesFor(["g6.2xlarge", "g5.xlarge"]), { cpu: "3", memory: "12Gi" });
     assert.deepEqual(podResourcesFor(["g6e.2xlarge"]), { cpu: "7", memory: "48Gi" });
+  });
+});
+
+describe("config: EKS version support dates", () => {
+  const judge = (version: string, day: string) => {
+    const warnings: string[] = [];
+    let error: string | undefined;
+    try {
+      parseConfig({ ...base, kubernetesVersion: version }, { ...ctx, today: new Date(day), warn: (m) => warnings.push(m) });
+    } catch (e) {
+      error = (e as ConfigError).problems.join("\n");
+    }
+    return { warnings, error };
+  };
+
+  it("defaults to 1.35, the newest version Karpenter 1.14, KEDA 2.20 and the AMI release all support", () => {
+    assert.equal(parseConfig(base, ctx).kubernetesVersion, "1.35");
+  });
+
+  it("warns a month ahead that 1.34 leaves standard support on 2026-12-02", () => {
+    const r = judge("1.34", "2026-12-01T12:00:00Z");
+    assert.equal(r.error, undefined);
+    assert.match(r.warnings.join(), /kubernetesVersion: EKS 1\.34 leaves standard support in 1 day\(s\), on 2026-12-02/);
+  });
+
+  it("warns that a version past standard support bills extended support, naming the price", () => {
+    const r = judge("1.34", "2026-12-03T00:00:00Z");
+    assert.equal(r.error, undefined);
+    assert.match(r.warnings.join(), /left standard support on 2026-12-02: the control plane bills extended support \(\$0\.60\/h instead of \$0\.10\/h/);
+  });
+
+  it("refuses a version past extended support", () => {
+    const r = judge("1.33", "2027-07-30T00:00:00Z");
+    assert.match(r.error ?? "", /kubernetesVersion: EKS 1\.33 left extended support on 2027-07-29/);
+  });
+
+  it("says nothing for a version well inside standard support", () => {
+    assert.deepEqual(judge("1.35", "2026-12-01T00:00:00Z"), { warnings: [], error: undefined });
   });
 });

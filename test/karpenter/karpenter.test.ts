@@ -25,6 +25,7 @@ function baseArgs(provider: k8s.Provider, dependsOn: pulumi.Resource[] = []): Gp
   return {
     clusterName: pulumi.output(CLUSTER),
     region: "us-west-2",
+    kubernetesVersion: "1.35",
     accountId: MOCK_ACCOUNT,
     clusterSecurityGroupId: "sg-cluster",
     modelsBucket: pulumi.output(BUCKET),

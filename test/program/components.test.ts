@@ -34,7 +34,7 @@ describe("components in the whole program", function () {
     const eks = p.rec.one("eks:index:Cluster").inputs;
     assert.equal(eks.authenticationMode, "API");
     assert.equal(eks.skipDefaultNodeGroup, true);
-    assert.equal(eks.version, "1.34");
+    assert.equal(eks.version, "1.35");
     assert.deepEqual(eks.enabledClusterLogTypes, ["api", "audit", "authenticator", "controllerManager", "scheduler"]);
     assert.equal(eks.nodeAssociatePublicIpAddress, false);
     const ng = p.rec.one("aws:eks/nodeGroup:NodeGroup").inputs;

@@ -6,6 +6,15 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 
+/** Resource options as the engine receives them (the mocks' own callback does not see these). */
+export interface RecordedOptions {
+  retainOnDelete: boolean;
+  protect: boolean;
+  deleteBeforeReplace: boolean;
+  ignoreChanges: string[];
+  customTimeouts: { create: string; update: string; delete: string };
+}
+
 export interface RecordedResource {
   type: string;
   name: string;
@@ -14,6 +23,7 @@ export interface RecordedResource {
   provider?: string;
   id: string;
   urn: string;
+  options: RecordedOptions;
 }
 
 export const MOCK_ACCOUNT = "123456789012";
@@ -120,8 +130,31 @@ function outputsFor(type: string, name: string, inputs: Record<string, any>): Re
   }
 }
 
+/**
+ * What the mocked AWS account answers for lookups a test may want to vary: EC2 vCPU quotas by quota
+ * code (a generous default), and the AMI releases whose NVIDIA AL2023 parameters exist.
+ */
+export const mockAccount = {
+  quotas: new Map<string, number>(),
+  defaultQuotaVcpus: 256,
+  amiReleases: new Set(["v20260724"]),
+  amiKubernetesVersions: new Set(["1.30", "1.31", "1.32", "1.33", "1.34", "1.35", "1.36"]),
+};
+
+const NVIDIA_AMI_PARAMETER = /^\/aws\/service\/eks\/optimized-ami\/(1\.\d+)\/amazon-linux-2023\/x86_64\/nvidia\/amazon-eks-node-al2023-x86_64-nvidia-(1\.\d+)-(v\d{8})\/image_id$/;
+
 function invoke(token: string, args: Record<string, any>): Record<string, any> {
   switch (token) {
+    case "aws:ssm/getParameter:getParameter": {
+      const m = NVIDIA_AMI_PARAMETER.exec(args.name);
+      if (!m || m[1] !== m[2] || !mockAccount.amiKubernetesVersions.has(m[1]) || !mockAccount.amiReleases.has(m[3])) {
+        // The provider's wording for a missing parameter.
+        throw new Error(`reading SSM Parameter (${args.name}): ParameterNotFound`);
+      }
+      return { name: args.name, type: "String", value: `ami-0mock${m[1].replace(".", "")}${m[3].slice(1)}`, version: 1, arn: `arn:aws:ssm:us-west-2::parameter${args.name}` };
+    }
+    case "aws:servicequotas/getServiceQuota:getServiceQuota":
+      return { ...args, value: mockAccount.quotas.get(args.quotaCode) ?? mockAccount.defaultQuotaVcpus, adjustable: true };
     case "aws:index/getCallerIdentity:getCallerIdentity":
       return { accountId: MOCK_ACCOUNT, arn: `arn:aws:iam::${MOCK_ACCOUNT}:user/mock`, userId: "MOCK" };
     case "aws:index/getPartition:getPartition":
@@ -146,8 +179,38 @@ function invoke(token: string, args: Record<string, any>): Record<string, any> {
   }
 }
 
+const NO_OPTIONS: RecordedOptions = {
+  retainOnDelete: false,
+  protect: false,
+  deleteBeforeReplace: false,
+  ignoreChanges: [],
+  customTimeouts: { create: "", update: "", delete: "" },
+};
+
+/**
+ * The mock monitor hands `newResource` only type, name and inputs; options such as retainOnDelete,
+ * ignoreChanges and customTimeouts travel in the same RegisterResourceRequest. This reads them from
+ * the request before the mock's callback runs, so tests can assert on them too.
+ */
+function recordOptions(pending: Map<string, RecordedOptions>): void {
+  const monitor = pulumi.runtime.getMonitor() as unknown as { registerResource(req: any, cb: unknown): unknown };
+  const original = monitor.registerResource.bind(monitor);
+  monitor.registerResource = (req: any, cb: unknown) => {
+    const timeouts = req.getCustomtimeouts?.();
+    pending.set(`${req.getType()}::${req.getName()}`, {
+      retainOnDelete: Boolean(req.getRetainondelete?.()),
+      protect: Boolean(req.getProtect?.()),
+      deleteBeforeReplace: Boolean(req.getDeletebeforereplace?.()),
+      ignoreChanges: req.getIgnorechangesList?.() ?? [],
+      customTimeouts: { create: timeouts?.getCreate() ?? "", update: timeouts?.getUpdate() ?? "", delete: timeouts?.getDelete() ?? "" },
+    });
+    return original(req, cb);
+  };
+}
+
 /** Installs the mocks. Call before importing any module that creates resources. */
 export function installMocks(recorder: Recorder, stack = "dev", project = "comfyui-eks"): void {
+  const pending = new Map<string, RecordedOptions>();
   pulumi.runtime.setMocks(
     {
       newResource(args: pulumi.runtime.MockResourceArgs) {
@@ -161,6 +224,7 @@ export function installMocks(recorder: Recorder, stack = "dev", project = "comfy
           provider: args.provider,
           id,
           urn: `urn:pulumi:${stack}::${project}::${args.type}::${args.name}`,
+          options: pending.get(`${args.type}::${args.name}`) ?? NO_OPTIONS,
         });
         return { id, state };
       },
@@ -173,6 +237,7 @@ export function installMocks(recorder: Recorder, stack = "dev", project = "comfy
     stack,
     false,
   );
+  recordOptions(pending);
 }
 
 /** Resolves any Output (or plain value) to its value, the way a test wants to assert on it. */
