@@ -418,3 +418,14 @@ export async function validateCustomResource(obj: Record<string, any>): Promise<
   if (violations.length > 0) throw new CustomResourceInvalid(`${apiVersion} ${kind} ${obj.metadata?.name ?? "<unnamed>"} (${crd.file})`, violations);
   return result;
 }
+
+/**
+ * Runs one CEL rule with `self` bound to value (typed by schema when given), in the same environment
+ * the CRD rules run in. For tests of the CEL library itself; a rule that does not compile rejects.
+ */
+export async function evaluateCelRule(rule: string, value: unknown, schema?: Schema): Promise<unknown> {
+  const cel = await loadCel();
+  const c = compileRule(cel, { rule }, "<evaluateCelRule>");
+  if (c.transition) throw new Error(`${rule} is a transition rule (uses oldSelf)`);
+  return c.run!({ self: toCel(schema, value) });
+}

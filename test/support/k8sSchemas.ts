@@ -1,12 +1,21 @@
 /**
- * Validates a Kubernetes object against the published schemas: kubernetes-models for the core
- * API, @kubernetes-models/karpenter and @kubernetes-models/keda for the CRDs this program creates.
- * An object whose kind has no schema here is an error, not a pass.
+ * Validates a Kubernetes object against the published schemas: kubernetes-models for the core API,
+ * and for the custom resources this program creates (Karpenter, KEDA) the real CRDs vendored under
+ * test/upstream/crds/, CEL rules included (./crdSchema). An object whose kind has no schema here is an
+ * error, not a pass.
  */
+import { hasCustomResourceDefinition, validateCustomResource } from "./crdSchema";
+
+/** API groups served by CRDs: never validated against a model package, only against the vendored CRD. */
+const CRD_GROUPS = new Set(["karpenter.sh", "karpenter.k8s.aws", "keda.sh"]);
+
+function groupOf(apiVersion: string): string {
+  return apiVersion.includes("/") ? apiVersion.split("/")[0] : "";
+}
+
 export function schemaModule(apiVersion: string, kind: string): string {
   const [group, version] = apiVersion.includes("/") ? apiVersion.split("/") : ["", apiVersion];
-  if (group === "karpenter.sh" || group === "karpenter.k8s.aws") return `@kubernetes-models/karpenter/${group}/${version}/${kind}`;
-  if (group === "keda.sh") return `@kubernetes-models/keda/${group}/${version}/${kind}`;
+  if (CRD_GROUPS.has(group)) throw new Error(`${apiVersion} ${kind} is a custom resource: it is validated against its vendored CRD, not a model package`);
   return group ? `kubernetes-models/${group}/${version}/${kind}` : `kubernetes-models/${version}/${kind}`;
 }
 
@@ -16,6 +25,10 @@ const esmImport = new Function("specifier", "return import(specifier)") as (s: s
 export async function validateK8s(obj: Record<string, any>): Promise<void> {
   const { apiVersion, kind } = obj;
   if (typeof apiVersion !== "string" || typeof kind !== "string") throw new Error(`object without apiVersion/kind: ${JSON.stringify(obj).slice(0, 200)}`);
+  if (hasCustomResourceDefinition(apiVersion, kind) || CRD_GROUPS.has(groupOf(apiVersion))) {
+    await validateCustomResource(obj);
+    return;
+  }
   const mod = (await esmImport(schemaModule(apiVersion, kind))) as Record<string, new (o: unknown) => { validate(): void }>;
   const Model = mod[kind];
   if (!Model) throw new Error(`no schema for ${apiVersion} ${kind}`);
