@@ -1,0 +1,64 @@
+/**
+ * Every principal's real requests, simulated against the policies exactly as the program renders
+ * them (test/iam/principals.ts is the table; test/iam/simulate.ts says how to add a principal).
+ * One test per request, named "<principal> <action> <resource>".
+ */
+import { strict as assert } from "node:assert";
+import { Test } from "mocha";
+import { NODE_MANAGED_POLICY_ARNS } from "../../karpenter/iam";
+import { principalTables } from "./principals";
+import { PrincipalTable, programPolicies, ProgramPolicies, simulateAsRole, title } from "./simulate";
+
+describe("IAM simulation: what each principal really asks for", function () {
+  let policies: ProgramPolicies;
+  let tables: PrincipalTable[];
+
+  before(async function () {
+    policies = await programPolicies();
+    tables = principalTables(policies.run, policies.attachedByRole);
+    // The rows are known only once the program has run: one test each, added to this suite.
+    const suite = this.test!.parent!;
+    for (const t of tables) {
+      for (const req of t.allowed) {
+        suite.addTest(
+          new Test(`allows ${title(t.principal, req)}`, async () => {
+            const out = await simulateAsRole(policies, t.role, req);
+            assert.equal(out.decision, "Allowed", `${title(t.principal, req)} with ${JSON.stringify(req.context ?? {})}: ${out.decision} ${out.errors ?? ""}`);
+          }),
+        );
+      }
+      for (const req of t.denied) {
+        suite.addTest(
+          new Test(`denies ${title(t.principal, req)}`, async () => {
+            const out = await simulateAsRole(policies, t.role, req);
+            // A validation error is no denial: the request would have been malformed, not refused.
+            assert.match(out.decision, /^(Implicitly|Explicitly)Denied$/, `${title(t.principal, req)}: ${out.decision} ${out.errors ?? ""}`);
+          }),
+        );
+      }
+    }
+  });
+
+  it("finds each principal's role with inline policies in the graph, and only principals it knows", function () {
+    for (const t of tables) {
+      assert.ok(policies.byRole.get(t.role)?.length, `${t.principal}: role ${t.role} has no inline policy in the graph`);
+      assert.ok(t.allowed.length > 0 && t.denied.length > 0, `${t.principal}: needs allowed and denied requests`);
+    }
+    const covered = new Set(tables.map((t) => t.role));
+    const uncovered = [...policies.byRole.keys()].filter((r) => !covered.has(r));
+    assert.deepEqual(uncovered, [], `roles with inline policies but no simulation table (add one in test/iam/principals.ts): ${uncovered.join(", ")}`);
+  });
+
+  it("names the GPU node role's AWS-managed policies, which cannot be read offline and are not simulated", function () {
+    // Their documents live in the account (iam:GetPolicyVersion); only the inline policy is simulated here.
+    const node = tables.find((t) => t.principal === "gpu-node")!;
+    assert.deepEqual([...(node.unreadManagedPolicies ?? [])].sort(), Object.values(NODE_MANAGED_POLICY_ARNS).sort());
+  });
+
+  it("catches a request the policies do not grant (the harness can fail)", async function () {
+    const karpenter = tables.find((t) => t.principal === "karpenter")!;
+    const out = await simulateAsRole(policies, karpenter.role, { action: "ec2:DeleteVpc", resource: "arn:aws:ec2:us-west-2:123456789012:vpc/vpc-0mock" });
+    assert.equal(out.decision, "ImplicitlyDenied");
+    await assert.rejects(simulateAsRole(policies, "no-such-role", { action: "s3:GetObject", resource: "arn:aws:s3:::x/y" }), /no inline policy attached to role 'no-such-role'/);
+  });
+});
