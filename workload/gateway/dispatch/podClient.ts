@@ -1,0 +1,31 @@
+import { createHash } from "node:crypto";
+
+/** One ComfyUI pod's HTTP API, every call with a timeout and without an Origin header (protocol §1). */
+export class PodClient {
+  constructor(readonly baseUrl: string, private readonly timeoutMs = 10000) {}
+
+  async request(method: string, path: string, body?: unknown, timeoutMs = this.timeoutMs): Promise<{ status: number; body: Buffer; headers: Headers }> {
+    const init: RequestInit = { method, signal: AbortSignal.timeout(timeoutMs), headers: {} };
+    if (body instanceof FormData) init.body = body;
+    else if (body !== undefined) {
+      init.body = JSON.stringify(body);
+      (init.headers as Record<string, string>)["content-type"] = "application/json";
+    }
+    const res = await fetch(this.baseUrl + path, init);
+    return { status: res.status, body: Buffer.from(await res.arrayBuffer()), headers: res.headers };
+  }
+
+  async json<T = unknown>(method: string, path: string, body?: unknown): Promise<{ status: number; json: T }> {
+    const r = await this.request(method, path, body);
+    const text = r.body.toString("utf8");
+    return { status: r.status, json: (text ? JSON.parse(text) : undefined) as T };
+  }
+}
+
+/**
+ * The client_id the gateway submits with on one pod: derived from the pod's identity only, so a new
+ * gateway process reconnects with the same id and ComfyUI routes a running prompt's events to it.
+ */
+export function podClientId(podKey: string): string {
+  return "gateway-" + createHash("sha256").update(podKey).digest("hex").slice(0, 24);
+}
