@@ -293,6 +293,9 @@ export class Engine {
         this.wake = undefined;
       }
       if (this.stopped) break;
+      // The worker is another thread in ComfyUI: let the request that queued the prompt be answered first.
+      await new Promise((r) => setImmediate(r));
+      if (this.stopped) break;
       if (this.queue.length > 0) {
         const item = heappop(this.queue);
         const i = this.taskCounter++;
@@ -344,6 +347,9 @@ export class Engine {
     const f = this.fault;
     if (!f || (f.kind !== "crash" && f.kind !== "hang") || (f.afterSteps ?? 0) !== stepsDone) return;
     if (f.kind === "crash") {
+      // What the event loop had already queued still goes out (the process dies after the step, not during it).
+      await new Promise((r) => setImmediate(r));
+      await new Promise((r) => setImmediate(r));
       this.stopped = true;
       this.opts.onCrash();
       throw new Stopped();

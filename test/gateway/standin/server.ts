@@ -107,14 +107,12 @@ export class StandInServer {
   readonly hub: Hub;
 
   constructor(private o: ServerOptions) {
+    // send_sync: the executor's messages go through a queue that the event loop drains later (publish_loop),
+    // so an HTTP answer written in the same turn (POST /prompt's) reaches the client first.
     this.hub = {
       send: (event, data, sid) => {
-        const msg = JSON.stringify({ type: event, data });
-        if (sid === null || sid === undefined) for (const ws of [...this.sockets.values()]) this.sendWs(ws, msg);
-        else if (typeof sid === "string") {
-          const ws = this.sockets.get(sid);
-          if (ws) this.sendWs(ws, msg);
-        }
+        this.outbox.push([JSON.stringify({ type: event, data }), sid]);
+        if (this.outbox.length === 1) setImmediate(() => this.flush());
       },
     };
     this.http = http.createServer((req, res) => void this.handle(req, res));
@@ -126,6 +124,22 @@ export class StandInServer {
     this.defineRoutes();
   }
 
+  private outbox: [string, unknown][] = [];
+
+  private flush(): void {
+    const batch = this.outbox;
+    this.outbox = [];
+    for (const [msg, sid] of batch) this.sendNow(msg, sid);
+  }
+
+  private sendNow(msg: string, sid: unknown): void {
+    if (sid === null || sid === undefined) for (const ws of [...this.sockets.values()]) this.sendWs(ws, msg);
+    else if (typeof sid === "string") {
+      const ws = this.sockets.get(sid);
+      if (ws) this.sendWs(ws, msg);
+    }
+  }
+
   private sendWs(ws: WebSocket, msg: string): void {
     // send_socket_catch_exception: a failing socket only logs.
     if (ws.readyState === WebSocket.OPEN) ws.send(msg, () => undefined);
@@ -133,6 +147,7 @@ export class StandInServer {
 
   /** Drops every connection at once, without close frames or responses (a crashed process). */
   destroyAll(): void {
+    this.outbox = [];
     this.http.close();
     for (const ws of this.wss.clients) ws.terminate();
     for (const s of this.rawSockets) s.destroy();
@@ -215,8 +230,9 @@ export class StandInServer {
     this.sockets.set(sid, ws);
     this.socketMeta.set(sid, { feature_flags: {} });
     const engine = this.o.engine();
-    this.hub.send("status", { status: engine.queueInfo(), sid }, sid);
-    if (engine.clientId === sid && engine.lastNodeId !== null) this.hub.send("executing", { node: engine.lastNodeId }, sid);
+    // The greeting is awaited in the handler itself (self.send), not queued.
+    this.sendNow(JSON.stringify({ type: "status", data: { status: engine.queueInfo(), sid } }), sid);
+    if (engine.clientId === sid && engine.lastNodeId !== null) this.sendNow(JSON.stringify({ type: "executing", data: { node: engine.lastNodeId } }), sid);
     let first = true;
     ws.on("message", (data, isBinary) => {
       if (isBinary) return;
@@ -229,7 +245,7 @@ export class StandInServer {
       if (first && msg !== null && typeof msg === "object" && (msg as Record<string, unknown>).type === "feature_flags") {
         const meta = this.socketMeta.get(sid);
         if (meta) meta.feature_flags = (msg as Record<string, unknown>).data ?? {};
-        this.hub.send("feature_flags", this.features(), sid);
+        this.sendNow(JSON.stringify({ type: "feature_flags", data: this.features() }), sid);
       }
       first = false;
     });
