@@ -2,6 +2,7 @@
 // /upload/image and /upload/mask, /view, LoadImage's custom validation, settings, users, userdata.
 import * as assert from "assert";
 import * as fs from "fs";
+import * as os from "os";
 import * as path from "path";
 import { PNG } from "pngjs";
 import { startStandIn, StandIn } from "./standin";
@@ -157,7 +158,7 @@ describe("ComfyUI stand-in: data dir", function () {
     const dir = own.dataDir;
     await own.close();
     assert.ok(!fs.existsSync(dir));
-    const given = fs.mkdtempSync(path.join(require("os").tmpdir(), "standin-given-"));
+    const given = fs.mkdtempSync(path.join(os.tmpdir(), "standin-given-"));
     try {
       const a = await startStandIn({ stepMs: 1, dataDir: given });
       const r = (await post(a.url + "/prompt", { prompt: t2i(1) })).json;
