@@ -18,7 +18,7 @@ export function userRoutes(app: FastifyInstance, ctx: GatewayContext): void {
 
   both(app, "GET", "/users", async () => ({ storage: "server", migrated: true }));
   both(app, "GET", "/settings", async () => readSettings());
-  both(app, "GET", "/settings/:id", async (req) => (await readSettings())[(req.params as { id: string }).id] ?? null);
+  both(app, "GET", "/settings/:id", async (req, reply) => reply.type("application/json").send(JSON.stringify((await readSettings())[(req.params as { id: string }).id] ?? null)));
   both(app, "POST", "/settings", async (req, reply) => {
     const body = JSON.parse((req.body as Buffer).toString("utf8"));
     if (!body || typeof body !== "object" || Array.isArray(body)) throw new GatewayError("GW_ERR_INVALID_JSON", "settings must be an object");
@@ -73,7 +73,7 @@ export function userRoutes(app: FastifyInstance, ctx: GatewayContext): void {
     if (q.overwrite === "false" && (await u.get(key))) return reply.code(409).send("");
     const body = (req.body as Buffer | undefined) ?? Buffer.alloc(0);
     await u.put(key, body);
-    return q.full_info === "true" ? { path: file, size: body.length, modified: Date.now() / 1000 } : JSON.stringify(file);
+    return reply.type("application/json").send(JSON.stringify(q.full_info === "true" ? { path: file, size: body.length, modified: Date.now() / 1000 } : file));
   });
   both(app, "DELETE", "/userdata/:file", async (req, reply) => {
     const key = userPath((req.params as { file: string }).file);
@@ -90,6 +90,6 @@ export function userRoutes(app: FastifyInstance, ctx: GatewayContext): void {
     if ((req.query as Record<string, string>).overwrite === "false" && (await u.get(dst))) return reply.code(409).send("");
     await u.put(dst, body);
     await u.delete(src);
-    return JSON.stringify(dest);
+    return reply.type("application/json").send(JSON.stringify(dest));
   });
 }

@@ -140,7 +140,7 @@ export class DynamoStore implements Store {
     do {
       const out = await this.send<{ Items?: Record<string, unknown>[]; LastEvaluatedKey?: Record<string, unknown> }>(
         new QueryCommand({
-          TableName: this.table, IndexName: index, KeyConditionExpression: "#k = :v", ExpressionAttributeNames: { "#k": key, ...(projection ? { "#s": "state", "#i": "id" } : {}) },
+          TableName: this.table, IndexName: index, KeyConditionExpression: "#k = :v", ExpressionAttributeNames: { "#k": key, ...(projection?.includes("#s") ? { "#s": "state" } : {}), ...(projection?.includes("#i") ? { "#i": "id" } : {}) },
           ExpressionAttributeValues: { ":v": value }, ExclusiveStartKey: start, ...(projection ? { ProjectionExpression: projection } : {}),
         }),
       );
@@ -208,7 +208,8 @@ export class DynamoStore implements Store {
   async hideHistory(ids?: string[]) {
     const targets = ids ?? (await this.queryAll("history", "hist", "H", "#i, #s")).map((i) => i.id as string);
     for (const id of targets) {
-      await this.update(id, "SET hidden = :t REMOVE hist, histKey", "#s = :done", { ":t": true, ":done": "done" });
+      // HIDDEN is a DynamoDB reserved word.
+      await this.update(id, "SET #h = :t REMOVE hist, histKey", "#s = :done", { ":t": true, ":done": "done" }, { "#h": "hidden" });
     }
   }
 
