@@ -2,11 +2,18 @@
  * The ComfyUI container image: a private ECR repository (scan on push, encrypted, lifecycle) and
  * the build + push of image/Dockerfile. `imageUri` is `repo@sha256:…`, so the Deployment changes
  * exactly when the image does.
+ *
+ * build "aws" (default): the stack's own CodeBuild project builds every image in the stack's
+ * region (image/builder.ts), so the deployer needs no Docker. build "local": awsx.ecr.Image with the
+ * deployer's Docker, as before.
  */
 import * as aws from "@pulumi/aws";
 import * as awsx from "@pulumi/awsx";
 import * as pulumi from "@pulumi/pulumi";
 import * as path from "node:path";
+import { ImageBuilder, ImageSpec } from "./builder";
+
+export { ImageBuilder, ImageSpec, codeBuildPolicyStatements, CODEBUILD_ENVIRONMENT } from "./builder";
 
 export interface ImageArgs {
   /** ComfyUI release tag, e.g. v0.3.64. */
@@ -15,7 +22,32 @@ export interface ImageArgs {
   comfyuiCommit: string;
   /** Delete the repository and its images on destroy (images can be rebuilt). Default true. */
   forceDelete?: boolean;
+  /** Where images are built: "aws" (CodeBuild in the stack's region, default) or "local" (Docker here). */
+  build?: "aws" | "local";
+  /** With build "aws": further images the same builder builds (e.g. the gateway's), by name. */
+  additionalImages?: ImageSpec[];
   tags: Record<string, string>;
+}
+
+/** The files of ComfyUI's build context, relative to the repository root. */
+export const COMFYUI_CONTEXT_FILES = ["image/Dockerfile", "image/constraints.txt", "image/custom-nodes.txt"];
+
+/** A private, scanned, encrypted ECR repository with the project's lifecycle rules. */
+export function privateRepository(name: string, tags: Record<string, string>, forceDelete: boolean, opts: pulumi.CustomResourceOptions): aws.ecr.Repository {
+  const repo = new aws.ecr.Repository(
+    `${name}-repo`,
+    {
+      imageScanningConfiguration: { scanOnPush: true },
+      // Mutable: the BuildKit cache tag is rewritten by every build; Deployments pin digests anyway.
+      imageTagMutability: "MUTABLE",
+      encryptionConfigurations: [{ encryptionType: "AES256" }],
+      forceDelete,
+      tags,
+    },
+    opts,
+  );
+  new aws.ecr.LifecyclePolicy(`${name}-lifecycle`, { repository: repo.name, policy: ECR_LIFECYCLE_POLICY }, opts);
+  return repo;
 }
 
 /** Build context: this folder (Dockerfile, constraints.txt, custom-nodes.txt). */
@@ -34,38 +66,57 @@ export class ComfyImage extends pulumi.ComponentResource {
   readonly repositoryArn: pulumi.Output<string>;
   /** `…dkr.ecr…/repo@sha256:<digest>` of the pushed image. */
   readonly imageUri: pulumi.Output<string>;
+  /** With build "aws": every built image by spec name ("comfyui" and additionalImages). */
+  readonly images: Record<string, pulumi.Output<string>>;
 
   constructor(name: string, args: ImageArgs, opts?: pulumi.ComponentResourceOptions) {
     super("comfyui:image:ComfyImage", name, {}, opts);
-    const repo = new aws.ecr.Repository(
-      `${name}-repo`,
-      {
-        imageScanningConfiguration: { scanOnPush: true },
-        imageTagMutability: "MUTABLE",
-        encryptionConfigurations: [{ encryptionType: "AES256" }],
-        forceDelete: args.forceDelete ?? true,
-        tags: args.tags,
-      },
-      { parent: this },
-    );
-    new aws.ecr.LifecyclePolicy(`${name}-lifecycle`, { repository: repo.name, policy: ECR_LIFECYCLE_POLICY }, { parent: this });
+    const mode = args.build ?? "aws";
+    if (mode !== "aws" && mode !== "local") {
+      throw new pulumi.InputPropertyError({ propertyPath: "build", reason: `build must be "aws" or "local", not '${String(mode)}'` });
+    }
+    if (mode === "local" && (args.additionalImages ?? []).length > 0) {
+      throw new pulumi.InputPropertyError({ propertyPath: "additionalImages", reason: 'additionalImages need build "aws"' });
+    }
+    const buildArgs = { COMFYUI_VERSION: args.comfyuiVersion, COMFYUI_COMMIT: args.comfyuiCommit };
+    // Same name as before the build option existed, so a "local" stack keeps its repository.
+    const repo = privateRepository(name, args.tags, args.forceDelete ?? true, { parent: this });
 
-    const image = new awsx.ecr.Image(
-      `${name}-comfyui`,
-      {
-        repositoryUrl: repo.repositoryUrl,
-        context: IMAGE_CONTEXT,
-        dockerfile: path.join(IMAGE_CONTEXT, "Dockerfile"),
-        platform: "linux/amd64",
-        args: { COMFYUI_VERSION: args.comfyuiVersion, COMFYUI_COMMIT: args.comfyuiCommit },
+    let imageUri: pulumi.Output<string>;
+    this.images = {};
+    if (mode === "local") {
+      const image = new awsx.ecr.Image(
+        `${name}-comfyui`,
+        {
+          repositoryUrl: repo.repositoryUrl,
+          context: IMAGE_CONTEXT,
+          dockerfile: path.join(IMAGE_CONTEXT, "Dockerfile"),
+          platform: "linux/amd64",
+          args: buildArgs,
+          imageTag: args.comfyuiVersion,
+        },
+        { parent: this },
+      );
+      imageUri = image.imageUri;
+    } else {
+      const comfy: ImageSpec = {
+        name: "comfyui",
+        context: COMFYUI_CONTEXT_FILES,
+        contextDir: "image",
+        dockerfile: "image/Dockerfile",
+        buildArgs,
         imageTag: args.comfyuiVersion,
-      },
-      { parent: this },
-    );
+        repositoryUrl: repo.repositoryUrl,
+        repositoryArn: repo.arn,
+      };
+      const builder = new ImageBuilder(`${name}-build`, { images: [comfy, ...(args.additionalImages ?? [])], tags: args.tags }, { parent: this });
+      this.images = builder.imageUris;
+      imageUri = builder.imageUris["comfyui"];
+    }
 
     this.repositoryUrl = repo.repositoryUrl;
     this.repositoryArn = repo.arn;
-    this.imageUri = image.imageUri;
+    this.imageUri = imageUri;
     this.registerOutputs({ repositoryUrl: this.repositoryUrl, imageUri: this.imageUri });
   }
 }

@@ -58,6 +58,7 @@ interface CrdVersion {
   group: string;
   version: string;
   kind: string;
+  scope: "Cluster" | "Namespaced";
   schema: Schema;
   validate: ValidateFunction;
 }
@@ -245,7 +246,7 @@ function loadRegistry(): Map<string, CrdVersion> {
       if (!schema) throw new Error(`${file} ${v.name} has no openAPIV3Schema`);
       const ref = key(`${group}/${v.name}`, names.kind);
       if (out.has(ref)) throw new Error(`${ref} is defined twice (${out.get(ref)!.file}, ${file})`);
-      out.set(ref, { file, group, version: v.name, kind: names.kind, schema, validate: ajv.compile(toJsonSchema(schema, names.kind, true)) });
+      out.set(ref, { file, group, version: v.name, kind: names.kind, scope: crd.spec.scope, schema, validate: ajv.compile(toJsonSchema(schema, names.kind, true)) });
     }
   }
   registry = out;
@@ -413,6 +414,9 @@ export async function validateCustomResource(obj: Record<string, any>): Promise<
   const violations: Violation[] = [];
   if (!crd.validate(obj)) violations.push(...ajvViolations(obj, crd.validate.errors ?? []));
   violations.push(...(await metadataViolations(obj.metadata)));
+  if (crd.scope === "Cluster" && obj.metadata?.namespace !== undefined) {
+    violations.push({ path: "metadata.namespace", message: `${kind} is cluster-scoped (the CRD's spec.scope): a namespace cannot apply to it` });
+  }
   const result: ValidationResult = { skippedTransitionRules: [], rulesEvaluated: 0 };
   walk({ cel, violations, result }, crd.schema, obj, "", true);
   if (violations.length > 0) throw new CustomResourceInvalid(`${apiVersion} ${kind} ${obj.metadata?.name ?? "<unnamed>"} (${crd.file})`, violations);

@@ -123,6 +123,9 @@ function outputsFor(type: string, name: string, inputs: Record<string, any>): Re
       return { ...inputs, arn: arn("ec2", `security-group/${name}`) };
     case "kubernetes:networking.k8s.io/v1:Ingress":
       return { ...inputs, status: { loadBalancer: { ingress: [{ hostname: MOCK_ALB_DNS }] } } };
+    case "pulumi-nodejs:dynamic/comfyui-image:ImageBuild":
+      // image/provider.ts ImageBuild: the build's recorded outputs, as a successful build leaves them.
+      return { ...inputs, digest: MOCK_IMAGE_DIGEST, imageUri: `${inputs.repositoryUrl}@${MOCK_IMAGE_DIGEST}`, buildId: `${inputs.projectName}:mock-build` };
     case "random:index/randomPassword:RandomPassword":
       return { ...inputs, result: "mock-generated-password-0123456789" };
     default:

@@ -121,6 +121,9 @@ describe("custom resources against the vendored CRDs (schema + CEL)", function (
       const so = clone(scaledObject);
       so.metadata.labels = { ok: 1 };
       await assertViolation(so, "metadata", /must be string/);
+      const np = clone(nodePool);
+      np.metadata.namespace = "kube-system";
+      await assertViolation(np, "metadata.namespace", /cluster-scoped/);
     });
 
     it("an unknown apiVersion/kind is an error, not a pass", async () => {
