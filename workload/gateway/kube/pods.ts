@@ -34,8 +34,7 @@ export class EndpointSliceSource {
   }
 
   async start(): Promise<void> {
-    await this.listOnce();
-    void this.loop();
+    void this.loop(await this.listOnce());
   }
 
   private async listOnce(): Promise<string> {
@@ -47,8 +46,8 @@ export class EndpointSliceSource {
     return res.json.metadata?.resourceVersion ?? "";
   }
 
-  private async loop(): Promise<void> {
-    let rv = "";
+  private async loop(from: string): Promise<void> {
+    let rv = from;
     while (!this.stopped) {
       try {
         if (!rv) rv = await this.listOnce();

@@ -1,0 +1,135 @@
+import { strict as assert } from "node:assert";
+import * as http from "node:http";
+import type { AddressInfo } from "node:net";
+import { KubeClient } from "../../workload/gateway/kube/client";
+import { LeaseElector } from "../../workload/gateway/kube/lease";
+import { EndpointSliceSource, patchDeletionCost, podImageId } from "../../workload/gateway/kube/pods";
+import type { PodInfo } from "../../workload/gateway/dispatch/dispatcher";
+import { quiet, until } from "./helpers";
+
+interface Seen { method: string; url: string; body: any; contentType?: string }
+
+/** A fake Kubernetes API server on loopback that records every request. */
+async function fakeApi(handler: (req: Seen, res: http.ServerResponse) => void) {
+  const seen: Seen[] = [];
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      const text = Buffer.concat(chunks).toString();
+      const s = { method: req.method!, url: req.url!, body: text ? JSON.parse(text) : undefined, contentType: req.headers["content-type"] };
+      seen.push(s);
+      handler(s, res);
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return { url, seen, close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }) };
+}
+
+const slice = (name: string, rv: string, endpoints: any[]) => ({ metadata: { name, resourceVersion: rv }, ports: [{ name: "http", port: 8848 }, { name: "other", port: 1 }], endpoints });
+const ep = (pod: string, ip: string, c: Record<string, boolean>) => ({ addresses: [ip], conditions: c, targetRef: { kind: "Pod", name: pod } });
+
+describe("gateway Kubernetes adapters (fake API server)", function () {
+  this.timeout(20000);
+
+  it("EndpointSlices: lists by service-name label, watches from the list's resourceVersion, maps ready/terminating", async () => {
+    let watchRes: http.ServerResponse | undefined;
+    const api = await fakeApi((req, res) => {
+      if (req.url.includes("watch=true")) {
+        res.writeHead(200, { "content-type": "application/json" });
+        watchRes = res;
+        return;
+      }
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify({ metadata: { resourceVersion: "100" }, items: [slice("s1", "99", [ep("comfyui-a", "10.0.0.1", { ready: true }), ep("comfyui-b", "10.0.0.2", { ready: false })])] }));
+    });
+    const updates: PodInfo[][] = [];
+    const src = new EndpointSliceSource(new KubeClient(api.url), "comfy", "comfyui-queue", "http", (p) => updates.push(p), quiet);
+    try {
+      await src.start();
+      assert.equal(api.seen[0].method, "GET");
+      assert.equal(api.seen[0].url, "/apis/discovery.k8s.io/v1/namespaces/comfy/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dcomfyui-queue");
+      assert.deepEqual(updates[0], [
+        { key: "comfyui-a", url: "http://10.0.0.1:8848", ready: true, terminating: false },
+        { key: "comfyui-b", url: "http://10.0.0.2:8848", ready: false, terminating: false },
+      ]);
+      await until(async () => watchRes);
+      const w = api.seen.find((s) => s.url.includes("watch=true"))!;
+      assert.match(w.url, /&watch=true&allowWatchBookmarks=true&resourceVersion=100$/);
+      watchRes!.write(JSON.stringify({ type: "MODIFIED", object: slice("s1", "101", [ep("comfyui-a", "10.0.0.1", { ready: false, terminating: true })]) }) + "\n");
+      await until(async () => updates.length === 2);
+      assert.deepEqual(updates[1], [{ key: "comfyui-a", url: "http://10.0.0.1:8848", ready: false, terminating: true }]);
+    } finally {
+      src.stop();
+      await api.close();
+    }
+  });
+
+  it("pod-deletion-cost is a merge patch of one annotation; image id from the comfyui container; errors are reported", async () => {
+    const api = await fakeApi((req, res) => {
+      if (req.url.endsWith("/pods/missing")) {
+        res.writeHead(404).end("{}");
+        return;
+      }
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify({ status: { containerStatuses: [{ name: "uploader", imageID: "x@sha256:1" }, { name: "comfyui", imageID: "ecr/comfy@sha256:abc" }] } }));
+    });
+    const kube = new KubeClient(api.url);
+    try {
+      await patchDeletionCost(kube, "comfy", "comfyui-a", 2);
+      assert.deepEqual(api.seen[0], { method: "PATCH", url: "/api/v1/namespaces/comfy/pods/comfyui-a", contentType: "application/merge-patch+json", body: { metadata: { annotations: { "controller.kubernetes.io/pod-deletion-cost": "2000" } } } });
+      assert.equal(await podImageId(kube, "comfy", "comfyui-a"), "ecr/comfy@sha256:abc");
+      await assert.rejects(patchDeletionCost(kube, "comfy", "missing", 0), /answered 404/);
+    } finally {
+      await api.close();
+    }
+  });
+
+  it("Lease: creates when absent, renews its own, respects another holder until expiry, releases on stop", async () => {
+    let lease: any;
+    let rv = 1;
+    const api = await fakeApi((req, res) => {
+      const send = (code: number, body: unknown) => res.writeHead(code, { "content-type": "application/json" }).end(JSON.stringify(body));
+      if (req.method === "GET") return lease ? send(200, lease) : send(404, { kind: "Status", code: 404 });
+      if (req.method === "POST") {
+        lease = { ...req.body, metadata: { ...req.body.metadata, resourceVersion: String(++rv) } };
+        return send(201, lease);
+      }
+      if (req.method === "PUT") {
+        if (req.body.metadata.resourceVersion !== lease.metadata.resourceVersion) return send(409, { code: 409 });
+        lease = { ...req.body, metadata: { ...req.body.metadata, resourceVersion: String(++rv) } };
+        return send(200, lease);
+      }
+      return send(405, {});
+    });
+    const kube = new KubeClient(api.url);
+    let t = Date.parse("2026-01-01T00:00:00Z");
+    const clock = () => new Date(t);
+    const cb = { onLead() {}, onLose() {} };
+    const a = new LeaseElector(kube, "comfy", "comfyui-gateway", "gw-a", cb, quiet, undefined, clock);
+    const b = new LeaseElector(kube, "comfy", "comfyui-gateway", "gw-b", cb, quiet, undefined, clock);
+    try {
+      assert.equal(await a.tryOnce(), true);
+      const create = api.seen.find((s) => s.method === "POST")!;
+      assert.equal(create.url, "/apis/coordination.k8s.io/v1/namespaces/comfy/leases");
+      assert.equal(create.body.spec.holderIdentity, "gw-a");
+      assert.equal(create.body.spec.leaseDurationSeconds, 15);
+      assert.equal(await b.tryOnce(), false, "a live holder keeps it");
+      t += 5000;
+      assert.equal(await a.tryOnce(), true, "renewal");
+      assert.equal(lease.spec.leaseTransitions, 0);
+      t += 16000;
+      assert.equal(await b.tryOnce(), true, "expired: taken over");
+      assert.equal(lease.spec.holderIdentity, "gw-b");
+      assert.equal(lease.spec.leaseTransitions, 1);
+      assert.equal(await a.tryOnce(), false);
+      (b as any).leading = true;
+      await b.release();
+      assert.equal(lease.spec.holderIdentity, "");
+      assert.equal(await a.tryOnce(), true, "released: taken at once");
+    } finally {
+      await api.close();
+    }
+  });
+});
