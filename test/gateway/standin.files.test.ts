@@ -70,6 +70,14 @@ describe("ComfyUI stand-in: uploads and /view", function () {
     assert.strictEqual(html.headers.get("cache-control"), null);
   });
 
+  it("/view channel=rgb drops the alpha, channel=a keeps only it", async () => {
+    fs.writeFileSync(path.join(s.dataDir, "output", "c.png"), png(1, 1, [10, 20, 30, 40]));
+    const rgb = PNG.sync.read(Buffer.from(await (await fetch(`${s.url}/view?filename=c.png&channel=rgb`)).arrayBuffer()));
+    assert.deepStrictEqual([...rgb.data.subarray(0, 4)], [10, 20, 30, 255]);
+    const a = PNG.sync.read(Buffer.from(await (await fetch(`${s.url}/view?filename=c.png&channel=a`)).arrayBuffer()));
+    assert.deepStrictEqual([...a.data.subarray(0, 4)], [0, 0, 0, 40]);
+  });
+
   it("LoadImage validates that the file exists in input/ (custom_validation_failed), so a fresh upload validates at once", async () => {
     const wf = (image: string) => ({
       "1": { class_type: "LoadImage", inputs: { image } },

@@ -24,6 +24,13 @@ describe("ComfyUI stand-in: HTTP basics", function () {
     assert.strictEqual((await fetch(s.url + "/prompt", { method: "DELETE" })).status, 405);
   });
 
+  it("answers any OPTIONS with 200, / and /api/ with a page, a plain GET /ws with 400", async () => {
+    assert.strictEqual((await fetch(s.url + "/whatever", { method: "OPTIONS" })).status, 200);
+    assert.strictEqual((await fetch(s.url + "/")).status, 200);
+    assert.strictEqual((await fetch(s.url + "/api/")).status, 200);
+    assert.strictEqual((await fetch(s.url + "/ws")).status, 400);
+  });
+
   it("GET /prompt counts pending + running, /system_stats says 0.3.64 on a cpu device, /features the upload limit", async () => {
     assert.deepStrictEqual(await getJson(s.url + "/prompt"), { exec_info: { queue_remaining: 0 } });
     const st = await getJson(s.url + "/system_stats");
@@ -265,6 +272,49 @@ describe("ComfyUI stand-in: queue, priority, events, history", function () {
     } finally {
       await a.close();
       await b.close();
+    }
+  });
+
+  it("sends no binary frames by default (--preview-method none)", async () => {
+    const a = await Recorder.open(s.url, "nobin");
+    try {
+      const r = await post(s.url + "/prompt", { prompt: t2i(3), client_id: "nobin" });
+      await a.done(r.json.prompt_id);
+      assert.strictEqual(a.binary, 0);
+    } finally {
+      await a.close();
+    }
+  });
+
+  it("with a preview method: a type-1 frame per step, type 4 (with metadata) for clients that negotiated supports_preview_metadata", async () => {
+    await s.close();
+    s = await startStandIn({ stepMs: 5, previewMethod: "auto" });
+    const plain = await Recorder.open(s.url, "plain");
+    const meta = await Recorder.open(s.url, "meta");
+    const frames: Buffer[] = [];
+    meta.ws.on("message", (d, isBinary) => isBinary && frames.push(d as Buffer));
+    const plainFrames: Buffer[] = [];
+    plain.ws.on("message", (d, isBinary) => isBinary && plainFrames.push(d as Buffer));
+    try {
+      meta.ws.send(JSON.stringify({ type: "feature_flags", data: { supports_preview_metadata: true } }));
+      await until(() => meta.of("feature_flags").length === 1);
+      const r1 = await post(s.url + "/prompt", { prompt: t2i(3, 1), client_id: "plain" });
+      await plain.done(r1.json.prompt_id);
+      assert.strictEqual(plainFrames.length, 3);
+      assert.deepStrictEqual([plainFrames[0].readUInt32BE(0), plainFrames[0].readUInt32BE(4)], [1, 2]);
+      assert.strictEqual(plainFrames[0].subarray(8, 12).toString("latin1"), "\x89PNG");
+      const r2 = await post(s.url + "/prompt", { prompt: t2i(2, 2), client_id: "meta" });
+      await meta.done(r2.json.prompt_id);
+      assert.strictEqual(frames.length, 2);
+      assert.strictEqual(frames[0].readUInt32BE(0), 4);
+      const len = frames[0].readUInt32BE(4);
+      const md = JSON.parse(frames[0].subarray(8, 8 + len).toString());
+      assert.deepStrictEqual(md, { node_id: "3", prompt_id: r2.json.prompt_id, display_node_id: "3", parent_node_id: null, real_node_id: "3", image_type: "image/png" });
+      assert.strictEqual(frames[0].subarray(9 + len, 12 + len).toString("latin1"), "PNG");
+      assert.strictEqual(plainFrames.length, 3, "previews go to the submitter only");
+    } finally {
+      await plain.close();
+      await meta.close();
     }
   });
 

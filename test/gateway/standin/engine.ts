@@ -5,7 +5,7 @@
 import { createHash } from "crypto";
 import * as fs from "fs";
 import * as path from "path";
-import { FakeImage, NODE_CLASSES, NodeContext, NodeDef, RunContext, Token, isSampler } from "./nodes";
+import { FakeImage, FakeLatent, NODE_CLASSES, NodeContext, NodeDef, RunContext, Token, isSampler } from "./nodes";
 import { encodePng, pngSize } from "./png";
 import { PyError, PyFloat, pyJsonDumps } from "./py";
 
@@ -26,6 +26,10 @@ export interface QueueItem {
 export interface Hub {
   /** sid null = every socket; otherwise only the socket registered under that (string) sid (server.py send_json). */
   send(event: string, data: unknown, sid: unknown): void;
+  /** a binary frame: 4-byte big-endian event type, then `payload` (server.py send_bytes) */
+  sendBinary(type: number, payload: Buffer, sid: unknown): void;
+  /** feature_flags.supports_feature(sockets_metadata, sid, name) */
+  supports(sid: unknown, feature: string): boolean;
 }
 
 export interface Dirs {
@@ -165,6 +169,8 @@ interface UiEntry {
 
 export interface EngineOptions {
   stepMs: number;
+  /** --preview-method: "none" (ComfyUI's default) sends no preview frames */
+  previewMethod: "none" | "auto" | "latent2rgb" | "taesd";
   dirs: Dirs;
   ctx: NodeContext;
   hub: Hub;
@@ -490,15 +496,30 @@ export class Engine {
         const rc: RunContext = {
           ...this.opts.ctx,
           nodeId: id,
-          step: async (value, max) => {
+          step: async (value, max, latent) => {
             await this.faultPoint(stepsDone);
             await this.sleep(this.opts.stepMs);
             stepsDone++;
-            // main.py hijack_progress hook: interrupt check, progress_state, then progress.
+            // main.py hijack_progress hook: interrupt check, progress_state (+ a type-4 preview for clients
+            // that negotiated supports_preview_metadata), progress, then a type-1 preview for the others.
             if (this.interrupted) throw new Interrupted();
+            const preview = this.opts.previewMethod !== "none" && latent ? this.previewPng(latent, value) : undefined;
+            const metadataClient = preview !== undefined && hub.supports(this.clientId, "supports_preview_metadata");
             progress.set(id, { state: "running", value, max });
             sendProgressState();
+            if (preview && metadataClient) {
+              const meta = Buffer.from(pyJsonDumps({ node_id: id, prompt_id: promptId, display_node_id: id, parent_node_id: null, real_node_id: id, image_type: "image/png" }));
+              const len = Buffer.alloc(4);
+              len.writeUInt32BE(meta.length);
+              hub.sendBinary(4, Buffer.concat([len, meta, preview]), this.clientId);
+            }
             hub.send("progress", { value, max, prompt_id: promptId, node: id }, this.clientId);
+            if (preview && !metadataClient) {
+              // send_image: a 4-byte format word (1 = JPEG, 2 = PNG) before the image; the stand-in encodes PNG.
+              const fmt = Buffer.alloc(4);
+              fmt.writeUInt32BE(2);
+              hub.sendBinary(1, Buffer.concat([fmt, preview]), this.clientId);
+            }
           },
           saveImages: (images, prefix, kind, p, extra) => this.saveImages(item, images, prefix, kind, p, extra),
           loadImage: (name) => this.loadImage(name),
@@ -627,6 +648,13 @@ export class Engine {
       counter++;
     }
     return results;
+  }
+
+  private previewPng(latent: FakeLatent, step: number): Buffer {
+    // latent previews are latent-sized (one pixel per latent cell), capped at --preview-size 512
+    const w = Math.min(512, Math.max(1, Math.floor(latent.width / 8)));
+    const h = Math.min(512, Math.max(1, Math.floor(latent.height / 8)));
+    return encodePng(w, h, createHash("sha256").update(`${latent.tag}/${step}`).digest("hex"), [], 1);
   }
 
   private loadImage(name: string): FakeImage {

@@ -22,6 +22,8 @@ export interface StandInOptions {
   neverReady?: boolean;
   fault?: Fault;
   maxUploadMb?: number;
+  /** --preview-method: "none" (default, like ComfyUI) sends no binary preview frames; any other value sends one per sampler step */
+  previewMethod?: "none" | "auto" | "latent2rgb" | "taesd";
   /** how a "crash" fault ends things: drop every socket and stop listening (default), or SIGKILL this process (the CLI) */
   crashBy?: "sockets" | "sigkill";
 }
@@ -155,7 +157,7 @@ export async function startStandIn(opts: StandInOptions = {}): Promise<StandIn> 
     modelFolders: () => FOLDERS.map(([k]) => k),
     engine: () => engine as Engine,
   });
-  engine = new Engine({ stepMs: opts.stepMs ?? 10, dirs, ctx, hub: server.hub, onCrash: () => (opts.crashBy === "sigkill" ? process.kill(process.pid, "SIGKILL") : server.destroyAll()) });
+  engine = new Engine({ stepMs: opts.stepMs ?? 10, previewMethod: opts.previewMethod ?? "none", dirs, ctx, hub: server.hub, onCrash: () => (opts.crashBy === "sigkill" ? process.kill(process.pid, "SIGKILL") : server.destroyAll()) });
   engine.fault = opts.fault;
 
   await new Promise<void>((resolve, reject) => {

@@ -23,7 +23,8 @@ export interface NodeContext {
 /** What a running node may do: report sampler steps (may throw an interrupt), save images. */
 export interface RunContext extends NodeContext {
   nodeId: string;
-  step(value: number, max: number): Promise<void>;
+  /** one sampler step done; `latent` feeds the preview image when a preview method is on */
+  step(value: number, max: number, latent?: FakeLatent): Promise<void>;
   saveImages(images: FakeImage, prefix: string, kind: "output" | "temp", prompt: unknown, extraPngInfo: unknown): { filename: string; subfolder: string; type: string }[];
   loadImage(annotatedName: string): FakeImage;
 }
@@ -98,7 +99,7 @@ const tok = (kind: string, ...parts: unknown[]) => new Token(kind, tagOf(kind, .
 
 async function sample(ctx: RunContext, steps: number, latent: FakeLatent, ...parts: unknown[]): Promise<FakeLatent> {
   // The progress hook reports update_absolute(step + 1, total) once per sampled step (latent_preview.prepare_callback).
-  for (let i = 0; i < steps; i++) await ctx.step(i + 1, steps);
+  for (let i = 0; i < steps; i++) await ctx.step(i + 1, steps, latent);
   return new FakeLatent(latent.width, latent.height, latent.batch, tagOf("sample", latent, steps, ...parts));
 }
 

@@ -114,6 +114,16 @@ export class StandInServer {
         this.outbox.push([JSON.stringify({ type: event, data }), sid]);
         if (this.outbox.length === 1) setImmediate(() => this.flush());
       },
+      sendBinary: (type, payload, sid) => {
+        const head = Buffer.alloc(4);
+        head.writeUInt32BE(type);
+        this.outbox.push([Buffer.concat([head, payload]), sid]);
+        if (this.outbox.length === 1) setImmediate(() => this.flush());
+      },
+      supports: (sid, feature) => {
+        const flags = typeof sid === "string" ? this.socketMeta.get(sid)?.feature_flags : undefined;
+        return flags !== null && typeof flags === "object" && (flags as Record<string, unknown>)[feature] === true;
+      },
     };
     this.http = http.createServer((req, res) => void this.handle(req, res));
     this.http.on("connection", (s) => {
@@ -124,7 +134,7 @@ export class StandInServer {
     this.defineRoutes();
   }
 
-  private outbox: [string, unknown][] = [];
+  private outbox: [string | Buffer, unknown][] = [];
 
   private flush(): void {
     const batch = this.outbox;
@@ -132,7 +142,7 @@ export class StandInServer {
     for (const [msg, sid] of batch) this.sendNow(msg, sid);
   }
 
-  private sendNow(msg: string, sid: unknown): void {
+  private sendNow(msg: string | Buffer, sid: unknown): void {
     if (sid === null || sid === undefined) for (const ws of [...this.sockets.values()]) this.sendWs(ws, msg);
     else if (typeof sid === "string") {
       const ws = this.sockets.get(sid);
@@ -140,7 +150,7 @@ export class StandInServer {
     }
   }
 
-  private sendWs(ws: WebSocket, msg: string): void {
+  private sendWs(ws: WebSocket, msg: string | Buffer): void {
     // send_socket_catch_exception: a failing socket only logs.
     if (ws.readyState === WebSocket.OPEN) ws.send(msg, () => undefined);
   }
@@ -275,6 +285,8 @@ export class StandInServer {
     };
     if (!this.ready()) return send(empty(503));
     if (this.originRejected(req.headers)) return send(empty(403));
+    // origin_only_middleware answers every OPTIONS itself, whatever the path.
+    if (req.method === "OPTIONS") return send(empty(200));
     const url = new URL(req.url ?? "/", "http://x");
     const rawPath = url.pathname;
     const method = req.method === "HEAD" ? "GET" : (req.method ?? "GET");
@@ -386,7 +398,8 @@ export class StandInServer {
     const o = this.o;
     const eng = () => o.engine();
 
-    this.route("GET", "/", () => ({ status: 200, headers: { "Content-Type": "text/html", "Cache-Control": "no-cache", Pragma: "no-cache", Expires: "0" }, body: "<!doctype html><title>ComfyUI stand-in</title>" }), false);
+    this.route("GET", "/", () => ({ status: 200, headers: { "Content-Type": "text/html", "Cache-Control": "no-cache", Pragma: "no-cache", Expires: "0" }, body: "<!doctype html><title>ComfyUI stand-in</title>" }));
+    this.route("GET", "/ws", () => text(400, "No WebSocket UPGRADE hdr: None\n Can \"Upgrade\" only to \"WebSocket\"."));
     this.route("GET", "/embeddings", () => json(this.modelFiles("embeddings").map((f) => f.replace(/\.[^./\\]*$/, ""))));
     this.route("GET", "/models", () => json(o.modelFolders()));
     this.route("GET", "/models/{folder}", (r) => (o.modelFolders().includes(r.params.folder) ? json(this.modelFiles(r.params.folder)) : empty(404)));
@@ -742,13 +755,25 @@ export class StandInServer {
     const filename = path.basename(name0);
     const file = path.join(outputDir, filename);
     if (!fs.existsSync(file) || !fs.statSync(file).isFile()) return empty(404);
-    // preview= (webp/jpeg re-encoding) and channel=rgb|a (PIL re-encoding) are not reproduced: the raw file is served.
+    const disposition = { "Content-Disposition": `filename="${filename}"` };
+    const channel = q.get("channel") ?? "rgba";
+    if (q.get("preview") === null && (channel === "rgb" || channel === "a") && guessType(filename) === "image/png") {
+      // channel=rgb: the colour channels as PNG; channel=a: black RGBA carrying only the alpha (server.py).
+      const img = PNG.sync.read(fs.readFileSync(file));
+      const out = new PNG({ width: img.width, height: img.height });
+      for (let i = 0; i < img.width * img.height * 4; i += 4) {
+        if (channel === "rgb") out.data.set([img.data[i], img.data[i + 1], img.data[i + 2], 255], i);
+        else out.data.set([0, 0, 0, img.data[i + 3]], i);
+      }
+      return { status: 200, headers: { "Content-Type": "image/png", ...disposition }, body: PNG.sync.write(out, channel === "rgb" ? { colorType: 2 } : { colorType: 6 }) };
+    }
+    // preview= (webp/jpeg re-encoding) is not reproduced: the raw file is served.
     let ct = guessType(filename) ?? "application/octet-stream";
     if (["text/html", "text/html-sandboxed", "application/xhtml+xml", "text/javascript", "text/css"].includes(ct)) ct = "application/octet-stream";
     const st = fs.statSync(file);
     return {
       status: 200,
-      headers: { "Content-Type": ct, "Content-Disposition": `filename="${filename}"`, "Last-Modified": st.mtime.toUTCString(), "Accept-Ranges": "bytes" },
+      headers: { "Content-Type": ct, ...disposition, "Last-Modified": st.mtime.toUTCString(), "Accept-Ranges": "bytes" },
       body: fs.readFileSync(file),
     };
   }
