@@ -232,21 +232,29 @@ function key(apiVersion: string, kind: string): string {
   return `${apiVersion} ${kind}`;
 }
 
+/** Every served version of one CRD document, compiled. */
+function compileCrd(crd: Schema, file: string, ajv: Ajv): CrdVersion[] {
+  if (crd?.kind !== "CustomResourceDefinition") throw new Error(`${file} is not a CustomResourceDefinition`);
+  const { group, names, scope } = crd.spec;
+  if (scope !== "Cluster" && scope !== "Namespaced") throw new Error(`${file}: spec.scope must be Cluster or Namespaced, got ${scope}`);
+  return (crd.spec.versions as Schema[])
+    .filter((v) => v.served)
+    .map((v) => {
+      const schema = v.schema?.openAPIV3Schema;
+      if (!schema) throw new Error(`${file} ${v.name} has no openAPIV3Schema`);
+      return { file, group, version: v.name, kind: names.kind, scope, schema, validate: ajv.compile(toJsonSchema(schema, names.kind, true)) };
+    });
+}
+
 function loadRegistry(): Map<string, CrdVersion> {
   if (registry) return registry;
   const ajv = newAjv();
   const out = new Map<string, CrdVersion>();
   for (const file of fs.readdirSync(CRD_DIR).filter((f) => f.endsWith(".yaml")).sort()) {
-    const crd = yaml.load(fs.readFileSync(path.join(CRD_DIR, file), "utf8")) as Schema;
-    if (crd?.kind !== "CustomResourceDefinition") throw new Error(`${file} is not a CustomResourceDefinition`);
-    const { group, names } = crd.spec;
-    for (const v of crd.spec.versions as Schema[]) {
-      if (!v.served) continue;
-      const schema = v.schema?.openAPIV3Schema;
-      if (!schema) throw new Error(`${file} ${v.name} has no openAPIV3Schema`);
-      const ref = key(`${group}/${v.name}`, names.kind);
+    for (const v of compileCrd(yaml.load(fs.readFileSync(path.join(CRD_DIR, file), "utf8")) as Schema, file, ajv)) {
+      const ref = key(`${v.group}/${v.version}`, v.kind);
       if (out.has(ref)) throw new Error(`${ref} is defined twice (${out.get(ref)!.file}, ${file})`);
-      out.set(ref, { file, group, version: v.name, kind: names.kind, scope: crd.spec.scope, schema, validate: ajv.compile(toJsonSchema(schema, names.kind, true)) });
+      out.set(ref, v);
     }
   }
   registry = out;
@@ -410,16 +418,30 @@ export async function validateCustomResource(obj: Record<string, any>): Promise<
   if (typeof apiVersion !== "string" || typeof kind !== "string") throw new Error(`object without apiVersion/kind: ${JSON.stringify(obj).slice(0, 200)}`);
   const crd = loadRegistry().get(key(apiVersion, kind));
   if (!crd) throw new Error(`no vendored CRD serves ${apiVersion} ${kind} (looked in ${CRD_DIR})`);
+  return validateAgainst(crd, obj);
+}
+
+/**
+ * Validates obj against a CRD document given here rather than a vendored one: for tests of this
+ * validator's handling of schema extensions the vendored CRDs happen not to use.
+ */
+export async function validateWithCrd(crdDocument: Schema, obj: Record<string, any>): Promise<ValidationResult> {
+  const crd = compileCrd(crdDocument, "<given CRD>", newAjv()).find((v) => `${v.group}/${v.version}` === obj.apiVersion && v.kind === obj.kind);
+  if (!crd) throw new Error(`the given CRD does not serve ${obj.apiVersion} ${obj.kind}`);
+  return validateAgainst(crd, obj);
+}
+
+async function validateAgainst(crd: CrdVersion, obj: Record<string, any>): Promise<ValidationResult> {
   const cel = await loadCel();
   const violations: Violation[] = [];
   if (!crd.validate(obj)) violations.push(...ajvViolations(obj, crd.validate.errors ?? []));
   violations.push(...(await metadataViolations(obj.metadata)));
   if (crd.scope === "Cluster" && obj.metadata?.namespace !== undefined) {
-    violations.push({ path: "metadata.namespace", message: `${kind} is cluster-scoped (the CRD's spec.scope): a namespace cannot apply to it` });
+    violations.push({ path: "metadata.namespace", message: `${crd.kind} is cluster-scoped (the CRD's spec.scope): a namespace cannot apply to it` });
   }
   const result: ValidationResult = { skippedTransitionRules: [], rulesEvaluated: 0 };
   walk({ cel, violations, result }, crd.schema, obj, "", true);
-  if (violations.length > 0) throw new CustomResourceInvalid(`${apiVersion} ${kind} ${obj.metadata?.name ?? "<unnamed>"} (${crd.file})`, violations);
+  if (violations.length > 0) throw new CustomResourceInvalid(`${obj.apiVersion} ${obj.kind} ${obj.metadata?.name ?? "<unnamed>"} (${crd.file})`, violations);
   return result;
 }
 
