@@ -174,6 +174,8 @@ export function karpenterTable(f: Facts): PrincipalTable {
       { action: "iam:PassRole", resource: `arn:aws:iam::${MOCK_ACCOUNT}:role/some-admin-role`, context: { "iam:PassedToService": "ec2.amazonaws.com" } },
       { action: "iam:PassRole", resource: nodeRole, context: { "iam:PassedToService": "lambda.amazonaws.com" } },
       { action: "sqs:ReceiveMessage", resource: `arn:aws:sqs:${REGION}:${OTHER_ACCOUNT}:${f.cluster}-interruption` },
+      // The queue policy refuses plain HTTP, whatever the role may do.
+      { action: "sqs:ReceiveMessage", resource: f.interruptionQueueArn, context: { "aws:SecureTransport": "false" }, explicit: true },
       { action: "ec2:DescribeInstances", resource: "*", context: { "aws:RequestedRegion": "eu-west-1" } },
       { action: "iam:DeleteInstanceProfile", resource: profile, context: resourceTags({ ...profileTags, [`kubernetes.io/cluster/${f.cluster}`]: "", [`kubernetes.io/cluster/${OTHER_CLUSTER}`]: "owned" }) },
       { action: "eks:DescribeCluster", resource: `arn:aws:eks:${REGION}:${MOCK_ACCOUNT}:cluster/${OTHER_CLUSTER}` },
@@ -299,6 +301,7 @@ export function syncTable(f: Facts): PrincipalTable {
       { action: "ssm:SendCommand", resource: instance("i-0fedcba9876543210") },
       { action: "ssm:SendCommand", resource: `arn:aws:ssm:${REGION}::document/AWS-RunPowerShellScript`, unvalidated: AWS_OWNED_ARN },
       { action: "sqs:ReceiveMessage", resource: `arn:aws:sqs:${REGION}:${OTHER_ACCOUNT}:${f.cluster}-sync` },
+      { action: "sqs:DeleteMessage", resource: f.syncQueueArn, context: { "aws:SecureTransport": "false" }, explicit: true },
       { action: "logs:PutLogEvents", resource: `arn:aws:logs:${REGION}:${MOCK_ACCOUNT}:log-group:/aws/lambda/other:log-stream:x` },
     ],
   };
@@ -320,6 +323,8 @@ export function gpuNodeTable(f: Facts, attached: string[]): PrincipalTable {
       { action: "s3:DeleteObject", resource: `${models}/checkpoints/x.safetensors` },
       { action: "s3:GetObject", resource: `arn:aws:s3:::${f.buckets.outputs}/x.png` },
       { action: "s3:GetObject", resource: "arn:aws:s3:::another-bucket/checkpoints/x.safetensors" },
+      // The bucket policy refuses plain HTTP.
+      { action: "s3:GetObject", resource: `${models}/checkpoints/sd_xl_base_1.0.safetensors`, context: { "aws:SecureTransport": "false" }, explicit: true },
     ],
     unreadManagedPolicies: attached,
   };

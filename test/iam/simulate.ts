@@ -45,6 +45,8 @@ export interface SimRequest {
    * authorizes; the request is then evaluated without that validation. Use the constants below.
    */
   unvalidated?: string;
+  /** For a denied row: the denial must come from an explicit Deny (a resource policy's, say). */
+  explicit?: boolean;
 }
 
 /**
@@ -115,16 +117,23 @@ export function programPolicies(): Promise<ProgramPolicies> {
     const run = await runProgram();
     const { rec } = run;
     const all: FoundDocument[] = [];
+    // A policy may name its role by name or by id (both resolve to the role's name in AWS).
+    const roleNames = new Map<string, string>();
+    for (const r of rec.ofType("aws:iam/role:Role")) {
+      const name = String(r.inputs.name ?? r.name);
+      roleNames.set(name, name).set(r.id, name);
+    }
+    const roleOf = (value: unknown) => roleNames.get(String(value)) ?? String(value);
     const byRole = new Map<string, PolicyDocument[]>();
     for (const r of rec.ofType("aws:iam/rolePolicy:RolePolicy")) {
-      const role = String(r.inputs.role);
+      const role = roleOf(r.inputs.role);
       const doc = parse(r.inputs.policy, r.name);
       all.push({ kind: "role", source: r.name, role, doc });
       byRole.set(role, [...(byRole.get(role) ?? []), doc]);
     }
     const attachedByRole = new Map<string, string[]>();
     for (const r of rec.ofType("aws:iam/rolePolicyAttachment:RolePolicyAttachment")) {
-      const role = String(r.inputs.role);
+      const role = roleOf(r.inputs.role);
       attachedByRole.set(role, [...(attachedByRole.get(role) ?? []), String(r.inputs.policyArn)]);
     }
     const resourcePolicies: FoundDocument[] = [
