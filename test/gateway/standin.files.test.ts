@@ -129,8 +129,12 @@ describe("ComfyUI stand-in: settings, users, userdata", function () {
     assert.strictEqual((await post(s.url + "/settings", "nope")).status, 500);
   });
 
-  it("users: single-user storage answer", async () => {
+  it("users: single-user storage answer; POST /users mints an id and refuses a duplicate name", async () => {
     assert.deepStrictEqual(await getJson(s.url + "/users"), { storage: "server", migrated: true });
+    const r = await post(s.url + "/users", { username: "Ann Lee" });
+    assert.match(r.json, /^Ann-Lee_[0-9a-f-]{36}$/);
+    assert.deepStrictEqual((await post(s.url + "/users", { username: "Ann Lee" })).json, { error: "Duplicate username." });
+    assert.strictEqual((await post(s.url + "/users", { username: "default" })).status, 400);
   });
 
   it("userdata: POST raw body (409 with overwrite=false), GET, list (recurse/full_info/split), v2 listing, move, DELETE 204, escapes 403", async () => {

@@ -228,6 +228,19 @@ describe("ComfyUI stand-in: validation (execution.py validate_prompt)", function
     assert.deepStrictEqual(Object.keys(h.outputs).sort(), ["10", "9"]);
   });
 
+  it("partial_execution_targets limits the outputs that run", async () => {
+    const p = t2i(1, 4242); // a seed no other test in this block uses: cached UI of node 9 would be reported too
+    p["10"] = { class_type: "PreviewImage", inputs: { images: ["8", 0] } };
+    const r = await post(s.url + "/prompt", { prompt: p, partial_execution_targets: ["10"] });
+    assert.strictEqual(r.status, 200, r.text);
+    await until(async () => Object.keys(await getJson(`${s.url}/history/${r.json.prompt_id}`)).length === 1);
+    const h = (await getJson(`${s.url}/history/${r.json.prompt_id}`))[r.json.prompt_id];
+    assert.deepStrictEqual(h.prompt[4], ["10"]);
+    assert.deepStrictEqual(Object.keys(h.outputs), ["10"]);
+    const none = await post(s.url + "/prompt", { prompt: p, partial_execution_targets: ["4"] });
+    assert.strictEqual(none.json.error.type, "prompt_no_outputs");
+  });
+
   it("takes a client-chosen prompt_id as is (0.3.64 does not check it) and echoes it", async () => {
     const id = "0b4a2f8e-2a4b-4c7e-9d2e-0f1e2d3c4b5a";
     const r = await post(s.url + "/prompt", { prompt: t2i(1), prompt_id: id });
@@ -374,6 +387,10 @@ describe("ComfyUI stand-in: queue, priority, events, history", function () {
     const p2 = (await post(s.url + "/prompt", { prompt: t2i(1, 3), front: true })).json;
     const p3 = (await post(s.url + "/prompt", { prompt: t2i(1, 4), number: 1.5 })).json;
     assert.deepStrictEqual([p1.number, p2.number, p3.number], [1, -2, 1.5]);
+    // `front` is read with Python truthiness: an empty list is false.
+    const p4 = (await post(s.url + "/prompt", { prompt: t2i(1, 5), front: [] })).json;
+    assert.strictEqual(p4.number, 3);
+    await post(s.url + "/queue", { delete: [p4.prompt_id] });
     const q = await getJson(s.url + "/queue");
     assert.strictEqual(q.queue_running.length, 1);
     assert.strictEqual(q.queue_running[0][1], block.json.prompt_id);

@@ -12,7 +12,7 @@ import { WebSocket, WebSocketServer } from "ws";
 import { Engine, Hub } from "./engine";
 import { NODE_CLASSES, NodeContext, nodeInfo } from "./nodes";
 import { readTextChunks, withTextChunks } from "./png";
-import { PyError, pyFloat, pyInt, pyStr } from "./py";
+import { PyError, pyBool, pyFloat, pyInt, pyStr } from "./py";
 import { validatePrompt } from "./validate";
 
 export interface ServerOptions {
@@ -135,6 +135,7 @@ export class StandInServer {
   }
 
   private outbox: [string | Buffer, unknown][] = [];
+  private users: Record<string, string> = { default: "default" };
 
   private flush(): void {
     const batch = this.outbox;
@@ -459,7 +460,7 @@ export class StandInServer {
       if (has(body, "number")) number = pyFloat(get(body, "number"));
       else {
         number = e.number;
-        if (has(body, "front") && get(body, "front")) number = -number;
+        if (has(body, "front") && pyBool(get(body, "front"))) number = -number;
         e.number += 1;
       }
       if (!has(body, "prompt")) {
@@ -489,7 +490,7 @@ export class StandInServer {
     this.route("POST", "/queue", async (r) => {
       const body = await r.json();
       const e = eng();
-      if (has(body, "clear") && get(body, "clear")) e.wipeQueue();
+      if (has(body, "clear") && pyBool(get(body, "clear"))) e.wipeQueue();
       if (has(body, "delete")) {
         const d = get(body, "delete");
         if (!Array.isArray(d)) throw new PyError("TypeError", "not iterable");
@@ -508,7 +509,7 @@ export class StandInServer {
       }
       const e = eng();
       const pid = get(body, "prompt_id");
-      if (pid) {
+      if (pyBool(pid)) {
         if (e.runningIds().includes(pid as string)) e.interrupt();
       } else e.interrupt();
       return empty(200);
@@ -518,15 +519,15 @@ export class StandInServer {
       const body = await r.json();
       const unload = get(body, "unload_models") ?? false;
       const free = get(body, "free_memory") ?? false;
-      if (unload) eng().setFlag("unload_models", unload);
-      if (free) eng().setFlag("free_memory", free);
+      if (pyBool(unload)) eng().setFlag("unload_models", unload);
+      if (pyBool(free)) eng().setFlag("free_memory", free);
       return empty(200);
     });
 
     this.route("POST", "/history", async (r) => {
       const body = await r.json();
       const e = eng();
-      if (has(body, "clear") && get(body, "clear")) e.wipeHistory();
+      if (has(body, "clear") && pyBool(get(body, "clear"))) e.wipeHistory();
       if (has(body, "delete")) {
         const d = get(body, "delete");
         if (!Array.isArray(d)) throw new PyError("TypeError", "not iterable");
@@ -561,11 +562,15 @@ export class StandInServer {
       const body = await r.json();
       const username = get(body, "username");
       if (username === undefined) throw new PyError("KeyError", "'username'");
-      if (username === "default") return json({ error: "Duplicate username." }, 400);
+      if (Object.values(this.users).includes(username as string)) return json({ error: "Duplicate username." }, 400);
       // Without --multi-user the id is created but the request user stays "default".
       const name = String(username).trim();
       if (!name) throw new PyError("ValueError", "username not provided");
-      return json(`${name.replace(/[^a-zA-Z0-9-_]+/g, "-")}_${randomUUID()}`);
+      const id = `${name.replace(/[^a-zA-Z0-9-_]+/g, "-")}_${randomUUID()}`;
+      // add_user records it in users.json even without --multi-user (which alone would read it back).
+      this.users[id] = name;
+      fs.writeFileSync(path.join(this.o.dirs.user, "users.json"), JSON.stringify(this.users));
+      return json(id);
     });
     this.route("GET", "/userdata", (r) => {
       const dir = r.query.get("dir") ?? "";

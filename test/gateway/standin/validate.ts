@@ -231,7 +231,8 @@ export function validatePrompt(ctx: NodeContext, prompt: Prompt, partialTargets:
     if (!def) {
       return fail({ type: "invalid_prompt", message: `Cannot execute because node ${pyStr(node.class_type)} does not exist.`, details: `Node ID '#${x}'`, extra_info: {} });
     }
-    if (def.outputNode && (partialTargets === null || partialTargets === undefined || (Array.isArray(partialTargets) && partialTargets.includes(x)))) {
+    const targeted = partialTargets === null || partialTargets === undefined || ((Array.isArray(partialTargets) || typeof partialTargets === "string") && partialTargets.includes(x));
+    if (def.outputNode && targeted) {
       outputs.push(x);
     }
   }
