@@ -131,6 +131,8 @@ export interface StackConfig {
   drainSeconds: number;
   /** Version of the Mountpoint for S3 CSI EKS add-on. Default: storage/ MOUNTPOINT_ADDON_VERSION. */
   mountpointAddonVersion: string | undefined;
+  /** Where the images are built: "aws" (CodeBuild in the stack's region, default) or "local" (Docker here). */
+  imageBuild: "aws" | "local";
 }
 
 /** Thrown with every problem found, one line each, naming the key. */
@@ -323,6 +325,7 @@ export function parseConfig(raw: RawConfig, ctx: ConfigContext): StackConfig {
     workingHours,
     drainSeconds: int("drainSeconds", 900, 30, 3600),
     mountpointAddonVersion: raw["mountpointAddonVersion"] || undefined,
+    imageBuild: oneOf("imageBuild", "aws", ["aws", "local"] as const),
   };
   if (cfg.mountpointAddonVersion !== undefined && !/^v\d+\.\d+\.\d+-eksbuild\.\d+$/.test(cfg.mountpointAddonVersion)) {
     bad("mountpointAddonVersion", `must be an EKS add-on version like v2.7.0-eksbuild.1, got "${cfg.mountpointAddonVersion}"`);
@@ -359,7 +362,7 @@ export const CONFIG_KEYS = [
   "gpuExpireAfter", "gpuRootVolumeGiB", "modelsHotSet", "modelsBootFillSeconds", "modelsParallelTransfers",
   "comfyuiVersion", "comfyuiCommit", "retainBucketsOnDestroy", "outputsExpireDays", "modelsNoncurrentDays",
   "edgeEnabled", "edgeUsername", "edgePassword", "edgePriceClass", "minReplicas", "maxReplicas", "queuePerPod",
-  "idleMinutes", "workingHours", "drainSeconds", "mountpointAddonVersion",
+  "idleMinutes", "workingHours", "drainSeconds", "mountpointAddonVersion", "imageBuild",
 ] as const;
 
 /** Reads this stack's config through Pulumi and validates it. */

@@ -6,11 +6,14 @@ import * as pulumi from "@pulumi/pulumi";
 import { Cluster } from "./cluster";
 import { GPU_INSTANCES, loadConfig, podResourcesFor } from "./config";
 import { Edge, cloudFrontOriginPrefixListId } from "./edge";
-import { ComfyImage } from "./image";
+import * as awsx from "@pulumi/awsx";
+import * as path from "node:path";
+import { ComfyImage, ImageSpec, privateRepository } from "./image";
 import { GpuCapacity } from "./karpenter";
 import { Storage } from "./storage";
 import { ModelSync } from "./sync";
 import { ComfyWorkload } from "./workload";
+import { GATEWAY_IMAGE_CONTEXT } from "./workload/gatewayImage";
 
 const cfg = loadConfig();
 const base = `comfyui-${cfg.stack}`;
@@ -78,15 +81,46 @@ const sync = new ModelSync(base, {
   tags,
 });
 
+// The gateway's image: built by the same builder as ComfyUI's (CodeBuild in the region by default).
+const gatewayRepo = privateRepository(`${base}-gateway`, tags, true, {});
+const gatewaySpec: Omit<ImageSpec, "repositoryUrl" | "repositoryArn"> = {
+  name: "gateway",
+  context: GATEWAY_IMAGE_CONTEXT,
+  dockerfile: "workload/gateway/Dockerfile",
+  imageTag: "latest",
+};
 const image = new ComfyImage(base, {
   comfyuiVersion: cfg.comfyuiVersion,
   comfyuiCommit: cfg.comfyuiCommit,
+  build: cfg.imageBuild,
+  additionalImages: cfg.imageBuild === "aws" ? [{ ...gatewaySpec, repositoryUrl: gatewayRepo.repositoryUrl, repositoryArn: gatewayRepo.arn }] : [],
   tags,
 });
+const gatewayImageUri =
+  cfg.imageBuild === "aws"
+    ? image.images["gateway"]
+    : new awsx.ecr.Image(`${base}-gateway`, {
+        repositoryUrl: gatewayRepo.repositoryUrl,
+        context: __dirname,
+        dockerfile: path.join(__dirname, gatewaySpec.dockerfile),
+        platform: "linux/amd64",
+        imageTag: gatewaySpec.imageTag,
+      }).imageUri;
 
 const workload = new ComfyWorkload(base, {
   namespace,
   imageUri: image.imageUri,
+  gateway: {
+    imageUri: gatewayImageUri,
+    clusterName: cluster.clusterName,
+    region: cfg.region,
+    outputsBucket: storage.outputsBucket,
+    outputsBucketArn: storage.outputsBucketArn,
+    inputsBucket: storage.inputsBucket,
+    inputsBucketArn: storage.inputsBucketArn,
+    userdataBucket: storage.userdataBucket,
+    userdataBucketArn: storage.userdataBucketArn,
+  },
   outputsVolumeName: storage.outputsVolumeName,
   inputsVolumeName: storage.inputsVolumeName,
   podResources: podResourcesFor(cfg.gpuInstanceTypes),
@@ -121,6 +155,9 @@ export const kubeconfig = cluster.kubeconfig;
 export const modelsBucket = storage.modelsBucket;
 export const outputsBucket = storage.outputsBucket;
 export const inputsBucket = storage.inputsBucket;
+export const userdataBucket = storage.userdataBucket;
+export const gatewayTable = workload.gatewayTableName;
+export { gatewayImageUri };
 export const ecrRepository = image.repositoryUrl;
 export const imageUri = image.imageUri;
 export const albHostname = workload.albHostname;

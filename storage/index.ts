@@ -66,6 +66,9 @@ export class Storage extends pulumi.ComponentResource {
   readonly outputsBucketArn: pulumi.Output<string>;
   readonly inputsBucket: pulumi.Output<string>;
   readonly inputsBucketArn: pulumi.Output<string>;
+  /** Versioned bucket of the artists' saved state (workflows, settings), written by the gateway only. */
+  readonly userdataBucket: pulumi.Output<string>;
+  readonly userdataBucketArn: pulumi.Output<string>;
   /** PersistentVolume names the workload's claims bind to. */
   readonly outputsVolumeName: pulumi.Output<string>;
   readonly inputsVolumeName: pulumi.Output<string>;
@@ -77,6 +80,8 @@ export class Storage extends pulumi.ComponentResource {
     const models = this.secureBucket(`${name}-models`, args, true);
     const outputs = this.secureBucket(`${name}-outputs`, args, false);
     const inputs = this.secureBucket(`${name}-inputs`, args, false);
+    // Versioned: an overwritten or deleted workflow can be brought back for modelsNoncurrentDays.
+    const userdata = this.secureBucket(`${name}-userdata`, args, true);
 
     new aws.s3.BucketLifecycleConfiguration(
       `${name}-models-lifecycle`,
@@ -89,12 +94,19 @@ export class Storage extends pulumi.ComponentResource {
       },
       this.guardOptions(args),
     );
-    for (const [key, b] of [["outputs", outputs], ["inputs", inputs]] as const) {
+    for (const [key, b] of [["outputs", outputs], ["inputs", inputs], ["userdata", userdata]] as const) {
       const rules: aws.types.input.s3.BucketLifecycleConfigurationRule[] = [
         { id: "abort-incomplete-uploads", status: "Enabled", filter: {}, abortIncompleteMultipartUpload: { daysAfterInitiation: 7 } },
       ];
       if (key === "outputs" && args.outputsExpireDays > 0) {
         rules.push({ id: "expire-outputs", status: "Enabled", filter: {}, expiration: { days: args.outputsExpireDays } });
+      }
+      if (key === "outputs") {
+        // The gateway's copies of temp previews (PreviewImage) are throwaway, like ComfyUI's temp folder.
+        rules.push({ id: "expire-gateway-temp", status: "Enabled", filter: { prefix: "gateway/temp/" }, expiration: { days: 1 } });
+      }
+      if (key === "userdata") {
+        rules.push({ id: "expire-old-userdata-versions", status: "Enabled", filter: {}, noncurrentVersionExpiration: { noncurrentDays: args.modelsNoncurrentDays } });
       }
       new aws.s3.BucketLifecycleConfiguration(`${name}-${key}-lifecycle`, { bucket: b.bucket.id, rules }, this.guardOptions(args));
     }
@@ -178,12 +190,15 @@ export class Storage extends pulumi.ComponentResource {
     this.outputsBucketArn = outputs.arn;
     this.inputsBucket = inputs.name;
     this.inputsBucketArn = inputs.arn;
+    this.userdataBucket = userdata.name;
+    this.userdataBucketArn = userdata.arn;
     this.outputsVolumeName = outputsPv.metadata.name;
     this.inputsVolumeName = inputsPv.metadata.name;
     this.registerOutputs({
       modelsBucket: this.modelsBucket,
       outputsBucket: this.outputsBucket,
       inputsBucket: this.inputsBucket,
+      userdataBucket: this.userdataBucket,
       outputsVolumeName: this.outputsVolumeName,
       inputsVolumeName: this.inputsVolumeName,
     });

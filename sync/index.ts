@@ -145,6 +145,16 @@ function denyInsecureTransport(queueArn: pulumi.Input<string>): Statement {
   };
 }
 
+/** The Lambda's own runtime dependencies; everything else in package.json is left out of its zip. */
+export const LAMBDA_PACKAGES = ["@aws-sdk/client-ssm", "@aws-sdk/client-ec2"] as const;
+
+/** Production dependencies of this repository that the sync Lambda never loads. */
+export function packagesNotInLambda(): string[] {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const pkg = require("../package.json") as { dependencies: Record<string, string> };
+  return Object.keys(pkg.dependencies).filter((d) => !(LAMBDA_PACKAGES as readonly string[]).includes(d) && !d.startsWith("@pulumi/"));
+}
+
 const LAMBDA_TRUST = JSON.stringify({
   Version: "2012-10-17",
   Statement: [{ Effect: "Allow", Principal: { Service: "lambda.amazonaws.com" }, Action: "sts:AssumeRole" }],
@@ -244,10 +254,12 @@ export class ModelSync extends pulumi.ComponentResource {
           },
         },
         loggingConfig: { logFormat: "Text", logGroup: logGroup.name },
-        // The zip carries the pinned SDK clients (the only non-Pulumi dependencies, ~10 MB) rather
-        // than the runtime's bundled SDK: the serialized code requires their exact file paths, and
-        // the version that runs is the version the handler tests ran against.
+        // The zip carries the pinned SSM and EC2 SDK clients rather than the runtime's bundled SDK:
+        // the serialized code requires their exact file paths, and the version that runs is the
+        // version the handler tests ran against. Pulumi packs every production dependency of
+        // package.json by default; the gateway's and the image builder's stay out.
         callback: syncCallback(),
+        codePathOptions: { extraExcludePackages: packagesNotInLambda() },
         tags,
       },
       // Replacing a named function must delete the old one first, or the name would collide.

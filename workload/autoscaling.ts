@@ -1,12 +1,14 @@
 /**
  * How many ComfyUI pods there should be, as a KEDA ScaledObject spec (pure data, validated in tests
- * against KEDA's schema). Three triggers, the largest wins:
- *  - the sum of `exec_info.queue_remaining` over the ComfyUI pods (metrics-api, aggregated over the
- *    comfyui-queue Service's endpoints) against a per-pod target — scale out on queues;
- *  - the waker's demand signal (1 while requests arrived recently and no GPU pod runs) — the only
- *    trigger that can wake from zero, since with zero ComfyUI pods the first one has no endpoint;
- *  - optionally a cron floor for working hours in the studio's time zone.
+ * against KEDA's real CRD). The gateway's figure (prompts waiting + running, from its durable store)
+ * drives it: it is 0 when idle and never an error, so the ScaledObject can wake ComfyUI from zero and
+ * always returns to zero after the idle window — also when pods never became Ready (KEDA v2.20.2
+ * pkg/scaling/executor/scale_scaledobjects.go takes its "trigger error, no fallback" branch before
+ * scale-to-zero, which the per-pod queue trigger this replaces ran into with no Ready pod).
+ * Optionally a cron floor keeps pods warm during working hours.
  */
+import { gatewayScalingTrigger } from "./gatewayDeployment";
+
 export const KEDA_CHART = { chart: "keda", version: "2.20.2", repo: "https://kedacore.github.io/charts" } as const;
 
 export interface AutoscalingArgs {
@@ -20,36 +22,8 @@ export interface AutoscalingArgs {
 }
 
 export function scaledObjectSpec(a: AutoscalingArgs): Record<string, unknown> {
-  const svc = (name: string, port: number, p: string) => `http://${name}.${a.namespace}.svc.cluster.local:${port}${p}`;
-  const triggers: Record<string, unknown>[] = [
-    {
-      type: "metrics-api",
-      name: "comfyui-queue",
-      metadata: {
-        url: svc("comfyui-queue", 8848, "/prompt"),
-        format: "json",
-        valueLocation: "exec_info.queue_remaining",
-        aggregateFromKubeServiceEndpoints: "true",
-        aggregationType: "sum",
-        targetValue: String(a.queuePerPod),
-        activationTargetValue: "0",
-      },
-    },
-    {
-      type: "metrics-api",
-      name: "waker-demand",
-      metadata: {
-        url: svc("comfyui-waker", 9090, "/demand"),
-        format: "json",
-        valueLocation: "demand",
-        // Each waker replica only knows the requests it served: take the max over them.
-        aggregateFromKubeServiceEndpoints: "true",
-        aggregationType: "max",
-        targetValue: "1",
-        activationTargetValue: "0",
-      },
-    },
-  ];
+  // Each pod holds one running + one buffered prompt: queuePerPod prompts per pod before another starts.
+  const triggers: Record<string, unknown>[] = [gatewayScalingTrigger(a.namespace, a.queuePerPod)];
   if (a.workingHours) {
     triggers.push({
       type: "cron",

@@ -1,8 +1,9 @@
 /**
  * ComfyUI itself: namespace, the GPU Deployment (models from the node's NVMe, outputs through the
- * uploader sidecar to S3, inputs on Mountpoint), the always-on waker that answers while no GPU pod
- * runs, Services, the ALB Ingress, disruption and network policies, and KEDA autoscaling of the
- * ComfyUI pods on their queues (to zero when idle, with an optional working-hours floor).
+ * uploader sidecar to S3, inputs on Mountpoint), the gateway that makes every pod one ComfyUI and
+ * is the ALB's only target (gatewayDeployment.ts), Services, the ALB Ingress, disruption and network
+ * policies, and KEDA autoscaling of the ComfyUI pods on the gateway's queue figure (to zero when
+ * idle, with an optional working-hours floor).
  */
 import * as aws from "@pulumi/aws";
 import * as k8s from "@pulumi/kubernetes";
@@ -14,15 +15,13 @@ import { GPU_POOL_LABEL, GPU_TAINT, NODE_MODELS_DIR } from "../karpenter/nodeCon
 import { SYSTEM_NODE_LABEL } from "../cluster";
 import { COMFYUI_GID, COMFYUI_UID } from "../storage";
 import { scaledObjectSpec, KEDA_CHART } from "./autoscaling";
+import { ComfyGateway, GATEWAY_LABELS, GATEWAY_NAME, GATEWAY_PORT, GATEWAY_READY_PATH } from "./gatewayDeployment";
 
 export { KEDA_CHART } from "./autoscaling";
 
 export const COMFYUI_PORT = 8848;
-export const WAKER_METRICS_PORT = 9090;
-/** The waker runs its single-file server on the stock Node.js image (no build, no registry of ours). */
-export const WAKER_IMAGE = "public.ecr.aws/docker/library/node:20-alpine";
-/** The documented cold start (docs/scaling.md): what the waker page promises. */
-export const EXPECTED_WAKE_SECONDS = 180;
+/** The Service whose EndpointSlices tell the gateway which ComfyUI pods are ready. */
+export const COMFYUI_PODS_SERVICE = "comfyui-queue";
 
 const TOOLS_DIR = "/opt/comfyui-tools";
 const read = (rel: string) => fs.readFileSync(path.join(__dirname, rel), "utf8");
@@ -31,6 +30,22 @@ export interface WorkloadArgs {
   namespace: string;
   /** `repo@sha256:…` of the pushed ComfyUI image. */
   imageUri: pulumi.Input<string>;
+  /** The gateway: its image and what it stores where. */
+  gateway: {
+    imageUri: pulumi.Input<string>;
+    clusterName: pulumi.Input<string>;
+    region: string;
+    outputsBucket: pulumi.Input<string>;
+    outputsBucketArn: pulumi.Input<string>;
+    inputsBucket: pulumi.Input<string>;
+    inputsBucketArn: pulumi.Input<string>;
+    userdataBucket: pulumi.Input<string>;
+    userdataBucketArn: pulumi.Input<string>;
+    /** A prompt waiting this long while no GPU pod became Ready fails. @defaultValue 900 */
+    startupDeadlineSeconds?: number;
+    /** Days of history kept. @defaultValue 30 */
+    historyDays?: number;
+  };
   /** PersistentVolume names from storage/. */
   outputsVolumeName: pulumi.Input<string>;
   inputsVolumeName: pulumi.Input<string>;
@@ -66,6 +81,7 @@ export class ComfyWorkload extends pulumi.ComponentResource {
   /** The ALB's name, resolvable only after the Ingress has its load balancer. */
   readonly albName: pulumi.Output<string>;
   readonly albSecurityGroupId: pulumi.Output<string>;
+  readonly gatewayTableName: pulumi.Output<string>;
 
   constructor(name: string, args: WorkloadArgs, opts?: pulumi.ComponentResourceOptions) {
     super("comfyui:workload:ComfyWorkload", name, {}, opts);
@@ -79,6 +95,9 @@ export class ComfyWorkload extends pulumi.ComponentResource {
             // Not enforced: the model folder is a hostPath (node NVMe), which every enforced level forbids.
             "pod-security.kubernetes.io/warn": "restricted",
             "pod-security.kubernetes.io/audit": "restricted",
+            // The LB controller injects ALB target-health readiness gates into pods that are targets
+            // of its target groups: here only the gateway's (ComfyUI pods are no ALB target).
+            "elbv2.k8s.aws/pod-readiness-gate-inject": "enabled",
           },
         },
       },
@@ -87,37 +106,16 @@ export class ComfyWorkload extends pulumi.ComponentResource {
     );
     const nsDeps = { ...k, dependsOn: [namespace] };
 
-    const labels = { comfyui: { "app.kubernetes.io/name": "comfyui", "app.kubernetes.io/component": "comfyui" }, waker: { "app.kubernetes.io/name": "comfyui", "app.kubernetes.io/component": "waker" } };
-    // Both ComfyUI and the waker serve the ALB target group; see docs/scaling.md for why.
-    const servesUi = { "comfyui.studio/serves": "ui" };
+    const labels = { comfyui: { "app.kubernetes.io/name": "comfyui", "app.kubernetes.io/component": "comfyui" } };
 
     const tools = new k8s.core.v1.ConfigMap(
       `${name}-tools`,
       { metadata: { name: "comfyui-tools", namespace: ns }, data: { "drain.py": read("drain/drain.py"), "uploader.py": read("uploader/uploader.py") } },
       nsDeps,
     );
-    const wakerCode = new k8s.core.v1.ConfigMap(`${name}-waker-code`, { metadata: { name: "comfyui-waker", namespace: ns }, data: { "waker.js": read("waker/waker.js") } }, nsDeps);
     const toolsHash = hash(read("drain/drain.py") + read("uploader/uploader.py"));
-    const wakerHash = hash(read("waker/waker.js"));
 
     const comfySa = new k8s.core.v1.ServiceAccount(`${name}-sa`, { metadata: { name: "comfyui", namespace: ns }, automountServiceAccountToken: false }, nsDeps);
-    const wakerSa = new k8s.core.v1.ServiceAccount(`${name}-waker-sa`, { metadata: { name: "comfyui-waker", namespace: ns } }, nsDeps);
-    // The waker sets pod-deletion-cost on ComfyUI pods so scale-in removes idle ones first.
-    const wakerRole = new k8s.rbac.v1.Role(
-      `${name}-waker-role`,
-      { metadata: { name: "comfyui-waker", namespace: ns }, rules: [{ apiGroups: [""], resources: ["pods"], verbs: ["get", "list", "patch"] }] },
-      nsDeps,
-    );
-    new k8s.rbac.v1.RoleBinding(
-      `${name}-waker-rb`,
-      {
-        metadata: { name: "comfyui-waker", namespace: ns },
-        roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "comfyui-waker" },
-        subjects: [{ kind: "ServiceAccount", name: "comfyui-waker", namespace: ns }],
-      },
-      { ...k, dependsOn: [wakerRole, wakerSa] },
-    );
-
     for (const key of ["outputs", "inputs"] as const) {
       new k8s.core.v1.PersistentVolumeClaim(
         `${name}-${key}-pvc`,
@@ -166,7 +164,7 @@ export class ComfyWorkload extends pulumi.ComponentResource {
           strategy: { type: "RollingUpdate", rollingUpdate: rolloutAtCap() },
           template: {
             metadata: {
-              labels: { ...labels.comfyui, ...servesUi },
+              labels: { ...labels.comfyui },
               annotations: {
                 // Consolidation and drift never evict a pod that may be generating.
                 "karpenter.sh/do-not-disrupt": "true",
@@ -255,75 +253,37 @@ export class ComfyWorkload extends pulumi.ComponentResource {
       },
     );
 
-    const waker = new k8s.apps.v1.Deployment(
-      `${name}-waker`,
-      {
-        metadata: { name: "comfyui-waker", namespace: ns, labels: labels.waker },
-        spec: {
-          replicas: 2,
-          selector: { matchLabels: labels.waker },
-          template: {
-            metadata: { labels: { ...labels.waker, ...servesUi }, annotations: { "comfyui.studio/code-hash": wakerHash } },
-            spec: {
-              serviceAccountName: "comfyui-waker",
-              nodeSelector: { ...SYSTEM_NODE_LABEL },
-              securityContext: { runAsUser: 1000, runAsGroup: 1000, runAsNonRoot: true, seccompProfile: { type: "RuntimeDefault" } },
-              containers: [
-                {
-                  name: "waker",
-                  image: WAKER_IMAGE,
-                  command: ["node", "/app/waker.js"],
-                  ports: [
-                    { name: "http", containerPort: COMFYUI_PORT },
-                    { name: "metrics", containerPort: WAKER_METRICS_PORT },
-                  ],
-                  env: [
-                    { name: "COMFYUI_URL", value: `http://comfyui-queue.${ns}.svc.cluster.local:${COMFYUI_PORT}` },
-                    { name: "PORT", value: String(COMFYUI_PORT) },
-                    { name: "METRICS_PORT", value: String(WAKER_METRICS_PORT) },
-                    { name: "EXPECTED_WAKE_SECONDS", value: String(EXPECTED_WAKE_SECONDS) },
-                    // ALB health check: 5 s interval × 2 failures before the waker leaves the target group.
-                    { name: "RELOAD_DELAY_SECONDS", value: "15" },
-                    { name: "POD_SELECTOR", value: "app.kubernetes.io/component=comfyui" },
-                    { name: "POD_NAMESPACE", valueFrom: { fieldRef: { fieldPath: "metadata.namespace" } } },
-                  ],
-                  resources: { requests: { cpu: "50m", memory: "64Mi" }, limits: { memory: "256Mi" } },
-                  securityContext: restricted,
-                  readinessProbe: { httpGet: { path: "/healthz", port: "metrics" }, periodSeconds: 5 },
-                  // Keep answering while the ALB deregisters this target (rollouts would otherwise see 502s).
-                  lifecycle: { preStop: { exec: { command: ["sleep", "10"] } } },
-                  livenessProbe: { httpGet: { path: "/healthz", port: "metrics" }, periodSeconds: 10, failureThreshold: 3 },
-                  volumeMounts: [{ name: "code", mountPath: "/app", readOnly: true }],
-                },
-              ],
-              volumes: [{ name: "code", configMap: { name: "comfyui-waker" } }],
-            },
-          },
-        },
-      },
-      { ...k, dependsOn: [namespace, wakerCode, wakerSa] },
-    );
-
-    const service = new k8s.core.v1.Service(
-      `${name}-svc`,
-      {
-        metadata: { name: "comfyui", namespace: ns, labels: labels.comfyui },
-        spec: { type: "ClusterIP", selector: servesUi, ports: [{ name: "http", port: 80, targetPort: "http" }] },
-      },
-      nsDeps,
-    );
-    // Only ComfyUI pods: KEDA sums their queues through it, and the waker asks it whether a GPU pod is ready.
+    // Only ComfyUI pods: its EndpointSlices are how the gateway finds ready and terminating pods.
     const queueService = new k8s.core.v1.Service(
       `${name}-queue-svc`,
-      { metadata: { name: "comfyui-queue", namespace: ns }, spec: { type: "ClusterIP", selector: labels.comfyui, ports: [{ name: "http", port: COMFYUI_PORT, targetPort: "http" }] } },
-      nsDeps,
-    );
-    const wakerService = new k8s.core.v1.Service(
-      `${name}-waker-svc`,
-      { metadata: { name: "comfyui-waker", namespace: ns }, spec: { type: "ClusterIP", selector: labels.waker, ports: [{ name: "metrics", port: WAKER_METRICS_PORT, targetPort: "metrics" }] } },
+      { metadata: { name: COMFYUI_PODS_SERVICE, namespace: ns }, spec: { type: "ClusterIP", selector: labels.comfyui, ports: [{ name: "http", port: COMFYUI_PORT, targetPort: "http" }] } },
       nsDeps,
     );
 
+    const gateway = new ComfyGateway(
+      `${name}-gateway`,
+      {
+        namespace: ns,
+        imageUri: args.gateway.imageUri,
+        clusterName: args.gateway.clusterName,
+        region: args.gateway.region,
+        outputsBucket: args.gateway.outputsBucket,
+        outputsBucketArn: args.gateway.outputsBucketArn,
+        inputsBucket: args.gateway.inputsBucket,
+        inputsBucketArn: args.gateway.inputsBucketArn,
+        userdataBucket: args.gateway.userdataBucket,
+        userdataBucketArn: args.gateway.userdataBucketArn,
+        comfyuiService: COMFYUI_PODS_SERVICE,
+        // ComfyUI's own default (--max-upload-size 100): the gateway refuses what a pod would refuse.
+        maxUploadMb: 100,
+        startupDeadlineSeconds: args.gateway.startupDeadlineSeconds ?? 900,
+        historyDays: args.gateway.historyDays ?? 30,
+        provider: args.provider,
+        dependsOn: [namespace],
+        tags: args.tags,
+      },
+      { parent: this },
+    );
     // The ALB's own security group: HTTP only from CloudFront's VPC-origin prefix list (when the edge is on).
     const albSg = new aws.ec2.SecurityGroup(
       `${name}-alb-sg`,
@@ -333,7 +293,7 @@ export class ComfyWorkload extends pulumi.ComponentResource {
         ingress: args.albAllowedPrefixListId
           ? [{ protocol: "tcp", fromPort: 80, toPort: 80, prefixListIds: [args.albAllowedPrefixListId], description: "CloudFront origin-facing" }]
           : [],
-        egress: [{ protocol: "tcp", fromPort: COMFYUI_PORT, toPort: COMFYUI_PORT, cidrBlocks: [args.vpcCidr], description: "to pods" }],
+        egress: [{ protocol: "tcp", fromPort: GATEWAY_PORT, toPort: GATEWAY_PORT, cidrBlocks: [args.vpcCidr], description: "to the gateway pods" }],
         tags: args.tags,
       },
       { parent: this },
@@ -352,7 +312,8 @@ export class ComfyWorkload extends pulumi.ComponentResource {
             "alb.ingress.kubernetes.io/listen-ports": '[{"HTTP": 80}]',
             "alb.ingress.kubernetes.io/security-groups": albSg.id,
             "alb.ingress.kubernetes.io/manage-backend-security-group-rules": "true",
-            "alb.ingress.kubernetes.io/healthcheck-path": "/prompt",
+            // Only the Lease holder answers 200: the ALB sends every client to the leader.
+            "alb.ingress.kubernetes.io/healthcheck-path": GATEWAY_READY_PATH,
             "alb.ingress.kubernetes.io/success-codes": "200",
             "alb.ingress.kubernetes.io/healthcheck-interval-seconds": "5",
             "alb.ingress.kubernetes.io/healthcheck-timeout-seconds": "3",
@@ -360,14 +321,13 @@ export class ComfyWorkload extends pulumi.ComponentResource {
             "alb.ingress.kubernetes.io/unhealthy-threshold-count": "2",
             // WebSockets of an artist's open tab stay up for an hour of silence (the ALB maximum is 4000 s).
             "alb.ingress.kubernetes.io/load-balancer-attributes": "idle_timeout.timeout_seconds=3600,routing.http.drop_invalid_header_fields.enabled=true",
-            // ComfyUI's queue, history and WebSocket events live in one process: a browser must stick to its pod.
-            "alb.ingress.kubernetes.io/target-group-attributes":
-              "stickiness.enabled=true,stickiness.type=lb_cookie,stickiness.lb_cookie.duration_seconds=86400,deregistration_delay.timeout_seconds=30",
+            // No stickiness: the gateway holds the studio-wide queue, history and events, whoever asks.
+            "alb.ingress.kubernetes.io/target-group-attributes": "deregistration_delay.timeout_seconds=30",
           },
         },
-        spec: { ingressClassName: "alb", defaultBackend: { service: { name: "comfyui", port: { number: 80 } } } },
+        spec: { ingressClassName: "alb", defaultBackend: { service: { name: GATEWAY_NAME, port: { number: GATEWAY_PORT } } } },
       },
-      { ...k, dependsOn: [service, albSg, ...args.dependsOn] },
+      { ...k, dependsOn: [gateway, albSg, ...args.dependsOn] },
     );
 
     new k8s.policy.v1.PodDisruptionBudget(
@@ -375,47 +335,35 @@ export class ComfyWorkload extends pulumi.ComponentResource {
       { metadata: { name: "comfyui", namespace: ns }, spec: { maxUnavailable: 1, selector: { matchLabels: labels.comfyui } } },
       nsDeps,
     );
-    new k8s.policy.v1.PodDisruptionBudget(
-      `${name}-waker-pdb`,
-      { metadata: { name: "comfyui-waker", namespace: ns }, spec: { minAvailable: 1, selector: { matchLabels: labels.waker } } },
-      nsDeps,
-    );
-
     // Default deny, then exactly the paths the design needs (enforced by the VPC CNI's network policy agent).
     new k8s.networking.v1.NetworkPolicy(`${name}-netpol-default`, { metadata: { name: "default-deny-ingress", namespace: ns }, spec: { podSelector: {}, policyTypes: ["Ingress"] } }, nsDeps);
     new k8s.networking.v1.NetworkPolicy(
-      `${name}-netpol-ui`,
+      `${name}-netpol-comfyui`,
       {
-        metadata: { name: "allow-ui", namespace: ns },
+        metadata: { name: "allow-gateway-to-comfyui", namespace: ns },
         spec: {
-          podSelector: { matchLabels: servesUi },
+          podSelector: { matchLabels: labels.comfyui },
           policyTypes: ["Ingress"],
           ingress: [
-            {
-              // The ALB lives in the VPC's subnets; the waker and KEDA poll the queue.
-              from: [
-                { ipBlock: { cidr: args.vpcCidr } },
-                { podSelector: { matchLabels: labels.waker } },
-                { namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "keda" } } },
-              ],
-              ports: [{ protocol: "TCP", port: COMFYUI_PORT }],
-            },
+            // Prompts, events and files come only from the gateway; the kubelet's probes come from the node.
+            { from: [{ podSelector: { matchLabels: GATEWAY_LABELS } }], ports: [{ protocol: "TCP", port: COMFYUI_PORT }] },
+            { from: [{ ipBlock: { cidr: args.vpcCidr } }], ports: [{ protocol: "TCP", port: COMFYUI_PORT }] },
           ],
         },
       },
       nsDeps,
     );
     new k8s.networking.v1.NetworkPolicy(
-      `${name}-netpol-waker-metrics`,
+      `${name}-netpol-gateway`,
       {
-        metadata: { name: "allow-keda-to-waker-metrics", namespace: ns },
+        metadata: { name: "allow-alb-and-keda-to-gateway", namespace: ns },
         spec: {
-          podSelector: { matchLabels: labels.waker },
+          podSelector: { matchLabels: GATEWAY_LABELS },
           policyTypes: ["Ingress"],
           ingress: [
-            { from: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "keda" } } }], ports: [{ protocol: "TCP", port: WAKER_METRICS_PORT }] },
-            // The kubelet's probes come from the node itself.
-            { from: [{ ipBlock: { cidr: args.vpcCidr } }], ports: [{ protocol: "TCP", port: WAKER_METRICS_PORT }] },
+            // The ALB lives in the VPC's subnets (its own security group admits only CloudFront).
+            { from: [{ ipBlock: { cidr: args.vpcCidr } }], ports: [{ protocol: "TCP", port: GATEWAY_PORT }] },
+            { from: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "keda" } } }], ports: [{ protocol: "TCP", port: GATEWAY_PORT }] },
           ],
         },
       },
@@ -444,12 +392,13 @@ export class ComfyWorkload extends pulumi.ComponentResource {
         metadata: { name: "comfyui", namespace: ns },
         spec: scaledObjectSpec({ namespace: ns, deployment: "comfyui", ...args.autoscaling }),
       },
-      { ...k, dependsOn: [keda, deployment, queueService, wakerService, waker] },
+      { ...k, dependsOn: [keda, deployment, queueService, gateway] },
     );
 
     this.namespace = namespace.metadata.name;
     this.deploymentName = deployment.metadata.name;
-    this.serviceName = service.metadata.name;
+    this.serviceName = gateway.serviceName;
+    this.gatewayTableName = gateway.tableName;
     this.albHostname = ingress.status.loadBalancer.ingress[0].hostname;
     // Tied to the Ingress status, so the edge reads the ALB only once the controller has made it.
     this.albName = this.albHostname.apply(() => args.albName);

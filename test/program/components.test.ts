@@ -67,8 +67,13 @@ describe("components in the whole program", function () {
     const models = lifecycles.find((l) => l.name.includes("models"))!.inputs.rules;
     assert.equal(models.find((r: { id: string }) => r.id === "expire-old-model-versions").noncurrentVersionExpiration.noncurrentDays, 30);
     const outputs = lifecycles.find((l) => l.name.includes("outputs"))!.inputs.rules;
-    assert.ok(!outputs.some((r: { expiration?: unknown }) => r.expiration), "outputsExpireDays 0 keeps outputs");
-    for (const b of p.rec.ofType("aws:s3/bucket:Bucket")) assert.equal(b.inputs.forceDestroy, false);
+    const expiresAll = (r: { expiration?: unknown; filter?: { prefix?: string } }) => r.expiration && !r.filter?.prefix;
+    assert.ok(!outputs.some(expiresAll), "outputsExpireDays 0 keeps outputs");
+    const temp = outputs.find((r: { id: string }) => r.id === "expire-gateway-temp");
+    assert.deepEqual([temp.filter.prefix, temp.expiration.days], ["gateway/temp/", 1], "only the gateway's temp previews expire");
+    const data = p.rec.ofType("aws:s3/bucket:Bucket").filter((b) => /-(models|outputs|inputs|userdata)$/.test(b.name));
+    assert.equal(data.length, 4);
+    for (const b of data) assert.equal(b.inputs.forceDestroy, false, `${b.name} keeps its data on destroy`);
     const pv = p.rec.ofType("kubernetes:core/v1:PersistentVolume").find((v) => v.inputs.metadata.name === "comfyui-outputs")!.inputs;
     assert.ok(pv.spec.mountOptions.includes("allow-delete"));
     assert.ok(pv.spec.mountOptions.includes("region us-west-2"));
@@ -77,14 +82,15 @@ describe("components in the whole program", function () {
     assert.deepEqual(pv.spec.claimRef, { namespace: "comfyui", name: "comfyui-outputs" });
   });
 
-  it("image: private ECR repository scanning on push, built for linux/amd64 from image/", () => {
-    const repo = p.rec.one("aws:ecr/repository:Repository").inputs;
-    assert.equal(repo.imageScanningConfiguration.scanOnPush, true);
-    assert.equal(repo.encryptionConfigurations[0].encryptionType, "AES256");
-    assert.ok(p.rec.one("aws:ecr/lifecyclePolicy:LifecyclePolicy"));
-    const img = p.rec.one("awsx:ecr:Image").inputs;
-    assert.equal(img.platform, "linux/amd64");
-    assert.ok(String(img.dockerfile).endsWith("image/Dockerfile"));
+  it("image: private ECR repositories (ComfyUI, gateway) scanning on push, encrypted, with lifecycle rules", () => {
+    const repos = p.rec.ofType("aws:ecr/repository:Repository");
+    assert.deepEqual(repos.map((r) => r.name).sort(), ["comfyui-dev-gateway-repo", "comfyui-dev-repo"]);
+    for (const r of repos) {
+      assert.equal(r.inputs.imageScanningConfiguration.scanOnPush, true);
+      assert.equal(r.inputs.encryptionConfigurations[0].encryptionType, "AES256");
+    }
+    assert.equal(p.rec.ofType("aws:ecr/lifecyclePolicy:LifecyclePolicy").length, 2);
+    assert.equal(p.rec.ofType("awsx:ecr:Image").length, 0, "imageBuild aws (default): nothing builds on the deployer's machine");
   });
 
   it("edge: WebSockets and every viewer header through, dynamic routes uncached, login function with its store", () => {
@@ -143,6 +149,10 @@ describe("config variants built on their own", () => {
     const { ComfyWorkload } = await import("../../workload");
     const w = new ComfyWorkload("noedge", {
       namespace: "comfyui", imageUri: "repo@sha256:abc", outputsVolumeName: "o", inputsVolumeName: "i", podResources: { cpu: "3", memory: "12Gi" },
+      gateway: {
+        imageUri: "gw@sha256:def", clusterName: "c", region: "us-west-2", outputsBucket: "o", outputsBucketArn: "arn:aws:s3:::o",
+        inputsBucket: "i", inputsBucketArn: "arn:aws:s3:::i", userdataBucket: "u", userdataBucketArn: "arn:aws:s3:::u",
+      },
       drainSeconds: 600, albName: "comfyui-noedge", vpcId: "vpc-1", vpcCidr: "10.0.0.0/16",
       autoscaling: { minReplicas: 0, maxReplicas: 2, queuePerPod: 2, idleMinutes: 15 }, provider: new k8s.Provider("noedge", { kubeconfig: "{}" }), dependsOn: [], tags: {},
     });

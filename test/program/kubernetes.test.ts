@@ -35,7 +35,7 @@ describe("Kubernetes objects of the whole program", function () {
   it("runs ComfyUI on GPU nodes only, non-root, with probes, drain and do-not-disrupt", () => {
     const dep = p.rec.ofType("kubernetes:apps/v1:Deployment").find((d) => d.inputs.metadata.name === "comfyui")!.inputs;
     const t = dep.spec.template;
-    assert.equal(dep.spec.replicas, undefined, "KEDA owns replicas");
+    assert.equal(dep.spec.replicas, 0, "created without a GPU pod; KEDA owns the count (deploy.test.ts)");
     assert.equal(t.metadata.annotations["karpenter.sh/do-not-disrupt"], "true");
     assert.deepEqual(t.spec.nodeSelector, { "comfyui.studio/pool": "gpu" });
     assert.deepEqual(t.spec.tolerations, [{ key: "nvidia.com/gpu", operator: "Exists", effect: "NoSchedule" }]);
@@ -55,35 +55,77 @@ describe("Kubernetes objects of the whole program", function () {
     assert.equal(t.spec.initContainers[0].restartPolicy, "Always", "uploader is a native sidecar");
   });
 
-  it("makes the ALB sticky, WebSocket-friendly, internal and IP-targeted", () => {
+  it("sends everything to the gateway: internal, IP-targeted, no stickiness, WebSocket-friendly", () => {
     const ing = p.rec.one("kubernetes:networking.k8s.io/v1:Ingress").inputs;
     const a = ing.metadata.annotations;
     assert.equal(a["alb.ingress.kubernetes.io/target-type"], "ip");
-    assert.match(a["alb.ingress.kubernetes.io/target-group-attributes"], /stickiness\.enabled=true/);
-    assert.match(a["alb.ingress.kubernetes.io/target-group-attributes"], /stickiness\.type=lb_cookie/);
+    assert.equal(a["alb.ingress.kubernetes.io/scheme"], "internal");
+    assert.doesNotMatch(a["alb.ingress.kubernetes.io/target-group-attributes"], /stickiness/);
     const idle = Number(/idle_timeout\.timeout_seconds=(\d+)/.exec(a["alb.ingress.kubernetes.io/load-balancer-attributes"])![1]);
     assert.ok(idle >= 3600 && idle <= 4000);
-    assert.equal(a["alb.ingress.kubernetes.io/healthcheck-path"], "/prompt");
+    assert.equal(a["alb.ingress.kubernetes.io/healthcheck-path"], "/gateway/ready", "only the gateway leader is a healthy target");
     assert.equal(ing.spec.ingressClassName, "alb");
+    assert.deepEqual(ing.spec.defaultBackend, { service: { name: "comfyui-gateway", port: { number: 8188 } } });
+    assert.equal(ing.spec.rules, undefined, "no path goes anywhere else");
+    const services = Object.fromEntries(p.rec.ofType("kubernetes:core/v1:Service").map((s) => [s.inputs.metadata.name, s.inputs.spec]));
+    assert.deepEqual(services["comfyui-gateway"].selector, { "app.kubernetes.io/name": "comfyui", "app.kubernetes.io/component": "gateway" });
+    assert.ok(!p.rec.ofType("kubernetes:apps/v1:Deployment").some((d) => /waker/.test(d.inputs.metadata.name)), "the waker is gone");
   });
 
-  it("scales ComfyUI with KEDA: to zero, on queues, woken by the waker", () => {
+  it("gates only the gateway pods on ALB target health (readiness gates)", () => {
+    const ns = p.rec.one("kubernetes:core/v1:Namespace").inputs;
+    assert.equal(ns.metadata.labels["elbv2.k8s.aws/pod-readiness-gate-inject"], "enabled");
+    // The LB controller injects gates into pods its target groups select: the Ingress's only backend is
+    // the gateway Service, whose selector matches no ComfyUI pod.
+    const gwSelector = p.rec.ofType("kubernetes:core/v1:Service").find((s) => s.inputs.metadata.name === "comfyui-gateway")!.inputs.spec.selector;
+    const comfy = p.rec.ofType("kubernetes:apps/v1:Deployment").find((d) => d.inputs.metadata.name === "comfyui")!.inputs.spec.template.metadata.labels;
+    assert.ok(Object.entries(gwSelector).some(([k, v]) => comfy[k] !== v), "ComfyUI pods must not match the gateway Service");
+  });
+
+  it("runs two gateway replicas on the system nodes with a PDB, leader-only readiness and least RBAC", () => {
+    const gw = p.rec.ofType("kubernetes:apps/v1:Deployment").find((d) => d.inputs.metadata.name === "comfyui-gateway")!.inputs;
+    assert.ok(gw.spec.replicas >= 2);
+    assert.deepEqual(gw.spec.template.spec.nodeSelector, { "comfyui.studio/pool": "system" });
+    const c = gw.spec.template.spec.containers[0];
+    assert.equal(c.readinessProbe.httpGet.path, "/gateway/ready");
+    assert.equal(c.livenessProbe.httpGet.path, "/gateway/health");
+    assert.equal(c.securityContext.runAsNonRoot, true);
+    const env = Object.fromEntries(c.env.filter((e: { value?: string }) => e.value !== undefined).map((e: { name: string; value: string }) => [e.name, e.value]));
+    assert.equal(env.GATEWAY_MODE, "kubernetes");
+    assert.equal(env.GATEWAY_COMFYUI_SERVICE, "comfyui-queue");
+    for (const k of ["GATEWAY_TABLE", "GATEWAY_OUTPUTS_BUCKET", "GATEWAY_INPUTS_BUCKET", "GATEWAY_USERDATA_BUCKET", "AWS_REGION"]) assert.ok(env[k], k);
+    const pdb = p.rec.ofType("kubernetes:policy/v1:PodDisruptionBudget").find((d) => d.inputs.metadata.name === "comfyui-gateway")!;
+    assert.equal(pdb.inputs.spec.minAvailable, 1);
+    const role = p.rec.ofType("kubernetes:rbac.authorization.k8s.io/v1:Role").find((r) => r.inputs.metadata.name === "comfyui-gateway")!;
+    const verbs = Object.fromEntries(role.inputs.rules.map((r: { resources: string[]; verbs: string[] }) => [r.resources[0], r.verbs]));
+    assert.deepEqual(verbs, { endpointslices: ["list", "watch"], pods: ["get", "patch"], leases: ["get", "create", "update"] });
+    assert.ok(!p.rec.ofType("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole").some((r) => /gateway/.test(r.name)), "namespace-scoped only");
+  });
+
+  it("gives the ComfyUI pods no Kubernetes or AWS credentials, and lets only the gateway (and probes) reach them", () => {
+    const comfy = p.rec.ofType("kubernetes:apps/v1:Deployment").find((d) => d.inputs.metadata.name === "comfyui")!.inputs.spec.template.spec;
+    assert.equal(comfy.automountServiceAccountToken, false);
+    assert.ok(!p.rec.ofType("aws:eks/podIdentityAssociation:PodIdentityAssociation").some((a) => a.inputs.serviceAccount === "comfyui"));
+    const np = p.rec.ofType("kubernetes:networking.k8s.io/v1:NetworkPolicy").find((n) => n.inputs.metadata.name === "allow-gateway-to-comfyui")!.inputs.spec;
+    assert.deepEqual(np.podSelector.matchLabels, { "app.kubernetes.io/name": "comfyui", "app.kubernetes.io/component": "comfyui" });
+    assert.deepEqual(np.ingress[0].from, [{ podSelector: { matchLabels: { "app.kubernetes.io/name": "comfyui", "app.kubernetes.io/component": "gateway" } } }]);
+  });
+
+  it("scales ComfyUI with KEDA on the gateway's figure only: to zero, never an erroring per-pod trigger", () => {
     const so = p.rec.one("kubernetes:keda.sh/v1alpha1:ScaledObject").inputs.spec;
     assert.equal(so.minReplicaCount, 0);
     assert.equal(so.maxReplicaCount, 4);
     assert.equal(so.cooldownPeriod, 15 * 60);
     assert.equal(so.scaleTargetRef.name, "comfyui");
-    const [queue, demand] = so.triggers;
-    assert.equal(queue.metadata.url, "http://comfyui-queue.comfyui.svc.cluster.local:8848/prompt");
-    assert.equal(queue.metadata.aggregationType, "sum");
-    assert.equal(queue.metadata.targetValue, "2");
-    assert.equal(demand.metadata.url, "http://comfyui-waker.comfyui.svc.cluster.local:9090/demand");
-    const services = Object.fromEntries(p.rec.ofType("kubernetes:core/v1:Service").map((s) => [s.inputs.metadata.name, s.inputs.spec]));
-    assert.deepEqual(services["comfyui-queue"].selector, { "app.kubernetes.io/name": "comfyui", "app.kubernetes.io/component": "comfyui" });
-    assert.deepEqual(services["comfyui"].selector, { "comfyui.studio/serves": "ui" });
-    const deps = Object.fromEntries(p.rec.ofType("kubernetes:apps/v1:Deployment").map((d) => [d.inputs.metadata.name, d.inputs.spec.template.metadata.labels]));
-    assert.equal(deps["comfyui"]["comfyui.studio/serves"], "ui");
-    assert.equal(deps["comfyui-waker"]["comfyui.studio/serves"], "ui");
+    assert.equal(so.triggers.length, 1);
+    const [t] = so.triggers;
+    assert.equal(t.type, "metrics-api");
+    assert.equal(t.metadata.url, "http://comfyui-gateway-metrics.comfyui.svc.cluster.local:8188/gateway/scaling");
+    assert.equal(t.metadata.valueLocation, "prompts");
+    assert.equal(t.metadata.aggregateFromKubeServiceEndpoints, undefined, "one studio-wide figure, not a per-pod sum");
+    assert.equal(t.metadata.targetValue, "2");
+    const metrics = p.rec.ofType("kubernetes:core/v1:Service").find((s) => s.inputs.metadata.name === "comfyui-gateway-metrics")!.inputs.spec;
+    assert.equal(metrics.publishNotReadyAddresses, true, "the standby answers too, so a hand-over never makes the trigger error");
     const release = p.rec.ofType("kubernetes:helm.sh/v3:Release").find((r) => r.inputs.chart === "keda")!;
     assert.equal(release.inputs.version, "2.20.2");
   });

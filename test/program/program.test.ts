@@ -52,9 +52,11 @@ describe("whole program (index.ts + Pulumi.dev.yaml)", function () {
     assert.equal(ingress.inputs.metadata.annotations["alb.ingress.kubernetes.io/scheme"], "internal");
   });
 
-  it("runs the Deployment on the pushed image digest, main container and uploader alike", () => {
-    const image = p.rec.one("awsx:ecr:Image");
-    assert.deepEqual(image.inputs.args, { COMFYUI_VERSION: "v0.3.64", COMFYUI_COMMIT: "a125cd84b054a57729b5eecab930ca9408719832" });
+  it("runs the Deployments on the pushed image digests, ComfyUI (main container and uploader) and the gateway", () => {
+    assert.match(String(p.outputs.imageUri), /@sha256:[0-9a-f]{64}$/);
+    assert.match(String(p.outputs.gatewayImageUri), /@sha256:[0-9a-f]{64}$/);
+    const gw = p.rec.ofType("kubernetes:apps/v1:Deployment").find((d) => d.inputs.metadata.name === "comfyui-gateway")!;
+    assert.equal(gw.inputs.spec.template.spec.containers[0].image, p.outputs.gatewayImageUri);
     const dep = p.rec.ofType("kubernetes:apps/v1:Deployment").find((d) => d.inputs.metadata.name === "comfyui")!;
     const spec = dep.inputs.spec.template.spec;
     assert.equal(spec.containers[0].image, p.outputs.imageUri);

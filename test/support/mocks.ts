@@ -104,6 +104,8 @@ function outputsFor(type: string, name: string, inputs: Record<string, any>): Re
       const bucket = inputs.bucket ?? `${name}-mock`;
       return { ...inputs, bucket, arn: `arn:aws:s3:::${bucket}`, bucketRegionalDomainName: `${bucket}.s3.us-west-2.amazonaws.com` };
     }
+    case "aws:dynamodb/table:Table":
+      return { ...inputs, name: inputs.name ?? `${name}-mock`, arn: arn("dynamodb", `table/${inputs.name ?? `${name}-mock`}`) };
     case "aws:sqs/queue:Queue":
       return { ...inputs, arn: arn("sqs", name), url: `https://sqs.us-west-2.amazonaws.com/${MOCK_ACCOUNT}/${name}`, name: inputs.name ?? name };
     case "aws:lambda/function:Function":

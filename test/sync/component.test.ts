@@ -138,7 +138,7 @@ describe("sync ModelSync component", function () {
       assert.equal(document?.Resource, "arn:aws:ssm:us-west-2::document/AWS-RunShellScript");
       assert.equal(document?.Condition, undefined);
       assert.equal(instances?.Resource, `arn:aws:ec2:us-west-2:${MOCK_ACCOUNT}:instance/*`);
-      assert.deepEqual(instances?.Condition, { StringEquals: { "aws:ResourceTag/eks:eks-cluster-name": CLUSTER } });
+      assert.deepEqual(instances?.Condition, { StringEquals: { "ssm:resourceTag/eks:eks-cluster-name": CLUSTER } });
     });
 
     it("grants '*' only to GetCommandInvocation and DescribeInstances, which have no resource-level permissions", () => {

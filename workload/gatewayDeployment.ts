@@ -1,0 +1,314 @@
+/**
+ * The gateway as deployed: its DynamoDB table, its Pod Identity role, RBAC, the Deployment of two
+ * replicas on the system nodes (one leader, one hot standby through a Lease), its Services and PDB.
+ * Everything here follows the contract in workload/gateway/README.md, which the gateway's code keeps.
+ */
+import * as aws from "@pulumi/aws";
+import * as k8s from "@pulumi/kubernetes";
+import * as pulumi from "@pulumi/pulumi";
+import { SYSTEM_NODE_LABEL } from "../cluster";
+import { PodIdentityRole, Statement } from "../cluster/iam";
+
+export const GATEWAY_PORT = 8188;
+export const GATEWAY_NAME = "comfyui-gateway";
+/** Service over the gateway pods for KEDA: publishes not-ready addresses, so a standby answers too. */
+export const GATEWAY_METRICS_SERVICE = "comfyui-gateway-metrics";
+/** The path and JSON field KEDA's metrics-api scaler reads (README "Process, ports, probes"). */
+export const GATEWAY_SCALING_PATH = "/gateway/scaling";
+export const GATEWAY_SCALING_FIELD = "prompts";
+export const GATEWAY_READY_PATH = "/gateway/ready";
+export const GATEWAY_HEALTH_PATH = "/gateway/health";
+/** Key prefixes the gateway writes in the outputs and user buckets (README "Configuration"). */
+export const GATEWAY_OUTPUTS_PREFIX = "gateway/";
+export const GATEWAY_USERDATA_PREFIX = "user/";
+
+export const GATEWAY_LABELS = { "app.kubernetes.io/name": "comfyui", "app.kubernetes.io/component": "gateway" } as const;
+
+export interface GatewayArgs {
+  namespace: string;
+  /** `repo@sha256:…` of the gateway image. */
+  imageUri: pulumi.Input<string>;
+  clusterName: pulumi.Input<string>;
+  region: string;
+  outputsBucket: pulumi.Input<string>;
+  outputsBucketArn: pulumi.Input<string>;
+  inputsBucket: pulumi.Input<string>;
+  inputsBucketArn: pulumi.Input<string>;
+  userdataBucket: pulumi.Input<string>;
+  userdataBucketArn: pulumi.Input<string>;
+  /** Service whose EndpointSlices list the ComfyUI pods. */
+  comfyuiService: string;
+  /** Body limit of every request in MB (ComfyUI's --max-upload-size). */
+  maxUploadMb: number;
+  /** A prompt waiting this long while no pod became Ready fails with a clear error. */
+  startupDeadlineSeconds: number;
+  /** Days finished prompts (history) are kept. */
+  historyDays: number;
+  /** @defaultValue 2 (leader + hot standby) */
+  replicas?: number;
+  provider: k8s.Provider;
+  dependsOn: pulumi.Input<pulumi.Resource>[];
+  tags: Record<string, string>;
+}
+
+/** DynamoDB actions of the contract, on the table and its indexes only. */
+export const GATEWAY_TABLE_ACTIONS = [
+  "dynamodb:GetItem",
+  "dynamodb:PutItem",
+  "dynamodb:UpdateItem",
+  "dynamodb:DeleteItem",
+  "dynamodb:Query",
+  "dynamodb:BatchWriteItem",
+] as const;
+
+/** Everything the gateway's role may do: its table, its prefixes of three buckets. Nothing else. */
+export function gatewayStatements(p: {
+  tableArn: pulumi.Input<string>;
+  outputsBucketArn: pulumi.Input<string>;
+  inputsBucketArn: pulumi.Input<string>;
+  userdataBucketArn: pulumi.Input<string>;
+}): Statement[] {
+  return [
+    {
+      Sid: "OwnTable",
+      Effect: "Allow",
+      Action: [...GATEWAY_TABLE_ACTIONS],
+      Resource: [p.tableArn, pulumi.interpolate`${p.tableArn}/index/*`],
+    },
+    {
+      Sid: "GatewayOutputs",
+      Effect: "Allow",
+      Action: ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+      Resource: pulumi.interpolate`${p.outputsBucketArn}/${GATEWAY_OUTPUTS_PREFIX}*`,
+    },
+    {
+      Sid: "ListGatewayOutputs",
+      Effect: "Allow",
+      Action: "s3:ListBucket",
+      Resource: p.outputsBucketArn,
+      Condition: { StringLike: { "s3:prefix": [`${GATEWAY_OUTPUTS_PREFIX}*`] } },
+    },
+    {
+      // Uploads land where every ComfyUI pod's input mount reads them; the gateway never deletes inputs.
+      Sid: "Inputs",
+      Effect: "Allow",
+      Action: ["s3:GetObject", "s3:PutObject"],
+      Resource: pulumi.interpolate`${p.inputsBucketArn}/*`,
+    },
+    { Sid: "ListInputs", Effect: "Allow", Action: "s3:ListBucket", Resource: p.inputsBucketArn },
+    {
+      Sid: "UserState",
+      Effect: "Allow",
+      Action: ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+      Resource: pulumi.interpolate`${p.userdataBucketArn}/${GATEWAY_USERDATA_PREFIX}*`,
+    },
+    {
+      Sid: "ListUserState",
+      Effect: "Allow",
+      Action: "s3:ListBucket",
+      Resource: p.userdataBucketArn,
+      Condition: { StringLike: { "s3:prefix": [`${GATEWAY_USERDATA_PREFIX}*`] } },
+    },
+  ];
+}
+
+/** What the gateway reads and patches through the Kubernetes API, in its namespace only (README "Kubernetes"). */
+export const GATEWAY_RBAC_RULES = [
+  { apiGroups: ["discovery.k8s.io"], resources: ["endpointslices"], verbs: ["list", "watch"] },
+  { apiGroups: [""], resources: ["pods"], verbs: ["get", "patch"] },
+  { apiGroups: ["coordination.k8s.io"], resources: ["leases"], verbs: ["get", "create", "update"] },
+];
+
+export class ComfyGateway extends pulumi.ComponentResource {
+  readonly tableName: pulumi.Output<string>;
+  readonly tableArn: pulumi.Output<string>;
+  readonly serviceName: pulumi.Output<string>;
+  readonly deployment: k8s.apps.v1.Deployment;
+  /** Everything the gateway's Services select on, for NetworkPolicies. */
+  readonly labels = GATEWAY_LABELS;
+
+  constructor(name: string, args: GatewayArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("comfyui:workload:Gateway", name, {}, opts);
+    const parent = { parent: this };
+    const k = { parent: this, provider: args.provider };
+
+    // Prompts, queue and history: on demand (an idle studio costs nothing), point-in-time recovery on.
+    // DynamoDB encrypts every table at rest and that cannot be turned off (DynamoDB DG "encryption at
+    // rest usage notes"); the AWS-owned key needs no KMS permissions on the gateway's role.
+    const table = new aws.dynamodb.Table(
+      `${name}-table`,
+      {
+        billingMode: "PAY_PER_REQUEST",
+        hashKey: "pk",
+        rangeKey: "sk",
+        attributes: [
+          { name: "pk", type: "S" },
+          { name: "sk", type: "S" },
+          { name: "open", type: "S" },
+          { name: "openKey", type: "S" },
+          { name: "hist", type: "S" },
+          { name: "histKey", type: "S" },
+        ],
+        globalSecondaryIndexes: [
+          { name: "open", hashKey: "open", rangeKey: "openKey", projectionType: "ALL" },
+          { name: "history", hashKey: "hist", rangeKey: "histKey", projectionType: "ALL" },
+        ],
+        ttl: { attributeName: "expiresAt", enabled: true },
+        pointInTimeRecovery: { enabled: true },
+        deletionProtectionEnabled: false,
+        tags: args.tags,
+      },
+      parent,
+    );
+
+    const role = new PodIdentityRole(
+      `${name}-role`,
+      {
+        clusterName: args.clusterName,
+        namespace: args.namespace,
+        serviceAccount: GATEWAY_NAME,
+        statements: gatewayStatements({
+          tableArn: table.arn,
+          outputsBucketArn: args.outputsBucketArn,
+          inputsBucketArn: args.inputsBucketArn,
+          userdataBucketArn: args.userdataBucketArn,
+        }),
+        tags: args.tags,
+      },
+      parent,
+    );
+
+    const sa = new k8s.core.v1.ServiceAccount(`${name}-sa`, { metadata: { name: GATEWAY_NAME, namespace: args.namespace } }, { ...k, dependsOn: args.dependsOn });
+    const rbacRole = new k8s.rbac.v1.Role(`${name}-rbac`, { metadata: { name: GATEWAY_NAME, namespace: args.namespace }, rules: GATEWAY_RBAC_RULES }, { ...k, dependsOn: args.dependsOn });
+    const binding = new k8s.rbac.v1.RoleBinding(
+      `${name}-rbac`,
+      {
+        metadata: { name: GATEWAY_NAME, namespace: args.namespace },
+        roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: GATEWAY_NAME },
+        subjects: [{ kind: "ServiceAccount", name: GATEWAY_NAME, namespace: args.namespace }],
+      },
+      { ...k, dependsOn: [rbacRole, sa] },
+    );
+
+    const env: Record<string, pulumi.Input<string>> = {
+      GATEWAY_MODE: "kubernetes",
+      GATEWAY_PORT: String(GATEWAY_PORT),
+      GATEWAY_TABLE: table.name,
+      AWS_REGION: args.region,
+      GATEWAY_OUTPUTS_BUCKET: args.outputsBucket,
+      GATEWAY_OUTPUTS_PREFIX: GATEWAY_OUTPUTS_PREFIX,
+      GATEWAY_INPUTS_BUCKET: args.inputsBucket,
+      GATEWAY_USERDATA_BUCKET: args.userdataBucket,
+      GATEWAY_COMFYUI_SERVICE: args.comfyuiService,
+      GATEWAY_LEASE_NAME: GATEWAY_NAME,
+      GATEWAY_MAX_UPLOAD_MB: String(args.maxUploadMb),
+      GATEWAY_STARTUP_DEADLINE_SECONDS: String(args.startupDeadlineSeconds),
+      GATEWAY_HISTORY_TTL_DAYS: String(args.historyDays),
+    };
+    const restricted = {
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      runAsNonRoot: true,
+      capabilities: { drop: ["ALL"] },
+      seccompProfile: { type: "RuntimeDefault" },
+    };
+    this.deployment = new k8s.apps.v1.Deployment(
+      `${name}-deploy`,
+      {
+        metadata: { name: GATEWAY_NAME, namespace: args.namespace, labels: GATEWAY_LABELS },
+        spec: {
+          replicas: args.replicas ?? 2,
+          selector: { matchLabels: GATEWAY_LABELS },
+          // Surge first: the new replica is the standby that takes the Lease when the old leader leaves.
+          strategy: { type: "RollingUpdate", rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } },
+          template: {
+            metadata: { labels: { ...GATEWAY_LABELS } },
+            spec: {
+              serviceAccountName: GATEWAY_NAME,
+              nodeSelector: { ...SYSTEM_NODE_LABEL },
+              // Leader and standby on different nodes, so one node's loss keeps a gateway.
+              affinity: {
+                podAntiAffinity: {
+                  preferredDuringSchedulingIgnoredDuringExecution: [
+                    { weight: 100, podAffinityTerm: { topologyKey: "kubernetes.io/hostname", labelSelector: { matchLabels: GATEWAY_LABELS } } },
+                  ],
+                },
+              },
+              terminationGracePeriodSeconds: 30,
+              securityContext: { runAsNonRoot: true, runAsUser: 10001, runAsGroup: 10001, seccompProfile: { type: "RuntimeDefault" } },
+              containers: [
+                {
+                  name: "gateway",
+                  image: args.imageUri,
+                  ports: [{ name: "http", containerPort: GATEWAY_PORT }],
+                  env: [
+                    ...Object.entries(env).map(([n, value]) => ({ name: n, value })),
+                    { name: "POD_NAME", valueFrom: { fieldRef: { fieldPath: "metadata.name" } } },
+                    { name: "POD_NAMESPACE", valueFrom: { fieldRef: { fieldPath: "metadata.namespace" } } },
+                  ],
+                  resources: { requests: { cpu: "250m", memory: "256Mi" }, limits: { memory: "1Gi" } },
+                  securityContext: restricted,
+                  // Only the Lease holder is Ready: the ALB and every client talk to the leader.
+                  readinessProbe: { httpGet: { path: GATEWAY_READY_PATH, port: "http" }, periodSeconds: 2, failureThreshold: 1 },
+                  livenessProbe: { httpGet: { path: GATEWAY_HEALTH_PATH, port: "http" }, periodSeconds: 10, failureThreshold: 3 },
+                  volumeMounts: [{ name: "tmp", mountPath: "/tmp" }],
+                },
+              ],
+              volumes: [{ name: "tmp", emptyDir: { sizeLimit: "1Gi" } }],
+            },
+          },
+        },
+      },
+      { ...k, dependsOn: [binding, role, ...args.dependsOn] },
+    );
+
+    const service = new k8s.core.v1.Service(
+      `${name}-svc`,
+      {
+        metadata: { name: GATEWAY_NAME, namespace: args.namespace, labels: GATEWAY_LABELS },
+        spec: { type: "ClusterIP", selector: GATEWAY_LABELS, ports: [{ name: "http", port: GATEWAY_PORT, targetPort: "http" }] },
+      },
+      { ...k, dependsOn: args.dependsOn },
+    );
+    new k8s.core.v1.Service(
+      `${name}-metrics-svc`,
+      {
+        metadata: { name: GATEWAY_METRICS_SERVICE, namespace: args.namespace, labels: GATEWAY_LABELS },
+        spec: {
+          type: "ClusterIP",
+          selector: GATEWAY_LABELS,
+          // Every replica answers the scaling figure from the store: during a hand-over the trigger
+          // must not see zero endpoints (an erroring trigger blocks KEDA's scale to zero).
+          publishNotReadyAddresses: true,
+          ports: [{ name: "http", port: GATEWAY_PORT, targetPort: "http" }],
+        },
+      },
+      { ...k, dependsOn: args.dependsOn },
+    );
+    new k8s.policy.v1.PodDisruptionBudget(
+      `${name}-pdb`,
+      { metadata: { name: GATEWAY_NAME, namespace: args.namespace }, spec: { minAvailable: 1, selector: { matchLabels: GATEWAY_LABELS } } },
+      { ...k, dependsOn: args.dependsOn },
+    );
+
+    this.tableName = table.name;
+    this.tableArn = table.arn;
+    this.serviceName = service.metadata.name;
+    this.registerOutputs({ tableName: this.tableName, serviceName: this.serviceName });
+  }
+}
+
+/** The KEDA trigger on the gateway's figure: never an error, 0 when idle, able to wake from zero. */
+export function gatewayScalingTrigger(namespace: string, promptsPerPod: number): Record<string, unknown> {
+  return {
+    type: "metrics-api",
+    name: "gateway-prompts",
+    metadata: {
+      url: `http://${GATEWAY_METRICS_SERVICE}.${namespace}.svc.cluster.local:${GATEWAY_PORT}${GATEWAY_SCALING_PATH}`,
+      format: "json",
+      valueLocation: GATEWAY_SCALING_FIELD,
+      targetValue: String(promptsPerPod),
+      activationTargetValue: "0",
+    },
+  };
+}
