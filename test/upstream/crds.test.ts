@@ -80,6 +80,35 @@ describe("custom resources against the vendored CRDs (schema + CEL)", function (
     });
   });
 
+  describe("what GpuCapacity's argument checks allow and reject, the CRDs allow and reject", () => {
+    // karpenter/index.ts validates consolidateAfter/expireAfter (duration or "Never"), weight [1, 100],
+    // rootVolumeGiB [20, 16384], capacity types and restricted tags before anything is sent; these
+    // variants of the program's own objects hold it to the real CRDs.
+    it("allowed variants pass", async () => {
+      for (const [consolidateAfter, expireAfter, weight, capacity] of [["90s", "Never", 1, ["on-demand"]], ["1h30m", "720h", 100, ["spot"]]] as const) {
+        const np = clone(nodePool);
+        np.spec.disruption.consolidateAfter = consolidateAfter;
+        np.spec.template.spec.expireAfter = expireAfter;
+        np.spec.weight = weight;
+        np.spec.template.spec.requirements.find((r: { key: string }) => r.key === "karpenter.sh/capacity-type").values = [...capacity];
+        await validateCustomResource(np).catch((e: Error) => assert.fail(`${consolidateAfter}/${expireAfter}/${weight}: ${e.message}`));
+      }
+      for (const size of ["20Gi", "16384Gi"]) {
+        const nc = clone(nodeClass);
+        nc.spec.blockDeviceMappings[0].ebs.volumeSize = size;
+        await validateCustomResource(nc);
+      }
+    });
+
+    it("every tag GpuCapacity refuses is refused by the EC2NodeClass CRD too", async () => {
+      for (const tag of ["kubernetes.io/cluster/comfyui-dev", "karpenter.sh/nodepool", "karpenter.sh/nodeclaim", "karpenter.k8s.aws/ec2nodeclass", "eks:eks-cluster-name"]) {
+        const nc = clone(nodeClass);
+        nc.spec.tags[tag] = "x";
+        await assertViolation(nc, "spec.tags", /tag contains a restricted tag matching/);
+      }
+    });
+  });
+
   describe("schema violations are caught with their path", () => {
     it("wrong type", async () => {
       const np = clone(nodePool);
