@@ -30,7 +30,7 @@ export interface ImageArgs {
 }
 
 /** The files of ComfyUI's build context, relative to the repository root. */
-export const COMFYUI_CONTEXT_FILES = ["image/Dockerfile", "image/constraints.txt", "image/custom-nodes.txt"];
+export const COMFYUI_CONTEXT_FILES = ["image/Dockerfile", "image/constraints.txt", "image/custom-nodes.txt", "image/torch-pins.sh"];
 
 /** A private, scanned, encrypted ECR repository with the project's lifecycle rules. */
 export function privateRepository(name: string, tags: Record<string, string>, forceDelete: boolean, opts: pulumi.CustomResourceOptions): aws.ecr.Repository {

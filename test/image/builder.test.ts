@@ -59,7 +59,7 @@ describe("image: built in AWS (CodeBuild)", () => {
     assert.equal(b.dockerfile, "image/Dockerfile");
     assert.equal(b.contextDir, "image");
     assert.equal(b.region, "us-west-2");
-    assert.deepEqual(COMFYUI_CONTEXT_FILES.sort(), ["image/Dockerfile", "image/constraints.txt", "image/custom-nodes.txt"]);
+    assert.deepEqual(COMFYUI_CONTEXT_FILES.sort(), ["image/Dockerfile", "image/constraints.txt", "image/custom-nodes.txt", "image/torch-pins.sh"]);
   });
 
   it("context bucket: encrypted, public access blocked, owner-enforced, TLS only", () => {

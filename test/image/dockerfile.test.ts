@@ -1,5 +1,7 @@
 import { strict as assert } from "node:assert";
+import { execFileSync, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 import { DockerfileParser } from "dockerfile-ast";
 import { parseConfig } from "../../config";
@@ -12,13 +14,70 @@ const instructions = df.getInstructions();
 const args = (kw: string) => instructions.filter((i) => i.getKeyword() === kw).map((i) => i.getArgumentsContent() ?? "");
 
 describe("image/Dockerfile", () => {
-  it("parses and pins its CUDA runtime base to an exact version", () => {
+  it("runs on a plain Ubuntu release with no second CUDA/cuDNN stack (torch's wheels bring theirs)", () => {
     const from = df.getFROMs();
-    assert.equal(from.length, 1);
-    const img = from[0].getImageName();
-    const tag = from[0].getImageTag() ?? "";
-    assert.equal(img, "nvidia/cuda");
-    assert.match(tag, /^\d+\.\d+\.\d+-(cudnn-)?runtime-ubuntu\d+\.\d+$/);
+    assert.equal(from.length, 2, "a source stage and the runtime");
+    for (const f of from) {
+      assert.equal(f.getImageName(), "ubuntu");
+      assert.match(f.getImageTag() ?? "", /^\d{2}\.\d{2}$/, "an exact Ubuntu release");
+    }
+    // Neither a CUDA base image nor CUDA/cuDNN system packages anywhere.
+    assert.doesNotMatch(text, /^FROM\s+nvidia\/cuda/im);
+    assert.doesNotMatch(text, /apt-get install[^\n]*(cuda|cudnn|libnccl|libcublas)/i);
+    // The runtime asks the NVIDIA container runtime for the driver's compute libraries.
+    assert.match(text, /NVIDIA_DRIVER_CAPABILITIES=compute,utility/);
+  });
+
+  it("keeps git and ffmpeg/libGL out of the runtime stage", () => {
+    const runtime = text.slice(text.lastIndexOf("\nFROM "));
+    assert.doesNotMatch(runtime, /apt-get install[^\n]*\bgit\b/);
+    assert.doesNotMatch(runtime, /\b(ffmpeg|libgl1)\b/);
+    assert.match(runtime, /COPY --from=source \/app\/ComfyUI \/app\/ComfyUI/);
+  });
+
+  it("installs the Python stack in separate layers, torch's CUDA wheels before torch, largest first", () => {
+    const runs = args("RUN");
+    const layerOf = (pkg: string) =>
+      runs.findIndex((r) => {
+        if (!r.includes("pip install") || r.includes("--dry-run")) return false;
+        const pinned = /torch-pins ([^)]*)\)/.exec(r)?.[1].split(/\s+/) ?? [];
+        return pinned.includes(pkg) || r.split(/\s+/).includes(pkg);
+      });
+    const order = ["nvidia-cudnn-cu12", "nvidia-cublas-cu12", "nvidia-nccl-cu12", "nvidia-cusparse-cu12", "nvidia-cufft-cu12", "torch"].map(layerOf);
+    for (const [i, l] of order.entries()) assert.ok(l >= 0, `no layer installs ${["cudnn", "cublas", "nccl", "cusparse", "cufft", "torch"][i]}`);
+    assert.equal(new Set(order).size, order.length, "each group in its own RUN layer");
+    assert.deepEqual([...order].sort((a, b) => a - b), order, "largest (CUDA libraries) first, torch after them");
+    // Each CUDA layer installs exactly its wheels, at torch's own pins.
+    for (const l of order.slice(0, -1)) {
+      assert.match(runs[l], /^p="\$\(torch-pins [^)]+\)" && pip install --no-deps /, runs[l]);
+    }
+    assert.match(runs[order[order.length - 1]], /-c \/build\/torch-pins\.txt torch torchvision torchaudio$/);
+    const comfyReq = runs.findIndex((r) => r.includes("-r /app/ComfyUI/requirements.txt"));
+    assert.ok(comfyReq > order[order.length - 1], "ComfyUI's requirements after torch");
+    // The pins come from torch's own resolution (pip's report), not from a copied list.
+    assert.ok(runs.some((r) => /pip install --dry-run --ignore-installed --quiet -c \/build\/constraints\.txt --report \/build\/torch-report\.json/.test(r) && r.includes("> /build/torch-pins.txt")));
+  });
+
+  it("torch-pins prints torch's own pins and refuses a name torch does not require", () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "pins-"));
+    try {
+      const pins = path.join(tmp, "pins.txt");
+      fs.writeFileSync(pins, "torch==2.8.0\nnvidia-cudnn-cu12==9.10.2.21\nnvidia-cublas-cu12==12.8.4.1\n");
+      const env = { ...process.env, TORCH_PINS: pins };
+      const script = path.join(dir, "torch-pins.sh");
+      assert.equal(execFileSync(script, ["nvidia-cudnn-cu12", "NVIDIA-CUBLAS-CU12"], { env }).toString(), "nvidia-cudnn-cu12==9.10.2.21\nnvidia-cublas-cu12==12.8.4.1\n");
+      const missing = spawnSync(script, ["nvidia-cudnn-cu12", "nvidia-nccl-cu12"], { env });
+      assert.notEqual(missing.status, 0);
+      assert.match(missing.stderr.toString(), /torch does not require nvidia-nccl-cu12/);
+      // A prefix is not a match: "nvidia-cu" must not pick nvidia-cudnn.
+      assert.notEqual(spawnSync(script, ["nvidia-cu"], { env }).status, 0);
+      assert.notEqual(spawnSync(script, [], { env }).status, 0);
+      assert.notEqual(spawnSync(script, ["torch"], { env: { ...process.env, TORCH_PINS: path.join(tmp, "absent") } }).status, 0);
+      execFileSync("shellcheck", [script]);
+      assert.ok(text.includes("COPY --chmod=755 torch-pins.sh /usr/local/bin/torch-pins"));
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
   });
 
   it("runs as a non-root user", () => {
@@ -44,6 +103,9 @@ describe("image/Dockerfile", () => {
     assert.deepEqual(args("ARG").filter((a) => a.startsWith("COMFYUI_V") || a.startsWith("COMFYUI_C")), ["COMFYUI_VERSION", "COMFYUI_COMMIT"]);
     assert.match(text, /--branch "\$COMFYUI_VERSION"/);
     assert.match(text, /test "\$\(git -C \/app\/ComfyUI rev-parse HEAD\)" = "\$COMFYUI_COMMIT"/);
+    // The check runs in the same RUN as the clone, so a mismatch fails the build.
+    const clone = args("RUN").find((r) => r.includes("git clone --depth 1 --branch"))!;
+    assert.match(clone, /--branch "\$COMFYUI_VERSION"[\s\S]*&& test "\$\(git -C \/app\/ComfyUI rev-parse HEAD\)" = "\$COMFYUI_COMMIT"/);
     // The default the image is built with: v0.3.64 at a125cd8, the version docs/comfyui-protocol.md describes.
     const cfg = parseConfig({ "aws:region": "us-west-2" }, { project: "p", stack: "dev" });
     assert.equal(cfg.comfyuiVersion, "v0.3.64");
