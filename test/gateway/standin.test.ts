@@ -65,6 +65,20 @@ describe("ComfyUI stand-in: HTTP basics", function () {
     assert.deepStrictEqual(Object.keys(await getJson(s.url + "/api/object_info/SaveImage")), ["SaveImage"]);
   });
 
+  it("experiment/models and internal routes: model_manager.py and internal_routes.py shapes", async () => {
+    const folders = await getJson(s.url + "/experiment/models");
+    assert.ok(!folders.some((f: any) => f.name === "configs" || f.name === "custom_nodes"));
+    assert.strictEqual(folders.find((f: any) => f.name === "text_encoders").folders.length, 2);
+    const te = await getJson(s.url + "/experiment/models/text_encoders");
+    assert.deepStrictEqual(te.map((m: any) => [m.name, m.pathIndex]).sort(), [["clip_g.safetensors", 0], ["clip_l.safetensors", 0], ["t5xxl_fp16.safetensors", 0]]);
+    assert.deepStrictEqual(Object.keys(te[0]), ["name", "pathIndex", "modified", "created", "size"]);
+    assert.strictEqual((await fetch(s.url + "/experiment/models/nope")).status, 404);
+    assert.strictEqual((await fetch(s.url + "/internal/logs/subscribe", { method: "PATCH", body: "{}" })).status, 500);
+    const bad = await fetch(s.url + "/internal/files/models");
+    assert.deepStrictEqual([bad.status, await bad.json()], [400, { error: "Invalid directory type" }]);
+    assert.ok(Array.isArray(await getJson(s.url + "/internal/files/output")));
+  });
+
   it("models, embeddings: folder keys, sorted files, 404 for unknown or legacy folders", async () => {
     const folders = await getJson(s.url + "/models");
     assert.ok(folders.includes("checkpoints") && folders.includes("text_encoders") && folders.includes("diffusion_models"));

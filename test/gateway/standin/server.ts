@@ -55,6 +55,7 @@ type Handler = (req: Req) => Promise<Res> | Res;
 const empty = (status: number): Res => ({ status, headers: { "Content-Type": "application/octet-stream" }, body: "" });
 const text = (status: number, t: string): Res => ({ status, headers: { "Content-Type": "text/plain; charset=utf-8" }, body: t });
 const json = (v: unknown, status = 200, raw?: string): Res => ({ status, headers: { "Content-Type": "application/json; charset=utf-8" }, body: raw ?? JSON.stringify(v) });
+const MODEL_EXTENSIONS = [".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"];
 const SERVER_ERROR = text(500, "500 Internal Server Error\n\nServer got itself in trouble");
 
 const MIME: Record<string, string> = {
@@ -679,16 +680,29 @@ export class StandInServer {
     });
 
     // ---- app/model_manager.py ----
-    this.route("GET", "/experiment/models", () => json(o.modelFolders().map((name) => ({ name, folders: this.folderPaths(name) }))));
+    // app/model_manager.py: configs and custom_nodes are not model folders there.
+    this.route("GET", "/experiment/models", () =>
+      json(o.modelFolders().filter((f) => f !== "configs" && f !== "custom_nodes").map((name) => ({ name, folders: this.folderPaths(name) }))),
+    );
     this.route("GET", "/experiment/models/{folder}", (r) => {
       if (!o.modelFolders().includes(r.params.folder)) return empty(404);
-      return json(
-        this.modelFiles(r.params.folder).map((name) => {
-          const f = this.modelFilePath(r.params.folder, name);
-          const st = f ? fs.statSync(f) : undefined;
-          return { name, pathIndex: 0, modified: st ? st.mtimeMs / 1000 : 0, created: st ? st.ctimeMs / 1000 : 0, size: st ? st.size : 0 };
-        }),
-      );
+      const out: Record<string, unknown>[] = [];
+      this.folderPaths(r.params.folder).forEach((dir, pathIndex) => {
+        const walk = (d: string) => {
+          if (!fs.existsSync(d) || !fs.statSync(d).isDirectory()) return;
+          for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+            if (e.name.startsWith(".")) continue;
+            const f = path.join(d, e.name);
+            if (e.isDirectory()) walk(f);
+            else if (MODEL_EXTENSIONS.includes(path.extname(e.name).toLowerCase())) {
+              const st = fs.statSync(f);
+              out.push({ name: path.relative(dir, f), pathIndex, modified: st.mtimeMs / 1000, created: st.ctimeMs / 1000, size: st.size });
+            }
+          }
+        };
+        walk(dir);
+      });
+      return json(out);
     });
     this.route("GET", "/workflow_templates", () => json({}));
     this.route("GET", "/i18n", () => json({}));
@@ -698,25 +712,21 @@ export class StandInServer {
     this.route("GET", "/internal/logs/raw", () => json({ entries: [], size: { cols: 80, rows: 24 } }), false);
     this.route("PATCH", "/internal/logs/subscribe", async (r) => {
       const body = await r.json();
-      get(body, "clientId");
+      for (const k of ["clientId", "enabled"]) if (get(body, k) === undefined) throw new PyError("KeyError", `'${k}'`);
       return empty(200);
     }, false);
     this.route("GET", "/internal/folder_paths", () => json(Object.fromEntries(o.modelFolders().map((f) => [f, this.folderPaths(f)]))), false);
     this.route("GET", "/internal/files/{directory_type}", (r) => {
       const t = r.params.directory_type;
-      if (!["output", "input", "temp"].includes(t)) return text(400, "Invalid directory type");
+      if (!["output", "input", "temp"].includes(t)) return json({ error: "Invalid directory type" }, 400);
       const dir = o.dirs[t as "output" | "input" | "temp"];
-      const out: { name: string; mtime: number }[] = [];
-      const walk = (d: string) => {
-        for (const e of fs.readdirSync(d, { withFileTypes: true })) {
-          const f = path.join(d, e.name);
-          if (e.isDirectory()) walk(f);
-          else out.push({ name: path.relative(dir, f).split(path.sep).join("/"), mtime: fs.statSync(f).mtimeMs });
-        }
-      };
-      if (fs.existsSync(dir)) walk(dir);
-      out.sort((a, b) => b.mtime - a.mtime);
-      return json(out.map((x) => x.name));
+      // os.scandir: top-level files only, newest first
+      const files = fs
+        .readdirSync(dir, { withFileTypes: true })
+        .filter((e) => e.isFile())
+        .map((e) => ({ name: e.name, mtime: fs.statSync(path.join(dir, e.name)).mtimeMs }))
+        .sort((a, b) => b.mtime - a.mtime);
+      return json(files.map((x) => x.name));
     }, false);
   }
 
@@ -727,14 +737,6 @@ export class StandInServer {
     if (folder === "controlnet") return [path.join(m, "controlnet"), path.join(m, "t2i_adapter")];
     if (folder === "custom_nodes") return [path.join(this.o.dataDir, "custom_nodes")];
     return [path.join(m, folder)];
-  }
-
-  private modelFilePath(folder: string, name: string): string | undefined {
-    for (const d of this.folderPaths(folder)) {
-      const f = path.join(d, name);
-      if (fs.existsSync(f) && fs.statSync(f).isFile()) return f;
-    }
-    return undefined;
   }
 
   private view(r: Req): Res {
