@@ -55,10 +55,15 @@ describe("IAM simulation: what each principal really asks for", function () {
     assert.deepEqual(uncovered, [], `roles with inline policies but no simulation table (add one in test/iam/principals.ts): ${uncovered.join(", ")}`);
   });
 
-  it("names the GPU node role's AWS-managed policies, which cannot be read offline and are not simulated", function () {
-    // Their documents live in the account (iam:GetPolicyVersion); only the inline policy is simulated here.
+  it("simulates the GPU node role with its AWS-managed policies' vendored default versions", function () {
     const node = tables.find((t) => t.principal === "gpu-node")!;
-    assert.deepEqual([...(node.unreadManagedPolicies ?? [])].sort(), Object.values(NODE_MANAGED_POLICY_ARNS).sort());
+    assert.deepEqual([...(node.managedPolicies ?? [])].sort(), Object.values(NODE_MANAGED_POLICY_ARNS).sort());
+    assert.equal(policies.managedByRole.get(node.role)?.length, Object.keys(NODE_MANAGED_POLICY_ARNS).length);
+  });
+
+  it("has a vendored document for every AWS-managed policy attached to a simulated role", function () {
+    const unread = tables.flatMap((t) => (policies.unreadByRole.get(t.role) ?? []).map((arn) => `${t.role}: ${arn}`));
+    assert.deepEqual(unread, [], "vendor it under test/upstream/iam/aws-managed/ (see the README there)");
   });
 
   it("catches a request the policies do not grant (the harness can fail)", async function () {

@@ -317,6 +317,17 @@ export function gpuNodeTable(f: Facts, attached: string[]): PrincipalTable {
       { action: "s3:ListBucket", resource: models, context: { "s3:prefix": "checkpoints/" } },
       { action: "s3:GetObject", resource: `${models}/checkpoints/sd_xl_base_1.0.safetensors` },
       { action: "s3:GetObjectVersion", resource: `${models}/checkpoints/sd_xl_base_1.0.safetensors` },
+      // From the AWS-managed policies (vendored default versions): kubelet, VPC CNI, image pulls,
+      // the SSM agent that runs the sync Lambda's commands.
+      { action: "eks:DescribeCluster", resource: `arn:aws:eks:${REGION}:${MOCK_ACCOUNT}:cluster/${f.cluster}` },
+      { action: "ec2:DescribeInstances", resource: "*" },
+      { action: "ec2:AssignPrivateIpAddresses", resource: `arn:aws:ec2:${REGION}:${MOCK_ACCOUNT}:network-interface/eni-0123456789abcdef0` },
+      { action: "ecr:GetAuthorizationToken", resource: "*" },
+      { action: "ecr:BatchGetImage", resource: `arn:aws:ecr:${REGION}:${MOCK_ACCOUNT}:repository/${f.cluster}-repo` },
+      { action: "ecr:GetDownloadUrlForLayer", resource: `arn:aws:ecr:${REGION}:${MOCK_ACCOUNT}:repository/${f.cluster}-repo` },
+      { action: "ssm:UpdateInstanceInformation", resource: `arn:aws:ec2:${REGION}:${MOCK_ACCOUNT}:instance/i-0123456789abcdef0` },
+      { action: "ec2messages:GetMessages", resource: "*" },
+      { action: "ssmmessages:CreateControlChannel", resource: "*" },
     ],
     denied: [
       { action: "s3:PutObject", resource: `${models}/checkpoints/x.safetensors` },
@@ -326,7 +337,7 @@ export function gpuNodeTable(f: Facts, attached: string[]): PrincipalTable {
       // The bucket policy refuses plain HTTP.
       { action: "s3:GetObject", resource: `${models}/checkpoints/sd_xl_base_1.0.safetensors`, context: { "aws:SecureTransport": "false" }, explicit: true },
     ],
-    unreadManagedPolicies: attached,
+    managedPolicies: attached,
   };
 }
 

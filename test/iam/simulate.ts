@@ -15,6 +15,8 @@
  *      and condition key of every document in the graph.
  */
 import { runSimulation, runUnsafeSimulation, type Simulation } from "@cloud-copilot/iam-simulate";
+import * as fs from "node:fs";
+import * as path from "node:path";
 import { MOCK_ACCOUNT } from "../support/mocks";
 import { ProgramRun, runProgram } from "../support/program";
 
@@ -71,8 +73,8 @@ export interface PrincipalTable {
   allowed: SimRequest[];
   /** Requests that must stay denied. */
   denied: SimRequest[];
-  /** AWS-managed policies attached to the role that cannot be read offline (said, not simulated). */
-  unreadManagedPolicies?: string[];
+  /** AWS-managed policies attached to the role, simulated from their vendored default versions. */
+  managedPolicies?: string[];
 }
 
 export type Decision = "Allowed" | "ExplicitlyDenied" | "ImplicitlyDenied";
@@ -99,6 +101,10 @@ export interface ProgramPolicies {
   byRole: Map<string, PolicyDocument[]>;
   /** Managed policy ARNs attached by role name. */
   attachedByRole: Map<string, string[]>;
+  /** The attached AWS-managed policies' documents, where vendored (test/upstream/iam/aws-managed/). */
+  managedByRole: Map<string, PolicyDocument[]>;
+  /** Attached managed policies with no vendored document: not simulated. */
+  unreadByRole: Map<string, string[]>;
   resourcePolicies: FoundDocument[];
   run: ProgramRun;
 }
@@ -136,14 +142,36 @@ export function programPolicies(): Promise<ProgramPolicies> {
       const role = roleOf(r.inputs.role);
       attachedByRole.set(role, [...(attachedByRole.get(role) ?? []), String(r.inputs.policyArn)]);
     }
+    const managedByRole = new Map<string, PolicyDocument[]>();
+    const unreadByRole = new Map<string, string[]>();
+    for (const [role, arns] of attachedByRole) {
+      for (const arn of arns) {
+        const doc = awsManagedPolicy(arn);
+        if (doc) managedByRole.set(role, [...(managedByRole.get(role) ?? []), doc]);
+        else unreadByRole.set(role, [...(unreadByRole.get(role) ?? []), arn]);
+      }
+    }
     const resourcePolicies: FoundDocument[] = [
       ...rec.ofType("aws:sqs/queuePolicy:QueuePolicy").map((r) => ({ kind: "queue" as const, source: r.name, doc: parse(r.inputs.policy, r.name) })),
       ...rec.ofType("aws:s3/bucketPolicy:BucketPolicy").map((r) => ({ kind: "bucket" as const, source: r.name, doc: parse(r.inputs.policy, r.name) })),
     ];
     all.push(...resourcePolicies);
-    return { all, byRole, attachedByRole, resourcePolicies, run };
+    return { all, byRole, attachedByRole, managedByRole, unreadByRole, resourcePolicies, run };
   })();
   return cached;
+}
+
+const AWS_MANAGED_DIR = path.join(__dirname, "..", "upstream", "iam", "aws-managed");
+
+/** An AWS-managed policy's vendored default version (MAMIP's PolicyVersion object), if vendored. */
+export function awsManagedPolicy(arn: string): PolicyDocument | undefined {
+  const m = /^arn:aws:iam::aws:policy\/(?:.*\/)?([A-Za-z0-9_+=,.@-]+)$/.exec(arn);
+  if (!m) return undefined;
+  const file = path.join(AWS_MANAGED_DIR, `${m[1]}.json`);
+  if (!fs.existsSync(file)) return undefined;
+  const v = JSON.parse(fs.readFileSync(file, "utf8")) as { PolicyVersion: { Document: PolicyDocument; IsDefaultVersion: boolean } };
+  if (!v.PolicyVersion.IsDefaultVersion) throw new Error(`${file}: not the default version`);
+  return v.PolicyVersion.Document;
 }
 
 /** IAM's wildcard match: `*` any run of characters, `?` one character; case-sensitive like ARNs. */
@@ -216,8 +244,9 @@ export function roleArn(roleName: string): string {
 
 /** Simulates a request as a role of the program: its inline policies, plus the target's resource policy. */
 export async function simulateAsRole(policies: ProgramPolicies, role: string, req: SimRequest): Promise<SimOutcome> {
-  const identity = policies.byRole.get(role);
-  if (!identity) throw new Error(`no inline policy attached to role '${role}' in the program graph (roles: ${[...policies.byRole.keys()].join(", ")})`);
+  const inline = policies.byRole.get(role);
+  if (!inline) throw new Error(`no inline policy attached to role '${role}' in the program graph (roles: ${[...policies.byRole.keys()].join(", ")})`);
+  const identity = [...inline, ...(policies.managedByRole.get(role) ?? [])];
   return simulate(identity, req, { principalArn: roleArn(role), resourcePolicy: resourcePolicyFor(policies.resourcePolicies, req.resource) });
 }
 
