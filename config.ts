@@ -6,45 +6,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import { DEFAULT_KUBERNETES_VERSION, judgeKubernetesVersion } from "./cluster/versions";
 
-/**
- * GPU instance types this program knows how to size for: vCPU and memory set the ComfyUI pod's
- * requests, NVMe the model cache, price the cost docs. Figures: us-east-1 on-demand, Jul 2026
- * (../shared/docs/anchors.md "Instances"). A type not listed here is rejected by config validation,
- * because without these figures we could neither size the pod nor promise local NVMe.
- */
-export interface GpuInstance {
-  gpu: string;
-  gpuMemoryGiB: number;
-  vcpu: number;
-  memoryGiB: number;
-  nvmeGB: number;
-  onDemandUsdPerHour: number;
-}
-
-export const GPU_INSTANCES: Readonly<Record<string, GpuInstance>> = {
-  "g4dn.xlarge": { gpu: "T4", gpuMemoryGiB: 16, vcpu: 4, memoryGiB: 16, nvmeGB: 125, onDemandUsdPerHour: 0.526 },
-  "g4dn.2xlarge": { gpu: "T4", gpuMemoryGiB: 16, vcpu: 8, memoryGiB: 32, nvmeGB: 225, onDemandUsdPerHour: 0.752 },
-  "g5.xlarge": { gpu: "A10G", gpuMemoryGiB: 24, vcpu: 4, memoryGiB: 16, nvmeGB: 250, onDemandUsdPerHour: 1.006 },
-  "g5.2xlarge": { gpu: "A10G", gpuMemoryGiB: 24, vcpu: 8, memoryGiB: 32, nvmeGB: 450, onDemandUsdPerHour: 1.212 },
-  "g6.xlarge": { gpu: "L4", gpuMemoryGiB: 24, vcpu: 4, memoryGiB: 16, nvmeGB: 250, onDemandUsdPerHour: 0.8048 },
-  "g6.2xlarge": { gpu: "L4", gpuMemoryGiB: 24, vcpu: 8, memoryGiB: 32, nvmeGB: 450, onDemandUsdPerHour: 0.9776 },
-  "g6e.xlarge": { gpu: "L40S", gpuMemoryGiB: 48, vcpu: 4, memoryGiB: 32, nvmeGB: 250, onDemandUsdPerHour: 1.861 },
-  "g6e.2xlarge": { gpu: "L40S", gpuMemoryGiB: 48, vcpu: 8, memoryGiB: 64, nvmeGB: 450, onDemandUsdPerHour: 2.2421 },
-};
-
-/**
- * What one ComfyUI pod may request so that it fits on the smallest allowed type next to the
- * DaemonSets (CNI, kube-proxy, device plugin, Pod Identity agent, Mountpoint pods): one vCPU and a
- * quarter of memory (at least 4 GiB) are left to the node.
- */
-export function podResourcesFor(types: readonly string[]): { cpu: string; memory: string } {
-  const known = types.map((t) => GPU_INSTANCES[t]).filter((i): i is GpuInstance => i !== undefined);
-  if (known.length === 0) throw new Error("podResourcesFor: no known GPU instance type given");
-  const vcpu = Math.min(...known.map((i) => i.vcpu));
-  const mem = Math.min(...known.map((i) => i.memoryGiB));
-  return { cpu: String(vcpu - 1), memory: `${mem - Math.max(4, Math.ceil(mem / 4))}Gi` };
-}
-
 export type NatStrategy = "single" | "onePerAz";
 export type CapacityType = "spot" | "on-demand";
 
@@ -79,7 +40,10 @@ export interface StackConfig {
   systemNodeInstanceType: string;
   /** Number of system nodes (1–10). Default 2, so controllers survive one node. */
   systemNodeCount: number;
-  /** GPU instance types Karpenter may launch (must be in GPU_INSTANCES). */
+  /**
+   * GPU instance types Karpenter may launch: any EC2 type with NVIDIA GPUs and NVMe instance store,
+   * checked against EC2's own data at preview (karpenter/gpuTypes.ts).
+   */
   gpuInstanceTypes: string[];
   /** Capacity types, preferred spot first. Default ["spot", "on-demand"]. */
   gpuCapacityTypes: CapacityType[];
@@ -146,6 +110,9 @@ export class ConfigError extends Error {
 /** Raw values as Pulumi config holds them (strings; lists and objects as JSON). */
 export type RawConfig = Record<string, string | undefined>;
 
+const INSTANCE_TYPE = /^[a-z][a-z0-9-]*\.[a-z0-9]+$/;
+/** Accelerated-computing families (G, VT, P) are for GPU work, never for the system nodes. */
+const GPU_FAMILY = /^(g\d|gr\d|p\d|vt\d)/;
 const CIDR = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}\/(\d|[12]\d|3[0-2])$/;
 const DURATION = /^(\d+h)?(\d+m)?(\d+s)?$/;
 const CRON = /^(\S+\s+){4}\S+$/;
@@ -234,15 +201,17 @@ export function parseConfig(raw: RawConfig, ctx: ConfigContext): StackConfig {
   const systemNodeInstanceType = str("systemNodeInstanceType", "t3a.large");
   if (!/^[a-z][a-z0-9-]*\.[a-z0-9]+$/.test(systemNodeInstanceType)) {
     bad("systemNodeInstanceType", `"${systemNodeInstanceType}" is not an EC2 instance type`);
-  } else if (GPU_INSTANCES[systemNodeInstanceType]) {
+  } else if (GPU_FAMILY.test(systemNodeInstanceType)) {
     bad("systemNodeInstanceType", `"${systemNodeInstanceType}" is a GPU type; system nodes run controllers only`);
   }
 
   const gpuInstanceTypes = list("gpuInstanceTypes", ["g6.xlarge", "g6.2xlarge", "g5.xlarge", "g5.2xlarge"]);
   if (gpuInstanceTypes.length === 0) bad("gpuInstanceTypes", "must list at least one GPU instance type");
   for (const t of gpuInstanceTypes) {
-    if (!GPU_INSTANCES[t]) bad("gpuInstanceTypes", `"${t}" is not supported; choose from ${Object.keys(GPU_INSTANCES).join(", ")}`);
+    // The full check (NVIDIA GPUs, NVMe, offered here) needs EC2's data and runs at preview.
+    if (!INSTANCE_TYPE.test(t)) bad("gpuInstanceTypes", `"${t}" is not an EC2 instance type name like g6e.4xlarge`);
   }
+  if (new Set(gpuInstanceTypes).size !== gpuInstanceTypes.length) bad("gpuInstanceTypes", "lists a type twice");
   const gpuCapacityTypes = list("gpuCapacityTypes", ["spot", "on-demand"]) as CapacityType[];
   if (gpuCapacityTypes.length === 0) bad("gpuCapacityTypes", "must list spot and/or on-demand");
   for (const c of gpuCapacityTypes) if (c !== "spot" && c !== "on-demand") bad("gpuCapacityTypes", `"${c}" must be spot or on-demand`);

@@ -4,12 +4,13 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import { Cluster } from "./cluster";
-import { GPU_INSTANCES, loadConfig, podResourcesFor } from "./config";
+import * as aws from "@pulumi/aws";
+import { loadConfig } from "./config";
 import { Edge, cloudFrontOriginPrefixListId } from "./edge";
 import * as awsx from "@pulumi/awsx";
 import * as path from "node:path";
 import { ComfyImage, ImageSpec, privateRepository } from "./image";
-import { GpuCapacity } from "./karpenter";
+import { GpuCapacity, onDemandPrices, podResourcesPerGpu, resolveGpuTypes, vcpusPerGpu } from "./karpenter";
 import { Storage } from "./storage";
 import { ModelSync } from "./sync";
 import { ComfyWorkload } from "./workload";
@@ -33,6 +34,12 @@ const cluster = new Cluster(base, {
   tags,
 });
 
+// Every GPU type's facts from EC2, checked at preview: NVIDIA GPUs, NVMe, offered in the VPC's zones.
+const gpuTypes = resolveGpuTypes(cfg.gpuInstanceTypes, cluster.availabilityZones, {});
+// The Price List API answers in us-east-1 only, whatever the stack's region.
+const pricing = new aws.Provider(`${base}-pricing`, { region: "us-east-1" });
+const gpuPrices = onDemandPrices(cfg.gpuInstanceTypes, cfg.region, pricing, {});
+
 const storage = new Storage(base, {
   clusterName: cluster.clusterName,
   region: cfg.region,
@@ -50,7 +57,7 @@ const gpu = new GpuCapacity(base, {
   clusterName: cluster.clusterName,
   region: cfg.region,
   kubernetesVersion: cfg.kubernetesVersion,
-  vcpusPerGpu: Math.max(...cfg.gpuInstanceTypes.map((t) => GPU_INSTANCES[t].vcpu)),
+  vcpusPerGpu: gpuTypes.apply(vcpusPerGpu),
   accountId: cluster.accountId,
   clusterSecurityGroupId: cluster.clusterSecurityGroupId,
   modelsBucket: storage.modelsBucket,
@@ -123,7 +130,7 @@ const workload = new ComfyWorkload(base, {
   },
   outputsVolumeName: storage.outputsVolumeName,
   inputsVolumeName: storage.inputsVolumeName,
-  podResources: podResourcesFor(cfg.gpuInstanceTypes),
+  podResources: gpuTypes.apply(podResourcesPerGpu),
   drainSeconds: cfg.drainSeconds,
   albName: base,
   vpcId: cluster.vpcId,
@@ -163,6 +170,10 @@ export const imageUri = image.imageUri;
 export const albHostname = workload.albHostname;
 export const gpuNodePools = gpu.nodePoolNames;
 export const gpuQuotaWarnings = gpu.quotaWarnings;
+/** On-demand USD per GPU node-hour of each configured type in this region, with where the figure came from. */
+export const gpuHourlyUsd = gpuPrices;
+/** What EC2 says about each configured GPU type (GPUs, memory, NVMe, network). */
+export const gpuInstanceFacts = gpuTypes;
 export const modelSyncQueue = sync.queueUrl;
 export const modelSyncDeadLetterQueue = sync.dlqUrl;
 export const commands = {

@@ -50,6 +50,8 @@ export class Cluster extends pulumi.ComponentResource {
   readonly vpcId: pulumi.Output<string>;
   readonly privateSubnetIds: pulumi.Output<string[]>;
   readonly vpcCidr: string;
+  /** The availability zones the VPC's subnets are in: the region's first N available zones, as awsx picks them. */
+  readonly availabilityZones: pulumi.Output<string[]>;
   /** The EKS-managed cluster security group: system and GPU nodes both use it. */
   readonly clusterSecurityGroupId: pulumi.Output<string>;
   /** Kubeconfig (secret: it names the cluster endpoint and CA). */
@@ -126,6 +128,9 @@ export class Cluster extends pulumi.ComponentResource {
     this.vpcId = vpc.vpcId;
     this.privateSubnetIds = vpc.privateSubnetIds;
     this.vpcCidr = args.vpcCidr;
+    this.availabilityZones = aws
+      .getAvailabilityZonesOutput({ state: "available" }, parent)
+      .names.apply((names) => names.slice(0, args.availabilityZones));
     this.clusterSecurityGroupId = cluster.clusterSecurityGroupId;
     this.kubeconfig = pulumi.secret(cluster.kubeconfigJson);
     this.accountId = aws.getCallerIdentityOutput({}, parent).accountId;

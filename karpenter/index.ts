@@ -19,8 +19,15 @@ import {
 } from "./iam";
 import { renderGpuUserData } from "./userdata/gpuUserData";
 import { checkGpuQuotas, resolveNvidiaAmi } from "./preflight";
+import { quotaFamily } from "./gpuTypes";
+
+/** The vCPU quota families (G and VT, or P) the configured types count against. */
+function quotaFamilies(types: readonly string[]): ("g" | "p")[] {
+  return [...new Set(types.map(quotaFamily))];
+}
 
 export { nvidiaAmiParameter, quotaWarning, GPU_VCPU_QUOTAS } from "./preflight";
+export * from "./gpuTypes";
 
 /** Karpenter chart version (controller and CRDs move together): an upgrade is a reviewed change. */
 export const KARPENTER_VERSION = "1.14.1";
@@ -54,10 +61,10 @@ export interface GpuCapacityArgs {
   /** The cluster's Kubernetes version: the AMI alias is resolved (and checked) for it. */
   kubernetesVersion: string;
   /**
-   * The most vCPUs one GPU costs among the instance types (vCPUs ÷ GPUs), so `gpuLimit` GPUs
-   * translate into the EC2 vCPU quota they need. @defaultValue unset: the quota is not checked
+   * The most vCPUs one GPU costs among the instance types (vCPUs ÷ GPUs, from EC2's data), so
+   * `gpuLimit` GPUs translate into the EC2 vCPU quota they need. @defaultValue unset: not checked
    */
-  vcpusPerGpu?: number;
+  vcpusPerGpu?: pulumi.Input<number>;
   /** AWS account id, for ARNs in the controller policy. */
   accountId: pulumi.Input<string>;
   /** The EKS-managed cluster security group; GPU nodes join it like the system nodes. */
@@ -317,7 +324,9 @@ export class GpuCapacity extends pulumi.ComponentResource {
     const amiId = resolveNvidiaAmi(args.kubernetesVersion, args.amiAlias, parent);
     const quotaWarnings =
       args.vcpusPerGpu !== undefined
-        ? checkGpuQuotas(args.capacityTypes, Math.ceil(args.gpuLimit * args.vcpusPerGpu), args.region, parent)
+        ? pulumi
+            .output(args.vcpusPerGpu)
+            .apply((v) => checkGpuQuotas(args.capacityTypes, quotaFamilies(args.instanceTypes), Math.ceil(args.gpuLimit * v), args.region, parent))
         : pulumi.output<string[]>([]);
 
     const nodeClass = new k8s.apiextensions.CustomResource(

@@ -37,13 +37,21 @@ export function resolveNvidiaAmi(kubernetesVersion: string, amiAlias: string, op
 }
 
 /**
- * EC2 vCPU quotas that cap GPU launches (Service Quotas, service code ec2): G and VT instances,
- * on-demand and spot. P instances (p4d, p5 …) have quotas of their own.
+ * EC2 vCPU quotas that cap GPU launches (Service Quotas, service code ec2), by family and capacity
+ * type: G and VT instances, and P instances (p4d, p5 …), each on-demand and spot.
  */
 export const GPU_VCPU_QUOTAS = {
-  "on-demand": { code: "L-DB2E81BA", name: "Running On-Demand G and VT instances" },
-  spot: { code: "L-3819A6DF", name: "All G and VT Spot Instance Requests" },
+  g: {
+    "on-demand": { code: "L-DB2E81BA", name: "Running On-Demand G and VT instances" },
+    spot: { code: "L-3819A6DF", name: "All G and VT Spot Instance Requests" },
+  },
+  p: {
+    "on-demand": { code: "L-417A185B", name: "Running On-Demand P instances" },
+    spot: { code: "L-7212CCBC", name: "All P Spot Instance Requests" },
+  },
 } as const;
+
+type Capacity = "on-demand" | "spot";
 
 /** The console page where a quota increase is requested. */
 export function quotaConsoleUrl(region: string, code: string): string {
@@ -54,9 +62,8 @@ export function quotaConsoleUrl(region: string, code: string): string {
  * What to tell the operator about one quota: undefined when it covers `neededVcpus`. Pure, so the
  * wording and the arithmetic are tested without AWS.
  */
-export function quotaWarning(capacity: keyof typeof GPU_VCPU_QUOTAS, quotaVcpus: number, neededVcpus: number, region: string): string | undefined {
+export function quotaWarning(q: { code: string; name: string }, capacity: Capacity, quotaVcpus: number, neededVcpus: number, region: string): string | undefined {
   if (quotaVcpus >= neededVcpus) return undefined;
-  const q = GPU_VCPU_QUOTAS[capacity];
   return (
     `EC2 quota "${q.name}" (${q.code}) in ${region} is ${quotaVcpus} vCPUs, but gpuLimit needs ${neededVcpus}: ` +
     `${capacity} GPU nodes ${quotaVcpus === 0 ? "cannot launch at all" : "will stop launching early"}. ` +
@@ -70,17 +77,19 @@ export function quotaWarning(capacity: keyof typeof GPU_VCPU_QUOTAS, quotaVcpus:
  * `gpuLimit` GPUs need. Resolves to the warnings, so a component can wait for it.
  */
 export function checkGpuQuotas(
-  capacityTypes: readonly (keyof typeof GPU_VCPU_QUOTAS)[],
+  capacityTypes: readonly Capacity[],
+  families: readonly (keyof typeof GPU_VCPU_QUOTAS)[],
   neededVcpus: number,
   region: string,
   opts: pulumi.InvokeOptions,
 ): pulumi.Output<string[]> {
-  const checks = capacityTypes.map((capacity) =>
-    aws.servicequotas.getServiceQuota({ serviceCode: "ec2", quotaCode: GPU_VCPU_QUOTAS[capacity].code }, opts).then(
-      (q) => quotaWarning(capacity, q.value, neededVcpus, region),
+  const quotas = families.flatMap((f) => capacityTypes.map((capacity) => ({ capacity, q: GPU_VCPU_QUOTAS[f][capacity] })));
+  const checks = quotas.map(({ capacity, q }) =>
+    aws.servicequotas.getServiceQuota({ serviceCode: "ec2", quotaCode: q.code }, opts).then(
+      (found) => quotaWarning(q, capacity, found.value, neededVcpus, region),
       (err: unknown) =>
-        `could not read EC2 quota ${GPU_VCPU_QUOTAS[capacity].code} (${err instanceof Error ? err.message : String(err)}); ` +
-        `check it before generating: ${quotaConsoleUrl(region, GPU_VCPU_QUOTAS[capacity].code)}`,
+        `could not read EC2 quota ${q.code} (${err instanceof Error ? err.message : String(err)}); ` +
+        `check it before generating: ${quotaConsoleUrl(region, q.code)}`,
     ),
   );
   return pulumi.output(

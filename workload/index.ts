@@ -49,8 +49,8 @@ export interface WorkloadArgs {
   /** PersistentVolume names from storage/. */
   outputsVolumeName: pulumi.Input<string>;
   inputsVolumeName: pulumi.Input<string>;
-  /** CPU and memory requested by each ComfyUI pod (sized to the smallest GPU type). */
-  podResources: { cpu: string; memory: string };
+  /** CPU and memory requested by each ComfyUI container: one GPU's share on the tightest type (karpenter/gpuTypes.ts). */
+  podResources: pulumi.Input<{ cpu: string; memory: string }>;
   /** Seconds a stopping pod may spend finishing its queue (terminationGracePeriodSeconds). */
   drainSeconds: number;
   /** ALB name (≤ 32 characters), fixed so edge/ can find this exact ALB. */
@@ -87,6 +87,8 @@ export class ComfyWorkload extends pulumi.ComponentResource {
     super("comfyui:workload:ComfyWorkload", name, {}, opts);
     const k = { parent: this, provider: args.provider };
     const ns = args.namespace;
+    const podResources = pulumi.output(args.podResources);
+    const pod = { cpu: podResources.cpu, memory: podResources.memory };
 
     const namespace = new k8s.core.v1.Namespace(
       `${name}-ns`,
@@ -203,8 +205,8 @@ export class ComfyWorkload extends pulumi.ComponentResource {
                   image: args.imageUri,
                   ports: [{ name: "http", containerPort: COMFYUI_PORT }],
                   resources: {
-                    requests: { cpu: args.podResources.cpu, memory: args.podResources.memory, "nvidia.com/gpu": "1" },
-                    limits: { memory: args.podResources.memory, "nvidia.com/gpu": "1" },
+                    requests: { cpu: pod.cpu, memory: pod.memory, "nvidia.com/gpu": "1" },
+                    limits: { memory: pod.memory, "nvidia.com/gpu": "1" },
                   },
                   securityContext: restricted,
                   env: [{ name: "HOME", value: "/tmp" }],

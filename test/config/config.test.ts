@@ -1,5 +1,5 @@
 import { strict as assert } from "node:assert";
-import { CONFIG_KEYS, ConfigError, RawConfig, parseConfig, podResourcesFor } from "../../config";
+import { CONFIG_KEYS, ConfigError, RawConfig, parseConfig } from "../../config";
 import { stackConfig } from "../support/program";
 
 // A fixed day, so the support-date rules give the same answer whenever the suite runs.
@@ -48,7 +48,8 @@ describe("config", () => {
     ["natGateways", { natGateways: "many" }, /natGateways: must be one of single, onePerAz/],
     ["apiAllowedCidrs", { apiAllowedCidrs: '["not-a-cidr"]' }, /apiAllowedCidrs/],
     ["systemNodeInstanceType", { systemNodeInstanceType: "g5.xlarge" }, /systemNodeInstanceType: .*GPU type/],
-    ["gpuInstanceTypes", { gpuInstanceTypes: '["p9.mega"]' }, /gpuInstanceTypes: "p9.mega" is not supported/],
+    ["gpuInstanceTypes", { gpuInstanceTypes: '["G5 XLarge"]' }, /gpuInstanceTypes: "G5 XLarge" is not an EC2 instance type name/],
+    ["gpuInstanceTypes (twice)", { gpuInstanceTypes: '["g5.xlarge","g5.xlarge"]' }, /gpuInstanceTypes: lists a type twice/],
     ["gpuInstanceTypes (not a list)", { gpuInstanceTypes: "g5.xlarge" }, /gpuInstanceTypes: must be a list/],
     ["gpuCapacityTypes", { gpuCapacityTypes: '["reserved"]' }, /gpuCapacityTypes/],
     ["gpuLimit", { gpuLimit: "0" }, /gpuLimit/],
@@ -90,9 +91,8 @@ describe("config", () => {
     assert.deepEqual(cfg.workingHours, { start: "0 9 * * 1-5", end: "0 19 * * 1-5", timezone: "Europe/Berlin", replicas: 1 });
   });
 
-  it("sizes the ComfyUI pod to the smallest allowed GPU type", () => {
-    assert.deepEqual(podResourcesFor(["g6.2xlarge", "g5.xlarge"]), { cpu: "3", memory: "12Gi" });
-    assert.deepEqual(podResourcesFor(["g6e.2xlarge"]), { cpu: "7", memory: "48Gi" });
+  it("accepts any GPU type name: EC2's own data decides at preview (karpenter/gpuTypes.ts)", () => {
+    assert.deepEqual(parseConfig({ ...base, gpuInstanceTypes: '["g6e.4xlarge","g6.12xlarge","p5.48xlarge"]' }, ctx).gpuInstanceTypes, ["g6e.4xlarge", "g6.12xlarge", "p5.48xlarge"]);
   });
 });
 

@@ -5,7 +5,7 @@
 import { strict as assert } from "node:assert";
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
-import { GpuCapacity, nvidiaAmiParameter, quotaWarning } from "../../karpenter";
+import { GPU_VCPU_QUOTAS, GpuCapacity, nvidiaAmiParameter, quotaWarning } from "../../karpenter";
 import { MOUNTPOINT_ADDON_VERSION, Storage } from "../../storage";
 import { RecordedResource, Recorder, installMocks, mockAccount, quiesce, unwrap } from "../support/mocks";
 import { ProgramRun, runProgram } from "../support/program";
@@ -187,7 +187,7 @@ describe("deploys for real: preflight checks on their own", () => {
   });
 
   it("says nothing when a quota covers the cap exactly", () => {
-    assert.equal(quotaWarning("spot", 32, 32, "us-west-2"), undefined);
+    assert.equal(quotaWarning(GPU_VCPU_QUOTAS.g.spot, "spot", 32, 32, "us-west-2"), undefined);
   });
 
   it("deletes retained buckets' guards only when the buckets go too (retainBucketsOnDestroy false)", async () => {

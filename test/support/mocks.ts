@@ -5,6 +5,8 @@
  * cannot silently return undefined.
  */
 import * as pulumi from "@pulumi/pulumi";
+import { EC2_DATA, instanceTypeInfo } from "./ec2Data";
+import { PRICE_SNAPSHOT } from "../../karpenter/gpuTypes";
 
 /** Resource options as the engine receives them (the mocks' own callback does not see these). */
 export interface RecordedOptions {
@@ -144,6 +146,11 @@ export const mockAccount = {
   defaultQuotaVcpus: 256,
   amiReleases: new Set(["v20260724"]),
   amiKubernetesVersions: new Set(["1.30", "1.31", "1.32", "1.33", "1.34", "1.35", "1.36"]),
+  /** The region's zones, in the order EC2 lists them. */
+  availabilityZones: ["us-west-2a", "us-west-2b", "us-west-2c", "us-west-2d"],
+  /** Types EC2 offers in no zone of this account (every vendored type is offered everywhere otherwise). */
+  notOffered: new Set<string>(),
+  /** Region the Price List is asked about; the vendored snapshot has us-east-1 only, elsewhere it answers nothing. */
 };
 
 const NVIDIA_AMI_PARAMETER = /^\/aws\/service\/eks\/optimized-ami\/(1\.\d+)\/amazon-linux-2023\/x86_64\/nvidia\/amazon-eks-node-al2023-x86_64-nvidia-(1\.\d+)-(v\d{8})\/image_id$/;
@@ -157,6 +164,25 @@ function invoke(token: string, args: Record<string, any>): Record<string, any> {
         throw new Error(`reading SSM Parameter (${args.name}): ParameterNotFound`);
       }
       return { name: args.name, type: "String", value: `ami-0mock${m[1].replace(".", "")}${m[3].slice(1)}`, version: 1, arn: `arn:aws:ssm:us-west-2::parameter${args.name}` };
+    }
+    case "aws:index/getAvailabilityZones:getAvailabilityZones":
+      return { names: [...mockAccount.availabilityZones], zoneIds: mockAccount.availabilityZones.map((_, i) => `usw2-az${i + 1}`), id: "us-west-2" };
+    case "aws:ec2/getInstanceType:getInstanceType":
+      return { ...instanceTypeInfo(args.instanceType), id: args.instanceType };
+    case "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": {
+      const filter = (name: string) => (args.filters ?? []).find((f: { name: string }) => f.name === name)?.values ?? [];
+      const types = filter("instance-type").filter((t: string) => EC2_DATA.types[t] && !mockAccount.notOffered.has(t));
+      const zones = filter("location").filter((z: string) => mockAccount.availabilityZones.includes(z));
+      const pairs = types.flatMap((t: string) => zones.map((z: string) => [t, z]));
+      return { id: "offerings", instanceTypes: pairs.map((p: string[]) => p[0]), locations: pairs.map((p: string[]) => p[1]), locationTypes: pairs.map(() => "availability-zone") };
+    }
+    case "aws:pricing/getProduct:getProduct": {
+      const f = Object.fromEntries((args.filters ?? []).map((x: { field: string; value: string }) => [x.field, x.value]));
+      const usd = PRICE_SNAPSHOT.onDemandUsdPerHour[f.regionCode]?.[f.instanceType];
+      if (usd === undefined) throw new Error(`Pricing product query not precise enough. Returned 0 elements`);
+      // The Price List's product document, reduced to the terms the program reads.
+      const result = JSON.stringify({ product: { attributes: { instanceType: f.instanceType, regionCode: f.regionCode } }, terms: { OnDemand: { "X.JRTCKXETXF": { priceDimensions: { "X.JRTCKXETXF.6YS6EN2CT7": { unit: "Hrs", pricePerUnit: { USD: usd.toFixed(10) } } } } } } });
+      return { id: "product", result };
     }
     case "aws:servicequotas/getServiceQuota:getServiceQuota":
       return { ...args, value: mockAccount.quotas.get(args.quotaCode) ?? mockAccount.defaultQuotaVcpus, adjustable: true };

@@ -1,7 +1,7 @@
 import { strict as assert } from "node:assert";
 import { spawnSync } from "node:child_process";
 import * as path from "node:path";
-import { Children, ComfyStandIn, refusedUrl } from "./wakerHelpers";
+import { Children, ComfyStandIn, refusedUrl } from "./drainHelpers";
 
 const DRAIN_PY = path.join(__dirname, "..", "..", "workload", "drain", "drain.py");
 
