@@ -39,6 +39,8 @@ export interface BuildClients {
 }
 
 export interface WaitOptions {
+  /** Extra attempts for a build that fails before BUILD on missing permissions (see isEarlyAccessFailure). Default 2. */
+  accessRetries?: number;
   pollMs: number;
   timeoutMs: number;
   logLines: number;
@@ -94,8 +96,34 @@ async function failure(build: Build, what: string, clients: BuildClients, opts: 
   return new Error(lines.join("\n"));
 }
 
+/**
+ * A build that failed before its own commands ran because CodeBuild could not yet use the role
+ * (IAM changes made in the same `pulumi up` take a few seconds to propagate): worth starting again.
+ */
+export function isEarlyAccessFailure(build: Build): boolean {
+  if (build.buildStatus !== "FAILED" && build.buildStatus !== "FAULT") return false;
+  const { phase, message } = failingPhase(build);
+  const codes = (build.phases ?? []).flatMap((p) => (p.contexts ?? []).map((c) => c.statusCode ?? ""));
+  return ["SUBMITTED", "QUEUED", "PROVISIONING", "DOWNLOAD_SOURCE"].includes(phase) && (codes.includes("ACCESS_DENIED") || /AccessDenied|not authorized|is not authorized to perform/i.test(message));
+}
+
 /** Starts the build and resolves with the pushed image, or rejects with a readable failure. */
 export async function buildAndWait(req: BuildRequest, clients: BuildClients, opts: WaitOptions): Promise<BuildResult> {
+  const retries = opts.accessRetries ?? 2;
+  for (let attempt = 0; ; attempt++) {
+    const outcome = await runOnce(req, clients, opts);
+    if ("result" in outcome) return outcome.result;
+    if (attempt < retries && isEarlyAccessFailure(outcome.build)) {
+      const { phase, message } = failingPhase(outcome.build);
+      opts.log(`image build ${outcome.build.id} was refused in ${phase} (${message || "access denied"}); IAM may still be propagating, starting again`);
+      await opts.sleep(opts.pollMs * (attempt + 1));
+      continue;
+    }
+    throw outcome.error;
+  }
+}
+
+async function runOnce(req: BuildRequest, clients: BuildClients, opts: WaitOptions): Promise<{ result: BuildResult } | { build: Build; error: Error }> {
   const started = opts.now();
   const env = (name: string, value: string) => ({ name, value, type: "PLAINTEXT" as const });
   const { build: first } = await clients.startBuild({
@@ -127,15 +155,15 @@ export async function buildAndWait(req: BuildRequest, clients: BuildClients, opt
       if (build.buildStatus === "SUCCEEDED") {
         const digest = exportedDigest(build);
         opts.log(`image build ${id} succeeded in ${elapsed(t)}: ${req.repositoryUrl}@${digest}`);
-        return { imageUri: `${req.repositoryUrl}@${digest}`, digest, buildId: id, logLink: build.logs?.deepLink };
+        return { result: { imageUri: `${req.repositoryUrl}@${digest}`, digest, buildId: id, logLink: build.logs?.deepLink } };
       }
       const what = build.buildStatus === "TIMED_OUT" ? "timed out (CodeBuild's project timeout)" : `failed (${build.buildStatus})`;
-      throw await failure(build, what, clients, opts);
+      return { build, error: await failure(build, what, clients, opts) };
     }
     if (t >= opts.timeoutMs) {
       // Our own deadline: stop the build so nothing keeps pushing after `pulumi up` has given up.
       await clients.stopBuild(id).catch(() => undefined);
-      throw await failure(build, `timed out after ${elapsed(t)} (stopped)`, clients, opts);
+      return { build: { ...build, buildStatus: "STOPPED" }, error: await failure(build, `timed out after ${elapsed(t)} (stopped)`, clients, opts) };
     }
     await opts.sleep(opts.pollMs);
   }

@@ -84,9 +84,39 @@ describe("image build: start, wait, report", () => {
     assert.match(err.message, /image build p:3 failed \(FAILED\) in phase BUILD \(FAILED\): COMMAND_EXECUTION_ERROR: Error while executing command/);
     assert.match(err.message, /last 2 log lines:\n  #12 ERROR: commit mismatch\n  Phase complete: BUILD State: FAILED/);
     assert.ok(err.message.endsWith(`full log: ${LINK}`));
+    // A failure in the build's own commands is not retried.
+    assert.equal(cb.commandCalls(StartBuildCommand).length, 1);
     const q = cwl.commandCalls(GetLogEventsCommand)[0].args[0].input;
     assert.equal(q.startFromHead, false);
     assert.equal(q.limit, 3);
+  });
+
+  it("starts again when CodeBuild could not yet use the role (IAM propagation), up to the retry limit", async () => {
+    const refused = (id: string): Build => ({
+      id,
+      buildStatus: "FAILED",
+      buildComplete: true,
+      logs: logsInfo,
+      phases: [
+        { phaseType: "SUBMITTED", phaseStatus: "SUCCEEDED" },
+        { phaseType: "DOWNLOAD_SOURCE", phaseStatus: "FAILED", contexts: [{ statusCode: "ACCESS_DENIED", message: "Access Denied" }] },
+      ],
+    });
+    cb.on(StartBuildCommand).resolvesOnce({ build: { id: "p:6" } }).resolves({ build: { id: "p:7" } });
+    cb.on(BatchGetBuildsCommand, { ids: ["p:6"] }).resolves({ builds: [refused("p:6")] });
+    cb.on(BatchGetBuildsCommand, { ids: ["p:7"] }).resolves({ builds: [{ id: "p:7", buildStatus: "SUCCEEDED", buildComplete: true, logs: logsInfo, exportedEnvironmentVariables: [{ name: "IMAGE_DIGEST", value: DIGEST }] }] });
+    cwl.on(GetLogEventsCommand).resolves({ events: [] });
+    const log: string[] = [];
+    const r = await buildAndWait(req, awsBuildClients("us-west-2"), options(log));
+    assert.equal(r.buildId, "p:7");
+    assert.equal(cb.commandCalls(StartBuildCommand).length, 2);
+    assert.ok(log.some((l) => /p:6 was refused in DOWNLOAD_SOURCE \(ACCESS_DENIED: Access Denied\); IAM may still be propagating/.test(l)), log.join("\n"));
+
+    cb.reset();
+    cb.on(StartBuildCommand).resolves({ build: { id: "p:8" } });
+    cb.on(BatchGetBuildsCommand).resolves({ builds: [refused("p:8")] });
+    await assert.rejects(buildAndWait(req, awsBuildClients("us-west-2"), { ...options([]), accessRetries: 2 }), /p:8 failed \(FAILED\) in phase DOWNLOAD_SOURCE \(FAILED\): ACCESS_DENIED: Access Denied/);
+    assert.equal(cb.commandCalls(StartBuildCommand).length, 3, "one try and two retries");
   });
 
   it("a hung build is stopped at the deadline and fails with its current phase and link", async () => {
