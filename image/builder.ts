@@ -7,6 +7,7 @@
  */
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
+import { secureBucketSettings } from "../storage";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -137,37 +138,7 @@ export class ImageBuilder extends pulumi.ComponentResource {
 
     // Contexts: private, encrypted, TLS only; old archives are rebuilt from git if ever needed.
     const bucket = new aws.s3.Bucket(`${name}-context`, { forceDestroy: true, tags: args.tags }, parent);
-    new aws.s3.BucketServerSideEncryptionConfiguration(
-      `${name}-context-sse`,
-      { bucket: bucket.id, rules: [{ applyServerSideEncryptionByDefault: { sseAlgorithm: "AES256" }, bucketKeyEnabled: true }] },
-      parent,
-    );
-    const pab = new aws.s3.BucketPublicAccessBlock(
-      `${name}-context-pab`,
-      { bucket: bucket.id, blockPublicAcls: true, blockPublicPolicy: true, ignorePublicAcls: true, restrictPublicBuckets: true },
-      parent,
-    );
-    new aws.s3.BucketOwnershipControls(`${name}-context-ownership`, { bucket: bucket.id, rule: { objectOwnership: "BucketOwnerEnforced" } }, parent);
-    new aws.s3.BucketPolicy(
-      `${name}-context-tls-only`,
-      {
-        bucket: bucket.id,
-        policy: pulumi.jsonStringify({
-          Version: "2012-10-17",
-          Statement: [
-            {
-              Sid: "DenyInsecureTransport",
-              Effect: "Deny",
-              Principal: "*",
-              Action: "s3:*",
-              Resource: [bucket.arn, pulumi.interpolate`${bucket.arn}/*`],
-              Condition: { Bool: { "aws:SecureTransport": "false" } },
-            },
-          ],
-        }),
-      },
-      { parent: this, dependsOn: [pab] },
-    );
+    const pab = secureBucketSettings(`${name}-context`, bucket, false, parent).publicAccessBlock;
     new aws.s3.BucketLifecycleConfiguration(
       `${name}-context-lifecycle`,
       { bucket: bucket.id, rules: [{ id: "abort-incomplete-uploads", status: "Enabled", filter: {}, abortIncompleteMultipartUpload: { daysAfterInitiation: 1 } }] },

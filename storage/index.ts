@@ -228,44 +228,57 @@ export class Storage extends pulumi.ComponentResource {
     return { bucket, name: bucket.bucket, arn: bucket.arn };
   }
 
-  /** Encryption, public-access block, owner enforcement, TLS-only policy (and versioning) of one bucket. */
   private secureSettings(name: string, bucket: aws.s3.Bucket, args: StorageArgs, versioned: boolean): void {
-    const parent = this.guardOptions(args);
-    new aws.s3.BucketServerSideEncryptionConfiguration(
-      `${name}-sse`,
-      { bucket: bucket.id, rules: [{ applyServerSideEncryptionByDefault: { sseAlgorithm: "AES256" }, bucketKeyEnabled: true }] },
-      parent,
-    );
-    const pab = new aws.s3.BucketPublicAccessBlock(
-      `${name}-pab`,
-      { bucket: bucket.id, blockPublicAcls: true, blockPublicPolicy: true, ignorePublicAcls: true, restrictPublicBuckets: true },
-      parent,
-    );
-    new aws.s3.BucketOwnershipControls(`${name}-ownership`, { bucket: bucket.id, rule: { objectOwnership: "BucketOwnerEnforced" } }, parent);
-    new aws.s3.BucketPolicy(
-      `${name}-tls-only`,
-      {
-        bucket: bucket.id,
-        policy: policyJson([
-          {
-            Sid: "DenyInsecureTransport",
-            Effect: "Deny",
-            Principal: "*",
-            Action: "s3:*",
-            Resource: [bucket.arn, pulumi.interpolate`${bucket.arn}/*`],
-            Condition: { Bool: { "aws:SecureTransport": "false" } },
-          },
-        ]),
-      },
-      { ...parent, dependsOn: [pab] },
-    );
-    if (versioned) {
-      new aws.s3.BucketVersioning(`${name}-versioning`, { bucket: bucket.id, versioningConfiguration: { status: "Enabled" } }, parent);
-    }
+    secureBucketSettings(name, bucket, versioned, this.guardOptions(args));
   }
 
   /** Options for a bucket's settings resources: retained exactly when the bucket is. */
   private guardOptions(args: StorageArgs): pulumi.CustomResourceOptions {
     return { parent: this, retainOnDelete: args.retainOnDestroy };
   }
+}
+
+/**
+ * The settings every bucket of this stack gets: SSE-S3 encryption with bucket keys, the public-access
+ * block, owner-enforced ownership, a TLS-only policy and, when asked, versioning. `opts` decides
+ * parent and retention, so a retained bucket keeps its guards.
+ */
+export function secureBucketSettings(
+  name: string,
+  bucket: aws.s3.Bucket,
+  versioned: boolean,
+  opts: pulumi.CustomResourceOptions,
+): { publicAccessBlock: aws.s3.BucketPublicAccessBlock } {
+  new aws.s3.BucketServerSideEncryptionConfiguration(
+    `${name}-sse`,
+    { bucket: bucket.id, rules: [{ applyServerSideEncryptionByDefault: { sseAlgorithm: "AES256" }, bucketKeyEnabled: true }] },
+    opts,
+  );
+  const pab = new aws.s3.BucketPublicAccessBlock(
+    `${name}-pab`,
+    { bucket: bucket.id, blockPublicAcls: true, blockPublicPolicy: true, ignorePublicAcls: true, restrictPublicBuckets: true },
+    opts,
+  );
+  new aws.s3.BucketOwnershipControls(`${name}-ownership`, { bucket: bucket.id, rule: { objectOwnership: "BucketOwnerEnforced" } }, opts);
+  new aws.s3.BucketPolicy(
+    `${name}-tls-only`,
+    {
+      bucket: bucket.id,
+      policy: policyJson([
+        {
+          Sid: "DenyInsecureTransport",
+          Effect: "Deny",
+          Principal: "*",
+          Action: "s3:*",
+          Resource: [bucket.arn, pulumi.interpolate`${bucket.arn}/*`],
+          Condition: { Bool: { "aws:SecureTransport": "false" } },
+        },
+      ]),
+    },
+    { ...opts, dependsOn: [pab] },
+  );
+  if (versioned) {
+    new aws.s3.BucketVersioning(`${name}-versioning`, { bucket: bucket.id, versioningConfiguration: { status: "Enabled" } }, opts);
+  }
+  return { publicAccessBlock: pab };
 }

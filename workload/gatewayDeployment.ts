@@ -51,6 +51,13 @@ export interface GatewayArgs {
   tags: Record<string, string>;
 }
 
+/** What the workload passes through to the gateway: its image, identity scope and buckets, optional timings. */
+export type GatewayInputs = Pick<
+  GatewayArgs,
+  "imageUri" | "clusterName" | "region" | "outputsBucket" | "outputsBucketArn" | "inputsBucket" | "inputsBucketArn" | "userdataBucket" | "userdataBucketArn"
+> &
+  Partial<Pick<GatewayArgs, "startupDeadlineSeconds" | "historyDays">>;
+
 /** DynamoDB actions of the contract, on the table and its indexes only. */
 export const GATEWAY_TABLE_ACTIONS = [
   "dynamodb:GetItem",

@@ -15,7 +15,7 @@ import { GPU_POOL_LABEL, GPU_TAINT, NODE_MODELS_DIR } from "../karpenter/nodeCon
 import { SYSTEM_NODE_LABEL } from "../cluster";
 import { COMFYUI_GID, COMFYUI_UID } from "../storage";
 import { scaledObjectSpec, KEDA_CHART } from "./autoscaling";
-import { ComfyGateway, GATEWAY_LABELS, GATEWAY_NAME, GATEWAY_PORT, GATEWAY_READY_PATH } from "./gatewayDeployment";
+import { ComfyGateway, GatewayInputs, GATEWAY_LABELS, GATEWAY_NAME, GATEWAY_PORT, GATEWAY_READY_PATH } from "./gatewayDeployment";
 
 export { KEDA_CHART } from "./autoscaling";
 
@@ -31,21 +31,7 @@ export interface WorkloadArgs {
   /** `repo@sha256:…` of the pushed ComfyUI image. */
   imageUri: pulumi.Input<string>;
   /** The gateway: its image and what it stores where. */
-  gateway: {
-    imageUri: pulumi.Input<string>;
-    clusterName: pulumi.Input<string>;
-    region: string;
-    outputsBucket: pulumi.Input<string>;
-    outputsBucketArn: pulumi.Input<string>;
-    inputsBucket: pulumi.Input<string>;
-    inputsBucketArn: pulumi.Input<string>;
-    userdataBucket: pulumi.Input<string>;
-    userdataBucketArn: pulumi.Input<string>;
-    /** A prompt waiting this long while no GPU pod became Ready fails. @defaultValue 900 */
-    startupDeadlineSeconds?: number;
-    /** Days of history kept. @defaultValue 30 */
-    historyDays?: number;
-  };
+  gateway: GatewayInputs;
   /** PersistentVolume names from storage/. */
   outputsVolumeName: pulumi.Input<string>;
   inputsVolumeName: pulumi.Input<string>;
@@ -266,15 +252,7 @@ export class ComfyWorkload extends pulumi.ComponentResource {
       `${name}-gateway`,
       {
         namespace: ns,
-        imageUri: args.gateway.imageUri,
-        clusterName: args.gateway.clusterName,
-        region: args.gateway.region,
-        outputsBucket: args.gateway.outputsBucket,
-        outputsBucketArn: args.gateway.outputsBucketArn,
-        inputsBucket: args.gateway.inputsBucket,
-        inputsBucketArn: args.gateway.inputsBucketArn,
-        userdataBucket: args.gateway.userdataBucket,
-        userdataBucketArn: args.gateway.userdataBucketArn,
+        ...args.gateway,
         comfyuiService: COMFYUI_PODS_SERVICE,
         // ComfyUI's own default (--max-upload-size 100): the gateway refuses what a pod would refuse.
         maxUploadMb: 100,
