@@ -9,12 +9,6 @@ import { NODE_MANAGED_POLICY_ARNS } from "../../karpenter/iam";
 import { principalTables } from "./principals";
 import { PrincipalTable, programPolicies, ProgramPolicies, simulateAsRole, title } from "./simulate";
 
-/**
- * Roles whose tables their owners add (test/iam/simulate.ts says how): the gateway's and the image
- * build's. Every other role with an inline policy must have a table. Remove a line when its table lands.
- */
-const PENDING = [/-gateway-role/, /-build-role/];
-
 describe("IAM simulation: what each principal really asks for", function () {
   let policies: ProgramPolicies;
   let tables: PrincipalTable[];
@@ -51,7 +45,7 @@ describe("IAM simulation: what each principal really asks for", function () {
       assert.ok(t.allowed.length > 0 && t.denied.length > 0, `${t.principal}: needs allowed and denied requests`);
     }
     const covered = new Set(tables.map((t) => t.role));
-    const uncovered = [...policies.byRole.keys()].filter((r) => !covered.has(r) && !PENDING.some((p) => p.test(r)));
+    const uncovered = [...policies.byRole.keys()].filter((r) => !covered.has(r));
     assert.deepEqual(uncovered, [], `roles with inline policies but no simulation table (add one in test/iam/principals.ts): ${uncovered.join(", ")}`);
   });
 

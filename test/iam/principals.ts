@@ -4,6 +4,7 @@
  * follows the program; what a request carries comes from the caller's source at the versions we
  * pin (cited per principal).
  */
+import { GATEWAY_NAME, GATEWAY_USERDATA_PREFIX } from "../../workload/gatewayDeployment";
 import { MOCK_ACCOUNT } from "../support/mocks";
 import { ProgramRun } from "../support/program";
 import { AWS_OWNED_ARN, ELB_V1_ADDTAGS, PrincipalTable, REGION, requestTags, resourceTags, SimRequest } from "./simulate";
@@ -32,6 +33,78 @@ export interface Facts {
   albName: string;
   vpcId: string;
   nodeSecurityGroup: string;
+  gateway: GatewayFacts;
+  build: BuildFacts;
+}
+
+/** The gateway as its Deployment configures it (env the gateway's code reads) and its Pod Identity role. */
+export interface GatewayFacts {
+  role: string;
+  table: string;
+  indexes: string[];
+  outputsBucket: string;
+  outputsPrefix: string;
+  inputsBucket: string;
+  userdataBucket: string;
+  userdataPrefix: string;
+}
+
+/** The image builder's CodeBuild project: its service role, log group and each build it runs. */
+export interface BuildFacts {
+  role: string;
+  project: string;
+  logGroup: string;
+  /** One per ImageBuild of the project: the repository it pushes to, the context object it reads. */
+  images: { repository: string; contextBucket: string; contextKey: string }[];
+}
+
+function gatewayFacts(run: ProgramRun): GatewayFacts {
+  const deployments = run.rec.ofType("kubernetes:apps/v1:Deployment").filter((r) => r.inputs.metadata?.name === GATEWAY_NAME);
+  if (deployments.length !== 1) throw new Error(`expected one Deployment ${GATEWAY_NAME}, found ${deployments.length}`);
+  const pod = deployments[0].inputs.spec.template.spec;
+  const env = new Map<string, string>((pod.containers[0].env as { name: string; value?: string }[]).filter((e) => e.value !== undefined).map((e) => [e.name, String(e.value)]));
+  const envOf = (name: string) => {
+    const v = env.get(name);
+    if (v === undefined) throw new Error(`gateway Deployment sets no ${name}`);
+    return v;
+  };
+  // The role is the one EKS hands the gateway's service account (Pod Identity), not a name guessed here.
+  const assoc = run.rec
+    .ofType("aws:eks/podIdentityAssociation:PodIdentityAssociation")
+    .filter((r) => r.inputs.serviceAccount === pod.serviceAccountName && r.inputs.namespace === deployments[0].inputs.metadata.namespace);
+  if (assoc.length !== 1) throw new Error(`expected one Pod Identity association for service account ${pod.serviceAccountName}, found ${assoc.length}`);
+  const table = one(run, "aws:dynamodb/table:Table", "-gateway-table").inputs;
+  return {
+    role: String(assoc[0].inputs.roleArn).split("/").pop()!,
+    table: envOf("GATEWAY_TABLE"),
+    indexes: (table.globalSecondaryIndexes as { name: string }[]).map((i) => i.name),
+    outputsBucket: envOf("GATEWAY_OUTPUTS_BUCKET"),
+    outputsPrefix: envOf("GATEWAY_OUTPUTS_PREFIX"),
+    inputsBucket: envOf("GATEWAY_INPUTS_BUCKET"),
+    userdataBucket: envOf("GATEWAY_USERDATA_BUCKET"),
+    // Fixed in the gateway's code (workload/gateway/app.ts: PrefixedStore(deps.users, "user/")), not configured.
+    userdataPrefix: GATEWAY_USERDATA_PREFIX,
+  };
+}
+
+function buildFacts(run: ProgramRun): BuildFacts {
+  const project = one(run, "aws:codebuild/project:Project", "-build-project").inputs;
+  const name = String(project.name);
+  const builds = run.rec.ofType("pulumi-nodejs:dynamic/comfyui-image:ImageBuild").filter((r) => r.inputs.projectName === name);
+  if (builds.length === 0) throw new Error(`no ImageBuild runs project ${name}`);
+  const repositories = new Set(run.rec.ofType("aws:ecr/repository:Repository").map((r) => r.name));
+  const images = builds.map((b) => {
+    const repository = String(b.inputs.repositoryUrl).split("/").slice(1).join("/");
+    if (!repositories.has(repository)) throw new Error(`${b.name} pushes to ${repository}, which is no repository of the graph`);
+    const [contextBucket, ...key] = String(b.inputs.sourceLocation).split("/");
+    return { repository, contextBucket, contextKey: key.join("/") };
+  });
+  return {
+    role: String(project.serviceRole).split("/").pop()!,
+    project: name,
+    logGroup: String(project.logsConfig.cloudwatchLogs.groupName),
+    images,
+  };
 }
 
 export function programFacts(run: ProgramRun): Facts {
@@ -61,6 +134,8 @@ export function programFacts(run: ProgramRun): Facts {
     albName: String(ingress.metadata.annotations["alb.ingress.kubernetes.io/load-balancer-name"]),
     vpcId: String(cluster.vpcId),
     nodeSecurityGroup: "sg-node",
+    gateway: gatewayFacts(run),
+    build: buildFacts(run),
   };
 }
 
@@ -359,7 +434,140 @@ export function mountpointTable(f: Facts): PrincipalTable {
   };
 }
 
+/**
+ * The gateway (workload/gateway, contract in its README "DynamoDB"): store/dynamo.ts reads and
+ * writes its table and queries its GSIs; store/objects.ts S3ObjectStore gets, puts, deletes and
+ * lists (ListObjectsV2, authorized as s3:ListBucket with s3:prefix) under the prefixes app.ts
+ * gives each store: <outputs prefix>output|temp|cache/ in the outputs bucket, the inputs bucket
+ * as is (routes/files.ts uploads, dispatcher.ts reads; never a delete), user/ in the userdata bucket.
+ */
+export function gatewayTable(f: Facts): PrincipalTable {
+  const g = f.gateway;
+  const ddb = `arn:aws:dynamodb:${REGION}:${MOCK_ACCOUNT}`;
+  const table = `${ddb}:table/${g.table}`;
+  const otherTable = `${ddb}:table/${f.cluster}-someone-elses-table`;
+  const outputs = `arn:aws:s3:::${g.outputsBucket}`;
+  const inputs = `arn:aws:s3:::${g.inputsBucket}`;
+  const userdata = `arn:aws:s3:::${g.userdataBucket}`;
+  const models = `arn:aws:s3:::${f.buckets.models}`;
+  const objectRw = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"];
+  const settings = `${userdata}/${g.userdataPrefix}default/comfy.settings.json`;
+  return {
+    principal: "gateway",
+    role: g.role,
+    allowed: [
+      ...["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Query", "dynamodb:BatchWriteItem"].map((action) => ({ action, resource: table })),
+      // Of these actions only Query can address an index (Service Authorization Reference, DynamoDB:
+      // GetItem/PutItem/UpdateItem/DeleteItem/BatchWriteItem take the table alone), and it is what
+      // store/dynamo.ts sends with IndexName.
+      ...g.indexes.map((index) => ({ action: "dynamodb:Query", resource: `${table}/index/${index}` })),
+      ...objectRw.map((action) => ({ action, resource: `${outputs}/${g.outputsPrefix}output/ComfyUI_00001_.png` })),
+      ...objectRw.map((action) => ({ action, resource: `${outputs}/${g.outputsPrefix}temp/ComfyUI_temp_00001_.png` })),
+      { action: "s3:GetObject", resource: `${outputs}/${g.outputsPrefix}cache/object_info.json` },
+      { action: "s3:ListBucket", resource: outputs, context: { "s3:prefix": `${g.outputsPrefix}output/` } },
+      { action: "s3:ListBucket", resource: outputs, context: { "s3:prefix": g.outputsPrefix } },
+      { action: "s3:GetObject", resource: `${inputs}/example.png` },
+      { action: "s3:PutObject", resource: `${inputs}/pasted/image.png` },
+      { action: "s3:ListBucket", resource: inputs, context: { "s3:prefix": "" } },
+      ...objectRw.map((action) => ({ action, resource: settings })),
+      { action: "s3:ListBucket", resource: userdata, context: { "s3:prefix": `${g.userdataPrefix}default/workflows/` } },
+    ],
+    denied: [
+      { action: "dynamodb:GetItem", resource: otherTable },
+      { action: "dynamodb:PutItem", resource: otherTable },
+      { action: "dynamodb:Query", resource: `${otherTable}/index/open` },
+      { action: "dynamodb:DeleteTable", resource: table },
+      { action: "dynamodb:Scan", resource: table },
+      { action: "dynamodb:Scan", resource: `${table}/index/${g.indexes[0]}` },
+      { action: "dynamodb:CreateTable", resource: otherTable },
+      // ComfyUI's own outputs (the mountpoint's) are outside the gateway's prefix.
+      { action: "s3:GetObject", resource: `${outputs}/ComfyUI_00001_.png` },
+      { action: "s3:PutObject", resource: `${outputs}/ComfyUI_00001_.png` },
+      { action: "s3:DeleteObject", resource: `${outputs}/ComfyUI_00001_.png` },
+      // A prefix that only starts like the gateway's.
+      { action: "s3:GetObject", resource: `${outputs}/${g.outputsPrefix.replace(/\/$/, "")}-other/x.png` },
+      { action: "s3:ListBucket", resource: outputs },
+      { action: "s3:ListBucket", resource: outputs, context: { "s3:prefix": "" } },
+      { action: "s3:ListBucket", resource: outputs, context: { "s3:prefix": "output/" } },
+      { action: "s3:DeleteObject", resource: `${inputs}/example.png` },
+      { action: "s3:GetObject", resource: `${models}/checkpoints/sd_xl_base_1.0.safetensors` },
+      { action: "s3:ListBucket", resource: models, context: { "s3:prefix": "checkpoints/" } },
+      { action: "s3:GetObject", resource: `${userdata}/other/secret.json` },
+      { action: "s3:PutObject", resource: `${userdata}/comfy.settings.json` },
+      { action: "s3:DeleteObject", resource: `${userdata}/other/secret.json` },
+      { action: "s3:ListBucket", resource: userdata },
+      { action: "s3:ListBucket", resource: userdata, context: { "s3:prefix": "other/" } },
+      { action: "s3:PutBucketPolicy", resource: outputs },
+      // The bucket policies refuse plain HTTP, whatever the role may do.
+      { action: "s3:GetObject", resource: settings, context: { "aws:SecureTransport": "false" }, explicit: true },
+    ],
+  };
+}
+
+/**
+ * The image builder's CodeBuild project (image/builder.ts, buildspec from image/buildspec.ts): logs
+ * in to ECR, pulls and pushes layers and the manifest in each image's repository, reads that
+ * image's context archive (the build's S3 source) and writes the build's log streams.
+ */
+export function imageBuildTable(f: Facts): PrincipalTable {
+  const b = f.build;
+  const ecr = `arn:aws:ecr:${REGION}:${MOCK_ACCOUNT}:repository`;
+  const logs = `arn:aws:logs:${REGION}:${MOCK_ACCOUNT}:log-group`;
+  // One build's stream: log-group:<group>:log-stream:<stream> (LogsLocation.cloudWatchLogsArn, CodeBuild API Reference).
+  const stream = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+  const contextBucket = b.images[0].contextBucket;
+  const pushPull = [
+    "ecr:BatchCheckLayerAvailability",
+    "ecr:BatchGetImage",
+    "ecr:GetDownloadUrlForLayer",
+    "ecr:InitiateLayerUpload",
+    "ecr:UploadLayerPart",
+    "ecr:CompleteLayerUpload",
+    "ecr:PutImage",
+  ];
+  return {
+    principal: "image-build",
+    role: b.role,
+    allowed: [
+      { action: "ecr:GetAuthorizationToken", resource: "*" },
+      ...b.images.flatMap((i) => pushPull.map((action) => ({ action, resource: `${ecr}/${i.repository}` }))),
+      ...b.images.map((i) => ({ action: "s3:GetObject", resource: `arn:aws:s3:::${i.contextBucket}/${i.contextKey}` })),
+      // The bucket-level reads CodeBuild's documented service-role policy grants for an S3 source.
+      { action: "s3:GetBucketLocation", resource: `arn:aws:s3:::${contextBucket}` },
+      { action: "s3:GetBucketAcl", resource: `arn:aws:s3:::${contextBucket}` },
+      { action: "logs:CreateLogStream", resource: `${logs}:${b.logGroup}:log-stream:${stream}` },
+      { action: "logs:PutLogEvents", resource: `${logs}:${b.logGroup}:log-stream:${stream}` },
+    ],
+    denied: [
+      { action: "ecr:PutImage", resource: `${ecr}/${f.cluster}-someone-elses-repo` },
+      { action: "ecr:InitiateLayerUpload", resource: `${ecr}/${f.cluster}-someone-elses-repo` },
+      { action: "ecr:BatchGetImage", resource: `${ecr}/${f.cluster}-someone-elses-repo` },
+      { action: "ecr:PutImage", resource: `arn:aws:ecr:${REGION}:${OTHER_ACCOUNT}:repository/${b.images[0].repository}` },
+      { action: "ecr:DeleteRepository", resource: `${ecr}/${b.images[0].repository}` },
+      { action: "ecr:BatchDeleteImage", resource: `${ecr}/${b.images[0].repository}` },
+      { action: "s3:GetObject", resource: `arn:aws:s3:::${contextBucket}/contexts/someone-else/0123.zip` },
+      { action: "s3:GetObject", resource: `arn:aws:s3:::${contextBucket}/secret.txt` },
+      { action: "s3:PutObject", resource: `arn:aws:s3:::${b.images[0].contextBucket}/${b.images[0].contextKey}` },
+      { action: "s3:ListBucket", resource: `arn:aws:s3:::${contextBucket}` },
+      { action: "s3:GetObject", resource: `arn:aws:s3:::${f.buckets.models}/checkpoints/sd_xl_base_1.0.safetensors` },
+      { action: "logs:PutLogEvents", resource: `${logs}:/aws/codebuild/someone-elses-project:log-stream:${stream}` },
+      { action: "logs:CreateLogStream", resource: `${logs}:/aws/codebuild/someone-elses-project:log-stream:${stream}` },
+      { action: "logs:PutLogEvents", resource: `${logs}:${f.syncLogGroup}:log-stream:${stream}` },
+      // The context bucket's policy refuses plain HTTP.
+      { action: "s3:GetObject", resource: `arn:aws:s3:::${b.images[0].contextBucket}/${b.images[0].contextKey}`, context: { "aws:SecureTransport": "false" }, explicit: true },
+    ],
+  };
+}
+
 export function principalTables(run: ProgramRun, attachedByRole: Map<string, string[]>): PrincipalTable[] {
   const f = programFacts(run);
-  return [karpenterTable(f), lbcTable(f), syncTable(f), gpuNodeTable(f, attachedByRole.get(f.roles.node) ?? []), mountpointTable(f)];
+  return [
+    karpenterTable(f),
+    lbcTable(f),
+    syncTable(f),
+    gpuNodeTable(f, attachedByRole.get(f.roles.node) ?? []),
+    mountpointTable(f),
+    gatewayTable(f),
+    imageBuildTable(f),
+  ];
 }

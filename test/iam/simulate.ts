@@ -250,9 +250,13 @@ export async function simulateAsRole(policies: ProgramPolicies, role: string, re
   return simulate(identity, req, { principalArn: roleArn(role), resourcePolicy: resourcePolicyFor(policies.resourcePolicies, req.resource) });
 }
 
-/** A test title that names principal, action and resource. */
+/**
+ * A test title that names principal, action and resource, and the listing's prefix where one is
+ * given: ListBucket rows differ only in s3:prefix, and each title must say which row failed.
+ */
 export function title(principal: string, req: SimRequest): string {
-  return `${principal} ${req.action} ${req.resource}`;
+  const prefix = req.context?.["s3:prefix"];
+  return `${principal} ${req.action} ${req.resource}${prefix === undefined ? "" : ` s3:prefix=${JSON.stringify(prefix)}`}`;
 }
 
 /** Tag context helpers: the keys IAM sees for tags on the request and on the resource. */
