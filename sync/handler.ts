@@ -14,6 +14,7 @@ import { parseBatch, SQSBatchResponse, SQSEvent } from "./events";
 import { keyForLog } from "./keys";
 import { findNodeInstanceIds } from "./nodes";
 import { Delivery, DeliveryResult, errorName, runRound } from "./runner";
+import { syncBatchEmf } from "../observability/metrics";
 
 export type { SyncConfig } from "./config";
 export { configFromEnv } from "./config";
@@ -140,6 +141,13 @@ async function syncBatch(
     summary.retriedMessages = batchItemFailures.length;
     if (retry) summary.level = "error";
     deps.log(summary);
+    // The batch's figures as an EMF line (observability/metrics.ts), next to the summary it sums up.
+    deps.log(
+      syncBatchEmf(
+        { clusterName: cfg.clusterName, changeCount: summary.changeCount, rejectedCount: summary.rejectedCount, failedNodes: summary.failed.length, retried: retry },
+        deps.now(),
+      ),
+    );
     return { batchItemFailures };
   };
 

@@ -13,6 +13,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { mockClient } from "aws-sdk-client-mock";
 import type { SQSEvent } from "../../sync/events";
 import { createEnvHandler, createHandler, SyncConfig, SyncHandler, SyncSummary } from "../../sync/handler";
+import { emfLines, parseEmfLine } from "../observability/emfParse";
 import { BUCKET, CLUSTER, decodeCommands, fakeTime, instanceIds, loadEvent, messageFromTemplate, NODE_POOLS, page } from "./helpers";
 
 type Invocation = Partial<GetCommandInvocationCommandOutput>;
@@ -76,6 +77,19 @@ function nodes(ids: string[]) {
 
 const sendInputs = () => ssmMock.commandCalls(SendCommandCommand).map((c) => c.args[0].input);
 
+/** The batch's metrics as CloudWatch would extract them from its one EMF line: name → value. */
+function batchMetrics(logs: object[]): Record<string, number> {
+  const lines = emfLines(logs);
+  assert.equal(lines.length, 1, "exactly one EMF line per batch");
+  const metrics = parseEmfLine(JSON.stringify(lines[0]));
+  for (const m of metrics) {
+    assert.equal(m.namespace, "ComfyUI/Platform");
+    assert.deepEqual(m.dimensions, { ClusterName: CLUSTER });
+    assert.equal(m.values.length, 1);
+  }
+  return Object.fromEntries(metrics.map((m) => [m.name, m.values[0]]));
+}
+
 describe("sync/handler", () => {
   beforeEach(() => {
     ssmMock.reset();
@@ -97,7 +111,7 @@ describe("sync/handler", () => {
       .resolvesOnce({ Status: "InProgress", StatusDetails: "InProgress" })
       .resolvesOnce({ Status: "InProgress", StatusDetails: "InProgress" })
       .resolves(success);
-    const { handler, summary, time } = setup();
+    const { handler, summary, time, logs } = setup();
 
     const event = loadEvent("sqs-object-created.json");
     assert.deepEqual(await handler(event), { batchItemFailures: [] });
@@ -126,6 +140,7 @@ describe("sync/handler", () => {
     assert.deepEqual(s.failed, []);
     assert.deepEqual(s.rejected, []);
     assert.equal(s.attempts, 1);
+    assert.deepEqual(batchMetrics(logs), { SyncBatches: 1, SyncChangesApplied: 1, SyncNodeFailures: 0, SyncFailedBatches: 0, SyncRejectedEvents: 0 });
 
     const filters = ec2Mock.commandCalls(DescribeInstancesCommand)[0].args[0].input.Filters;
     assert.deepEqual(filters, [
@@ -158,6 +173,8 @@ describe("sync/handler", () => {
     assert.equal(ssmMock.calls().length, 0);
     assert.ok(logs.some((l) => l.msg === "no running GPU nodes; new nodes read the bucket at boot"));
     assert.deepEqual(summary().nodes, []);
+    // Nothing to update: the change counts as applied (new nodes read the bucket at boot).
+    assert.equal(batchMetrics(logs).SyncChangesApplied, 1);
   });
 
   it("finds nodes across DescribeInstances pages and sends at most 50 instance ids per command", async () => {
@@ -308,7 +325,7 @@ describe("sync/handler", () => {
     nodes([a, b]);
     const stderr = `apply: 1 of 1 failed\n${"noise ".repeat(200)}\nfatal: s3 GetObject AccessDenied for checkpoints/sd_xl_base_1.0.safetensors`;
     const f = fleet((id) => (id === b ? failedRun(stderr) : success));
-    const { handler, summary } = setup({ maxAttempts: 3 });
+    const { handler, summary, logs } = setup({ maxAttempts: 3 });
     const event = loadEvent("sqs-object-created.json");
     const testEvent = loadEvent("sqs-test-event.json");
     const result = await handler({ Records: [...event.Records, ...testEvent.Records] });
@@ -325,6 +342,8 @@ describe("sync/handler", () => {
     assert.ok((s.failed[0].stderr ?? "").length <= 501);
     assert.match(s.failed[0].stderr ?? "", /AccessDenied for checkpoints\/sd_xl_base_1\.0\.safetensors$/);
     assert.equal(s.retriedMessages, 1);
+    // Handed back to SQS: nothing counts as applied, the failed node and the batch are counted.
+    assert.deepEqual(batchMetrics(logs), { SyncBatches: 1, SyncChangesApplied: 0, SyncNodeFailures: 1, SyncFailedBatches: 1, SyncRejectedEvents: 0 });
   });
 
   it("notes a node that went away instead of retrying it", async () => {
@@ -480,6 +499,11 @@ describe("sync/handler", () => {
         summary.rejected.map((r: { reason: string }) => r.reason),
         ["dot-segment", "shell-metacharacter", "shell-metacharacter", "control-character", "absolute-path", "outside-model-folders", "wrong-bucket", "too-long"],
       );
+      // The serialized module prints the batch's EMF line too, valid and with the same figures.
+      const emfPrinted = printed.filter((l) => l.includes('"_aws"'));
+      assert.equal(emfPrinted.length, 1);
+      const metrics = Object.fromEntries(parseEmfLine(emfPrinted[0]).map((m) => [m.name, m.values[0]]));
+      assert.deepEqual(metrics, { SyncBatches: 1, SyncChangesApplied: 1, SyncNodeFailures: 0, SyncFailedBatches: 0, SyncRejectedEvents: 8 });
     });
   });
 });

@@ -1,0 +1,255 @@
+/**
+ * The platform's own metrics, named once: namespace, names, units and dimensions live here and
+ * nowhere else. Emitters (the sync Lambda, the gateway, the node boot) build their log lines with
+ * the functions below, and the dashboard and alarms draw from the same table, so a renamed metric
+ * cannot leave a graph or an alarm looking at nothing.
+ *
+ * The lines are CloudWatch embedded metric format (EMF) documents, written by hand after AWS's
+ * "Specification: Embedded metric format" (CloudWatch User Guide,
+ * https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html):
+ * a root `_aws` object with `Timestamp` (ms since the epoch) and `CloudWatchMetrics`, an array of
+ * directives `{ Namespace, Dimensions: [[names…]], Metrics: [{ Name, Unit }] }`; every dimension
+ * and metric a directive names is a root member (dimension values strings, metric values numbers
+ * or arrays of at most 100 numbers); at most 100 metrics per directive and 30 dimensions per set.
+ * CloudWatch Logs extracts the metrics from any log event shaped so (no header needed for Lambda
+ * or for PutLogEvents: "Using the PutLogEvents API to send manually-created embedded metric format
+ * logs").
+ *
+ * Not the aws-embedded-metrics npm package: its logger picks an environment at run time, flushes
+ * asynchronously through sinks and keeps module state, none of which survives Pulumi's closure
+ * serialization of the sync Lambda cleanly; these functions are pure and serialize by value.
+ */
+
+/**
+ * One namespace for everything this platform emits. Slash-separated like AWS's own ("AWS/Lambda"),
+ * but without the reserved "AWS/" prefix.
+ */
+const NS = "ComfyUI/Platform";
+export const NAMESPACE = NS;
+
+/** The only dimension: the EKS cluster name, spelled as Container Insights spells it, so one stack's figures never mix with another's. */
+const CLUSTER = "ClusterName";
+export const CLUSTER_DIMENSION = CLUSTER;
+
+// Functions below read the module's private names, never an exported one: TypeScript's CommonJS
+// output turns a reference to an exported const into `exports.X`, which Pulumi's serialized Lambda
+// module does not have (test/sync/handler.test.ts checks the serialized text).
+
+/** EMF units used here (a subset of the spec's list). */
+export type EmfUnit = "Seconds" | "Bytes" | "Bytes/Second" | "Count" | "None";
+
+export type MetricSource = "gateway" | "sync" | "node-boot";
+
+export interface MetricSpec {
+  readonly name: string;
+  readonly unit: EmfUnit;
+  readonly dimensions: readonly string[];
+  readonly source: MetricSource;
+  /** What one value means; shown in docs/operations.md. */
+  readonly meaning: string;
+}
+
+const spec = (source: MetricSource, name: string, unit: EmfUnit, meaning: string): MetricSpec => ({
+  name,
+  unit,
+  dimensions: [CLUSTER],
+  source,
+  meaning,
+});
+
+const TABLE = {
+  // The gateway: one snapshot a minute, one outcome line per finished prompt.
+  queueDepth: spec("gateway", "QueueDepth", "Count", "prompts waiting or running (the figure KEDA scales on)"),
+  promptsWaiting: spec("gateway", "PromptsWaiting", "Count", "prompts accepted and not yet on a pod"),
+  promptsRunning: spec("gateway", "PromptsRunning", "Count", "prompts executing on a pod"),
+  websocketClients: spec("gateway", "WebSocketClients", "Count", "connected /ws clients"),
+  promptsAccepted: spec("gateway", "PromptsAccepted", "Count", "prompts stored and answered by POST /prompt"),
+  promptsSucceeded: spec("gateway", "PromptsSucceeded", "Count", "prompts that finished with execution_success"),
+  promptsFailed: spec("gateway", "PromptsFailed", "Count", "prompts that finished with execution_error or ran out of attempts"),
+  promptWaitSeconds: spec("gateway", "PromptWaitSeconds", "Seconds", "from acceptance to the start on a pod"),
+  promptRunSeconds: spec("gateway", "PromptRunSeconds", "Seconds", "from the start on a pod to the finish"),
+  coldStartSeconds: spec("gateway", "ColdStartSeconds", "Seconds", "wait of a prompt that found no GPU pod ready (a node had to start)"),
+  http5xx: spec("gateway", "Http5xxResponses", "Count", "gateway answers with a 5xx status"),
+  // The model-sync Lambda: one line per batch.
+  syncBatches: spec("sync", "SyncBatches", "Count", "SQS batches the sync Lambda handled"),
+  syncChangesApplied: spec("sync", "SyncChangesApplied", "Count", "net model changes delivered to every running GPU node (or to none running)"),
+  syncNodeFailures: spec("sync", "SyncNodeFailures", "Count", "GPU nodes that failed to apply a batch after every attempt"),
+  syncFailedBatches: spec("sync", "SyncFailedBatches", "Count", "batches handed back to SQS for redelivery"),
+  syncRejectedEvents: spec("sync", "SyncRejectedEvents", "Count", "S3 events dropped as invalid (never retried)"),
+  // The GPU node's boot: one line when the model folder is filled.
+  bootFillSeconds: spec("node-boot", "BootFillSeconds", "Seconds", "time to fill the node's model folder from S3"),
+  bootFillBytes: spec("node-boot", "BootFillBytes", "Bytes", "bytes copied into the model folder at boot"),
+  bootFillThroughput: spec("node-boot", "BootFillThroughput", "Bytes/Second", "bytes per second of the boot fill"),
+  hotSetFilesMissing: spec("node-boot", "HotSetFilesMissing", "Count", "hot-set files not on the node when it took pods"),
+} as const;
+
+export const METRICS: typeof TABLE = TABLE;
+
+export type MetricKey = keyof typeof TABLE;
+
+/** Values for some metrics: a number, or up to 100 numbers (EMF's value array). */
+export type MetricValues = Partial<Record<MetricKey, number | readonly number[]>>;
+
+/** The EMF document (a plain object, so a JSON logger can write it as one line). */
+export interface EmfDocument {
+  _aws: {
+    Timestamp: number;
+    CloudWatchMetrics: { Namespace: string; Dimensions: string[][]; Metrics: { Name: string; Unit: EmfUnit }[] }[];
+  };
+  [member: string]: unknown;
+}
+
+const MAX_METRICS_PER_DIRECTIVE = 100;
+const MAX_DIMENSIONS_PER_SET = 30;
+const MAX_VALUES_PER_METRIC = 100;
+
+/**
+ * One EMF document for `values`, all under the same dimensions. Throws, naming the culprit, on an
+ * empty set, a value that is not a finite number, a missing or empty dimension, or a metric whose
+ * dimensions differ from the others — CloudWatch would drop such a line silently.
+ */
+export function emfDocument(values: MetricValues, dimensions: Readonly<Record<string, string>>, timestampMs: number): EmfDocument {
+  const keys = (Object.keys(values) as MetricKey[]).filter((k) => values[k] !== undefined);
+  if (keys.length === 0) throw new Error("emf: no metric values");
+  if (keys.length > MAX_METRICS_PER_DIRECTIVE) throw new Error(`emf: ${keys.length} metrics, at most ${MAX_METRICS_PER_DIRECTIVE} per directive`);
+  if (!Number.isInteger(timestampMs) || timestampMs < 0) throw new Error(`emf: timestamp must be epoch milliseconds, got ${timestampMs}`);
+  const dims = TABLE[keys[0]].dimensions;
+  if (dims.length > MAX_DIMENSIONS_PER_SET) throw new Error(`emf: ${dims.length} dimensions, at most ${MAX_DIMENSIONS_PER_SET}`);
+  const doc: EmfDocument = {
+    _aws: { Timestamp: timestampMs, CloudWatchMetrics: [{ Namespace: NS, Dimensions: [[...dims]], Metrics: [] }] },
+  };
+  for (const d of dims) {
+    const v = dimensions[d];
+    if (typeof v !== "string" || v.trim() === "") throw new Error(`emf: dimension ${d} must be a non-empty string`);
+    doc[d] = v;
+  }
+  for (const k of keys) {
+    const m = TABLE[k];
+    if (m.dimensions.join(",") !== dims.join(",")) throw new Error(`emf: ${m.name} has dimensions [${m.dimensions}] but the line has [${dims}]`);
+    const v = values[k]!;
+    const list = typeof v === "number" ? [v] : v;
+    if (list.length === 0 || list.length > MAX_VALUES_PER_METRIC) throw new Error(`emf: ${m.name} needs 1 to ${MAX_VALUES_PER_METRIC} values, got ${list.length}`);
+    const bad = list.find((x) => typeof x !== "number" || !Number.isFinite(x));
+    if (bad !== undefined) throw new Error(`emf: ${m.name} value ${String(bad)} is not a finite number`);
+    doc._aws.CloudWatchMetrics[0].Metrics.push({ Name: m.name, Unit: m.unit });
+    doc[m.name] = typeof v === "number" ? v : [...list];
+  }
+  return doc;
+}
+
+/** The EMF document as the one JSON line a log event must be. */
+export function emf(values: MetricValues, dimensions: Readonly<Record<string, string>>, timestampMs: number): string {
+  return JSON.stringify(emfDocument(values, dimensions, timestampMs));
+}
+
+// ---- Emitters: what each part of the platform writes ----
+
+/** What the sync Lambda knows at the end of a batch (a subset of its summary line). */
+export interface SyncBatchFigures {
+  readonly clusterName: string;
+  readonly changeCount: number;
+  readonly rejectedCount: number;
+  readonly failedNodes: number;
+  /** True when the batch was handed back to SQS (the changes were not applied everywhere). */
+  readonly retried: boolean;
+}
+
+/** One line per sync batch. */
+export function syncBatchEmf(f: SyncBatchFigures, timestampMs: number): EmfDocument {
+  return emfDocument(
+    {
+      syncBatches: 1,
+      syncChangesApplied: f.retried ? 0 : f.changeCount,
+      syncNodeFailures: f.failedNodes,
+      syncFailedBatches: f.retried ? 1 : 0,
+      syncRejectedEvents: f.rejectedCount,
+    },
+    { [CLUSTER]: f.clusterName },
+    timestampMs,
+  );
+}
+
+export interface GatewaySnapshot {
+  readonly clusterName: string;
+  readonly waiting: number;
+  readonly running: number;
+  readonly websocketClients: number;
+  /** Prompts accepted and 5xx answers since the previous snapshot. */
+  readonly acceptedSinceLast: number;
+  readonly http5xxSinceLast: number;
+}
+
+/** The gateway's periodic line (the leader writes one a minute). */
+export function gatewaySnapshotEmf(s: GatewaySnapshot, timestampMs: number): EmfDocument {
+  return emfDocument(
+    {
+      queueDepth: s.waiting + s.running,
+      promptsWaiting: s.waiting,
+      promptsRunning: s.running,
+      websocketClients: s.websocketClients,
+      promptsAccepted: s.acceptedSinceLast,
+      http5xx: s.http5xxSinceLast,
+    },
+    { [CLUSTER]: s.clusterName },
+    timestampMs,
+  );
+}
+
+export interface PromptOutcome {
+  readonly clusterName: string;
+  readonly outcome: "success" | "error";
+  readonly waitSeconds: number;
+  /** Absent when the prompt never started (it failed while waiting). */
+  readonly runSeconds?: number;
+  /** True when no GPU pod was ready when the prompt was accepted. */
+  readonly coldStart: boolean;
+}
+
+/** One line per finished prompt. */
+export function promptOutcomeEmf(p: PromptOutcome, timestampMs: number): EmfDocument {
+  return emfDocument(
+    {
+      ...(p.outcome === "success" ? { promptsSucceeded: 1 } : { promptsFailed: 1 }),
+      promptWaitSeconds: p.waitSeconds,
+      ...(p.runSeconds !== undefined ? { promptRunSeconds: p.runSeconds } : {}),
+      ...(p.coldStart ? { coldStartSeconds: p.waitSeconds } : {}),
+    },
+    { [CLUSTER]: p.clusterName },
+    timestampMs,
+  );
+}
+
+export interface NodeBootFill {
+  readonly clusterName: string;
+  readonly seconds: number;
+  readonly bytes: number;
+  readonly hotSetFilesMissing: number;
+}
+
+/** The node's line once its model folder is filled. */
+export function nodeBootEmf(b: NodeBootFill, timestampMs: number): EmfDocument {
+  return emfDocument(
+    {
+      bootFillSeconds: b.seconds,
+      bootFillBytes: b.bytes,
+      ...(b.seconds > 0 ? { bootFillThroughput: b.bytes / b.seconds } : {}),
+      hotSetFilesMissing: b.hotSetFilesMissing,
+    },
+    { [CLUSTER]: b.clusterName },
+    timestampMs,
+  );
+}
+
+/**
+ * Where each emitter runs in production. `null`: the function exists and is tested, but the code
+ * that should call it is another area's (see docs/operations.md); a test keeps this table honest by
+ * reading the named files.
+ */
+export const EMITTER_WIRING: Record<MetricSource, { readonly emitter: string; readonly calledFrom: string | null }[]> = {
+  sync: [{ emitter: "syncBatchEmf", calledFrom: "sync/handler.ts" }],
+  gateway: [
+    { emitter: "gatewaySnapshotEmf", calledFrom: null },
+    { emitter: "promptOutcomeEmf", calledFrom: null },
+  ],
+  "node-boot": [{ emitter: "nodeBootEmf", calledFrom: null }],
+};

@@ -1,0 +1,117 @@
+import { strict as assert } from "node:assert";
+import { readFileSync } from "node:fs";
+import * as path from "node:path";
+import {
+  CLUSTER_DIMENSION,
+  emf,
+  EMITTER_WIRING,
+  gatewaySnapshotEmf,
+  METRICS,
+  NAMESPACE,
+  nodeBootEmf,
+  promptOutcomeEmf,
+  syncBatchEmf,
+} from "../../observability/metrics";
+import { parseEmfLine } from "./emfParse";
+
+const T = 1_800_000_000_000;
+const byName = (line: object) => Object.fromEntries(parseEmfLine(JSON.stringify(line)).map((m) => [m.name, m]));
+
+describe("observability/metrics", () => {
+  it("names every metric once, in one namespace, under the cluster dimension", () => {
+    const names = Object.values(METRICS).map((m) => m.name);
+    assert.equal(new Set(names).size, names.length, "metric names are unique");
+    assert.equal(NAMESPACE, "ComfyUI/Platform");
+    assert.ok(!NAMESPACE.startsWith("AWS/"), "AWS/ namespaces are reserved");
+    for (const m of Object.values(METRICS)) assert.deepEqual(m.dimensions, [CLUSTER_DIMENSION]);
+  });
+
+  it("formats a valid EMF line that parses back into the same metrics, units and dimensions", () => {
+    const line = emf({ promptWaitSeconds: [1.5, 2, 40], promptsFailed: 1 }, { ClusterName: "comfyui-dev" }, T);
+    const metrics = parseEmfLine(line);
+    assert.deepEqual(
+      metrics.map((m) => [m.namespace, m.name, m.unit, m.dimensions, m.values, m.timestamp]),
+      [
+        ["ComfyUI/Platform", "PromptWaitSeconds", "Seconds", { ClusterName: "comfyui-dev" }, [1.5, 2, 40], T],
+        ["ComfyUI/Platform", "PromptsFailed", "Count", { ClusterName: "comfyui-dev" }, [1], T],
+      ],
+    );
+    assert.ok(!line.includes("\n"), "one line");
+  });
+
+  it("refuses what CloudWatch would drop: no values, NaN, a missing dimension, too many values, a bad timestamp", () => {
+    assert.throws(() => emf({}, { ClusterName: "c" }, T), /no metric values/);
+    assert.throws(() => emf({ queueDepth: Number.NaN }, { ClusterName: "c" }, T), /QueueDepth value NaN is not a finite number/);
+    assert.throws(() => emf({ queueDepth: 1 }, {}, T), /dimension ClusterName must be a non-empty string/);
+    assert.throws(() => emf({ queueDepth: 1 }, { ClusterName: " " }, T), /ClusterName/);
+    assert.throws(() => emf({ promptRunSeconds: Array(101).fill(1) }, { ClusterName: "c" }, T), /1 to 100 values, got 101/);
+    assert.throws(() => emf({ queueDepth: 1 }, { ClusterName: "c" }, 1.5), /epoch milliseconds/);
+  });
+
+  it("the test parser itself rejects invalid EMF (so the checks above can fail)", () => {
+    assert.throws(() => parseEmfLine(JSON.stringify({ QueueDepth: 1 })), /missing _aws/);
+    const bad = { _aws: { Timestamp: T, CloudWatchMetrics: [{ Namespace: "N", Dimensions: [["ClusterName"]], Metrics: [{ Name: "Q", Unit: "Count" }] }] }, Q: 1 };
+    assert.throws(() => parseEmfLine(JSON.stringify(bad)), /dimension ClusterName has no string root member/);
+    assert.throws(() => parseEmfLine(JSON.stringify({ ...bad, ClusterName: "c", Q: "1" })), /metric Q needs a number/);
+    const badUnit = structuredClone(bad) as typeof bad;
+    badUnit._aws.CloudWatchMetrics[0].Metrics[0].Unit = "Secs";
+    assert.throws(() => parseEmfLine(JSON.stringify({ ...badUnit, ClusterName: "c" })), /unit Secs/);
+  });
+
+  it("sync: a batch line counts the batch, what was applied, failed nodes and rejected events", () => {
+    const ok = byName(syncBatchEmf({ clusterName: "c", changeCount: 3, rejectedCount: 2, failedNodes: 0, retried: false }, T));
+    assert.deepEqual(Object.fromEntries(Object.entries(ok).map(([k, v]) => [k, v.values[0]])), {
+      SyncBatches: 1, SyncChangesApplied: 3, SyncNodeFailures: 0, SyncFailedBatches: 0, SyncRejectedEvents: 2,
+    });
+    const failed = byName(syncBatchEmf({ clusterName: "c", changeCount: 3, rejectedCount: 0, failedNodes: 2, retried: true }, T));
+    assert.equal(failed.SyncChangesApplied.values[0], 0);
+    assert.equal(failed.SyncNodeFailures.values[0], 2);
+    assert.equal(failed.SyncFailedBatches.values[0], 1);
+  });
+
+  it("gateway: the snapshot's queue depth is waiting + running; an outcome line carries its times", () => {
+    const snap = byName(gatewaySnapshotEmf({ clusterName: "c", waiting: 4, running: 2, websocketClients: 7, acceptedSinceLast: 9, http5xxSinceLast: 1 }, T));
+    assert.equal(snap.QueueDepth.values[0], 6);
+    assert.equal(snap.WebSocketClients.values[0], 7);
+    assert.equal(snap.Http5xxResponses.values[0], 1);
+    const cold = byName(promptOutcomeEmf({ clusterName: "c", outcome: "success", waitSeconds: 95, runSeconds: 12, coldStart: true }, T));
+    assert.deepEqual(Object.keys(cold).sort(), ["ColdStartSeconds", "PromptRunSeconds", "PromptWaitSeconds", "PromptsSucceeded"]);
+    assert.equal(cold.ColdStartSeconds.values[0], 95);
+    const failedWaiting = byName(promptOutcomeEmf({ clusterName: "c", outcome: "error", waitSeconds: 3, coldStart: false }, T));
+    assert.deepEqual(Object.keys(failedWaiting).sort(), ["PromptWaitSeconds", "PromptsFailed"]);
+  });
+
+  it("node boot: throughput is bytes over seconds, left out for an instant fill", () => {
+    const b = byName(nodeBootEmf({ clusterName: "c", seconds: 100, bytes: 50e9, hotSetFilesMissing: 0 }, T));
+    assert.equal(b.BootFillThroughput.values[0], 5e8);
+    assert.equal(b.BootFillThroughput.unit, "Bytes/Second");
+    assert.ok(!("BootFillThroughput" in byName(nodeBootEmf({ clusterName: "c", seconds: 0, bytes: 0, hotSetFilesMissing: 0 }, T))));
+  });
+
+  it("the wiring table is true: a named caller imports and calls its emitter; every source has an emitter", () => {
+    for (const [source, emitters] of Object.entries(EMITTER_WIRING)) {
+      assert.ok(emitters.length > 0, source);
+      for (const e of emitters) {
+        if (e.calledFrom === null) continue;
+        const text = readFileSync(path.join(__dirname, "..", "..", e.calledFrom), "utf8");
+        assert.match(text, new RegExp(`import \\{[^}]*\\b${e.emitter}\\b[^}]*\\} from "\\.\\./observability/metrics"`), `${e.calledFrom} imports ${e.emitter}`);
+        assert.match(text, new RegExp(`\\b${e.emitter}\\(`), `${e.calledFrom} calls ${e.emitter}`);
+      }
+    }
+    // The metrics of a source all come out of its emitters (none is defined and never written).
+    const sample: Record<string, object[]> = {
+      sync: [syncBatchEmf({ clusterName: "c", changeCount: 1, rejectedCount: 0, failedNodes: 0, retried: false }, T)],
+      gateway: [
+        gatewaySnapshotEmf({ clusterName: "c", waiting: 0, running: 0, websocketClients: 0, acceptedSinceLast: 0, http5xxSinceLast: 0 }, T),
+        promptOutcomeEmf({ clusterName: "c", outcome: "success", waitSeconds: 1, runSeconds: 1, coldStart: true }, T),
+        promptOutcomeEmf({ clusterName: "c", outcome: "error", waitSeconds: 1, coldStart: false }, T),
+      ],
+      "node-boot": [nodeBootEmf({ clusterName: "c", seconds: 1, bytes: 1, hotSetFilesMissing: 0 }, T)],
+    };
+    for (const [source, lines] of Object.entries(sample)) {
+      const written = new Set(lines.flatMap((l) => parseEmfLine(JSON.stringify(l)).map((m) => m.name)));
+      const defined = Object.values(METRICS).filter((m) => m.source === source).map((m) => m.name);
+      assert.deepEqual([...written].sort(), [...defined].sort(), source);
+    }
+  });
+});
