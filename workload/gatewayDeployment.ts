@@ -89,11 +89,13 @@ export function gatewayStatements(p: {
       Resource: pulumi.interpolate`${p.outputsBucketArn}/${GATEWAY_OUTPUTS_PREFIX}*`,
     },
     {
+      // Unconditioned on purpose: S3 answers a GetObject of a missing key with 404 only when the
+      // caller may s3:ListBucket the bucket, else 403 (S3 API reference, GetObject "Permissions"), and
+      // a prefix condition has no s3:prefix to match there. /view and the settings read need the 404.
       Sid: "ListGatewayOutputs",
       Effect: "Allow",
       Action: "s3:ListBucket",
       Resource: p.outputsBucketArn,
-      Condition: { StringLike: { "s3:prefix": [`${GATEWAY_OUTPUTS_PREFIX}*`] } },
     },
     {
       // Uploads land where every ComfyUI pod's input mount reads them; the gateway never deletes inputs.
@@ -109,13 +111,8 @@ export function gatewayStatements(p: {
       Action: ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
       Resource: pulumi.interpolate`${p.userdataBucketArn}/${GATEWAY_USERDATA_PREFIX}*`,
     },
-    {
-      Sid: "ListUserState",
-      Effect: "Allow",
-      Action: "s3:ListBucket",
-      Resource: p.userdataBucketArn,
-      Condition: { StringLike: { "s3:prefix": [`${GATEWAY_USERDATA_PREFIX}*`] } },
-    },
+    // The user-state bucket holds nothing but the gateway's user/ tree; listing it is unconditioned for the same 404.
+    { Sid: "ListUserState", Effect: "Allow", Action: "s3:ListBucket", Resource: p.userdataBucketArn },
   ];
 }
 

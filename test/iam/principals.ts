@@ -466,6 +466,10 @@ export function gatewayTable(f: Facts): PrincipalTable {
       { action: "s3:GetObject", resource: `${outputs}/${g.outputsPrefix}cache/object_info.json` },
       { action: "s3:ListBucket", resource: outputs, context: { "s3:prefix": `${g.outputsPrefix}output/` } },
       { action: "s3:ListBucket", resource: outputs, context: { "s3:prefix": g.outputsPrefix } },
+      // S3 answers a GetObject of a missing key with 404 only to a caller allowed s3:ListBucket on the
+      // bucket (a prefix-conditioned grant does not count there); the gateway needs that 404.
+      { action: "s3:ListBucket", resource: outputs },
+      { action: "s3:ListBucket", resource: userdata },
       { action: "s3:GetObject", resource: `${inputs}/example.png` },
       { action: "s3:PutObject", resource: `${inputs}/pasted/image.png` },
       { action: "s3:ListBucket", resource: inputs, context: { "s3:prefix": "" } },
@@ -486,17 +490,12 @@ export function gatewayTable(f: Facts): PrincipalTable {
       { action: "s3:DeleteObject", resource: `${outputs}/ComfyUI_00001_.png` },
       // A prefix that only starts like the gateway's.
       { action: "s3:GetObject", resource: `${outputs}/${g.outputsPrefix.replace(/\/$/, "")}-other/x.png` },
-      { action: "s3:ListBucket", resource: outputs },
-      { action: "s3:ListBucket", resource: outputs, context: { "s3:prefix": "" } },
-      { action: "s3:ListBucket", resource: outputs, context: { "s3:prefix": "output/" } },
       { action: "s3:DeleteObject", resource: `${inputs}/example.png` },
       { action: "s3:GetObject", resource: `${models}/checkpoints/sd_xl_base_1.0.safetensors` },
       { action: "s3:ListBucket", resource: models, context: { "s3:prefix": "checkpoints/" } },
       { action: "s3:GetObject", resource: `${userdata}/other/secret.json` },
       { action: "s3:PutObject", resource: `${userdata}/comfy.settings.json` },
       { action: "s3:DeleteObject", resource: `${userdata}/other/secret.json` },
-      { action: "s3:ListBucket", resource: userdata },
-      { action: "s3:ListBucket", resource: userdata, context: { "s3:prefix": "other/" } },
       { action: "s3:PutBucketPolicy", resource: outputs },
       // The bucket policies refuse plain HTTP, whatever the role may do.
       { action: "s3:GetObject", resource: settings, context: { "aws:SecureTransport": "false" }, explicit: true },
