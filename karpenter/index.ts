@@ -17,7 +17,7 @@ import {
   nodeModelsReadStatements,
   scopedControllerStatements,
 } from "./iam";
-import { renderGpuUserData } from "./userdata/gpuUserData";
+import { InstanceFacts, modelsToolObject, renderGpuUserData } from "./userdata/gpuUserData";
 import { checkGpuQuotas, resolveNvidiaAmi } from "./preflight";
 import { quotaFamily } from "./gpuTypes";
 
@@ -93,8 +93,32 @@ export interface GpuCapacityArgs {
   bootFillSeconds: number;
   /** Files copied in parallel by the boot fill. */
   parallelTransfers: number;
-  /** GB of the NVMe array kept free for images, pod logs and emptyDirs. @defaultValue 40 */
+  /**
+   * GB kept free on the NVMe array beyond what the node computes from its real array size (kubelet's
+   * 10% eviction line + image + scratch per GPU): the margin of the disk reserve. @defaultValue 10
+   */
   reserveGb?: number;
+  /** Private bucket GPU nodes fetch their node tool from at boot (Storage.nodeToolsBucket). */
+  nodeToolsBucket: pulumi.Input<string>;
+  /** Its ARN; the node role may read exactly the one tool object in it. */
+  nodeToolsBucketArn: pulumi.Input<string>;
+  /**
+   * GPUs and baseline Mbit/s of each instance type of the pool (EC2's data): sizes each node's disk
+   * reserve and transfer rate. @defaultValue {}: every node assumes the most GPUs (8) and CLI defaults
+   */
+  instanceFacts?: pulumi.Input<Record<string, InstanceFacts>>;
+  /** GB the ComfyUI image takes unpacked on the array (part of the disk reserve). @defaultValue 30 */
+  imageGb?: number;
+  /** GB of scratch (emptyDir sizeLimit) a ComfyUI pod may use per GPU (part of the reserve). @defaultValue 20 */
+  scratchGbPerGpu?: number;
+  /** nodeadm's FastImagePull feature gate (parallel pull and unpack with soci). @defaultValue true */
+  fastImagePull?: boolean;
+  /**
+   * Name of the SSM parameter holding the ComfyUI image by digest (`<registry>/<repo>@sha256:...`);
+   * each node pulls it during the model fill. The node role needs ssm:GetParameter on it.
+   * @defaultValue unset: no pre-pull
+   */
+  imageParameter?: pulumi.Input<string>;
   /** NodePool weight among NodePools. @defaultValue unset (Karpenter treats it as 0) */
   weight?: number;
   /** The cluster's Kubernetes provider; every Kubernetes object and Helm release uses it. */
@@ -104,6 +128,9 @@ export interface GpuCapacityArgs {
   /** Tags for every AWS resource and for the instances Karpenter launches. @defaultValue {} */
   tags?: Record<string, string>;
 }
+
+/** Margin of the node's disk reserve above what it computes (userdata/comfyui-models.sh header). */
+const DEFAULT_RESERVE_GB = 10;
 
 interface Problem {
   propertyPath: string;
@@ -117,6 +144,10 @@ function userDataProblem(message: string): Problem {
     : /\bparallel\b/.test(message) ? "parallelTransfers"
     : /bootFillSeconds/.test(message) ? "bootFillSeconds"
     : /reserveGb/.test(message) ? "reserveGb"
+    : /imageGb/.test(message) ? "imageGb"
+    : /scratchGbPerGpu/.test(message) ? "scratchGbPerGpu"
+    : /instanceFacts/.test(message) ? "instanceFacts"
+    : /imageParameter/.test(message) ? "imageParameter"
     : /region/.test(message) ? "region"
     : "userData";
   return { propertyPath: path, reason: message };
@@ -156,11 +187,14 @@ export function validateGpuCapacityArgs(args: GpuCapacityArgs): Problem[] {
     // The bucket name is an Output; a placeholder lets the rest be checked before anything exists.
     renderGpuUserData({
       modelsBucket: "placeholder-bucket",
+      toolsBucket: "placeholder-bucket",
       region: args.region,
       hotSet: args.hotSet,
       parallel: args.parallelTransfers,
       bootFillSeconds: args.bootFillSeconds,
-      reserveGb: args.reserveGb ?? 40,
+      reserveGb: args.reserveGb ?? DEFAULT_RESERVE_GB,
+      imageGb: args.imageGb,
+      scratchGbPerGpu: args.scratchGbPerGpu,
     });
   } catch (err) {
     problems.push(userDataProblem(err instanceof Error ? err.message : String(err)));
@@ -194,7 +228,7 @@ export class GpuCapacity extends pulumi.ComponentResource {
     super("comfyui:karpenter:GpuCapacity", name, {}, opts);
     const parent = { parent: this };
     const tags = args.tags ?? {};
-    const reserveGb = args.reserveGb ?? 40;
+    const reserveGb = args.reserveGb ?? DEFAULT_RESERVE_GB;
 
     // Interruption handling: EC2 and AWS Health tell Karpenter about spot reclaims, rebalances and
     // scheduled maintenance, so it drains a node before the instance goes away.
@@ -227,6 +261,24 @@ export class GpuCapacity extends pulumi.ComponentResource {
     const nodeModelsRead = new aws.iam.RolePolicy(
       `${name}-node-models-read`,
       { role: nodeRole.name, policy: policyJson(nodeModelsReadStatements(args.modelsBucketArn)) },
+      parent,
+    );
+    // The node tool is too large for the 16 KiB of user data: the node fetches it from the private
+    // node-tools bucket, at a key that changes with its content, and checks its sha256.
+    const tool = modelsToolObject();
+    const toolObject = new aws.s3.BucketObject(
+      `${name}-node-tool`,
+      { bucket: args.nodeToolsBucket, key: tool.key, content: tool.content, contentType: "text/x-shellscript", tags },
+      parent,
+    );
+    const nodeToolRead = new aws.iam.RolePolicy(
+      `${name}-node-tool-read`,
+      {
+        role: nodeRole.name,
+        policy: policyJson([
+          { Sid: "ReadNodeTool", Effect: "Allow", Action: "s3:GetObject", Resource: pulumi.interpolate`${args.nodeToolsBucketArn}/${tool.key}` },
+        ]),
+      },
       parent,
     );
     // Nodes Karpenter launches are not a managed node group, so nothing else grants them cluster access.
@@ -309,16 +361,24 @@ export class GpuCapacity extends pulumi.ComponentResource {
       { parent: this, provider: args.provider, dependsOn: [crds, ...releaseDeps, queuePolicy] },
     );
 
-    const userData = pulumi.output(args.modelsBucket).apply((modelsBucket) =>
-      renderGpuUserData({
-        modelsBucket,
-        region: args.region,
-        hotSet: args.hotSet,
-        parallel: args.parallelTransfers,
-        bootFillSeconds: args.bootFillSeconds,
-        reserveGb,
-      }),
-    );
+    const userData = pulumi
+      .all([args.modelsBucket, args.nodeToolsBucket, args.instanceFacts ?? {}, args.imageParameter])
+      .apply(([modelsBucket, toolsBucket, instanceFacts, imageParameter]) =>
+        renderGpuUserData({
+          modelsBucket,
+          toolsBucket,
+          region: args.region,
+          hotSet: args.hotSet,
+          parallel: args.parallelTransfers,
+          bootFillSeconds: args.bootFillSeconds,
+          reserveGb,
+          instanceFacts,
+          imageGb: args.imageGb,
+          scratchGbPerGpu: args.scratchGbPerGpu,
+          fastImagePull: args.fastImagePull,
+          imageParameter,
+        }),
+      );
     // Fails the preview, naming the SSM parameter, when the pinned release has no NVIDIA image for
     // this Kubernetes version; the id is recorded on the EC2NodeClass for operators.
     const amiId = resolveNvidiaAmi(args.kubernetesVersion, args.amiAlias, parent);
@@ -356,7 +416,7 @@ export class GpuCapacity extends pulumi.ComponentResource {
           tags: { ...tags },
         },
       },
-      { parent: this, provider: args.provider, dependsOn: [controller, accessEntry, nodeModelsRead, ...nodePolicies] },
+      { parent: this, provider: args.provider, dependsOn: [controller, accessEntry, nodeModelsRead, toolObject, nodeToolRead, ...nodePolicies] },
     );
 
     new k8s.apiextensions.CustomResource(

@@ -10,13 +10,9 @@
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { gzipSync } from "node:zlib";
 import {
   MODEL_FOLDERS,
-  NODE_MODELS_DIR,
   NODE_MODELS_ENV_FILE,
-  NODE_MODELS_STAGING_DIR,
-  NODE_MODELS_STATE_DIR,
   NODE_MODELS_TOOL,
 } from "../nodeContract";
 
@@ -24,20 +20,60 @@ import {
 export interface GpuUserDataArgs {
   /** Bucket holding the models, keys laid out as ComfyUI model folders (`checkpoints/x.safetensors`). */
   readonly modelsBucket: string;
-  /** Region of the bucket (the node's region: the S3 gateway endpoint is regional). */
+  /** Region of the buckets (the node's region: the S3 gateway endpoint is regional). */
   readonly region: string;
   /**
-   * Keys copied before the node registers. Each entry is an exact key or a model folder
-   * (`"checkpoints"` or `"checkpoints/"`); an empty list means the whole bucket.
+   * Private bucket the node tool is fetched from at boot (key and sha256 from modelsToolObject()),
+   * with the node role: the tool is too large to travel inside the 16 KiB of user data.
+   */
+  readonly toolsBucket: string;
+  /**
+   * Keys copied before the node registers, most important first: when they do not all fit the
+   * array, the node takes them in this order and registers with what fits. Each entry is an exact
+   * key or a model folder (`"checkpoints"` or `"checkpoints/"`); an empty list means the whole bucket.
    */
   readonly hotSet: readonly string[];
   /** Files copied at once; each `aws s3 cp` adds its own ranged GETs on top. */
   readonly parallel: number;
-  /** Seconds the boot fill may take before the node registers anyway and the rest continues. */
+  /** Seconds the boot fill may take (a hard deadline) before the node registers and the rest continues. */
   readonly bootFillSeconds: number;
-  /** GB of the NVMe array kept free for images, pod logs and emptyDirs. */
+  /**
+   * GB kept free on the NVMe array on top of kubelet's eviction line (10% of the array), the image
+   * and the pods' scratch space: the safety margin of the disk reserve.
+   */
   readonly reserveGb: number;
+  /**
+   * GPU count and baseline bandwidth of each instance type the pool may launch (from EC2's data): the
+   * node looks its own type up (IMDSv2) to size the reserve and the transfer rate. A type missing
+   * here is assumed to have the most GPUs listed (8 when nothing is listed). @defaultValue {}
+   */
+  readonly instanceFacts?: Readonly<Record<string, InstanceFacts>>;
+  /** GB the ComfyUI image takes unpacked in containerd's store on the array. @defaultValue 30 */
+  readonly imageGb?: number;
+  /** GB of emptyDir/scratch a ComfyUI pod may use, per GPU (its emptyDir sizeLimit). @defaultValue 20 */
+  readonly scratchGbPerGpu?: number;
+  /** nodeadm's FastImagePull feature gate (parallel pull and unpack, soci). @defaultValue true */
+  readonly fastImagePull?: boolean;
+  /**
+   * Name of the SSM parameter holding the ComfyUI image by digest (`<registry>/<repo>@sha256:...`),
+   * pulled during the model fill. The name, not the digest, is in the user data, so a new image
+   * changes no node's user data. @defaultValue unset: no pre-pull
+   */
+  readonly imageParameter?: string;
 }
+
+/** What the node needs to know about its instance type. */
+export interface InstanceFacts {
+  readonly gpus: number;
+  /** Baseline network bandwidth in Mbit/s (the rate a fill of several minutes can keep). */
+  readonly mbps: number;
+}
+
+/** Label the node registers with: how many hot-set files did not fit (0 = complete). */
+export const MODELS_MISSING_LABEL = "comfyui.studio/models-missing";
+
+/** Where each GPU node leaves its boot summary (JSON; also one journal line tagged comfyui-boot). */
+export const BOOT_SUMMARY_FILE = "/var/log/comfyui-models/boot-summary.json";
 
 /** Where the node script lives in this repository; read at render time, never at import. */
 export const MODELS_TOOL_SOURCE = join(__dirname, "comfyui-models.sh");
@@ -60,7 +96,7 @@ export const MODELS_TOOL_EXIT = {
   usage: 2,
   /** Listing the bucket failed: wrong name, no permission, no route to S3. */
   bucketUnreachable: 3,
-  /** The hot set does not fit the array minus RESERVE_GB. */
+  /** Reserved (no longer returned: a hot set larger than the disk registers with what fits). */
   noSpace: 4,
   /** BOOT_FILL_SECONDS ran out before every hot file was copied: register, continue in the background. */
   budgetReached: 75,
@@ -98,21 +134,31 @@ export function shellQuote(value: string): string {
   return `'${value.replace(/'/g, `'\\''`)}'`;
 }
 
-/**
- * The tool as installed on the node: full-line comments dropped (the shebang and shellcheck
- * directives stay) because the user data budget is tight; the commented source is in this repo.
- */
-export function embeddedModelsTool(): string {
-  const source = readFileSync(MODELS_TOOL_SOURCE, "utf8");
-  const kept = source
-    .split("\n")
-    .filter((line, i) => i === 0 || !/^\s*#/.test(line) || /^\s*# shellcheck /.test(line));
-  kept.splice(1, 0, "# comfyui-models (karpenter/userdata/comfyui-models.sh in the repo, comments stripped for user data size)");
-  return kept.join("\n");
+/** The node tool as stored in the node-tools bucket: the repository file, content-addressed. */
+export interface ModelsToolObject {
+  /** Object key; changes with the content, so a node never runs a tool its user data did not name. */
+  readonly key: string;
+  readonly content: string;
+  readonly sha256: string;
 }
+
+/** Read at render time, never at import. */
+export function modelsToolObject(): ModelsToolObject {
+  const content = readFileSync(MODELS_TOOL_SOURCE, "utf8");
+  const sha256 = createHash("sha256").update(content, "utf8").digest("hex");
+  return { key: `node/comfyui-models-${sha256}.sh`, content, sha256 };
+}
+
+/** Attempts at fetching the tool: a transient S3 or credential hiccup must not cost the node. */
+export const TOOL_FETCH_ATTEMPTS = 5;
 
 const BUCKET_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 const REGION = /^[a-z]{2}(-[a-z]+)+-\d+$/;
+const INSTANCE_TYPE = /^[a-z0-9-]+\.[a-z0-9-]+$/;
+// SSM parameter names (SSM PutParameter API): letters, digits, . - _ and / for the hierarchy.
+const SSM_PARAMETER = /^\/?[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/;
+const DEFAULT_IMAGE_GB = 30;
+const DEFAULT_SCRATCH_GB_PER_GPU = 20;
 
 function assertInteger(name: string, value: number, min: number, max: number): void {
   if (!Number.isInteger(value) || value < min || value > max) {
@@ -136,6 +182,9 @@ function validate(args: GpuUserDataArgs): void {
   if (!BUCKET_NAME.test(args.modelsBucket)) {
     throw new Error(`renderGpuUserData: modelsBucket ${JSON.stringify(args.modelsBucket)} is not an S3 bucket name`);
   }
+  if (!BUCKET_NAME.test(args.toolsBucket)) {
+    throw new Error(`renderGpuUserData: toolsBucket ${JSON.stringify(args.toolsBucket)} is not an S3 bucket name`);
+  }
   if (!REGION.test(args.region)) {
     throw new Error(`renderGpuUserData: region ${JSON.stringify(args.region)} is not an AWS region`);
   }
@@ -143,157 +192,124 @@ function validate(args: GpuUserDataArgs): void {
   assertInteger("parallel", args.parallel, 1, 64);
   assertInteger("bootFillSeconds", args.bootFillSeconds, 1, MAX_BOOT_FILL_SECONDS);
   assertInteger("reserveGb", args.reserveGb, 0, 100_000);
+  assertInteger("imageGb", args.imageGb ?? DEFAULT_IMAGE_GB, 0, 10_000);
+  assertInteger("scratchGbPerGpu", args.scratchGbPerGpu ?? DEFAULT_SCRATCH_GB_PER_GPU, 0, 10_000);
+  for (const [type, facts] of Object.entries(args.instanceFacts ?? {})) {
+    if (!INSTANCE_TYPE.test(type)) throw new Error(`renderGpuUserData: instanceFacts key ${JSON.stringify(type)} is not an EC2 instance type`);
+    assertInteger(`instanceFacts["${type}"].gpus`, facts.gpus, 1, 64);
+    assertInteger(`instanceFacts["${type}"].mbps`, facts.mbps, 1, 10_000_000);
+  }
+  if (args.imageParameter !== undefined && (!SSM_PARAMETER.test(args.imageParameter) || args.imageParameter.length > 2048)) {
+    throw new Error(`renderGpuUserData: imageParameter ${JSON.stringify(args.imageParameter)} is not an SSM parameter name`);
+  }
 }
 
-/** Base64 lines the width `base64` itself writes, so the heredoc stays readable in the console. */
-function base64Lines(data: Buffer): string {
-  return (data.toString("base64").match(/.{1,76}/g) ?? []).join("\n");
+/** "type=gpus:N,mbps:M ..." as the tool's INSTANCE_FACTS expects, sorted so rendering is stable. */
+function instanceFactsValue(args: GpuUserDataArgs): string {
+  return Object.entries(args.instanceFacts ?? {})
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([t, f]) => `${t}=gpus:${f.gpus},mbps:${f.mbps}`)
+    .join(" ");
 }
 
-// MODEL_FOLDERS is left to the tool's default (the test pins it to nodeContract.ts): 240 bytes saved.
+// MODEL_FOLDERS and the directories are left to the tool's defaults (a test pins them to nodeContract.ts).
+// The hot set travels base64-encoded: S3 keys are UTF-8, and cloud-init cannot write a shell part
+// with non-ASCII bytes (docs eks-notes "Checked against upstream sources"), so the part stays ASCII.
 function envFile(args: GpuUserDataArgs): string {
   const values: [string, string][] = [
     ["MODELS_BUCKET", args.modelsBucket],
     ["AWS_REGION", args.region],
-    ["MODELS_DIR", NODE_MODELS_DIR],
-    ["STAGING_DIR", NODE_MODELS_STAGING_DIR],
-    ["STATE_DIR", NODE_MODELS_STATE_DIR],
-    ["HOT_SET", args.hotSet.join(",")],
+    ["HOT_SET_B64", Buffer.from(args.hotSet.join(","), "utf8").toString("base64")],
     ["PARALLEL", String(args.parallel)],
-    ["RESERVE_GB", String(args.reserveGb)],
+    ["BOOT_FILL_SECONDS", String(args.bootFillSeconds)],
+    ["MARGIN_GB", String(args.reserveGb)],
+    ["IMAGE_GB", String(args.imageGb ?? DEFAULT_IMAGE_GB)],
+    ["SCRATCH_GB_PER_GPU", String(args.scratchGbPerGpu ?? DEFAULT_SCRATCH_GB_PER_GPU)],
+    ["INSTANCE_FACTS", instanceFactsValue(args)],
+    ["IMAGE_PARAM", args.imageParameter ?? ""],
   ];
   return values.map(([k, v]) => `${k}=${shellQuote(v)}`).join("\n");
-}
-
-function restUnit(): string {
-  return `[Unit]
-Description=Copy the rest of the ComfyUI models to local NVMe (comfyui-models)
-Wants=network-online.target
-After=network-online.target nodeadm-run.service
-RequiresMountsFor=${NODE_DISK_MOUNT}
-
-[Service]
-Type=oneshot
-TimeoutStartSec=infinity
-Nice=10
-Environment=BOOT_FILL_SECONDS=0
-ExecStart=-${NODE_MODELS_TOOL} fill-hot
-ExecStart=${NODE_MODELS_TOOL} fill-rest
-
-[Install]
-WantedBy=multi-user.target`;
 }
 
 /** The text/x-shellscript part on its own (what shellcheck sees in the tests). */
 export function renderGpuUserDataScript(args: GpuUserDataArgs): string {
   validate(args);
-  const tool = Buffer.from(embeddedModelsTool(), "utf8");
-  const toolSha256 = createHash("sha256").update(tool).digest("hex");
-  // gzip without a timestamp is deterministic: the same tool renders the same user data, so a
-  // preview only shows a launch template change (and node drift) when the tool really changed.
-  const toolGz = base64Lines(gzipSync(tool, { level: 9 }));
-  // Comments live here rather than in the rendered script: every byte counts against the budget.
+  const tool = modelsToolObject();
+  const source = `s3://${args.toolsBucket}/${tool.key}`;
+  // All the boot logic is in the tool (`comfyui-models boot`); this part only fetches and installs
+  // it, with the node role (the CLI takes the instance credentials from IMDSv2), and keeps kubelet
+  // down itself if even that fails. A failed or corrupt download is retried: S3 or IMDS may hiccup.
+  // AWS_ENDPOINT_URL is never set on a node; the tests point it at their S3 server.
   const lines = [
     `#!/bin/bash`,
-    `# comfyui-models boot fill, rendered by karpenter/userdata/gpuUserData.ts`,
     `set -Eeuo pipefail`,
-    `readonly DISK=${NODE_DISK_MOUNT} TOOL=${NODE_MODELS_TOOL} REST_UNIT=${FILL_REST_UNIT}`,
-    `readonly FAILED_MARKER=${BOOT_FILL_FAILED_MARKER} FILL_BUDGET=${args.bootFillSeconds} ATTEMPTS=${BOOT_FILL_ATTEMPTS}`,
-    `say() {`,
-    `  printf 'comfyui-models: %s\\n' "$*" >&2`,
-    `  printf 'comfyui-models: %s\\n' "$*" >>/dev/console 2>/dev/null || true`,
-    `  logger -t comfyui-models -- "$*" 2>/dev/null || true`,
-    `}`,
-    // A node without its models must never take ComfyUI pods; Karpenter deletes a node that has not
-    // registered within 15 min, so keeping kubelet down bounds the cost of a broken boot.
-    // kubelet.service lives in /etc/systemd/system on AL2023, where `systemctl mask` cannot replace
-    // it, so a drop-in condition does the blocking and mask is only the fallback for other AMIs.
+    `USERDATA_START=$(date +%s)`,
+    `export USERDATA_START`,
+    `readonly TOOL=${NODE_MODELS_TOOL} FAILED_MARKER=${BOOT_FILL_FAILED_MARKER}`,
     `block_node() {`,
     `  trap - ERR`,
-    `  say "FATAL: $*"`,
-    `  say "keeping kubelet from starting: this node will not register and Karpenter removes it"`,
-    `  printf '%s\\n' "$*" >"$FAILED_MARKER" || true`,
-    `  mkdir -p /etc/systemd/system/kubelet.service.d || true`,
-    `  printf '[Unit]\\nConditionPathExists=!%s\\n' "$FAILED_MARKER" >/etc/systemd/system/kubelet.service.d/99-comfyui-models-block.conf || true`,
-    `  systemctl daemon-reload || true`,
-    `  systemctl mask --now kubelet.service >/dev/null 2>&1 || systemctl stop kubelet.service >/dev/null 2>&1 || true`,
+    `  set +e`,
+    `  echo "comfyui-models: FATAL: $*" | tee -a /dev/console >&2`,
+    `  printf '%s\\n' "$*" >>"$FAILED_MARKER"`,
+    `  mkdir -p /etc/systemd/system/kubelet.service.d`,
+    `  printf '[Unit]\\nConditionPathExists=!%s\\n' "$FAILED_MARKER" >/etc/systemd/system/kubelet.service.d/99-comfyui-models-block.conf`,
+    `  systemctl daemon-reload`,
+    `  systemctl mask --now kubelet.service`,
     `  exit 1`,
     `}`,
     `trap 'block_node "user data failed at line $LINENO"' ERR`,
-    // nodeadm sets up the disks only after user data (eks-notes §1); doing it first makes nodeadm's
-    // later call a no-op, since setup-local-disks skips an existing array, filesystem and mounts.
-    `say "setting up the NVMe instance store as RAID0 at $DISK"`,
-    `/usr/bin/setup-local-disks raid0 || block_node "setup-local-disks raid0 failed"`,
-    `mountpoint -q "$DISK" || block_node "$DISK is not a mountpoint after setup-local-disks raid0 (no NVMe instance store on this instance type?)"`,
-    // Quoted heredocs: nothing in the values or the tool is expanded by this shell.
+    // Quoted heredoc: nothing in the values is expanded by this shell.
     `cat >${NODE_MODELS_ENV_FILE} <<'COMFYUI_MODELS_ENV'`,
     envFile(args),
     `COMFYUI_MODELS_ENV`,
     `chmod 0644 ${NODE_MODELS_ENV_FILE}`,
     `mkdir -p "\${TOOL%/*}"`,
-    `base64 -d >"$TOOL.gz" <<'COMFYUI_MODELS_TOOL'`,
-    toolGz,
-    `COMFYUI_MODELS_TOOL`,
-    `gzip -dc "$TOOL.gz" >"$TOOL.new"`,
-    `rm -f "$TOOL.gz"`,
-    `echo "${toolSha256}  $TOOL.new" | sha256sum -c --quiet - || block_node "installed $TOOL does not match the rendered tool"`,
+    `fetched=`,
+    `for attempt in $(seq ${TOOL_FETCH_ATTEMPTS}); do`,
+    `  if aws --region ${args.region} \${AWS_ENDPOINT_URL:+--endpoint-url "$AWS_ENDPOINT_URL"} s3 cp --only-show-errors ${source} "$TOOL.new" &&`,
+    `    echo "${tool.sha256}  $TOOL.new" | sha256sum -c --quiet -; then`,
+    `    fetched=1`,
+    `    break`,
+    `  fi`,
+    `  echo "comfyui-models: fetching ${source} failed or its sha256 differs (attempt $attempt of ${TOOL_FETCH_ATTEMPTS})" | tee -a /dev/console >&2`,
+    `  if ((attempt < ${TOOL_FETCH_ATTEMPTS})); then sleep $((attempt * 3)); fi`,
+    `done`,
+    `[[ -n $fetched ]] || block_node "could not fetch ${source} (sha256 ${tool.sha256})"`,
     `chmod 0755 "$TOOL.new"`,
     `mv -f "$TOOL.new" "$TOOL"`,
-    `cat >"/etc/systemd/system/$REST_UNIT" <<'COMFYUI_MODELS_UNIT'`,
-    restUnit(),
-    `COMFYUI_MODELS_UNIT`,
-    // One budget across attempts, so retries cannot push registration past Karpenter's timeout.
-    // Exit 1 (files failed) and 3 (bucket unreachable) can be transient; 2 and 4 are configuration.
-    `deadline=$(($(date +%s) + FILL_BUDGET))`,
-    `attempt=0`,
-    `while :; do`,
-    `  attempt=$((attempt + 1))`,
-    `  left=$((deadline - $(date +%s)))`,
-    `  if ((left < 1)); then left=1; fi`,
-    `  rc=0`,
-    `  BOOT_FILL_SECONDS=$left "$TOOL" fill-hot || rc=$?`,
-    `  case $rc in`,
-    `    0) say "hot models present"; break ;;`,
-    `    ${FILL_BUDGET_EXIT_CODE}) say "boot fill budget of \${FILL_BUDGET}s reached; $REST_UNIT finishes the copy"; break ;;`,
-    `    ${MODELS_TOOL_EXIT.failed} | ${MODELS_TOOL_EXIT.bucketUnreachable})`,
-    `      if ((attempt < ATTEMPTS && $(date +%s) + 10 < deadline)); then`,
-    `        say "fill-hot failed (exit $rc), attempt $attempt of $ATTEMPTS; retrying in 10s"`,
-    `        sleep 10`,
-    `        continue`,
-    `      fi`,
-    `      block_node "fill-hot failed (exit $rc) after $attempt attempt(s); see the comfyui-models lines above"`,
-    `      ;;`,
-    `    *) block_node "fill-hot failed (exit $rc), not retried: fix the configuration" ;;`,
-    `  esac`,
-    `done`,
-    // Enabled, so every reboot resumes or re-checks the copy (the tool is idempotent); --no-block,
-    // because the unit is ordered after nodeadm-run, which itself waits for this script to end.
-    `systemctl daemon-reload`,
-    `systemctl enable "$REST_UNIT"`,
-    `systemctl start --no-block "$REST_UNIT"`,
-    `exit 0`,
+    `"$TOOL" boot || block_node "comfyui-models boot failed (exit $?), see the lines above"`,
   ];
-  return lines.join("\n") + "\n";
+  const script = lines.join("\n") + "\n";
+  if (!/^[\x00-\x7f]*$/.test(script)) throw new Error("renderGpuUserData: the shell part is not pure ASCII");
+  return script;
+}
+
+/** nodeadm's parallel image pull (amazon-eks-ami v20260724 nodeadm/api/v1alpha1/nodeconfig_types.go). */
+function nodeConfigPart(): string {
+  return [`apiVersion: node.eks.aws/v1alpha1`, `kind: NodeConfig`, `spec:`, `  featureGates:`, `    FastImagePull: true`].join("\n") + "\n";
 }
 
 /**
- * MIME multi-part user data with one shell part. Explicit MIME because Karpenter keeps the parts of
- * an archive as they are and only adds its own NodeConfig part (eks-notes §1 says after ours; the
- * karpenter-provider-aws source read for this puts it first: harmless either way, since nodeadm
- * merges NodeConfig parts and cloud-init runs shell parts on its own schedule).
+ * MIME multi-part user data: our NodeConfig part (FastImagePull) and one shell part. Explicit MIME
+ * because Karpenter keeps the parts of an archive as they are and appends its own NodeConfig last
+ * (aws/karpenter-provider-aws v1.14.1 pkg/providers/amifamily/bootstrap/nodeadm.go); nodeadm merges
+ * the NodeConfig parts, and cloud-init runs the shell part.
  */
 export function renderGpuUserData(args: GpuUserDataArgs): string {
   const script = renderGpuUserDataScript(args);
   if (script.includes(USER_DATA_BOUNDARY)) {
     throw new Error("renderGpuUserData: the MIME boundary occurs in the script");
   }
+  // FastImagePull must be in the user data itself: nodeadm-config writes containerd's config from
+  // it before cloud-init runs anything (nodeadm-config.service, Before=cloud-init.service).
+  const nodeConfig = args.fastImagePull === false ? [] : [`--${USER_DATA_BOUNDARY}`, `Content-Type: application/node.eks.aws`, ``, nodeConfigPart()];
   const userData = [
     `MIME-Version: 1.0`,
     `Content-Type: multipart/mixed; boundary="${USER_DATA_BOUNDARY}"`,
     ``,
+    ...nodeConfig,
     `--${USER_DATA_BOUNDARY}`,
-    // Hot set keys may be non-ASCII (S3 keys are UTF-8).
-    `Content-Type: text/x-shellscript; charset="${/^[\x00-\x7f]*$/.test(script) ? "us-ascii" : "utf-8"}"`,
+    `Content-Type: text/x-shellscript; charset="us-ascii"`,
     ``,
     script,
     `--${USER_DATA_BOUNDARY}--`,

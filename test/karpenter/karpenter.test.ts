@@ -8,7 +8,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { strict as assert } from "node:assert";
 import { GpuCapacity, GpuCapacityArgs, KARPENTER_VERSION } from "../../karpenter";
 import { GPU_POOL_LABEL, GPU_TAINT } from "../../karpenter/nodeContract";
-import { USER_DATA_BOUNDARY } from "../../karpenter/userdata/gpuUserData";
+import { USER_DATA_BOUNDARY, modelsToolObject } from "../../karpenter/userdata/gpuUserData";
 import { objectOf, validateK8s } from "../support/k8sSchemas";
 import { MOCK_ACCOUNT, RecordedResource, Recorder, installMocks, quiesce, unwrap } from "../support/mocks";
 
@@ -20,6 +20,8 @@ const NAME = "gpucap";
 const BUCKET = "comfyui-models-123456789012";
 const BUCKET_ARN = `arn:aws:s3:::${BUCKET}`;
 const CLUSTER = "comfyui-dev";
+const TOOLS_BUCKET = "comfyui-nodetools-123456789012";
+const TOOLS_BUCKET_ARN = `arn:aws:s3:::${TOOLS_BUCKET}`;
 
 function baseArgs(provider: k8s.Provider, dependsOn: pulumi.Resource[] = []): GpuCapacityArgs {
   return {
@@ -30,6 +32,10 @@ function baseArgs(provider: k8s.Provider, dependsOn: pulumi.Resource[] = []): Gp
     clusterSecurityGroupId: "sg-cluster",
     modelsBucket: pulumi.output(BUCKET),
     modelsBucketArn: BUCKET_ARN,
+    nodeToolsBucket: pulumi.output(TOOLS_BUCKET),
+    nodeToolsBucketArn: TOOLS_BUCKET_ARN,
+    instanceFacts: pulumi.output({ "g6.xlarge": { gpus: 1, mbps: 2500 }, "g6e.xlarge": { gpus: 1, mbps: 2500 } }),
+    imageParameter: pulumi.output("/comfyui-dev/comfyui-image"),
     instanceTypes: ["g6.xlarge", "g6e.xlarge"],
     capacityTypes: ["spot", "on-demand"],
     gpuLimit: 4,
@@ -152,8 +158,8 @@ describe("karpenter GpuCapacity", function () {
 
     it("may only list the models bucket and read its objects", () => {
       const inline = ofType("aws:iam/rolePolicy:RolePolicy").filter((p) => p.inputs.role === `${NAME}-node`);
-      assert.equal(inline.length, 1);
-      const doc = JSON.parse(inline[0].inputs.policy) as PolicyDoc;
+      assert.deepEqual(inline.map((p) => p.name).sort(), [`${NAME}-node-models-read`, `${NAME}-node-tool-read`]);
+      const doc = JSON.parse(one("aws:iam/rolePolicy:RolePolicy", "node-models-read").inputs.policy) as PolicyDoc;
       assert.ok(doc.Statement.every((s) => s.Effect === "Allow"));
       assert.deepEqual(actionsOf(doc).sort(), ["s3:GetObject", "s3:GetObjectVersion", "s3:ListBucket"]);
       const list = doc.Statement.find((s) => asList(s.Action).includes("s3:ListBucket"));
@@ -161,6 +167,16 @@ describe("karpenter GpuCapacity", function () {
       assert.equal(list?.Resource, BUCKET_ARN);
       assert.equal(read?.Resource, `${BUCKET_ARN}/*`);
       for (const s of doc.Statement) for (const r of asList(s.Resource)) assert.notEqual(r, "*");
+    });
+
+    it("may read exactly the one node tool object, which the stack uploads content-addressed", () => {
+      const tool = modelsToolObject();
+      const object = one("aws:s3/bucketObject:BucketObject", "node-tool");
+      assert.equal(object.inputs.bucket, TOOLS_BUCKET);
+      assert.equal(object.inputs.key, tool.key);
+      assert.equal(object.inputs.content, tool.content);
+      const doc = JSON.parse(one("aws:iam/rolePolicy:RolePolicy", "node-tool-read").inputs.policy) as PolicyDoc;
+      assert.deepEqual(doc.Statement, [{ Sid: "ReadNodeTool", Effect: "Allow", Action: "s3:GetObject", Resource: `${TOOLS_BUCKET_ARN}/${tool.key}` }]);
     });
 
     it("gets an EC2_LINUX access entry", () => {
@@ -327,6 +343,10 @@ describe("karpenter GpuCapacity", function () {
       assert.match(userData, /^MIME-Version: 1\.0\n/);
       assert.ok(userData.includes(`boundary="${USER_DATA_BOUNDARY}"`));
       assert.ok(userData.includes(BUCKET));
+      // The node fetches the tool the stack uploaded, and reads the image from the named parameter.
+      assert.ok(userData.includes(`s3://${TOOLS_BUCKET}/${modelsToolObject().key}`));
+      assert.match(userData, /^IMAGE_PARAM='\/comfyui-dev\/comfyui-image'$/m);
+      assert.match(userData, /^INSTANCE_FACTS='g6\.xlarge=gpus:1,mbps:2500 g6e\.xlarge=gpus:1,mbps:2500'$/m);
     });
 
     it("tags instances with the stack's tags", () => {

@@ -5,6 +5,7 @@
 import { execFile, spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync } from "node:fs";
 import { readFile } from "node:fs/promises";
+import { createServer, request as httpRequest } from "node:http";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { promisify } from "node:util";
@@ -183,4 +184,54 @@ function listFilesQuietly(dir: string): string[] {
   } catch {
     return []; // a folder created or renamed mid-walk
   }
+}
+
+export interface Proxy {
+  readonly endpoint: string;
+  close(): Promise<void>;
+}
+
+/**
+ * An S3 that answers slowly: forwards every request to `target` and sends response bodies at
+ * `bytesPerSecond`, so a transfer is still in flight when a deadline passes.
+ */
+export async function startThrottledProxy(target: string, bytesPerSecond: number): Promise<Proxy> {
+  const upstream = new URL(target);
+  const slice = 16 * 1024;
+  const server = createServer((req, res) => {
+    const out = httpRequest(
+      { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers },
+      async (up) => {
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        up.pause();
+        const chunks: Buffer[] = [];
+        up.on("data", (c: Buffer) => chunks.push(c));
+        await new Promise<void>((r) => {
+          up.on("end", r);
+          up.on("error", () => r());
+          up.resume();
+        });
+        const body = Buffer.concat(chunks);
+        for (let i = 0; i < body.length && !res.destroyed; i += slice) {
+          const part = body.subarray(i, i + slice);
+          await new Promise((r) => setTimeout(r, (part.length / bytesPerSecond) * 1000));
+          if (!res.destroyed) res.write(part);
+        }
+        res.end();
+      },
+    );
+    out.on("error", () => res.destroy());
+    req.pipe(out);
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const address = server.address();
+  const port = typeof address === "object" && address ? address.port : 0;
+  return {
+    endpoint: `http://127.0.0.1:${port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
 }
