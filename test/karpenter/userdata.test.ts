@@ -701,6 +701,8 @@ describe("GPU node user data and the comfyui-models tool", function () {
         readonly stubEnv?: NodeJS.ProcessEnv;
         /** containerd's config as nodeadm-config wrote it (amazon-eks-ami v20260724 config2.template.toml). */
         readonly snapshotter?: string;
+        /** The NVMe array as `df` reports it (bytes); unset: this machine's real filesystem. */
+        readonly disk?: { size: number; avail: number };
       }
 
       /** Runs the user data with the node's fixed paths moved under a temp dir and systemd, mdadm & co stubbed. */
@@ -757,6 +759,14 @@ describe("GPU node user data and the comfyui-models tool", function () {
           ].join("\n"),
           { mode: 0o755 },
         );
+        if (opts.disk) {
+          const { size, avail } = opts.disk;
+          writeFileSync(
+            join(stubs, "df"),
+            `#!/bin/bash\ncase " $* " in\n  *" --output=size "*) printf 'Size\\n%s\\n' ${size} ;;\n  *" --output=avail "*) printf 'Avail\\n%s\\n' ${avail} ;;\n  *) exit 1 ;;\nesac\n`,
+            { mode: 0o755 },
+          );
+        }
         const snapshotter = opts.snapshotter === undefined ? "" : `snapshotter = "${opts.snapshotter}"\ndisable_snapshot_annotations = false\n`;
         writeFileSync(
           join(box, "etc/containerd/config.toml"),
@@ -868,6 +878,60 @@ describe("GPU node user data and the comfyui-models tool", function () {
         assert.match(read("dev/console"), /FATAL: .* is not a mountpoint after setup-local-disks raid0/);
         assert.deepEqual(listFiles(join(box, "disk")), [], "nothing copied");
         assert.ok(calls.includes("systemctl mask --now kubelet.service"));
+      });
+
+      it("the default hot set [] (the whole 730 GB catalogue) on a 450 GB array registers with what fits and says what is missing (D9)", async function () {
+        // 84 uploads and 84 CLI downloads on a shared 2-core machine.
+        this.timeout(240_000);
+        // ../shared/fixtures/model_catalog.json scaled 1 GB -> 10 kB, so the S3 server holds 7.3 MB.
+        const catalog = JSON.parse(readFileSync(join(__dirname, "../../../shared/fixtures/model_catalog.json"), "utf8")) as Record<string, { size_gb: number }>;
+        const scale = 10_000;
+        const dir = join(scratch, "catalog-upload");
+        for (const [key, m] of Object.entries(catalog)) {
+          mkdirSync(join(dir, key, ".."), { recursive: true });
+          writeFileSync(join(dir, key), randomBytes(Math.round(m.size_gb * scale)));
+        }
+        await aws(env, ["s3api", "create-bucket", "--bucket", "catalog"]);
+        await aws(env, ["s3", "cp", "--recursive", "--only-show-errors", dir, "s3://catalog/"]);
+        const total = Object.values(catalog).reduce((a, m) => a + Math.round(m.size_gb * scale), 0);
+        assert.ok(Object.keys(catalog).length === 84 && total > 700 * scale, "the fixture is the 84-model, 730 GB catalogue");
+
+        // Hot-set order; for [] that is the bucket's key order. Usable: the array minus the eviction line.
+        const array = 450 * scale;
+        const usable = array - array / 10;
+        const keys = Object.keys(catalog).sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+        const taken: string[] = [];
+        const missing: string[] = [];
+        let used = 0;
+        for (const key of keys) {
+          const size = Math.round(catalog[key].size_gb * scale);
+          if (used + size <= usable) {
+            taken.push(key);
+            used += size;
+          } else missing.push(key);
+        }
+        assert.ok(missing.length > 0 && taken.length > 0);
+
+        const { box, result, read, calls, summary } = await boot(
+          { modelsBucket: "catalog", hotSet: [], reserveGb: 0, imageGb: 0, scratchGbPerGpu: 0, parallel: 16 },
+          { disk: { size: array, avail: array }, stubEnv: { RESERVE_GB: "" } },
+        );
+        assert.equal(result.code, 0, result.stderr);
+        assert.deepEqual(listFiles(join(box, "disk/comfyui-models")), [...taken].sort());
+        assert.equal(
+          read("etc/eks/nodeadm.d/90-comfyui-models.yaml"),
+          `apiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  kubelet:\n    flags:\n      - --node-labels=comfyui.studio/models-missing=${missing.length}\n`,
+        );
+        const s = summary();
+        assert.equal(s.fill.result, "partial");
+        assert.equal(s.fill.files, taken.length);
+        assert.equal(s.fill.missing_files, missing.length);
+        assert.deepEqual(s.fill.missing, missing);
+        assert.match(read("dev/console"), new RegExp(`boot: fill partial, ${taken.length} file\\(s\\) .*; missing ${missing.length} file\\(s\\)`));
+        assert.ok(calls.some((c) => c.startsWith(`logger -t comfyui-models -- boot: fill partial`)), "the journal says it too");
+        assert.match(result.stderr, new RegExp(`MISSING from the hot set: ${missing.length} file\\(s\\)`));
+        assert.equal(read("etc/comfyui-models.boot-fill-failed"), "", "not a failure: the node registers");
+        assert.ok(calls.includes(`systemctl enable ${FILL_REST_UNIT}`));
       });
 
       /** [start, end] in epoch seconds of each timing.log line of `kind`. */
