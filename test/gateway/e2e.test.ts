@@ -33,6 +33,9 @@ describe("gateway end to end (local mode, in-process, 2 stand-ins)", function ()
       const types = sock.messages.filter((m) => m.data?.prompt_id === id).map((m) => m.type);
       assert.ok(types.indexOf("execution_start") < types.indexOf("executed"), types.join());
       assert.ok(types.indexOf("executed") < types.lastIndexOf("executing"), types.join());
+      const progress = sock.messages.filter((m) => m.type === "progress" && m.data.prompt_id === id);
+      assert.deepEqual(progress.map((m) => m.data.value), [1, 2], "every step once, in order");
+      assert.ok(types.lastIndexOf("progress") < types.indexOf("executed"), types.join());
       assert.equal(sock.messages[0].type, "status");
       assert.equal(sock.messages[0].data.sid, clientId);
       const executed = sock.messages.find((m) => m.type === "executed" && m.data.prompt_id === id);

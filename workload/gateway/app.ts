@@ -125,6 +125,7 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
         store: deps.store, files, sink: hub, log: log.child({ component: "dispatch" }), maxAttempts: config.maxAttempts,
         startupDeadlineMs: config.startupDeadlineSeconds * 1000, stallMs: config.stallSeconds * 1000, historyTtlSeconds: config.historyTtlDays * 86400,
         pushInputs: config.mode === "local", onPodLoad: deps.onPodLoad,
+        orphanMs: config.orphanSeconds * 1000,
         onPodReady: (w) => {
           void (async () => {
             if (deps.imageIdOf) w.imageId = await deps.imageIdOf(w.key).catch(() => undefined);

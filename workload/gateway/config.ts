@@ -23,6 +23,7 @@ export interface GatewayConfig {
   readonly maxAttempts: number;
   readonly startupDeadlineSeconds: number;
   readonly stallSeconds: number;
+  readonly orphanSeconds: number;
   readonly maxUploadMb: number;
   readonly historyTtlDays: number;
   readonly wsPingSeconds: number;
@@ -40,7 +41,7 @@ export class ConfigError extends Error {
 
 const FLAGS: Record<string, string> = {
   "--port": "GATEWAY_PORT", "--host": "GATEWAY_HOST", "--data-dir": "GATEWAY_DATA_DIR", "--max-attempts": "GATEWAY_MAX_ATTEMPTS",
-  "--startup-deadline": "GATEWAY_STARTUP_DEADLINE_SECONDS", "--max-upload-mb": "GATEWAY_MAX_UPLOAD_MB", "--stall-seconds": "GATEWAY_STALL_SECONDS",
+  "--startup-deadline": "GATEWAY_STARTUP_DEADLINE_SECONDS", "--max-upload-mb": "GATEWAY_MAX_UPLOAD_MB", "--stall-seconds": "GATEWAY_STALL_SECONDS", "--orphan-seconds": "GATEWAY_ORPHAN_SECONDS",
   "--ws-keepalive": "GATEWAY_WS_KEEPALIVE_SECONDS", "--ws-ping": "GATEWAY_WS_PING_SECONDS", "--log-level": "GATEWAY_LOG_LEVEL",
 };
 
@@ -109,6 +110,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Gat
     maxAttempts: int("GATEWAY_MAX_ATTEMPTS", 3, 1, 100),
     startupDeadlineSeconds: int("GATEWAY_STARTUP_DEADLINE_SECONDS", 900, 0.1, 86400),
     stallSeconds: int("GATEWAY_STALL_SECONDS", 900, 0.1, 86400),
+    orphanSeconds: int("GATEWAY_ORPHAN_SECONDS", 30, 0.1, 86400),
     maxUploadMb: int("GATEWAY_MAX_UPLOAD_MB", 100, 0.001, 10240),
     historyTtlDays: int("GATEWAY_HISTORY_TTL_DAYS", 30, 1, 3650),
     wsPingSeconds: int("GATEWAY_WS_PING_SECONDS", 20, 0.05, 300),

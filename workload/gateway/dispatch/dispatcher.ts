@@ -3,7 +3,7 @@ import type WebSocket from "ws";
 import type { HistoryEntry, PromptRecord, Store } from "../store/types";
 import type { ObjectStore } from "../store/objects";
 import { fileRefs, rewriteOutput, rewriteOutputs, storeKey } from "../protocol/outputs";
-import { Worker, type WorkerEvents } from "./worker";
+import { Worker, type Slot, type WorkerEvents } from "./worker";
 import { pickNext } from "./scheduler";
 
 /** Where client-facing events go (the WebSocket hub). */
@@ -27,6 +27,8 @@ export interface DispatcherOptions {
   historyTtlSeconds: number;
   /** Local mode: copy the prompt's input files to the pod before dispatch (no shared input bucket). */
   pushInputs: boolean;
+  /** A dispatched prompt whose pod is not among the pods for this long runs again elsewhere. */
+  orphanMs: number;
   /** Called when a pod's load changes (pod-deletion-cost). */
   onPodLoad?: (podKey: string, load: number) => void;
   onPodReady?: (w: Worker) => void;
@@ -45,6 +47,8 @@ export class Dispatcher implements WorkerEvents {
   readonly workers = new Map<string, Worker>();
   private readonly chains = new Map<Worker, Promise<void>>();
   private readonly lastServed = new Map<string, number>();
+  /** Dispatched prompts no worker holds (their pod is not among the pods), since when. */
+  private readonly orphanSince = new Map<string, number>();
   private readonly o: DispatcherOptions;
   private timer: NodeJS.Timeout | undefined;
   private kicking = false;
@@ -92,6 +96,7 @@ export class Dispatcher implements WorkerEvents {
         if (!p.ready && !p.terminating) continue;
         w = new Worker(p.key, p.url, this, this.o.log);
         this.workers.set(p.key, w);
+        this.adopt(w);
         w.start();
       }
       if (p.terminating && !w.terminating) {
@@ -100,6 +105,19 @@ export class Dispatcher implements WorkerEvents {
       }
     }
     for (const w of [...this.workers.values()]) if (!seen.has(w.key)) this.removeWorker(w, "pod removed");
+  }
+
+  /**
+   * Prompts the store says run on this pod but no worker of this process placed (a gateway restart or
+   * hand-over): the pod's socket, with the same per-pod client id, and the reconcile on connect take them over.
+   */
+  private adopt(w: Worker): void {
+    for (const r of this.open.values()) {
+      if (r.state !== "dispatched" || r.pod !== w.key || this.workerOf(r.id)) continue;
+      w.slots.set(r.id, { id: r.id, attempt: r.attempt, started: false, lastEventAt: this.now(), submitted: true });
+      this.orphanSince.delete(r.id);
+    }
+    if (w.slots.size) this.o.onPodLoad?.(w.key, w.slots.size);
   }
 
   private removeWorker(w: Worker, reason: string): void {
@@ -178,7 +196,7 @@ export class Dispatcher implements WorkerEvents {
     }
     Object.assign(r, { state: "dispatched", attempt: r.attempt + 1, pod: w.key, dispatchedAt: now });
     this.lastServed.set(r.clientId ?? "", now);
-    const slot = { id: r.id, attempt: r.attempt, started: false, lastEventAt: now };
+    const slot: Slot = { id: r.id, attempt: r.attempt, started: false, lastEventAt: now, submitted: false };
     w.slots.set(r.id, slot);
     this.o.onPodLoad?.(w.key, w.slots.size);
     const log = this.o.log.child({ promptId: r.id, pod: w.key, attempt: r.attempt });
@@ -195,6 +213,7 @@ export class Dispatcher implements WorkerEvents {
         await this.finish(r, slot.attempt, this.errorEntry(r, `ComfyUI pod refused the prompt: ${JSON.stringify(res.json)}`), undefined);
         return;
       }
+      slot.submitted = true;
       log.debug("dispatched");
     } catch (err: unknown) {
       log.warn({ err: (err as Error).message }, "dispatch failed; prompt goes back to the queue");
@@ -424,7 +443,9 @@ export class Dispatcher implements WorkerEvents {
 
   /** After a (re)connect or as the periodic fallback: what does the pod say about our prompts? */
   private async reconcile(w: Worker): Promise<void> {
-    if (w.slots.size === 0) return;
+    // Only prompts the pod had accepted before /queue is asked: one still being submitted is not "lost".
+    const judged = [...w.slots.values()].filter((s) => s.submitted);
+    if (judged.length === 0) return;
     let q: { queue_running: unknown[][]; queue_pending: unknown[][] };
     try {
       q = (await w.client.json<typeof q>("GET", "/queue")).json;
@@ -432,7 +453,8 @@ export class Dispatcher implements WorkerEvents {
       return;
     }
     const onPod = new Set([...q.queue_running, ...q.queue_pending].map((i) => i[1] as string));
-    for (const s of [...w.slots.values()]) {
+    for (const s of judged) {
+      if (w.slots.get(s.id) !== s) continue;
       if (onPod.has(s.id)) {
         if (q.queue_running.some((i) => i[1] === s.id)) {
           s.started = true;
@@ -447,6 +469,36 @@ export class Dispatcher implements WorkerEvents {
   }
 
   // ---- periodic checks ----------------------------------------------------------------------------------
+
+  /** A prompt left on a pod that is gone (not listed) runs again elsewhere after `orphanMs` (counts an attempt). */
+  private async reclaimOrphans(now: number): Promise<void> {
+    for (const r of [...this.open.values()]) {
+      if (r.state !== "dispatched" || this.workerOf(r.id)) {
+        this.orphanSince.delete(r.id);
+        continue;
+      }
+      const since = this.orphanSince.get(r.id);
+      if (since === undefined) {
+        this.orphanSince.set(r.id, now);
+        continue;
+      }
+      if (now - since < this.o.orphanMs) continue;
+      this.orphanSince.delete(r.id);
+      const reason = `pod ${r.pod ?? "?"} is gone`;
+      if (r.attempt >= this.o.maxAttempts) {
+        await this.finish(r, r.attempt, this.errorEntry(r, `prompt failed after ${r.attempt} attempts; last: ${reason}`), undefined).catch((err: unknown) =>
+          this.o.log.error({ err, promptId: r.id }, "failing an orphaned prompt failed"));
+        continue;
+      }
+      const ok = await this.o.store.requeue(r.id, r.attempt, reason, true).catch(() => false);
+      if (ok) {
+        Object.assign(r, { state: "queued", lastError: reason });
+        delete r.pod;
+        this.o.log.info({ promptId: r.id, reason }, "orphaned prompt queued again");
+        this.kick();
+      }
+    }
+  }
 
   private async tick(): Promise<void> {
     if (this.stopped) return;
@@ -463,6 +515,7 @@ export class Dispatcher implements WorkerEvents {
       // Fallback for missed events: a pod with prompts is asked every tick.
       if (w.slots.size > 0) this.serial(w, () => this.reconcile(w));
     }
+    await this.reclaimOrphans(now);
     const anyReady = [...this.workers.values()].some((w) => w.ready);
     if (!anyReady) {
       for (const r of [...this.open.values()]) {

@@ -3,7 +3,14 @@ import type { Logger } from "pino";
 import { PodClient, podClientId } from "./podClient";
 
 /** What the dispatcher knows of one prompt it placed on this pod. */
-export interface Slot { id: string; attempt: number; started: boolean; lastEventAt: number }
+export interface Slot {
+  id: string;
+  attempt: number;
+  started: boolean;
+  lastEventAt: number;
+  /** The pod accepted it (POST /prompt answered): only then may its absence from the pod's queue mean "lost". */
+  submitted: boolean;
+}
 
 export interface WorkerEvents {
   /** Text or binary frame from the pod, delivered in order. */
