@@ -5,6 +5,7 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import { DEFAULT_KUBERNETES_VERSION, judgeKubernetesVersion } from "./cluster/versions";
+import { RETENTION_DAYS } from "./observability";
 
 export type NatStrategy = "single" | "onePerAz";
 export type CapacityType = "spot" | "on-demand";
@@ -97,6 +98,14 @@ export interface StackConfig {
   mountpointAddonVersion: string | undefined;
   /** Where the images are built: "aws" (CodeBuild in the stack's region, default) or "local" (Docker here). */
   imageBuild: "aws" | "local";
+  /** Addresses the alarm topic mails (each confirms its subscription once). Default []. */
+  alertEmails: string[];
+  /** Alarm when a day's GPU spend at on-demand prices exceeds this (USD); undefined: no spend alarm. */
+  gpuDailyBudgetUsd: number | undefined;
+  /** Days CloudWatch Logs keeps the platform's logs. Default 30. */
+  logRetentionDays: number;
+  /** GPU metrics (NVIDIA DCGM through the CloudWatch agent). Default true. */
+  gpuMetrics: boolean;
 }
 
 /** Thrown with every problem found, one line each, naming the key. */
@@ -295,7 +304,21 @@ export function parseConfig(raw: RawConfig, ctx: ConfigContext): StackConfig {
     drainSeconds: int("drainSeconds", 900, 30, 3600),
     mountpointAddonVersion: raw["mountpointAddonVersion"] || undefined,
     imageBuild: oneOf("imageBuild", "aws", ["aws", "local"] as const),
+    alertEmails: list("alertEmails", []),
+    gpuDailyBudgetUsd: undefined,
+    logRetentionDays: int("logRetentionDays", 30, 1, 3653),
+    gpuMetrics: bool("gpuMetrics", true),
   };
+  for (const e of cfg.alertEmails) if (!/^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(e)) bad("alertEmails", `"${e}" is not an email address`);
+  if (!(RETENTION_DAYS as readonly number[]).includes(cfg.logRetentionDays)) {
+    bad("logRetentionDays", `must be one of CloudWatch Logs' retention periods (${RETENTION_DAYS.join(", ")}), got ${cfg.logRetentionDays}`);
+  }
+  const budget = raw["gpuDailyBudgetUsd"];
+  if (budget !== undefined && budget !== "") {
+    const n = Number(budget);
+    if (!Number.isFinite(n) || n <= 0) bad("gpuDailyBudgetUsd", `must be a positive number of USD, got "${budget}"`);
+    else cfg.gpuDailyBudgetUsd = n;
+  }
   if (cfg.mountpointAddonVersion !== undefined && !/^v\d+\.\d+\.\d+-eksbuild\.\d+$/.test(cfg.mountpointAddonVersion)) {
     bad("mountpointAddonVersion", `must be an EKS add-on version like v2.7.0-eksbuild.1, got "${cfg.mountpointAddonVersion}"`);
   }
@@ -332,6 +355,7 @@ export const CONFIG_KEYS = [
   "comfyuiVersion", "comfyuiCommit", "retainBucketsOnDestroy", "outputsExpireDays", "modelsNoncurrentDays",
   "edgeEnabled", "edgeUsername", "edgePassword", "edgePriceClass", "minReplicas", "maxReplicas", "queuePerPod",
   "idleMinutes", "workingHours", "drainSeconds", "mountpointAddonVersion", "imageBuild",
+  "alertEmails", "gpuDailyBudgetUsd", "logRetentionDays", "gpuMetrics",
 ] as const;
 
 /** Reads this stack's config through Pulumi and validates it. */

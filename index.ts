@@ -12,6 +12,7 @@ import * as path from "node:path";
 import { ComfyImage, ImageSpec, privateRepository } from "./image";
 import { GpuCapacity, onDemandPrices, podResourcesPerGpu, resolveGpuTypes, vcpusPerGpu } from "./karpenter";
 import { Storage } from "./storage";
+import { Observability } from "./observability";
 import { ModelSync } from "./sync";
 import { ComfyWorkload } from "./workload";
 import { GATEWAY_IMAGE_CONTEXT } from "./workload/gatewayImage";
@@ -62,6 +63,10 @@ const gpu = new GpuCapacity(base, {
   clusterSecurityGroupId: cluster.clusterSecurityGroupId,
   modelsBucket: storage.modelsBucket,
   modelsBucketArn: storage.modelsBucketArn,
+  nodeToolsBucket: storage.nodeToolsBucket,
+  nodeToolsBucketArn: storage.nodeToolsBucketArn,
+  instanceFacts: gpuTypes.apply((types) => Object.fromEntries(types.map((t) => [t.instanceType, { gpus: t.gpus, mbps: Math.round(t.networkGbps * 1000) }]))),
+  imageParameter: `/${base}/comfyui/image`,
   instanceTypes: cfg.gpuInstanceTypes,
   capacityTypes: cfg.gpuCapacityTypes,
   gpuLimit: cfg.gpuLimit,
@@ -85,6 +90,7 @@ const sync = new ModelSync(base, {
   modelsBucketArn: storage.modelsBucketArn,
   modelsBucketResource: storage.modelsBucketResource,
   nodePoolNames: gpu.nodePoolNames,
+  logRetentionDays: cfg.logRetentionDays,
   tags,
 });
 
@@ -113,6 +119,16 @@ const gatewayImageUri =
         platform: "linux/amd64",
         imageTag: gatewaySpec.imageTag,
       }).imageUri;
+
+// The ComfyUI image by digest, where GPU nodes read it at boot to pull it beside the model fill: a
+// new image changes this parameter, not every node's user data.
+const imageParameter = new aws.ssm.Parameter(`${base}-comfyui-image`, {
+  name: `/${base}/comfyui/image`,
+  type: "String",
+  value: image.imageUri,
+  description: "ComfyUI image (repo@sha256:...) that GPU nodes pre-pull at boot",
+  tags,
+});
 
 const workload = new ComfyWorkload(base, {
   namespace,
@@ -152,12 +168,42 @@ const edge = cfg.edgeEnabled
   ? new Edge(base, { albName: workload.albName, username: cfg.edgeUsername, password: cfg.edgePassword, priceClass: cfg.edgePriceClass, tags })
   : undefined;
 
+// Dashboard, alarms to one SNS topic, Container Insights with GPU metrics, log retention.
+const observability = new Observability(base, {
+  clusterName: cluster.clusterName,
+  region: cfg.region,
+  accountId: cluster.accountId,
+  workloadNamespace: namespace,
+  syncQueueName: sync.queueName,
+  syncDeadLetterQueueName: sync.dlqName,
+  syncFunctionName: sync.functionName,
+  spotInterruptionRuleName: gpu.interruptionRuleNames["spot-interruption"],
+  rebalanceRuleName: gpu.interruptionRuleNames["rebalance"],
+  cloudFrontDistributionId: edge?.distributionId,
+  // The dearest GPU-hour among the configured types: the spend line errs high, never low.
+  gpuUsdPerGpuHour: pulumi.all([gpuPrices, gpuTypes]).apply(([prices, types]) => {
+    const unpriced = types.filter((t) => prices[t.instanceType]?.usdPerHour == null).map((t) => t.instanceType);
+    if (unpriced.length > 0 && cfg.gpuDailyBudgetUsd !== undefined) {
+      throw new Error(`gpuDailyBudgetUsd: no on-demand price for ${unpriced.join(", ")} in ${cfg.region} (${prices[unpriced[0]]?.source}); the spend alarm needs one`);
+    }
+    return Math.max(0, ...types.map((t) => (prices[t.instanceType]?.usdPerHour ?? 0) / t.gpus));
+  }),
+  gpuDailyBudgetUsd: cfg.gpuDailyBudgetUsd,
+  alertEmails: cfg.alertEmails,
+  logRetentionDays: cfg.logRetentionDays,
+  gpuMetrics: cfg.gpuMetrics,
+  dependsOn: cluster.ready,
+  tags,
+});
+
 const kubeconfigCommand = pulumi.interpolate`aws eks update-kubeconfig --region ${cfg.region} --name ${cluster.clusterName}`;
 
 export const url = edge ? edge.url : pulumi.output(`(edge disabled) kubectl -n ${namespace} port-forward svc/comfyui 8848:80, then http://localhost:8848`);
 export const edgeUsername = edge ? edge.username : undefined;
 export const edgePassword = edge ? edge.password : undefined;
 export const clusterName = cluster.clusterName;
+export const dashboardUrl = observability.dashboardUrl;
+export const alarmTopicArn = observability.alarmTopicArn;
 export const kubeconfig = cluster.kubeconfig;
 export const modelsBucket = storage.modelsBucket;
 export const outputsBucket = storage.outputsBucket;
@@ -170,6 +216,7 @@ export const imageUri = image.imageUri;
 export const albHostname = workload.albHostname;
 export const gpuNodePools = gpu.nodePoolNames;
 export const gpuQuotaWarnings = gpu.quotaWarnings;
+export const comfyuiImageParameter = imageParameter.name;
 /** On-demand USD per GPU node-hour of each configured type in this region, with where the figure came from. */
 export const gpuHourlyUsd = gpuPrices;
 /** What EC2 says about each configured GPU type (GPUs, memory, NVMe, network). */

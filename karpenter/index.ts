@@ -220,6 +220,8 @@ export class GpuCapacity extends pulumi.ComponentResource {
   readonly nodeRoleName: pulumi.Output<string>;
   readonly interruptionQueueName: pulumi.Output<string>;
   readonly controllerRoleArn: pulumi.Output<string>;
+  /** EventBridge rule names of the interruption queue's feeds (spot-interruption, rebalance, …), for metrics. */
+  readonly interruptionRuleNames: Record<string, pulumi.Output<string>>;
   /** What the EC2 vCPU quota check found (empty when the quotas cover gpuLimit). */
   readonly quotaWarnings: pulumi.Output<string[]>;
 
@@ -249,8 +251,10 @@ export class GpuCapacity extends pulumi.ComponentResource {
         detail: { service: ["EC2"], eventTypeCategory: ["scheduledChange"] },
       },
     };
+    const ruleNames: Record<string, pulumi.Output<string>> = {};
     for (const [ruleName, pattern] of Object.entries(rules)) {
       const rule = new aws.cloudwatch.EventRule(`${name}-${ruleName}`, { eventPattern: JSON.stringify(pattern), tags }, parent);
+      ruleNames[ruleName] = rule.name;
       new aws.cloudwatch.EventTarget(`${name}-${ruleName}`, { rule: rule.name, arn: queue.arn }, { parent: this, dependsOn: [queuePolicy] });
     }
 
@@ -263,6 +267,25 @@ export class GpuCapacity extends pulumi.ComponentResource {
       { role: nodeRole.name, policy: policyJson(nodeModelsReadStatements(args.modelsBucketArn)) },
       parent,
     );
+    // The image pre-pull reads the one parameter naming the ComfyUI image's digest (ECR's own
+    // authorization comes with the node's AmazonEC2ContainerRegistryPullOnly policy).
+    if (args.imageParameter !== undefined) {
+      new aws.iam.RolePolicy(
+        `${name}-node-image-parameter`,
+        {
+          role: nodeRole.name,
+          policy: policyJson([
+            {
+              Sid: "ReadImageParameter",
+              Effect: "Allow",
+              Action: "ssm:GetParameter",
+              Resource: pulumi.interpolate`arn:aws:ssm:${args.region}:${args.accountId}:parameter${args.imageParameter}`,
+            },
+          ]),
+        },
+        parent,
+      );
+    }
     // The node tool is too large for the 16 KiB of user data: the node fetches it from the private
     // node-tools bucket, at a key that changes with its content, and checks its sha256.
     const tool = modelsToolObject();
@@ -459,6 +482,7 @@ export class GpuCapacity extends pulumi.ComponentResource {
     );
 
     this.quotaWarnings = quotaWarnings;
+    this.interruptionRuleNames = ruleNames;
     this.nodePoolNames = [GPU_NODE_POOL_NAME];
     this.nodeClassName = GPU_NODE_CLASS_NAME;
     this.nodeRoleArn = nodeRole.arn;

@@ -44,6 +44,8 @@ export interface ModelSyncArgs {
    * @defaultValue 900 (a new checkpoint on every node can take minutes)
    */
   timeoutSeconds?: number;
+  /** Days the function's log group keeps its logs. @defaultValue 30 */
+  logRetentionDays?: number;
   /** Tags for every AWS resource. @defaultValue {} */
   tags?: Record<string, string>;
 }
@@ -172,7 +174,9 @@ function validate(args: ModelSyncArgs, timeoutSeconds: number): void {
 export class ModelSync extends pulumi.ComponentResource {
   readonly queueUrl: pulumi.Output<string>;
   readonly queueArn: pulumi.Output<string>;
+  readonly queueName: pulumi.Output<string>;
   readonly dlqUrl: pulumi.Output<string>;
+  readonly dlqName: pulumi.Output<string>;
   readonly functionName: pulumi.Output<string>;
 
   constructor(name: string, args: ModelSyncArgs, opts?: pulumi.ComponentResourceOptions) {
@@ -217,7 +221,7 @@ export class ModelSync extends pulumi.ComponentResource {
     const functionName = pulumi.interpolate`${args.clusterName}-model-sync`;
     const logGroup = new aws.cloudwatch.LogGroup(
       `${name}-sync`,
-      { name: pulumi.interpolate`/aws/lambda/${functionName}`, retentionInDays: 30, tags },
+      { name: pulumi.interpolate`/aws/lambda/${functionName}`, retentionInDays: args.logRetentionDays ?? 30, tags },
       parent,
     );
     const role = new aws.iam.Role(`${name}-sync-fn`, { assumeRolePolicy: LAMBDA_TRUST, tags }, parent);
@@ -284,6 +288,8 @@ export class ModelSync extends pulumi.ComponentResource {
     this.queueUrl = queue.url;
     this.queueArn = queue.arn;
     this.dlqUrl = dlq.url;
+    this.queueName = queue.name;
+    this.dlqName = dlq.name;
     this.functionName = fn.name;
     this.registerOutputs({ queueUrl: this.queueUrl, queueArn: this.queueArn, dlqUrl: this.dlqUrl, functionName: this.functionName });
   }

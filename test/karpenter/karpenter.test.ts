@@ -158,7 +158,8 @@ describe("karpenter GpuCapacity", function () {
 
     it("may only list the models bucket and read its objects", () => {
       const inline = ofType("aws:iam/rolePolicy:RolePolicy").filter((p) => p.inputs.role === `${NAME}-node`);
-      assert.deepEqual(inline.map((p) => p.name).sort(), [`${NAME}-node-models-read`, `${NAME}-node-tool-read`]);
+      const names = inline.map((p) => p.name).sort();
+      assert.deepEqual(names.filter((n) => n !== `${NAME}-node-image-parameter`), [`${NAME}-node-models-read`, `${NAME}-node-tool-read`]);
       const doc = JSON.parse(one("aws:iam/rolePolicy:RolePolicy", "node-models-read").inputs.policy) as PolicyDoc;
       assert.ok(doc.Statement.every((s) => s.Effect === "Allow"));
       assert.deepEqual(actionsOf(doc).sort(), ["s3:GetObject", "s3:GetObjectVersion", "s3:ListBucket"]);
@@ -177,6 +178,13 @@ describe("karpenter GpuCapacity", function () {
       assert.equal(object.inputs.content, tool.content);
       const doc = JSON.parse(one("aws:iam/rolePolicy:RolePolicy", "node-tool-read").inputs.policy) as PolicyDoc;
       assert.deepEqual(doc.Statement, [{ Sid: "ReadNodeTool", Effect: "Allow", Action: "s3:GetObject", Resource: `${TOOLS_BUCKET_ARN}/${tool.key}` }]);
+    });
+
+    it("may read only the parameter naming the ComfyUI image (the boot pre-pull)", () => {
+      const param = ofType("aws:iam/rolePolicy:RolePolicy").filter((p) => p.name === `${NAME}-node-image-parameter`);
+      assert.equal(param.length, 1);
+      const doc = JSON.parse(param[0].inputs.policy) as PolicyDoc;
+      assert.deepEqual(doc.Statement.map((s) => [s.Action, s.Resource]), [["ssm:GetParameter", `arn:aws:ssm:us-west-2:${MOCK_ACCOUNT}:parameter/comfyui-dev/comfyui-image`]]);
     });
 
     it("gets an EC2_LINUX access entry", () => {

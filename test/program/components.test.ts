@@ -42,7 +42,7 @@ describe("components in the whole program", function () {
     assert.equal(ng.scalingConfig.desiredSize, 2);
     assert.deepEqual(ng.subnetIds, ["subnet-priv-a", "subnet-priv-b"]);
     const addons = p.rec.ofType("aws:eks/addon:Addon").map((a) => a.inputs.addonName).sort();
-    assert.deepEqual(addons, ["aws-mountpoint-s3-csi-driver", "coredns", "eks-pod-identity-agent", "kube-proxy", "vpc-cni"]);
+    assert.deepEqual(addons, ["amazon-cloudwatch-observability", "aws-mountpoint-s3-csi-driver", "coredns", "eks-pod-identity-agent", "kube-proxy", "vpc-cni"]);
     const cni = p.rec.ofType("aws:eks/addon:Addon").find((a) => a.inputs.addonName === "vpc-cni")!;
     assert.equal(JSON.parse(cni.inputs.configurationValues).enableNetworkPolicy, "true");
   });

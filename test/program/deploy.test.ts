@@ -11,7 +11,7 @@ import { RecordedResource, Recorder, installMocks, mockAccount, quiesce, unwrap 
 import { ProgramRun, runProgram } from "../support/program";
 
 /** The namespace each EKS add-on that creates Pod Identity associations runs its service accounts in. */
-const ADDON_NAMESPACE: Record<string, string> = { "aws-mountpoint-s3-csi-driver": "kube-system" };
+const ADDON_NAMESPACE: Record<string, string> = { "aws-mountpoint-s3-csi-driver": "kube-system", "amazon-cloudwatch-observability": "amazon-cloudwatch" };
 
 /**
  * Every Pod Identity association the graph asks EKS for: standalone ones and those inside an
@@ -143,6 +143,8 @@ describe("deploys for real: preflight checks on their own", () => {
     clusterSecurityGroupId: "sg-1",
     modelsBucket: pulumi.output("models-bucket"),
     modelsBucketArn: "arn:aws:s3:::models-bucket",
+    nodeToolsBucket: pulumi.output("tools-bucket"),
+    nodeToolsBucketArn: "arn:aws:s3:::tools-bucket",
     instanceTypes: ["g5.2xlarge"],
     capacityTypes: ["spot", "on-demand"] as ("spot" | "on-demand")[],
     gpuLimit: 4,
