@@ -182,7 +182,7 @@ const observability = new Observability(base, {
   cloudFrontDistributionId: edge?.distributionId,
   // The dearest GPU-hour among the configured types: the spend line errs high, never low.
   gpuUsdPerGpuHour: pulumi.all([gpuPrices, gpuTypes]).apply(([prices, types]) => {
-    const unpriced = types.filter((t) => prices[t.instanceType]?.usdPerHour == null).map((t) => t.instanceType);
+    const unpriced = types.filter((t) => (prices[t.instanceType]?.usdPerHour ?? null) === null).map((t) => t.instanceType);
     if (unpriced.length > 0 && cfg.gpuDailyBudgetUsd !== undefined) {
       throw new Error(`gpuDailyBudgetUsd: no on-demand price for ${unpriced.join(", ")} in ${cfg.region} (${prices[unpriced[0]]?.source}); the spend alarm needs one`);
     }
