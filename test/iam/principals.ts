@@ -30,6 +30,9 @@ export interface Facts {
   syncQueueArn: string;
   syncLogGroup: string;
   buckets: { models: string; outputs: string; inputs: string };
+  /** The node tool object GPU nodes fetch at boot, and the SSM parameter naming the ComfyUI image. */
+  nodeTool: { bucket: string; key: string };
+  imageParameter: string;
   albName: string;
   vpcId: string;
   nodeSecurityGroup: string;
@@ -131,6 +134,11 @@ export function programFacts(run: ProgramRun): Facts {
     syncQueueArn: queueArn("-sync"),
     syncLogGroup: String(one(run, "aws:cloudwatch/logGroup:LogGroup", "-sync").inputs.name),
     buckets: { models: out.modelsBucket, outputs: out.outputsBucket, inputs: out.inputsBucket },
+    nodeTool: (() => {
+      const o = one(run, "aws:s3/bucketObject:BucketObject", "-node-tool").inputs;
+      return { bucket: String(o.bucket), key: String(o.key) };
+    })(),
+    imageParameter: out.comfyuiImageParameter,
     albName: String(ingress.metadata.annotations["alb.ingress.kubernetes.io/load-balancer-name"]),
     vpcId: String(cluster.vpcId),
     nodeSecurityGroup: "sg-node",
@@ -403,8 +411,15 @@ export function gpuNodeTable(f: Facts, attached: string[]): PrincipalTable {
       { action: "ssm:UpdateInstanceInformation", resource: `arn:aws:ec2:${REGION}:${MOCK_ACCOUNT}:instance/i-0123456789abcdef0` },
       { action: "ec2messages:GetMessages", resource: "*" },
       { action: "ssmmessages:CreateControlChannel", resource: "*" },
+      // Boot: the node tool (content-addressed) and the parameter naming the image to pre-pull.
+      { action: "s3:GetObject", resource: `arn:aws:s3:::${f.nodeTool.bucket}/${f.nodeTool.key}` },
+      { action: "ssm:GetParameter", resource: `arn:aws:ssm:${REGION}:${MOCK_ACCOUNT}:parameter${f.imageParameter}` },
     ],
     denied: [
+      { action: "s3:GetObject", resource: `arn:aws:s3:::${f.nodeTool.bucket}/node/other-tool.sh` },
+      { action: "s3:PutObject", resource: `arn:aws:s3:::${f.nodeTool.bucket}/${f.nodeTool.key}` },
+      // No denial of other SSM parameters: AmazonSSMManagedInstanceCore (required by the SSM agent)
+      // already allows ssm:GetParameter on "*"; the inline grant states what the boot needs.
       { action: "s3:PutObject", resource: `${models}/checkpoints/x.safetensors` },
       { action: "s3:DeleteObject", resource: `${models}/checkpoints/x.safetensors` },
       { action: "s3:GetObject", resource: `arn:aws:s3:::${f.buckets.outputs}/x.png` },
