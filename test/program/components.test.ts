@@ -5,10 +5,13 @@
  */
 import { strict as assert } from "node:assert";
 import * as k8s from "@pulumi/kubernetes";
+import * as pulumi from "@pulumi/pulumi";
 import { Cluster } from "../../cluster";
 import { scaledObjectSpec } from "../../workload/autoscaling";
+import { DAEMONSET_BUDGET, factsOf, podResourcesPerGpu } from "../../karpenter/gpuTypes";
+import { instanceTypeInfo, karpenterAllocatable } from "../support/ec2Data";
 import { validateK8s } from "../support/k8sSchemas";
-import { Recorder, installMocks, unwrap } from "../support/mocks";
+import { Recorder, installMocks, quiesce, unwrap } from "../support/mocks";
 import { ProgramRun, runProgram } from "../support/program";
 
 describe("components in the whole program", function () {
@@ -159,4 +162,35 @@ describe("config variants built on their own", () => {
     await unwrap(w.albSecurityGroupId);
     assert.deepEqual(rec.one("aws:ec2/securityGroup:SecurityGroup").inputs.ingress ?? [], []);
   });
+
+  for (const type of ["g6.12xlarge", "g6e.4xlarge"]) {
+    it(`renders ComfyUI pods that fill a ${type} node: requests × GPUs + DaemonSets ≤ Karpenter's allocatable`, async () => {
+      const rec = new Recorder();
+      installMocks(rec);
+      const { ComfyWorkload } = await import("../../workload");
+      const facts = factsOf(instanceTypeInfo(type));
+      new ComfyWorkload(`fit-${type.replace(".", "-")}`, {
+        namespace: "comfyui", imageUri: "repo@sha256:abc", outputsVolumeName: "o", inputsVolumeName: "i",
+        podResources: pulumi.output(podResourcesPerGpu([facts])),
+        gateway: {
+          imageUri: "gw@sha256:def", clusterName: "c", region: "us-west-2", outputsBucket: "o", outputsBucketArn: "arn:aws:s3:::o",
+          inputsBucket: "i", inputsBucketArn: "arn:aws:s3:::i", userdataBucket: "u", userdataBucketArn: "arn:aws:s3:::u",
+        },
+        drainSeconds: 600, albName: "comfyui-fit", vpcId: "vpc-1", vpcCidr: "10.0.0.0/16",
+        autoscaling: { minReplicas: 0, maxReplicas: facts.gpus, queuePerPod: 2, idleMinutes: 15 }, provider: new k8s.Provider(`fit-${type}`, { kubeconfig: "{}" }), dependsOn: [], tags: {},
+      });
+      await quiesce(rec);
+      const pod = rec.ofType("kubernetes:apps/v1:Deployment").find((d) => d.inputs.metadata.name === "comfyui")!.inputs.spec.template.spec;
+      const containers = [...pod.containers, ...(pod.initContainers ?? [])];
+      const cpu = containers.reduce((n: number, c: any) => n + (String(c.resources.requests.cpu).endsWith("m") ? Number(String(c.resources.requests.cpu).slice(0, -1)) : Number(c.resources.requests.cpu) * 1000), 0);
+      const mem = containers.reduce((n: number, c: any) => n + Number(String(c.resources.requests.memory).replace(/Mi$/, "")), 0);
+      const gpus = pod.containers.reduce((n: number, c: any) => n + Number(c.resources.requests["nvidia.com/gpu"] ?? 0), 0);
+      const a = karpenterAllocatable(type);
+      assert.equal(gpus, 1, "one GPU per pod");
+      assert.ok(cpu * facts.gpus + DAEMONSET_BUDGET.cpuMilli <= a.cpuMilli, `${facts.gpus} × ${cpu}m CPU`);
+      assert.ok(mem * facts.gpus + DAEMONSET_BUDGET.memoryMiB <= a.memoryMiB, `${facts.gpus} × ${mem}Mi`);
+      // Sized to the node, not far below it: one more pod's worth would not fit.
+      assert.ok(cpu * (facts.gpus + 1) + DAEMONSET_BUDGET.cpuMilli > a.cpuMilli || mem * (facts.gpus + 1) + DAEMONSET_BUDGET.memoryMiB > a.memoryMiB);
+    });
+  }
 });
