@@ -366,7 +366,7 @@ export class Dispatcher implements WorkerEvents {
     }
     if (w.takenBack.has(pid) && type === "execution_interrupted") return;
     if (type === "executed") {
-      await this.copyFiles(w, pid, fileRefs(data.output));
+      await this.copyFiles(w, pid, fileRefs(data.output), slot);
       const out = { ...data, output: rewriteOutput(pid, data.output) };
       this.o.sink.toClient(r.clientId, j(type, out));
       return;
@@ -379,18 +379,21 @@ export class Dispatcher implements WorkerEvents {
     this.o.sink.toClient(r.clientId, j(type, data), { broadcastIfNoClient: broadcast });
   }
 
-  private async copyFiles(w: Worker, pid: string, refs: { filename: string; subfolder: string; type: string }[]): Promise<void> {
+  private async copyFiles(w: Worker, pid: string, refs: { filename: string; subfolder: string; type: string }[], slot: Slot): Promise<void> {
     for (const ref of refs) {
+      const key = storeKey(pid, ref);
+      if (slot.copied?.has(key)) continue;
       const q = new URLSearchParams({ filename: ref.filename, subfolder: ref.subfolder ?? "", type: ref.type });
       const res = await w.client.request("GET", `/view?${q}`, undefined, 30000);
       if (res.status !== 200) throw new Error(`pod /view ${ref.filename} answered ${res.status}`);
       const target = ref.type === "temp" ? this.o.files.temp : this.o.files.output;
-      await target.put(storeKey(pid, ref).split("/").slice(1).join("/"), res.body);
+      await target.put(key.split("/").slice(1).join("/"), res.body);
+      (slot.copied ??= new Set()).add(key);
     }
   }
 
   /** Completion: the pod's history entry (outputs copied first), written once, then `executing null`. */
-  private async completeFromPod(w: Worker, slot: { id: string; attempt: number }): Promise<void> {
+  private async completeFromPod(w: Worker, slot: Slot): Promise<void> {
     const pid = slot.id;
     const r = this.open.get(pid);
     if (!r) return;
@@ -402,7 +405,7 @@ export class Dispatcher implements WorkerEvents {
     }
     if (!entry) throw new Error(`pod ${w.key} reported ${pid} finished but has no history for it`);
     const outputs = (entry.outputs ?? {}) as Record<string, unknown>;
-    for (const o of Object.values(outputs)) await this.copyFiles(w, pid, fileRefs(o));
+    for (const o of Object.values(outputs)) await this.copyFiles(w, pid, fileRefs(o), slot);
     const status = (entry.status ?? { status_str: "success", completed: true, messages: [] }) as HistoryEntry["status"];
     const history: HistoryEntry = {
       prompt: [r.number, r.id, r.prompt, r.extraData, r.outputs],

@@ -10,6 +10,8 @@ export interface Slot {
   lastEventAt: number;
   /** The pod accepted it (POST /prompt answered): only then may its absence from the pod's queue mean "lost". */
   submitted: boolean;
+  /** Store keys of this run's files already copied from the pod (from `executed`), not fetched again at completion. */
+  copied?: Set<string>;
 }
 
 export interface WorkerEvents {
