@@ -22,6 +22,15 @@ export const GATEWAY_HEALTH_PATH = "/gateway/health";
 export const GATEWAY_OUTPUTS_PREFIX = "gateway/";
 export const GATEWAY_USERDATA_PREFIX = "user/";
 
+/** Pod Security "restricted" for a container: no escalation, read-only root, non-root, no capabilities. */
+export const RESTRICTED_CONTAINER = {
+  allowPrivilegeEscalation: false,
+  readOnlyRootFilesystem: true,
+  runAsNonRoot: true,
+  capabilities: { drop: ["ALL"] },
+  seccompProfile: { type: "RuntimeDefault" },
+};
+
 export const GATEWAY_LABELS = { "app.kubernetes.io/name": "comfyui", "app.kubernetes.io/component": "gateway" } as const;
 
 export interface GatewayArgs {
@@ -209,13 +218,6 @@ export class ComfyGateway extends pulumi.ComponentResource {
       GATEWAY_STARTUP_DEADLINE_SECONDS: String(args.startupDeadlineSeconds),
       GATEWAY_HISTORY_TTL_DAYS: String(args.historyDays),
     };
-    const restricted = {
-      allowPrivilegeEscalation: false,
-      readOnlyRootFilesystem: true,
-      runAsNonRoot: true,
-      capabilities: { drop: ["ALL"] },
-      seccompProfile: { type: "RuntimeDefault" },
-    };
     this.deployment = new k8s.apps.v1.Deployment(
       `${name}-deploy`,
       {
@@ -251,7 +253,7 @@ export class ComfyGateway extends pulumi.ComponentResource {
                     { name: "POD_NAMESPACE", valueFrom: { fieldRef: { fieldPath: "metadata.namespace" } } },
                   ],
                   resources: { requests: { cpu: "250m", memory: "256Mi" }, limits: { memory: "1Gi" } },
-                  securityContext: restricted,
+                  securityContext: RESTRICTED_CONTAINER,
                   // Only the Lease holder is Ready: the ALB and every client talk to the leader.
                   readinessProbe: { httpGet: { path: GATEWAY_READY_PATH, port: "http" }, periodSeconds: 2, failureThreshold: 1 },
                   livenessProbe: { httpGet: { path: GATEWAY_HEALTH_PATH, port: "http" }, periodSeconds: 10, failureThreshold: 3 },

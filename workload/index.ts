@@ -15,7 +15,7 @@ import { GPU_POOL_LABEL, GPU_TAINT, NODE_MODELS_DIR } from "../karpenter/nodeCon
 import { SYSTEM_NODE_LABEL } from "../cluster";
 import { COMFYUI_GID, COMFYUI_UID } from "../storage";
 import { scaledObjectSpec, KEDA_CHART } from "./autoscaling";
-import { ComfyGateway, GatewayInputs, GATEWAY_LABELS, GATEWAY_NAME, GATEWAY_PORT, GATEWAY_READY_PATH } from "./gatewayDeployment";
+import { ComfyGateway, GatewayInputs, RESTRICTED_CONTAINER, GATEWAY_LABELS, GATEWAY_NAME, GATEWAY_PORT, GATEWAY_READY_PATH } from "./gatewayDeployment";
 
 export { KEDA_CHART } from "./autoscaling";
 
@@ -120,13 +120,6 @@ export class ComfyWorkload extends pulumi.ComponentResource {
       );
     }
 
-    const restricted = {
-      allowPrivilegeEscalation: false,
-      readOnlyRootFilesystem: true,
-      runAsNonRoot: true,
-      capabilities: { drop: ["ALL"] },
-      seccompProfile: { type: "RuntimeDefault" },
-    };
     const httpGet = (p: string) => ({ httpGet: { path: p, port: "http" } });
     // The drain must end before the kubelet's SIGKILL; keep a margin for the uploader's final flush.
     const drainDeadline = Math.max(10, args.drainSeconds - 30);
@@ -177,7 +170,7 @@ export class ComfyWorkload extends pulumi.ComponentResource {
                   args: [`mkdir -p "/mnt/outputs/$POD_NAME" && exec python3 ${TOOLS_DIR}/uploader.py --source /app/ComfyUI/output --dest "/mnt/outputs/$POD_NAME"`],
                   env: [{ name: "POD_NAME", valueFrom: { fieldRef: { fieldPath: "metadata.name" } } }],
                   resources: { requests: { cpu: "100m", memory: "128Mi" }, limits: { memory: "512Mi" } },
-                  securityContext: restricted,
+                  securityContext: RESTRICTED_CONTAINER,
                   volumeMounts: [
                     { name: "output-scratch", mountPath: "/app/ComfyUI/output" },
                     { name: "outputs", mountPath: "/mnt/outputs" },
@@ -194,7 +187,7 @@ export class ComfyWorkload extends pulumi.ComponentResource {
                     requests: { cpu: pod.cpu, memory: pod.memory, "nvidia.com/gpu": "1" },
                     limits: { memory: pod.memory, "nvidia.com/gpu": "1" },
                   },
-                  securityContext: restricted,
+                  securityContext: RESTRICTED_CONTAINER,
                   env: [{ name: "HOME", value: "/tmp" }],
                   // Model loading can take minutes on a fresh node; 10 minutes before giving up.
                   startupProbe: { ...httpGet("/system_stats"), periodSeconds: 5, failureThreshold: 120, timeoutSeconds: 3 },
