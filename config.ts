@@ -208,7 +208,7 @@ export function parseConfig(raw: RawConfig, ctx: ConfigContext): StackConfig {
   if (apiAllowedCidrs.length === 0) bad("apiAllowedCidrs", "must list at least one CIDR");
 
   const systemNodeInstanceType = str("systemNodeInstanceType", "t3a.large");
-  if (!/^[a-z][a-z0-9-]*\.[a-z0-9]+$/.test(systemNodeInstanceType)) {
+  if (!INSTANCE_TYPE.test(systemNodeInstanceType)) {
     bad("systemNodeInstanceType", `"${systemNodeInstanceType}" is not an EC2 instance type`);
   } else if (GPU_FAMILY.test(systemNodeInstanceType)) {
     bad("systemNodeInstanceType", `"${systemNodeInstanceType}" is a GPU type; system nodes run controllers only`);

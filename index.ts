@@ -7,15 +7,13 @@ import { Cluster } from "./cluster";
 import * as aws from "@pulumi/aws";
 import { loadConfig } from "./config";
 import { Edge, cloudFrontOriginPrefixListId } from "./edge";
-import * as awsx from "@pulumi/awsx";
-import * as path from "node:path";
-import { ComfyImage, ImageSpec, privateRepository } from "./image";
+import { ComfyImage } from "./image";
 import { GpuCapacity, onDemandPrices, podResourcesPerGpu, resolveGpuTypes, vcpusPerGpu } from "./karpenter";
-import { Storage } from "./storage";
 import { Observability } from "./observability";
+import { Storage } from "./storage";
 import { ModelSync } from "./sync";
 import { ComfyWorkload } from "./workload";
-import { GATEWAY_IMAGE_CONTEXT } from "./workload/gatewayImage";
+import { GATEWAY_IMAGE } from "./workload/gatewayDeployment";
 
 const cfg = loadConfig();
 const base = `comfyui-${cfg.stack}`;
@@ -94,31 +92,15 @@ const sync = new ModelSync(base, {
   tags,
 });
 
-// The gateway's image: built by the same builder as ComfyUI's (CodeBuild in the region by default).
-const gatewayRepo = privateRepository(`${base}-gateway`, tags, true, {});
-const gatewaySpec: Omit<ImageSpec, "repositoryUrl" | "repositoryArn"> = {
-  name: "gateway",
-  context: GATEWAY_IMAGE_CONTEXT,
-  dockerfile: "workload/gateway/Dockerfile",
-  imageTag: "latest",
-};
+// The gateway's image is built the same way as ComfyUI's (CodeBuild in the region by default).
 const image = new ComfyImage(base, {
   comfyuiVersion: cfg.comfyuiVersion,
   comfyuiCommit: cfg.comfyuiCommit,
   build: cfg.imageBuild,
-  additionalImages: cfg.imageBuild === "aws" ? [{ ...gatewaySpec, repositoryUrl: gatewayRepo.repositoryUrl, repositoryArn: gatewayRepo.arn }] : [],
+  additionalImages: [{ name: "gateway", context: [...GATEWAY_IMAGE.context], dockerfile: GATEWAY_IMAGE.dockerfile, imageTag: "latest" }],
   tags,
 });
-const gatewayImageUri =
-  cfg.imageBuild === "aws"
-    ? image.images["gateway"]
-    : new awsx.ecr.Image(`${base}-gateway`, {
-        repositoryUrl: gatewayRepo.repositoryUrl,
-        context: __dirname,
-        dockerfile: path.join(__dirname, gatewaySpec.dockerfile),
-        platform: "linux/amd64",
-        imageTag: gatewaySpec.imageTag,
-      }).imageUri;
+const gatewayImageUri = image.images["gateway"];
 
 // The ComfyUI image by digest, where GPU nodes read it at boot to pull it beside the model fill: a
 // new image changes this parameter, not every node's user data.

@@ -11,9 +11,12 @@ import * as aws from "@pulumi/aws";
 import * as awsx from "@pulumi/awsx";
 import * as pulumi from "@pulumi/pulumi";
 import * as path from "node:path";
-import { ImageBuilder, ImageSpec } from "./builder";
+import { ImageBuilder, ImageSpec, REPO_ROOT } from "./builder";
 
 export { ImageBuilder, ImageSpec, codeBuildPolicyStatements, CODEBUILD_ENVIRONMENT } from "./builder";
+
+/** An image built beside ComfyUI's; ComfyImage creates its repository. */
+export type AdditionalImage = Omit<ImageSpec, "repositoryUrl" | "repositoryArn">;
 
 export interface ImageArgs {
   /** ComfyUI release tag, e.g. v0.3.64. */
@@ -24,8 +27,11 @@ export interface ImageArgs {
   forceDelete?: boolean;
   /** Where images are built: "aws" (CodeBuild in the stack's region, default) or "local" (Docker here). */
   build?: "aws" | "local";
-  /** With build "aws": further images the same builder builds (e.g. the gateway's), by name. */
-  additionalImages?: ImageSpec[];
+  /**
+   * Further images the stack deploys (e.g. the gateway's), by name: each gets its own repository
+   * (`<name>-<image>-repo`) and is built the same way as ComfyUI's ("aws" or "local").
+   */
+  additionalImages?: AdditionalImage[];
   tags: Record<string, string>;
 }
 
@@ -66,7 +72,7 @@ export class ComfyImage extends pulumi.ComponentResource {
   readonly repositoryArn: pulumi.Output<string>;
   /** `…dkr.ecr…/repo@sha256:<digest>` of the pushed image. */
   readonly imageUri: pulumi.Output<string>;
-  /** With build "aws": every built image by spec name ("comfyui" and additionalImages). */
+  /** Every built image by name ("comfyui" and each additional image): `repo@sha256:…`. */
   readonly images: Record<string, pulumi.Output<string>>;
 
   constructor(name: string, args: ImageArgs, opts?: pulumi.ComponentResourceOptions) {
@@ -75,12 +81,14 @@ export class ComfyImage extends pulumi.ComponentResource {
     if (mode !== "aws" && mode !== "local") {
       throw new pulumi.InputPropertyError({ propertyPath: "build", reason: `build must be "aws" or "local", not '${String(mode)}'` });
     }
-    if (mode === "local" && (args.additionalImages ?? []).length > 0) {
-      throw new pulumi.InputPropertyError({ propertyPath: "additionalImages", reason: 'additionalImages need build "aws"' });
-    }
     const buildArgs = { COMFYUI_VERSION: args.comfyuiVersion, COMFYUI_COMMIT: args.comfyuiCommit };
     // Same name as before the build option existed, so a "local" stack keeps its repository.
     const repo = privateRepository(name, args.tags, args.forceDelete ?? true, { parent: this });
+
+    const extra = (args.additionalImages ?? []).map((spec) => ({
+      ...spec,
+      repo: privateRepository(`${name}-${spec.name}`, args.tags, args.forceDelete ?? true, { parent: this }),
+    }));
 
     let imageUri: pulumi.Output<string>;
     this.images = {};
@@ -98,6 +106,21 @@ export class ComfyImage extends pulumi.ComponentResource {
         { parent: this },
       );
       imageUri = image.imageUri;
+      this.images["comfyui"] = imageUri;
+      for (const spec of extra) {
+        this.images[spec.name] = new awsx.ecr.Image(
+          `${name}-${spec.name}`,
+          {
+            repositoryUrl: spec.repo.repositoryUrl,
+            context: path.join(REPO_ROOT, spec.contextDir ?? "."),
+            dockerfile: path.join(REPO_ROOT, spec.dockerfile),
+            platform: "linux/amd64",
+            args: spec.buildArgs,
+            imageTag: spec.imageTag,
+          },
+          { parent: this },
+        ).imageUri;
+      }
     } else {
       const comfy: ImageSpec = {
         name: "comfyui",
@@ -109,7 +132,8 @@ export class ComfyImage extends pulumi.ComponentResource {
         repositoryUrl: repo.repositoryUrl,
         repositoryArn: repo.arn,
       };
-      const builder = new ImageBuilder(`${name}-build`, { images: [comfy, ...(args.additionalImages ?? [])], tags: args.tags }, { parent: this });
+      const others: ImageSpec[] = extra.map(({ repo, ...spec }) => ({ ...spec, repositoryUrl: repo.repositoryUrl, repositoryArn: repo.arn }));
+      const builder = new ImageBuilder(`${name}-build`, { images: [comfy, ...others], tags: args.tags }, { parent: this });
       this.images = builder.imageUris;
       imageUri = builder.imageUris["comfyui"];
     }

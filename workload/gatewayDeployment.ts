@@ -10,6 +10,16 @@ import { SYSTEM_NODE_LABEL } from "../cluster";
 import { PodIdentityRole, Statement } from "../cluster/iam";
 
 export const GATEWAY_PORT = 8188;
+
+/**
+ * The gateway image's build context, relative to the repository root (workload/gateway/Dockerfile's
+ * header lists the same files; the image builder hashes exactly these, so a change anywhere else
+ * does not rebuild the gateway).
+ */
+export const GATEWAY_IMAGE = {
+  context: ["package.json", "package-lock.json", "tsconfig.json", "workload/gateway"],
+  dockerfile: "workload/gateway/Dockerfile",
+} as const;
 export const GATEWAY_NAME = "comfyui-gateway";
 /** Service over the gateway pods for KEDA: publishes not-ready addresses, so a standby answers too. */
 export const GATEWAY_METRICS_SERVICE = "comfyui-gateway-metrics";

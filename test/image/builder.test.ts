@@ -121,12 +121,22 @@ describe("image: built locally (build: \"local\")", () => {
     assert.deepEqual(img.args, { COMFYUI_VERSION: "v0.3.64", COMFYUI_COMMIT: COMMIT });
   });
 
-  it("rejects an unknown build mode and extra images without CodeBuild", () => {
+  it("rejects an unknown build mode", () => {
     assert.throws(() => new ComfyImage("bad", { comfyuiVersion: "v", comfyuiCommit: COMMIT, build: "docker" as never, tags: {} }), /build must be "aws" or "local"/);
-    assert.throws(
-      () => new ComfyImage("bad2", { comfyuiVersion: "v", comfyuiCommit: COMMIT, build: "local", additionalImages: [{ name: "x", context: ["image"], dockerfile: "image/Dockerfile", imageTag: "t", repositoryUrl: "r", repositoryArn: "a" }], tags: {} }),
-      /additionalImages need build "aws"/,
-    );
+  });
+
+  it("builds an additional image locally too, into a repository of its own", async () => {
+    const rec = new Recorder();
+    installMocks(rec);
+    const img = new ComfyImage("loc2", {
+      comfyuiVersion: "v0.3.64", comfyuiCommit: COMMIT, build: "local",
+      additionalImages: [{ name: "gateway", context: ["workload/gateway"], dockerfile: "workload/gateway/Dockerfile", imageTag: "latest" }], tags: {},
+    });
+    await unwrap(img.images["gateway"]);
+    assert.deepEqual(rec.ofType("aws:ecr/repository:Repository").map((r) => r.name).sort(), ["loc2-gateway-repo", "loc2-repo"]);
+    const gw = rec.ofType("awsx:ecr:Image").find((r) => r.name === "loc2-gateway")!.inputs;
+    assert.ok(String(gw.dockerfile).endsWith("workload/gateway/Dockerfile"));
+    assert.equal(gw.platform, "linux/amd64");
   });
 });
 
