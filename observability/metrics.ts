@@ -63,12 +63,15 @@ const TABLE = {
   promptsWaiting: spec("gateway", "PromptsWaiting", "Count", "prompts accepted and not yet on a pod"),
   promptsRunning: spec("gateway", "PromptsRunning", "Count", "prompts executing on a pod"),
   websocketClients: spec("gateway", "WebSocketClients", "Count", "connected /ws clients"),
+  podsReady: spec("gateway", "GpuPodsReady", "Count", "ComfyUI pods ready to take prompts"),
   promptsAccepted: spec("gateway", "PromptsAccepted", "Count", "prompts stored and answered by POST /prompt"),
   promptsSucceeded: spec("gateway", "PromptsSucceeded", "Count", "prompts that finished with execution_success"),
   promptsFailed: spec("gateway", "PromptsFailed", "Count", "prompts that finished with execution_error or ran out of attempts"),
   promptWaitSeconds: spec("gateway", "PromptWaitSeconds", "Seconds", "from acceptance to the start on a pod"),
   promptRunSeconds: spec("gateway", "PromptRunSeconds", "Seconds", "from the start on a pod to the finish"),
-  coldStartSeconds: spec("gateway", "ColdStartSeconds", "Seconds", "wait of a prompt that found no GPU pod ready (a node had to start)"),
+  coldStartSeconds: spec("gateway", "ColdStartSeconds", "Seconds", "one cold start: from the first prompt waiting while no GPU pod was ready to the first prompt running"),
+  nodeRegisteredSeconds: spec("gateway", "NodeRegisteredSeconds", "Seconds", "a new GPU node: from its kernel start to kubelet registering the Node"),
+  comfyuiReadySeconds: spec("gateway", "ComfyUIReadySeconds", "Seconds", "a new GPU node: from its kernel start to its first ComfyUI pod Ready"),
   http5xx: spec("gateway", "Http5xxResponses", "Count", "gateway answers with a 5xx status"),
   // The model-sync Lambda: one line per batch.
   syncBatches: spec("sync", "SyncBatches", "Count", "SQS batches the sync Lambda handled"),
@@ -81,6 +84,9 @@ const TABLE = {
   bootFillBytes: spec("node-boot", "BootFillBytes", "Bytes", "bytes copied into the model folder at boot"),
   bootFillThroughput: spec("node-boot", "BootFillThroughput", "Bytes/Second", "bytes per second of the boot fill"),
   hotSetFilesMissing: spec("node-boot", "HotSetFilesMissing", "Count", "hot-set files not on the node when it took pods"),
+  bootRaidSeconds: spec("node-boot", "BootRaidSeconds", "Seconds", "from the node's kernel start to its NVMe RAID0 mounted"),
+  bootFilledSeconds: spec("node-boot", "BootFilledSeconds", "Seconds", "from the node's kernel start to its hot set filled (absent when the fill stopped at its budget)"),
+  bootImageSeconds: spec("node-boot", "BootImageSeconds", "Seconds", "from the node's kernel start to the ComfyUI image present (absent when the pre-pull failed or was off)"),
 } as const;
 
 export const METRICS: typeof TABLE = TABLE;
@@ -174,6 +180,7 @@ export interface GatewaySnapshot {
   readonly waiting: number;
   readonly running: number;
   readonly websocketClients: number;
+  readonly podsReady: number;
   /** Prompts accepted and 5xx answers since the previous snapshot. */
   readonly acceptedSinceLast: number;
   readonly http5xxSinceLast: number;
@@ -187,6 +194,7 @@ export function gatewaySnapshotEmf(s: GatewaySnapshot, timestampMs: number): Emf
       promptsWaiting: s.waiting,
       promptsRunning: s.running,
       websocketClients: s.websocketClients,
+      podsReady: s.podsReady,
       promptsAccepted: s.acceptedSinceLast,
       http5xx: s.http5xxSinceLast,
     },
@@ -201,8 +209,6 @@ export interface PromptOutcome {
   readonly waitSeconds: number;
   /** Absent when the prompt never started (it failed while waiting). */
   readonly runSeconds?: number;
-  /** True when no GPU pod was ready when the prompt was accepted. */
-  readonly coldStart: boolean;
 }
 
 /** One line per finished prompt. */
@@ -212,18 +218,40 @@ export function promptOutcomeEmf(p: PromptOutcome, timestampMs: number): EmfDocu
       ...(p.outcome === "success" ? { promptsSucceeded: 1 } : { promptsFailed: 1 }),
       promptWaitSeconds: p.waitSeconds,
       ...(p.runSeconds !== undefined ? { promptRunSeconds: p.runSeconds } : {}),
-      ...(p.coldStart ? { coldStartSeconds: p.waitSeconds } : {}),
     },
     { [CLUSTER]: p.clusterName },
     timestampMs,
   );
 }
 
+/** One line per cold start, when its first prompt starts running. */
+export function coldStartEmf(clusterName: string, seconds: number, timestampMs: number): EmfDocument {
+  return emfDocument({ coldStartSeconds: seconds }, { [CLUSTER]: clusterName }, timestampMs);
+}
+
+export interface NodeReady {
+  readonly clusterName: string;
+  /** Kernel start → Node created (kubelet registered). */
+  readonly registeredSeconds: number;
+  /** Kernel start → the node's first ComfyUI pod Ready. */
+  readonly readySeconds: number;
+}
+
+/** One line per new GPU node, once its first ComfyUI pod is Ready (the gateway sees both ends). */
+export function nodeReadyEmf(n: NodeReady, timestampMs: number): EmfDocument {
+  return emfDocument({ nodeRegisteredSeconds: n.registeredSeconds, comfyuiReadySeconds: n.readySeconds }, { [CLUSTER]: n.clusterName }, timestampMs);
+}
+
+/** What the node's boot summary says (karpenter/userdata/comfyui-models.sh, schema 1), in the terms of the metrics. */
 export interface NodeBootFill {
   readonly clusterName: string;
   readonly seconds: number;
   readonly bytes: number;
   readonly hotSetFilesMissing: number;
+  /** Kernel start → RAID mounted, → hot set filled, → image present; absent when not reached. */
+  readonly raidSeconds?: number;
+  readonly filledSeconds?: number;
+  readonly imageSeconds?: number;
 }
 
 /** The node's line once its model folder is filled. */
@@ -234,11 +262,57 @@ export function nodeBootEmf(b: NodeBootFill, timestampMs: number): EmfDocument {
       bootFillBytes: b.bytes,
       ...(b.seconds > 0 ? { bootFillThroughput: b.bytes / b.seconds } : {}),
       hotSetFilesMissing: b.hotSetFilesMissing,
+      ...(b.raidSeconds !== undefined ? { bootRaidSeconds: b.raidSeconds } : {}),
+      ...(b.filledSeconds !== undefined ? { bootFilledSeconds: b.filledSeconds } : {}),
+      ...(b.imageSeconds !== undefined ? { bootImageSeconds: b.imageSeconds } : {}),
     },
     { [CLUSTER]: b.clusterName },
     timestampMs,
   );
 }
+
+/**
+ * The node-boot line for the node itself, which has bash and jq but not this module: a jq program
+ * generated from the table above that turns the boot summary (input) into the same EMF document as
+ * `nodeBootEmf`, with the summary itself under `boot_summary` (a plain log field: one event carries
+ * both). jq arguments: `--arg cluster NAME --argjson ts EPOCH_MS`. Each value is a jq expression
+ * over the summary that yields null when the metric does not apply; null values are left out.
+ */
+export function nodeBootEmfJq(): string {
+  const expr: Partial<Record<MetricKey, string>> = {
+    bootFillSeconds: ".fill.seconds",
+    bootFillBytes: ".fill.bytes",
+    bootFillThroughput: "(if .fill.seconds > 0 then .fill.bytes / .fill.seconds else null end)",
+    hotSetFilesMissing: ".fill.missing_files",
+    bootRaidSeconds: "(if .t_raid then .t_raid - .t_boot else null end)",
+    bootFilledSeconds: "(if .t_filled then .t_filled - .t_boot else null end)",
+    bootImageSeconds: "(if .t_image then .t_image - .t_boot else null end)",
+  };
+  const keys = (Object.keys(TABLE) as MetricKey[]).filter((k) => TABLE[k].source === "node-boot");
+  const missing = keys.filter((k) => !expr[k]);
+  if (missing.length) throw new Error(`nodeBootEmfJq: no summary expression for ${missing.join(", ")}`);
+  const values = keys.map((k) => `${JSON.stringify(TABLE[k].name)}: ${expr[k]}`).join(", ");
+  const units = JSON.stringify(Object.fromEntries(keys.map((k) => [TABLE[k].name, TABLE[k].unit])));
+  const dims = JSON.stringify([...TABLE[keys[0]].dimensions]);
+  return (
+    `. as $s | ({${values}} | with_entries(select(.value != null))) as $v | ${units} as $u` +
+    ` | {_aws: {Timestamp: $ts, CloudWatchMetrics: [{Namespace: ${JSON.stringify(NS)}, Dimensions: [${dims}], Metrics: [$v | keys_unsorted[] | {Name: ., Unit: $u[.]}]}]}, ${JSON.stringify(CLUSTER)}: $cluster} + $v + {boot_summary: $s}`
+  );
+}
+
+/**
+ * Where the gateway and the GPU nodes send their lines: one log group per cluster, written with
+ * PutLogEvents (CloudWatch extracts EMF from it; "Using the PutLogEvents API to send
+ * manually-created embedded metric format logs", CloudWatch User Guide), one stream per writer.
+ * Not the CloudWatch agent's EMF listener: a node's boot ends before kubelet, so before the agent
+ * runs there, and one path for both writers keeps the IAM to one log group.
+ */
+export function metricsLogGroupName(clusterName: string): string {
+  return `/comfyui/${clusterName}/metrics`;
+}
+/** Stream name prefixes: `gateway/<pod>` and `node-boot/<instance id>`; each writer's IAM is scoped to its own. */
+export const GATEWAY_STREAM_PREFIX = "gateway/";
+export const NODE_BOOT_STREAM_PREFIX = "node-boot/";
 
 /**
  * Where each emitter runs in production. `null`: the function exists and is tested, but the code
@@ -250,6 +324,8 @@ export const EMITTER_WIRING: Record<MetricSource, { readonly emitter: string; re
   gateway: [
     { emitter: "gatewaySnapshotEmf", calledFrom: null },
     { emitter: "promptOutcomeEmf", calledFrom: null },
+    { emitter: "coldStartEmf", calledFrom: null },
+    { emitter: "nodeReadyEmf", calledFrom: null },
   ],
-  "node-boot": [{ emitter: "nodeBootEmf", calledFrom: null }],
+  "node-boot": [{ emitter: "nodeBootEmfJq", calledFrom: null }],
 };

@@ -8,7 +8,10 @@ import {
   gatewaySnapshotEmf,
   METRICS,
   NAMESPACE,
+  coldStartEmf,
   nodeBootEmf,
+  nodeBootEmfJq,
+  nodeReadyEmf,
   promptOutcomeEmf,
   syncBatchEmf,
 } from "../../observability/metrics";
@@ -70,15 +73,36 @@ describe("observability/metrics", () => {
   });
 
   it("gateway: the snapshot's queue depth is waiting + running; an outcome line carries its times", () => {
-    const snap = byName(gatewaySnapshotEmf({ clusterName: "c", waiting: 4, running: 2, websocketClients: 7, acceptedSinceLast: 9, http5xxSinceLast: 1 }, T));
+    const snap = byName(gatewaySnapshotEmf({ clusterName: "c", waiting: 4, running: 2, websocketClients: 7, podsReady: 0, acceptedSinceLast: 9, http5xxSinceLast: 1 }, T));
     assert.equal(snap.QueueDepth.values[0], 6);
     assert.equal(snap.WebSocketClients.values[0], 7);
     assert.equal(snap.Http5xxResponses.values[0], 1);
-    const cold = byName(promptOutcomeEmf({ clusterName: "c", outcome: "success", waitSeconds: 95, runSeconds: 12, coldStart: true }, T));
-    assert.deepEqual(Object.keys(cold).sort(), ["ColdStartSeconds", "PromptRunSeconds", "PromptWaitSeconds", "PromptsSucceeded"]);
-    assert.equal(cold.ColdStartSeconds.values[0], 95);
-    const failedWaiting = byName(promptOutcomeEmf({ clusterName: "c", outcome: "error", waitSeconds: 3, coldStart: false }, T));
+    assert.equal(snap.GpuPodsReady.values[0], 0);
+    const done = byName(promptOutcomeEmf({ clusterName: "c", outcome: "success", waitSeconds: 95, runSeconds: 12 }, T));
+    assert.deepEqual(Object.keys(done).sort(), ["PromptRunSeconds", "PromptWaitSeconds", "PromptsSucceeded"]);
+    assert.equal(done.PromptWaitSeconds.values[0], 95);
+    assert.equal(byName(coldStartEmf("c", 140, T)).ColdStartSeconds.values[0], 140);
+    const node = byName(nodeReadyEmf({ clusterName: "c", registeredSeconds: 70, readySeconds: 110 }, T));
+    assert.deepEqual([node.NodeRegisteredSeconds.values[0], node.ComfyUIReadySeconds.values[0]], [70, 110]);
+    const failedWaiting = byName(promptOutcomeEmf({ clusterName: "c", outcome: "error", waitSeconds: 3 }, T));
     assert.deepEqual(Object.keys(failedWaiting).sort(), ["PromptWaitSeconds", "PromptsFailed"]);
+  });
+
+  it("node boot: the node's jq program turns a boot summary into the same metrics as nodeBootEmf", () => {
+    const { execFileSync } = require("node:child_process") as typeof import("node:child_process");
+    const summaries = [
+      { schema: 1, t_boot: 1000, t_userdata: 1030, t_raid: 1041, t_filled: 1090, t_image: 1075, fill: { result: "complete", files: 3, bytes: 20e9, seconds: 49, missing_files: 0 } },
+      { schema: 1, t_boot: 1000, t_userdata: 1030, t_raid: 1041, t_filled: null, t_image: null, fill: { result: "budget", files: 1, bytes: 0, seconds: 0, missing_files: 4 } },
+    ];
+    for (const s of summaries) {
+      const out = execFileSync("jq", ["-c", "--arg", "cluster", "comfyui-dev", "--argjson", "ts", String(T), nodeBootEmfJq()], { input: JSON.stringify(s) }).toString();
+      const expected = nodeBootEmf({
+        clusterName: "comfyui-dev", seconds: s.fill.seconds, bytes: s.fill.bytes, hotSetFilesMissing: s.fill.missing_files,
+        raidSeconds: s.t_raid - s.t_boot, ...(s.t_filled ? { filledSeconds: s.t_filled - s.t_boot } : {}), ...(s.t_image ? { imageSeconds: s.t_image - s.t_boot } : {}),
+      }, T);
+      assert.deepEqual(parseEmfLine(out), parseEmfLine(JSON.stringify(expected)));
+      assert.deepEqual(JSON.parse(out).boot_summary, s, "the summary rides along as a log field");
+    }
   });
 
   it("node boot: throughput is bytes over seconds, left out for an instant fill", () => {
@@ -94,7 +118,7 @@ describe("observability/metrics", () => {
       for (const e of emitters) {
         if (e.calledFrom === null) continue;
         const text = readFileSync(path.join(__dirname, "..", "..", e.calledFrom), "utf8");
-        assert.match(text, new RegExp(`import \\{[^}]*\\b${e.emitter}\\b[^}]*\\} from "\\.\\./observability/metrics"`), `${e.calledFrom} imports ${e.emitter}`);
+        assert.match(text, new RegExp(`import \\{[^}]*\\b${e.emitter}\\b[^}]*\\} from "(\\.\\./)+observability/metrics"`), `${e.calledFrom} imports ${e.emitter}`);
         assert.match(text, new RegExp(`\\b${e.emitter}\\(`), `${e.calledFrom} calls ${e.emitter}`);
       }
     }
@@ -102,11 +126,13 @@ describe("observability/metrics", () => {
     const sample: Record<string, object[]> = {
       sync: [syncBatchEmf({ clusterName: "c", changeCount: 1, rejectedCount: 0, failedNodes: 0, retried: false }, T)],
       gateway: [
-        gatewaySnapshotEmf({ clusterName: "c", waiting: 0, running: 0, websocketClients: 0, acceptedSinceLast: 0, http5xxSinceLast: 0 }, T),
-        promptOutcomeEmf({ clusterName: "c", outcome: "success", waitSeconds: 1, runSeconds: 1, coldStart: true }, T),
-        promptOutcomeEmf({ clusterName: "c", outcome: "error", waitSeconds: 1, coldStart: false }, T),
+        gatewaySnapshotEmf({ clusterName: "c", waiting: 0, running: 0, websocketClients: 0, podsReady: 1, acceptedSinceLast: 0, http5xxSinceLast: 0 }, T),
+        promptOutcomeEmf({ clusterName: "c", outcome: "success", waitSeconds: 1, runSeconds: 1 }, T),
+        promptOutcomeEmf({ clusterName: "c", outcome: "error", waitSeconds: 1 }, T),
+        coldStartEmf("c", 1, T),
+        nodeReadyEmf({ clusterName: "c", registeredSeconds: 1, readySeconds: 2 }, T),
       ],
-      "node-boot": [nodeBootEmf({ clusterName: "c", seconds: 1, bytes: 1, hotSetFilesMissing: 0 }, T)],
+      "node-boot": [nodeBootEmf({ clusterName: "c", seconds: 1, bytes: 1, hotSetFilesMissing: 0, raidSeconds: 1, filledSeconds: 2, imageSeconds: 2 }, T)],
     };
     for (const [source, lines] of Object.entries(sample)) {
       const written = new Set(lines.flatMap((l) => parseEmfLine(JSON.stringify(l)).map((m) => m.name)));
