@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import * as path from "node:path";
 import { alarmSpecs, checkAlarm, renderAlarmTable } from "../../observability/alarms";
 import { DashboardBody, dashboardBody, DashboardParams, renderLayout } from "../../observability/dashboard";
-import { gatewaySnapshotEmf, METRICS, NAMESPACE, nodeBootEmf, promptOutcomeEmf, syncBatchEmf } from "../../observability/metrics";
+import { coldStartEmf, gatewaySnapshotEmf, METRICS, NAMESPACE, nodeBootEmf, nodeReadyEmf, promptOutcomeEmf, syncBatchEmf } from "../../observability/metrics";
 import { installMocks, MOCK_ACCOUNT, Recorder, unwrap } from "../support/mocks";
 import { metricIdentity, parseEmfLine } from "./emfParse";
 
@@ -18,10 +18,12 @@ function emitted(): Set<string> {
   const T = 1_800_000_000_000;
   const lines = [
     syncBatchEmf({ clusterName: "c", changeCount: 1, rejectedCount: 1, failedNodes: 1, retried: false }, T),
-    gatewaySnapshotEmf({ clusterName: "c", waiting: 1, running: 1, websocketClients: 1, acceptedSinceLast: 1, http5xxSinceLast: 1 }, T),
-    promptOutcomeEmf({ clusterName: "c", outcome: "success", waitSeconds: 1, runSeconds: 1, coldStart: true }, T),
-    promptOutcomeEmf({ clusterName: "c", outcome: "error", waitSeconds: 1, coldStart: false }, T),
-    nodeBootEmf({ clusterName: "c", seconds: 1, bytes: 1, hotSetFilesMissing: 1 }, T),
+    gatewaySnapshotEmf({ clusterName: "c", waiting: 1, running: 1, websocketClients: 1, podsReady: 1, acceptedSinceLast: 1, http5xxSinceLast: 1 }, T),
+    promptOutcomeEmf({ clusterName: "c", outcome: "success", waitSeconds: 1, runSeconds: 1 }, T),
+    promptOutcomeEmf({ clusterName: "c", outcome: "error", waitSeconds: 1 }, T),
+    coldStartEmf("c", 1, T),
+    nodeReadyEmf({ clusterName: "c", registeredSeconds: 1, readySeconds: 2 }, T),
+    nodeBootEmf({ clusterName: "c", seconds: 1, bytes: 1, hotSetFilesMissing: 1, raidSeconds: 1, filledSeconds: 1, imageSeconds: 1 }, T),
   ];
   return new Set(lines.flatMap((l) => parseEmfLine(JSON.stringify(l)).map((m) => metricIdentity(m.namespace, m.name, Object.keys(m.dimensions)))));
 }
