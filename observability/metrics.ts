@@ -35,6 +35,14 @@ export const CLUSTER_DIMENSION = CLUSTER;
 // output turns a reference to an exported const into `exports.X`, which Pulumi's serialized Lambda
 // module does not have (test/sync/handler.test.ts checks the serialized text).
 
+/**
+ * The documented wake budget: waiting prompt → first image on a fresh GPU node, the upper end of
+ * the "now" total in docs/scaling.md's phase budget (≈ 3.7 min, derived there; a test reads the
+ * table). The gateway promises it until it has measured cold starts of its own, and the "GPU pods
+ * pending" alarm waits this long before paging.
+ */
+export const COLD_START_BUDGET_SECONDS = 222;
+
 /** EMF units used here (a subset of the spec's list). */
 export type EmfUnit = "Seconds" | "Bytes" | "Bytes/Second" | "Count" | "None";
 
