@@ -90,7 +90,10 @@ function rows(p: DashboardParams): Draft[][] {
         ours("websocketClients", c, { stat: "Maximum", label: "WebSocket clients" }),
         ours("http5xx", c, { stat: "Sum", label: "5xx answers", yAxis: "right" }),
       ]),
-      graph("ComfyUI pods", r, [ci("namespace_number_of_running_pods", ["ClusterName", c, "Namespace", p.workloadNamespace], { stat: "Maximum", label: "running pods" })]),
+      graph("ComfyUI pods", r, [
+        ci("namespace_number_of_running_pods", ["ClusterName", c, "Namespace", p.workloadNamespace], { stat: "Maximum", label: "running pods" }),
+        ours("podsReady", c, { stat: "Maximum", label: "ready for prompts (gateway)" }),
+      ]),
       graph("Nodes and GPUs", r, [
         ci("cluster_node_count", ["ClusterName", c], { stat: "Maximum", label: "nodes" }),
         ci("node_gpu_limit", ["ClusterName", c], { stat: "Sum", period: 60, label: "GPUs (per minute)" }),
@@ -102,6 +105,24 @@ function rows(p: DashboardParams): Draft[][] {
       ]),
     ],
   ];
+  // A real deployment's own cold start, phase by phase (the node writes the first four at boot, the
+  // gateway the last two when it sees the Node and the pod), next to the fill that dominates it.
+  out.push([
+    graph("GPU node start, from kernel start (s, p50)", r, [
+      ours("bootRaidSeconds", c, { stat: "p50", label: "NVMe RAID ready" }),
+      ours("bootImageSeconds", c, { stat: "p50", label: "image present" }),
+      ours("bootFilledSeconds", c, { stat: "p50", label: "hot set filled" }),
+      ours("nodeRegisteredSeconds", c, { stat: "p50", label: "kubelet registered" }),
+      ours("comfyuiReadySeconds", c, { stat: "p50", label: "ComfyUI ready" }),
+      ours("comfyuiReadySeconds", c, { stat: "p95", label: "ComfyUI ready p95" }),
+    ], {}, 12),
+    graph("Boot fill", r, [
+      ours("bootFillSeconds", c, { stat: "p50", label: "fill seconds p50" }),
+      ours("bootFillThroughput", c, { stat: "Average", label: "bytes/s", yAxis: "right" }),
+      ours("bootFillBytes", c, { stat: "Average", label: "bytes per node", yAxis: "right", visible: false }),
+    ]),
+    graph("Hot-set files missing at boot", r, [ours("hotSetFilesMissing", c, { stat: "Maximum", label: "missing (worst node)" })]),
+  ]);
   if (p.gpuMetrics) {
     out.push([
       graph("GPU utilisation (%)", r, [
