@@ -3,7 +3,7 @@
  * says what to do. Every one goes to the stack's SNS topic (observability/index.ts); `checkAlarm`
  * refuses an alarm that could page nobody or leave the reader without a next step.
  */
-import { CLUSTER_DIMENSION, METRICS, NAMESPACE } from "./metrics";
+import { CLUSTER_DIMENSION, COLD_START_BUDGET_SECONDS, METRICS, NAMESPACE } from "./metrics";
 
 export interface AlarmMetric {
   namespace: string;
@@ -38,6 +38,72 @@ export interface AlarmParams {
   gateway5xxPerFiveMinutes: number;
   gpuUsdPerGpuHour: number;
   gpuDailyBudgetUsd?: number;
+  /** Namespace of the ComfyUI pods. @defaultValue none (no "GPU pods pending" alarm) */
+  workloadNamespace?: string;
+  /** Name of the ComfyUI Deployment (workload/index.ts names it "comfyui"). @defaultValue "comfyui" */
+  comfyuiDeploymentName?: string;
+}
+
+/**
+ * A metric that a CloudWatch Logs metric filter makes (not an emitter): Karpenter's log line for a
+ * NodeClaim deleted before its node ever registered, counted in our namespace. A metric filter can
+ * only take dimensions from fields of the log event, and no field Fluent Bit writes names the
+ * cluster (the log group does), so this metric has no dimension: one stack per account and region.
+ */
+export const NODES_NEVER_REGISTERED_METRIC = "NodesNeverRegistered";
+
+export interface LogMetricFilterSpec {
+  /** Filter name, unique per log group. */
+  name: string;
+  logGroupName: (clusterName: string) => string;
+  pattern: string;
+  metricNamespace: string;
+  metricName: string;
+  /** Each match counts 1; minutes without a match report 0, so the alarm sees zeros, not gaps. */
+  metricValue: "1";
+  defaultValue: number;
+  unit: "Count";
+}
+
+/**
+ * The metric filter behind "gpu-nodes-never-registered", as plain data for observability/index.ts
+ * to create (aws.cloudwatch.LogMetricFilter).
+ *
+ * What Karpenter v1.14.1 writes (kubernetes-sigs/karpenter@v1.14.1):
+ * - pkg/controllers/nodeclaim/lifecycle/liveness.go deletes a launched NodeClaim whose Registered
+ *   condition did not turn true within registrationTimeout (15 minutes), logging "terminating due
+ *   to timeout" with reason "registration_timeout" — but at V(1), i.e. zap's debug level, which the
+ *   default log level (info, pkg/operator/logging/logging.go) drops; it records no Event for it.
+ * - pkg/controllers/nodeclaim/lifecycle/controller.go then finalizes the NodeClaim and logs
+ *   "deleted nodeclaim" at info. Its context carries "provider-id" when the instance was launched
+ *   (Status.ProviderID) and "Node" only when Status.NodeName is set, which registration.go does
+ *   when the node registers. So "deleted nodeclaim" with a provider-id and no Node is an instance
+ *   that launched and never became a node; a launch failure has no provider-id.
+ * - Logs are zap JSON with keys message, level, time, logger (logging.go EncoderConfig).
+ *
+ * How the line reaches CloudWatch (aws-observability/helm-charts amazon-cloudwatch-observability-6.4.0,
+ * values.yaml application-log.conf): Fluent Bit tails /var/log/containers/*.log except the
+ * cloudwatch-agent, fluent-bit, aws-node and kube-proxy files (Karpenter's pods in kube-system are
+ * not excluded), keeps the raw line in `log`, merges its JSON under `log_processed` (Merge_Log On,
+ * Merge_Log_Key log_processed) and adds `kubernetes.namespace_name`, into
+ * /aws/containerinsights/<cluster>/application.
+ */
+export function nodesNeverRegisteredFilter(karpenterNamespace: string): LogMetricFilterSpec {
+  if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(karpenterNamespace)) throw new Error(`karpenterNamespace: '${karpenterNamespace}' is not a Kubernetes namespace name`);
+  return {
+    name: "karpenter-nodeclaim-never-registered",
+    logGroupName: (clusterName) => `/aws/containerinsights/${clusterName}/application`,
+    // The hyphenated key is matched in the raw line with a regex ("%…%", whose allowed symbols
+    // include '-' but not quotes) rather than as a JSON selector.
+    pattern:
+      `{ $.kubernetes.namespace_name = "${karpenterNamespace}" && $.log_processed.message = "deleted nodeclaim" && ` +
+      "$.log_processed.Node NOT EXISTS && $.log = %provider-id% }",
+    metricNamespace: NAMESPACE,
+    metricName: NODES_NEVER_REGISTERED_METRIC,
+    metricValue: "1",
+    defaultValue: 0,
+    unit: "Count",
+  };
 }
 
 const ours = (key: keyof typeof METRICS, clusterName: string, stat: string, period: number): AlarmMetric => ({
@@ -111,6 +177,69 @@ export function alarmSpecs(p: AlarmParams): AlarmSpec[] {
       metric: ours("http5xx", p.clusterName, "Sum", 300),
     },
   ];
+  if (p.workloadNamespace !== undefined) {
+    // Container Insights' leader agent reports each Pending pod, scheduled or not, from the API
+    // server with PodName = its Deployment (awscontainerinsightreceiver k8sapiserver.go
+    // getPendingPodStatusMetrics / getKubernetesBlob); [ClusterName, Namespace, PodName] is one of
+    // pod_status_pending's dimension sets. Datapoints come once a minute and only while a pod is
+    // pending, so no data means none pending.
+    const minutes = Math.ceil(COLD_START_BUDGET_SECONDS / 60);
+    alarms.push({
+      key: "gpu-pods-pending",
+      meaning:
+        `A ComfyUI pod has been Pending in every minute for ${minutes} minutes, longer than the documented wake budget (${COLD_START_BUDGET_SECONDS} s). ` +
+        "Approximation: the alarm sees the count of pending pods per minute, not each pod's age, so pods that keep arriving pending back to back also fire it.",
+      action:
+        `kubectl -n ${p.workloadNamespace} describe pod -l app.kubernetes.io/name=comfyui shows why (FailedScheduling, image pull, volume); ` +
+        "check Karpenter's log for the NodeClaim it launched, the G/VT vCPU quota and the NodePool limits.",
+      description: "",
+      comparisonOperator: "GreaterThanOrEqualToThreshold",
+      threshold: 1,
+      evaluationPeriods: minutes,
+      treatMissingData: "notBreaching",
+      metric: {
+        namespace: "ContainerInsights",
+        metricName: "pod_status_pending",
+        dimensions: { ClusterName: p.clusterName, Namespace: p.workloadNamespace, PodName: p.comfyuiDeploymentName ?? "comfyui" },
+        stat: "Minimum",
+        period: 60,
+      },
+    });
+  }
+  alarms.push(
+    {
+      key: "prompts-waiting-no-gpu",
+      meaning: "Prompts have waited for 15 minutes (three 5-minute periods) while no GPU pod was ready at any moment: no GPU node could start.",
+      action:
+        "Check the G and VT instance vCPU quota (Service Quotas, EC2 'Running On-Demand G and VT instances' and the spot one), Karpenter's log " +
+        "(kubectl -n kube-system logs deploy/karpenter) for launch errors and insufficient capacity, the NodePool limits (kubectl get nodepool), " +
+        "and image pull errors on pending pods (kubectl -n comfyui get events).",
+      description: "",
+      comparisonOperator: "GreaterThanOrEqualToThreshold",
+      threshold: 1,
+      evaluationPeriods: 3,
+      treatMissingData: "notBreaching",
+      expression: {
+        // Nested IF instead of AND: only IF and comparison operators, as the failed-prompt alarm uses.
+        expression: "IF(FILL(m1,0) > 0, IF(FILL(m2,0) == 0, 1, 0), 0)",
+        label: "prompts waiting, no GPU pod ready",
+        metrics: { m1: ours("promptsWaiting", p.clusterName, "Minimum", 300), m2: ours("podsReady", p.clusterName, "Maximum", 300) },
+      },
+    },
+    {
+      key: "gpu-nodes-never-registered",
+      meaning: "Karpenter deleted a GPU NodeClaim whose instance launched but never registered as a node (Karpenter gives up after 15 minutes).",
+      action:
+        "Read the instance's console output (EC2: Get system log) for the boot failure (user data, RAID, model fill); kubectl -n kube-system logs deploy/karpenter " +
+        "around the 'deleted nodeclaim' line names the NodeClaim and provider-id. Repeated failures mark the NodePool NodeRegistrationHealthy=False.",
+      description: "",
+      comparisonOperator: "GreaterThanThreshold",
+      threshold: 0,
+      evaluationPeriods: 1,
+      treatMissingData: "notBreaching",
+      metric: { namespace: NAMESPACE, metricName: NODES_NEVER_REGISTERED_METRIC, dimensions: {}, stat: "Sum", period: 300 },
+    },
+  );
   if (p.gpuDailyBudgetUsd !== undefined) {
     alarms.push({
       key: "gpu-spend",
