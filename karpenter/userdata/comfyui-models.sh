@@ -37,6 +37,14 @@
 # mb_per_s, missing_files, missing_bytes, missing [keys]}, image {ref, result:
 # present|failed|skipped, seconds, snapshotter}.
 #
+# Boot metrics (boot): the summary, turned into one CloudWatch embedded-metric-format document by
+# the jq program BOOT_EMF_JQ (generated from observability/metrics.ts, args cluster and ts), is sent
+# as one log event to log group METRICS_LOG_GROUP, stream node-boot/<instance id> (IMDSv2;
+# INSTANCE_ID overrides), with CLUSTER_NAME as the dimension. Best effort: a failure is one line on
+# the console and in the journal, never a failed boot; METRICS_LOG_GROUP empty: nothing is sent.
+# The node label comfyui.studio/boot-at=<t_boot> lets the cluster side time kernel start ->
+# registered -> ComfyUI ready.
+#
 # Settings come from the environment, else from /etc/comfyui-models.env (COMFYUI_MODELS_ENV_FILE
 # overrides the path). The environment wins so that a systemd unit or an operator can override one
 # value without editing the file.
@@ -62,7 +70,8 @@ readonly DEFAULT_MODEL_FOLDERS="audio_encoders checkpoints clip clip_vision conf
 readonly SETTINGS=(MODELS_BUCKET AWS_REGION AWS_ENDPOINT_URL MODELS_DIR STAGING_DIR STATE_DIR HOT_SET
   HOT_SET_B64 MODEL_FOLDERS PARALLEL RETRIES BOOT_FILL_SECONDS RESERVE_GB EVICTION_PERCENT MARGIN_GB
   IMAGE_GB SCRATCH_GB_PER_GPU INSTANCE_TYPE INSTANCE_FACTS TRANSFER_CLIENT SUMMARY_DIR IMAGE_PARAM
-  CONTAINERD_CONFIG DISK USERDATA_START BOOT_ROOT)
+  CONTAINERD_CONFIG DISK USERDATA_START BOOT_ROOT METRICS_LOG_GROUP CLUSTER_NAME BOOT_EMF_JQ INSTANCE_ID
+  AWS_ENDPOINT_URL_CLOUDWATCH_LOGS)
 readonly G=1000000000
 
 log() { printf '%s: %s %s\n' "$PROG" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
@@ -108,6 +117,7 @@ load_settings() {
   : "${IMAGE_GB:=30}" "${SCRATCH_GB_PER_GPU:=20}" "${INSTANCE_TYPE:=}" "${INSTANCE_FACTS:=}"
   : "${TRANSFER_CLIENT:=crt}" "${SUMMARY_DIR:=$BOOT_ROOT/var/log/comfyui-models}" "${IMAGE_PARAM:=}"
   : "${CONTAINERD_CONFIG:=$BOOT_ROOT/etc/containerd/config.toml}" "${DISK:=/mnt/k8s-disks/0}" "${USERDATA_START:=}"
+  : "${METRICS_LOG_GROUP:=}" "${CLUSTER_NAME:=}" "${BOOT_EMF_JQ:=}" "${INSTANCE_ID:=}"
   # The user data carries the hot set base64-encoded so that its MIME part stays pure ASCII.
   if [[ -z $HOT_SET && -n $HOT_SET_B64 ]]; then
     HOT_SET=$(printf '%s' "$HOT_SET_B64" | base64 -d) || die "$EX_USAGE" "HOT_SET_B64 is not base64"
@@ -121,6 +131,7 @@ load_settings() {
   ((PARALLEL >= 1)) || die "$EX_USAGE" "PARALLEL must be at least 1"
   # An empty AWS_ENDPOINT_URL must not reach CLIs that read it: unset means the real S3 endpoint.
   if [[ -z ${AWS_ENDPOINT_URL:-} ]]; then unset AWS_ENDPOINT_URL; fi
+  if [[ -z ${AWS_ENDPOINT_URL_CLOUDWATCH_LOGS:-} ]]; then unset AWS_ENDPOINT_URL_CLOUDWATCH_LOGS; fi
   # Children (xargs workers) get the resolved values and skip the file.
   export "${SETTINGS[@]}"
   export COMFYUI_MODELS_ENV_FILE=
@@ -131,10 +142,15 @@ require_bucket() {
   [[ -n $AWS_REGION ]] || die "$EX_USAGE" "AWS_REGION is not set"
 }
 
-# Explicit flags rather than relying on AWS_ENDPOINT_URL: CLI releases before 2.13 ignore it.
+# Explicit flags rather than relying on AWS_ENDPOINT_URL: CLI releases before 2.13 ignore it. The
+# service-specific variable for CloudWatch Logs (AWS_ENDPOINT_URL_<serviceId>, serviceId "CloudWatch
+# Logs" in botocore's logs/2014-03-28/service-2.json; AWS SDKs and Tools Reference Guide,
+# "Service-specific endpoints") is honoured the same way, so a test can put S3 and Logs apart.
 aws_cli() {
   local -a global=(--region "$AWS_REGION")
-  if [[ -n ${AWS_ENDPOINT_URL:-} ]]; then global+=(--endpoint-url "$AWS_ENDPOINT_URL"); fi
+  local endpoint=${AWS_ENDPOINT_URL:-}
+  if [[ ${1:-} == logs && -n ${AWS_ENDPOINT_URL_CLOUDWATCH_LOGS:-} ]]; then endpoint=$AWS_ENDPOINT_URL_CLOUDWATCH_LOGS; fi
+  if [[ -n $endpoint ]]; then global+=(--endpoint-url "$endpoint"); fi
   aws "${global[@]}" "$@"
 }
 
@@ -792,6 +808,60 @@ WantedBy=multi-user.target
 EOF
 }
 
+# The boot summary as one EMF log event to CloudWatch Logs (PutLogEvents extracts EMF without the
+# CloudWatch agent, which does not run before kubelet: CloudWatch User Guide, "Using the
+# PutLogEvents API to send manually-created embedded metric format logs"). A subshell without the
+# ERR trap and errexit: nothing here may block the node or fail its boot, so every step is checked
+# and a failure is one line naming the log group and the CLI's error. Each call is bounded, and the
+# CLI's standard retry mode with 3 attempts keeps a CloudWatch outage to seconds of boot time.
+send_boot_metrics() (
+  trap - ERR
+  set +e
+  local summary=$1 ts id stream out=$RUN_DIR/boot-metrics doc rc
+  if [[ -z $METRICS_LOG_GROUP ]]; then
+    log "boot metrics: METRICS_LOG_GROUP is not set; nothing sent"
+    return 0
+  fi
+  not_sent() { say "boot metrics not sent to log group $METRICS_LOG_GROUP (the node registers anyway): $*"; }
+  if [[ -z $CLUSTER_NAME || -z $BOOT_EMF_JQ ]]; then not_sent "CLUSTER_NAME or BOOT_EMF_JQ is not set"; return 0; fi
+  id=$INSTANCE_ID
+  if [[ -z $id ]] && command -v imds >/dev/null; then id=$(timeout 10 imds /latest/meta-data/instance-id 2>/dev/null); fi
+  if [[ ! $id =~ ^i-[0-9a-f]{8,17}$ ]]; then not_sent "no EC2 instance id from IMDS (got '$id')"; return 0; fi
+  stream=node-boot/$id
+  ts=$(date +%s%3N)
+  if ! doc=$(jq -c --arg cluster "$CLUSTER_NAME" --argjson ts "$ts" "$BOOT_EMF_JQ" "$summary" 2>"$out.err"); then
+    not_sent "BOOT_EMF_JQ failed on $summary: $(oneline "$out.err")"
+    return 0
+  fi
+  # A file, not shorthand: the message is JSON full of commas, which shorthand would split.
+  if ! jq -cn --argjson ts "$ts" --arg message "$doc" '[{timestamp: $ts, message: $message}]' >"$out.events" 2>"$out.err"; then
+    not_sent "cannot write the log event: $(oneline "$out.err")"
+    return 0
+  fi
+  export AWS_RETRY_MODE=standard AWS_MAX_ATTEMPTS=3 AWS_PAGER=''
+  rc=0
+  timeout -k 5 20 bash "$SELF" __aws logs create-log-stream --log-group-name "$METRICS_LOG_GROUP" --log-stream-name "$stream" \
+    >/dev/null 2>"$out.err" || rc=$?
+  # The stream survives a reboot of the same instance: its second boot adds to it.
+  if ((rc != 0)) && ! grep -q ResourceAlreadyExistsException "$out.err"; then
+    not_sent "create-log-stream $stream: $(if ((rc == 124)); then echo "timed out after 20s"; else oneline "$out.err"; fi)"
+    return 0
+  fi
+  rc=0
+  timeout -k 5 20 bash "$SELF" __aws logs put-log-events --log-group-name "$METRICS_LOG_GROUP" --log-stream-name "$stream" \
+    --log-events "file://$out.events" --output json >"$out.put" 2>"$out.err" || rc=$?
+  if ((rc != 0)); then
+    not_sent "put-log-events $stream: $(if ((rc == 124)); then echo "timed out after 20s"; else oneline "$out.err"; fi)"
+    return 0
+  fi
+  # Accepted by the API but dropped (a clock far off, say): as good as not sent.
+  if jq -e '.rejectedLogEventsInfo != null' "$out.put" >/dev/null 2>&1; then
+    not_sent "put-log-events $stream: event rejected: $(jq -c .rejectedLogEventsInfo "$out.put")"
+    return 0
+  fi
+  log "boot metrics sent to log group $METRICS_LOG_GROUP, stream $stream"
+)
+
 cmd_boot() {
   set -E
   trap 'block_node "boot failed at line $LINENO"' ERR
@@ -840,9 +910,12 @@ cmd_boot() {
   if [[ $ires == present ]]; then t_image=$(date +%s); fi
   # Kubelet may label its own Node at registration with labels outside the kubernetes.io
   # namespaces (NodeRestriction); nodeadm-run reads this drop-in and merges --node-labels
-  # (amazon-eks-ami v20260724 nodeadm/internal/api/merge.go, nodeadm-run.service config sources).
+  # (amazon-eks-ami v20260724 nodeadm/internal/api/merge.go, nodeadm-run.service config sources):
+  # kubelet flags of all NodeConfigs are appended, not replaced, and kubelet merges the values of
+  # every --node-labels, so this flag (k=v,k=v) and Karpenter's both apply.
   mkdir -p "$BOOT_ROOT/etc/eks/nodeadm.d"
-  printf 'apiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  kubelet:\n    flags:\n      - --node-labels=comfyui.studio/models-missing=%d\n' "$mfiles" >"$BOOT_ROOT/etc/eks/nodeadm.d/90-comfyui-models.yaml"
+  printf 'apiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  kubelet:\n    flags:\n      - --node-labels=comfyui.studio/models-missing=%d,comfyui.studio/boot-at=%d\n' \
+    "$mfiles" "$t_boot" >"$BOOT_ROOT/etc/eks/nodeadm.d/90-comfyui-models.yaml"
   local json
   json=$(jq -cn --arg type "${NODE_TYPE:-$INSTANCE_TYPE}" --argjson gpus "$GPUS" --argjson t_boot "$t_boot" \
     --argjson t_ud "$t_ud" --argjson t_raid "$t_raid" --argjson t_filled "$t_filled" --argjson t_image "$t_image" \
@@ -865,6 +938,7 @@ cmd_boot() {
   systemctl daemon-reload
   systemctl enable "$unit"
   systemctl start --no-block "$unit"
+  send_boot_metrics "$SUMMARY_DIR/boot-summary.json" || true
 }
 
 usage() {

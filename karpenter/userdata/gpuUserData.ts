@@ -10,6 +10,7 @@
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { nodeBootEmfJq } from "../../observability/metrics";
 import {
   MODEL_FOLDERS,
   NODE_MODELS_ENV_FILE,
@@ -60,6 +61,18 @@ export interface GpuUserDataArgs {
    * changes no node's user data. @defaultValue unset: no pre-pull
    */
   readonly imageParameter?: string;
+  /**
+   * Where the node sends its boot summary as one CloudWatch EMF log event (stream
+   * `node-boot/<instance id>`; the node role needs logs:CreateLogStream and logs:PutLogEvents
+   * there). @defaultValue unset: no boot metrics
+   */
+  readonly bootMetrics?: BootMetricsTarget;
+}
+
+/** The metrics log group of the cluster (observability/metrics.ts metricsLogGroupName) and the cluster, its dimension. */
+export interface BootMetricsTarget {
+  readonly logGroupName: string;
+  readonly clusterName: string;
 }
 
 /** What the node needs to know about its instance type. */
@@ -71,6 +84,9 @@ export interface InstanceFacts {
 
 /** Label the node registers with: how many hot-set files did not fit (0 = complete). */
 export const MODELS_MISSING_LABEL = "comfyui.studio/models-missing";
+
+/** Label the node registers with: its kernel start (the boot summary's t_boot), epoch seconds. */
+export const BOOT_AT_LABEL = "comfyui.studio/boot-at";
 
 /** Where each GPU node leaves its boot summary (JSON; also one journal line tagged comfyui-boot). */
 export const BOOT_SUMMARY_FILE = "/var/log/comfyui-models/boot-summary.json";
@@ -157,6 +173,9 @@ const REGION = /^[a-z]{2}(-[a-z]+)+-\d+$/;
 const INSTANCE_TYPE = /^[a-z0-9-]+\.[a-z0-9-]+$/;
 // SSM parameter names (SSM PutParameter API): letters, digits, . - _ and / for the hierarchy.
 const SSM_PARAMETER = /^\/?[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/;
+// CloudWatch Logs CreateLogGroup: 1-512 of [.-_/#A-Za-z0-9]; EKS CreateCluster: ^[0-9A-Za-z][A-Za-z0-9\-_]*$, 1-100.
+const LOG_GROUP = /^[.\-_/#A-Za-z0-9]{1,512}$/;
+const CLUSTER_NAME = /^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$/;
 const DEFAULT_IMAGE_GB = 30;
 const DEFAULT_SCRATCH_GB_PER_GPU = 20;
 
@@ -202,6 +221,15 @@ function validate(args: GpuUserDataArgs): void {
   if (args.imageParameter !== undefined && (!SSM_PARAMETER.test(args.imageParameter) || args.imageParameter.length > 2048)) {
     throw new Error(`renderGpuUserData: imageParameter ${JSON.stringify(args.imageParameter)} is not an SSM parameter name`);
   }
+  if (args.bootMetrics !== undefined) {
+    const { logGroupName, clusterName } = args.bootMetrics;
+    if (!LOG_GROUP.test(logGroupName)) {
+      throw new Error(`renderGpuUserData: bootMetrics.logGroupName ${JSON.stringify(logGroupName)} is not a CloudWatch Logs log group name`);
+    }
+    if (!CLUSTER_NAME.test(clusterName)) {
+      throw new Error(`renderGpuUserData: bootMetrics.clusterName ${JSON.stringify(clusterName)} is not an EKS cluster name`);
+    }
+  }
 }
 
 /** "type=gpus:N,mbps:M ..." as the tool's INSTANCE_FACTS expects, sorted so rendering is stable. */
@@ -227,6 +255,16 @@ function envFile(args: GpuUserDataArgs): string {
     ["SCRATCH_GB_PER_GPU", String(args.scratchGbPerGpu ?? DEFAULT_SCRATCH_GB_PER_GPU)],
     ["INSTANCE_FACTS", instanceFactsValue(args)],
     ["IMAGE_PARAM", args.imageParameter ?? ""],
+    // The jq program (about 0.9 KB) travels here rather than next to the tool: the user data has
+    // the room (USER_DATA_MAX_BYTES, checked at render), while a second tools-bucket object would
+    // need its own grant, fetch and checksum at boot. Without bootMetrics the user data is unchanged.
+    ...(args.bootMetrics
+      ? ([
+          ["METRICS_LOG_GROUP", args.bootMetrics.logGroupName],
+          ["CLUSTER_NAME", args.bootMetrics.clusterName],
+          ["BOOT_EMF_JQ", nodeBootEmfJq()],
+        ] as [string, string][])
+      : []),
   ];
   return values.map(([k, v]) => `${k}=${shellQuote(v)}`).join("\n");
 }

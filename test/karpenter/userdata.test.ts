@@ -16,9 +16,13 @@ import {
   NODE_MODELS_STATE_DIR,
   NODE_MODELS_TOOL,
 } from "../../karpenter/nodeContract";
+import { NODE_BOOT_STREAM_PREFIX, metricsLogGroupName, nodeBootEmf, nodeBootEmfJq } from "../../observability/metrics";
+import { parseEmfLine } from "../observability/emfParse";
 import {
+  BOOT_AT_LABEL,
   FILL_REST_UNIT,
   GpuUserDataArgs,
+  MODELS_MISSING_LABEL,
   MODELS_TOOL_EXIT,
   NODE_DISK_MOUNT,
   USER_DATA_BOUNDARY,
@@ -35,11 +39,13 @@ import {
   aws,
   awsEnv,
   childPath,
+  FakeLogs,
   listFiles,
   makeTempDir,
   removeDir,
   runBash,
   shellcheck,
+  startFakeLogs,
   startS3,
   startThrottledProxy,
   watchForPartialFiles,
@@ -158,6 +164,44 @@ describe("GPU node user data and the comfyui-models tool", function () {
       assert.equal(renderGpuUserData(ARGS), userData, "rendering is deterministic (no node drift)");
     });
 
+    it("with boot metrics, the settings carry the log group, the cluster and the jq program, and the largest pool still fits the budget", async () => {
+      const bootMetrics = { logGroupName: metricsLogGroupName("comfyui-dev"), clusterName: "comfyui-dev" };
+      // Every G6/G6e/P5 size the pool could list, with long bucket names and a long hot set.
+      const types = ["g6", "g6e", "gr6"].flatMap((f) => ["xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge", "48xlarge"].map((s) => `${f}.${s}`));
+      const big: GpuUserDataArgs = {
+        ...ARGS,
+        modelsBucket: `comfyui-models-${"x".repeat(40)}`,
+        toolsBucket: `comfyui-nodetools-${"x".repeat(40)}`,
+        hotSet: Array.from({ length: 20 }, (_, i) => `diffusion_models/model_number_${i}_bf16.safetensors`),
+        instanceFacts: Object.fromEntries(types.map((t) => [t, { gpus: 8, mbps: 3_200_000 }])),
+        imageParameter: "/comfyui-dev-with-a-long-stack-name/comfyui/image",
+        bootMetrics,
+      };
+      const userData = renderGpuUserData(big);
+      assert.ok(Buffer.byteLength(userData) <= USER_DATA_MAX_BYTES, `${Buffer.byteLength(userData)} bytes`);
+      assert.match(userData, /^[\x00-\x7f]*$/);
+      const env = heredoc(renderGpuUserDataScript(big), "COMFYUI_MODELS_ENV");
+      const file = join(scratch, "metrics.env");
+      writeFileSync(file, env);
+      const probe = join(scratch, "metrics-probe.sh");
+      writeFileSync(probe, `set -eu\n. "$1"\nprintf '%s\\n' "$METRICS_LOG_GROUP" "$CLUSTER_NAME" "$BOOT_EMF_JQ"\n`);
+      const out = await runBash(probe, [file], { PATH: process.env.PATH, HOME: "/nonexistent" });
+      assert.equal(out.code, 0, out.stderr);
+      assert.deepEqual(out.stdout.split("\n").slice(0, 3), [bootMetrics.logGroupName, bootMetrics.clusterName, nodeBootEmfJq()]);
+      // Without boot metrics nothing of it is rendered (existing stacks' nodes do not drift).
+      const plain = heredoc(renderGpuUserDataScript(ARGS), "COMFYUI_MODELS_ENV");
+      assert.ok(!/^(METRICS_LOG_GROUP|CLUSTER_NAME|BOOT_EMF_JQ)=/m.test(plain), plain);
+    });
+
+    it("the tool's settings list names every setting the user data writes", () => {
+      const source = readFileSync(TOOL_PATH, "utf8");
+      const list = /^readonly SETTINGS=\(([^)]*)\)$/m.exec(source)?.[1].split(/\s+/).filter(Boolean) ?? [];
+      const env = heredoc(renderGpuUserDataScript({ ...ARGS, bootMetrics: { logGroupName: "/comfyui/c/metrics", clusterName: "c" } }), "COMFYUI_MODELS_ENV");
+      const written = [...env.matchAll(/^([A-Z_0-9]+)=/gm)].map((m) => m[1]);
+      assert.ok(written.includes("BOOT_EMF_JQ") && written.length > 5);
+      assert.deepEqual(written.filter((n) => !list.includes(n)), [], "a setting the tool would not keep from the environment");
+    });
+
     it("the rendered shell part is shellcheck-clean", async () => {
       const file = join(scratch, "user-data.sh");
       writeFileSync(file, renderGpuUserDataScript(ARGS));
@@ -238,6 +282,10 @@ describe("GPU node user data and the comfyui-models tool", function () {
         [{ imageParameter: "not a name" }, /imageParameter/],
         [{ instanceFacts: { "g6.xlarge": { gpus: 0, mbps: 1 } } }, /instanceFacts\["g6\.xlarge"\]\.gpus/],
         [{ instanceFacts: { "G6 xlarge": { gpus: 1, mbps: 1 } } }, /instanceFacts key/],
+        [{ bootMetrics: { logGroupName: "metrics group", clusterName: "c" } }, /bootMetrics\.logGroupName/],
+        [{ bootMetrics: { logGroupName: "", clusterName: "c" } }, /bootMetrics\.logGroupName/],
+        [{ bootMetrics: { logGroupName: "/comfyui/c/metrics", clusterName: "-c" } }, /bootMetrics\.clusterName/],
+        [{ bootMetrics: { logGroupName: "/comfyui/c/metrics", clusterName: "c'; rm -rf /" } }, /bootMetrics\.clusterName/],
       ];
       for (const [override, message] of bad) {
         assert.throws(() => renderGpuUserData({ ...ARGS, ...override }), message, JSON.stringify(override));
@@ -828,8 +876,9 @@ describe("GPU node user data and the comfyui-models tool", function () {
         );
         assert.equal(
           read("etc/eks/nodeadm.d/90-comfyui-models.yaml"),
-          "apiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  kubelet:\n    flags:\n      - --node-labels=comfyui.studio/models-missing=0\n",
+          `apiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  kubelet:\n    flags:\n      - --node-labels=${MODELS_MISSING_LABEL}=0,${BOOT_AT_LABEL}=${summary().t_boot}\n`,
         );
+        assert.match(result.stderr, /boot metrics: METRICS_LOG_GROUP is not set; nothing sent/);
         assert.equal(read("usr/local/bin/comfyui-models"), readFileSync(TOOL_PATH, "utf8"), "the installed tool is the repository's");
         assert.match(read("etc/comfyui-models.env"), /^MODELS_BUCKET='models'$/m);
         assert.match(read(`etc/systemd/system/${FILL_REST_UNIT}`), /^ExecStart=.*comfyui-models fill-rest$/m);
@@ -920,7 +969,7 @@ describe("GPU node user data and the comfyui-models tool", function () {
         assert.deepEqual(listFiles(join(box, "disk/comfyui-models")), [...taken].sort());
         assert.equal(
           read("etc/eks/nodeadm.d/90-comfyui-models.yaml"),
-          `apiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  kubelet:\n    flags:\n      - --node-labels=comfyui.studio/models-missing=${missing.length}\n`,
+          `apiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  kubelet:\n    flags:\n      - --node-labels=${MODELS_MISSING_LABEL}=${missing.length},${BOOT_AT_LABEL}=${summary().t_boot}\n`,
         );
         const s = summary();
         assert.equal(s.fill.result, "partial");
@@ -981,6 +1030,107 @@ describe("GPU node user data and the comfyui-models tool", function () {
         assert.deepEqual(spans(noParam.timing, "nerdctl"), [], "nothing pulled without a digest");
         // No snapshotter line in containerd's config: containerd's default, overlayfs.
         assert.equal(noParam.summary().image.result, "failed");
+      });
+
+      describe("boot metrics to CloudWatch Logs (a fake Logs endpoint on loopback)", () => {
+        const CLUSTER = "comfyui-test";
+        const GROUP = metricsLogGroupName(CLUSTER);
+        const INSTANCE = "i-0123456789abcdef0";
+        const STREAM = `${NODE_BOOT_STREAM_PREFIX}${INSTANCE}`;
+        const bootMetrics = { logGroupName: GROUP, clusterName: CLUSTER };
+        let logs: FakeLogs | undefined;
+        afterEach(async () => {
+          await logs?.close();
+          logs = undefined;
+        });
+        const metricsEnv = (endpoint: string): NodeJS.ProcessEnv => ({ INSTANCE_ID: INSTANCE, AWS_ENDPOINT_URL_CLOUDWATCH_LOGS: endpoint });
+
+        /** What observability/metrics.ts's own emitter makes of a summary, as CloudWatch would extract it. */
+        function expectedMetrics(s: BootSummary, ts: number) {
+          const since = (t: number | null) => (t === null ? undefined : t - s.t_boot);
+          const doc = nodeBootEmf(
+            {
+              clusterName: CLUSTER,
+              seconds: s.fill.seconds,
+              bytes: s.fill.bytes,
+              hotSetFilesMissing: s.fill.missing_files,
+              raidSeconds: since(s.t_raid),
+              filledSeconds: since(s.t_filled),
+              imageSeconds: since(s.t_image),
+            },
+            ts,
+          );
+          return parseEmfLine(JSON.stringify(doc));
+        }
+        const byName = <T extends { name: string }>(list: T[]): T[] => [...list].sort((a, b) => (a.name < b.name ? -1 : 1));
+
+        it("sends the boot summary as one EMF event to node-boot/<instance id>: the metrics of nodeBootEmf, the summary on disk beside them", async () => {
+          logs = await startFakeLogs();
+          const before = Date.now();
+          const { result, read, summary } = await boot({ bootMetrics, imageParameter: "/comfyui/test/image" }, { stubEnv: { ...metricsEnv(logs.endpoint), STUB_PULL_SECONDS: "0" } });
+          const after = Date.now();
+          assert.equal(result.code, 0, result.stderr);
+          assert.deepEqual(logs.calls.map((c) => c.target), ["Logs_20140328.CreateLogStream", "Logs_20140328.PutLogEvents"], result.stderr);
+          assert.deepEqual(logs.calls[0].body, { logGroupName: GROUP, logStreamName: STREAM });
+          assert.deepEqual([...logs.events.keys()], [`${GROUP}|${STREAM}`]);
+          const events = logs.events.get(`${GROUP}|${STREAM}`)!;
+          assert.equal(events.length, 1);
+          const [event] = events;
+          assert.ok(event.timestamp >= before && event.timestamp <= after, `timestamp ${event.timestamp} is now in ms`);
+          const s = summary();
+          assert.equal(s.image.result, "present", "t_image set: every node-boot metric present");
+          const got = parseEmfLine(event.message);
+          const want = expectedMetrics(s, event.timestamp);
+          assert.equal(got.length, 7);
+          assert.deepEqual(byName(got), byName(want));
+          const doc = JSON.parse(event.message) as { boot_summary: unknown };
+          assert.deepEqual(doc.boot_summary, JSON.parse(read("var/log/comfyui-models/boot-summary.json")));
+          assert.match(result.stderr, new RegExp(`boot metrics sent to log group ${GROUP}, stream ${STREAM}`));
+          // The label the cluster side times from.
+          assert.match(read("etc/eks/nodeadm.d/90-comfyui-models.yaml"), new RegExp(`--node-labels=${MODELS_MISSING_LABEL}=0,${BOOT_AT_LABEL}=${s.t_boot}\n$`));
+        });
+
+        it("a stream that already exists (the node rebooted) still gets the event", async () => {
+          logs = await startFakeLogs({ existingStreams: [`${GROUP}|${STREAM}`] });
+          const { result, read } = await boot({ bootMetrics }, { stubEnv: metricsEnv(logs.endpoint) });
+          assert.equal(result.code, 0, result.stderr);
+          assert.deepEqual(logs.calls.map((c) => c.target), ["Logs_20140328.CreateLogStream", "Logs_20140328.PutLogEvents"]);
+          assert.equal(logs.events.get(`${GROUP}|${STREAM}`)?.length, 1);
+          assert.doesNotMatch(read("dev/console"), /boot metrics not sent/);
+          // Metrics without an image: the absent ones are left out, not sent as null.
+          const names = parseEmfLine(logs.events.get(`${GROUP}|${STREAM}`)![0].message).map((m) => m.name);
+          assert.ok(!names.includes("BootImageSeconds") && names.includes("BootRaidSeconds"), names.join());
+        });
+
+        it("CloudWatch Logs answering 500 never blocks the boot: the node registers, one line names the group and the error, 3 attempts", async () => {
+          logs = await startFakeLogs({ fail500: true });
+          const { result, read, calls, summary } = await boot({ bootMetrics }, { stubEnv: metricsEnv(logs.endpoint) });
+          assert.equal(result.code, 0, result.stderr);
+          const lines = read("dev/console").split("\n").filter((l) => /boot metrics not sent/.test(l));
+          assert.equal(lines.length, 1, read("dev/console"));
+          assert.match(lines[0], new RegExp(`boot metrics not sent to log group ${GROUP} \\(the node registers anyway\\): create-log-stream ${STREAM}: .*(500|ServiceUnavailable)`));
+          assert.ok(calls.some((c) => c.startsWith(`logger -t comfyui-models -- boot metrics not sent to log group ${GROUP}`)), "the journal says it too");
+          assert.deepEqual(logs.calls.map((c) => c.target), Array(3).fill("Logs_20140328.CreateLogStream"), "the CLI's standard retry mode, 3 attempts");
+          // Registration is not held back: the label drop-in, the rest unit, no failure marker.
+          assert.match(read("etc/eks/nodeadm.d/90-comfyui-models.yaml"), new RegExp(`${BOOT_AT_LABEL}=${summary().t_boot}`));
+          assert.ok(calls.includes(`systemctl start --no-block ${FILL_REST_UNIT}`));
+          assert.equal(read("etc/comfyui-models.boot-fill-failed"), "");
+          assert.ok(!calls.includes("systemctl mask --now kubelet.service"));
+        });
+
+        it("an unreachable endpoint, or no instance id, is one line and a registered node too", async () => {
+          const { result, read, calls } = await boot({ bootMetrics }, { stubEnv: metricsEnv("http://127.0.0.1:9") });
+          assert.equal(result.code, 0, result.stderr);
+          assert.match(read("dev/console"), new RegExp(`boot metrics not sent to log group ${GROUP} .*: create-log-stream ${STREAM}: .*Could not connect to the endpoint URL`));
+          assert.ok(calls.includes(`systemctl enable ${FILL_REST_UNIT}`));
+          assert.equal(read("etc/comfyui-models.boot-fill-failed"), "");
+
+          logs = await startFakeLogs();
+          const noId = await boot({ bootMetrics }, { stubEnv: { ...metricsEnv(logs.endpoint), INSTANCE_ID: "" } });
+          assert.equal(noId.result.code, 0, noId.result.stderr);
+          assert.match(noId.read("dev/console"), new RegExp(`boot metrics not sent to log group ${GROUP} .*: no EC2 instance id from IMDS`));
+          assert.deepEqual(logs.calls, [], "nothing sent under a made-up stream");
+        });
       });
     });
   });

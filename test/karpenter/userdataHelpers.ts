@@ -235,3 +235,83 @@ export async function startThrottledProxy(target: string, bytesPerSecond: number
       }),
   };
 }
+
+/** One request the fake CloudWatch Logs endpoint received. */
+export interface LogsCall {
+  readonly target: string;
+  readonly body: Record<string, unknown>;
+}
+
+export interface FakeLogs {
+  readonly endpoint: string;
+  readonly calls: LogsCall[];
+  /** Events PutLogEvents accepted, by stream ("<group>|<stream>"). */
+  readonly events: Map<string, { timestamp: number; message: string }[]>;
+  close(): Promise<void>;
+}
+
+export interface FakeLogsOptions {
+  /** Every request answers HTTP 500 (CloudWatch Logs down). */
+  readonly fail500?: boolean;
+  /** Streams that already exist ("<group>|<stream>"): CreateLogStream answers ResourceAlreadyExistsException. */
+  readonly existingStreams?: readonly string[];
+}
+
+/**
+ * A CloudWatch Logs endpoint on loopback speaking the service's AWS JSON 1.1 protocol (botocore
+ * logs/2014-03-28/service-2.json: "protocol": "json", "jsonVersion": "1.1", targetPrefix
+ * Logs_20140328): POST / with X-Amz-Target naming the operation; errors are HTTP 400 with
+ * {"__type", "message"}. Only what the node tool calls: CreateLogStream and PutLogEvents.
+ */
+export async function startFakeLogs(opts: FakeLogsOptions = {}): Promise<FakeLogs> {
+  const calls: LogsCall[] = [];
+  const events = new Map<string, { timestamp: number; message: string }[]>();
+  const streams = new Set(opts.existingStreams ?? []);
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      const answer = (status: number, body: unknown): void => {
+        res.writeHead(status, { "Content-Type": "application/x-amz-json-1.1" });
+        res.end(JSON.stringify(body));
+      };
+      const error = (type: string, message: string): void => answer(400, { __type: type, message });
+      const target = String(req.headers["x-amz-target"] ?? "");
+      let body: Record<string, unknown>;
+      try {
+        body = JSON.parse(Buffer.concat(chunks).toString("utf8") || "{}") as Record<string, unknown>;
+      } catch {
+        return error("SerializationException", "body is not JSON");
+      }
+      calls.push({ target, body });
+      if (opts.fail500) return answer(500, { __type: "ServiceUnavailableException", message: "The service is unavailable" });
+      if (req.method !== "POST" || req.url !== "/") return error("UnknownOperationException", `${req.method} ${req.url}`);
+      const key = `${String(body.logGroupName)}|${String(body.logStreamName)}`;
+      switch (target) {
+        case "Logs_20140328.CreateLogStream":
+          if (streams.has(key)) return error("ResourceAlreadyExistsException", "The specified log stream already exists");
+          streams.add(key);
+          return answer(200, {});
+        case "Logs_20140328.PutLogEvents":
+          if (!streams.has(key)) return error("ResourceNotFoundException", "The specified log stream does not exist.");
+          events.set(key, [...(events.get(key) ?? []), ...(body.logEvents as { timestamp: number; message: string }[])]);
+          return answer(200, { nextSequenceToken: "1" });
+        default:
+          return error("UnknownOperationException", `unknown operation ${target}`);
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const address = server.address();
+  const port = typeof address === "object" && address ? address.port : 0;
+  return {
+    endpoint: `http://127.0.0.1:${port}`,
+    calls,
+    events,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
