@@ -178,6 +178,14 @@ export class Edge extends pulumi.ComponentResource {
       { parent: this, customTimeouts: EDGE_TIMEOUTS.distribution },
     );
 
+    // Additional metrics (OriginLatency, CacheHitRate, error rates per status): the dashboard's
+    // origin-latency graph needs them, and CloudFront bills them per metric (docs/costs.md).
+    new aws.cloudfront.MonitoringSubscription(
+      `${name}-metrics`,
+      { distributionId: distribution.id, monitoringSubscription: { realtimeMetricsSubscriptionConfig: { realtimeMetricsSubscriptionStatus: "Enabled" } } },
+      { parent: this },
+    );
+
     this.domainName = distribution.domainName;
     this.distributionId = distribution.id;
     this.url = pulumi.interpolate`https://${distribution.domainName}`;
