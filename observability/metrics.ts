@@ -330,10 +330,10 @@ export const NODE_BOOT_STREAM_PREFIX = "node-boot/";
 export const EMITTER_WIRING: Record<MetricSource, { readonly emitter: string; readonly calledFrom: string | null }[]> = {
   sync: [{ emitter: "syncBatchEmf", calledFrom: "sync/handler.ts" }],
   gateway: [
-    { emitter: "gatewaySnapshotEmf", calledFrom: null },
-    { emitter: "promptOutcomeEmf", calledFrom: null },
-    { emitter: "coldStartEmf", calledFrom: null },
-    { emitter: "nodeReadyEmf", calledFrom: null },
+    { emitter: "gatewaySnapshotEmf", calledFrom: "workload/gateway/telemetry/index.ts" },
+    { emitter: "promptOutcomeEmf", calledFrom: "workload/gateway/telemetry/index.ts" },
+    { emitter: "coldStartEmf", calledFrom: "workload/gateway/telemetry/index.ts" },
+    { emitter: "nodeReadyEmf", calledFrom: "workload/gateway/telemetry/index.ts" },
   ],
   "node-boot": [{ emitter: "nodeBootEmfJq", calledFrom: null }],
 };

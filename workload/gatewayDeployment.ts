@@ -8,6 +8,7 @@ import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
 import { SYSTEM_NODE_LABEL } from "../cluster";
 import { PodIdentityRole, Statement } from "../cluster/iam";
+import { GATEWAY_STREAM_PREFIX } from "../observability/metrics";
 
 export const GATEWAY_PORT = 8188;
 
@@ -17,7 +18,7 @@ export const GATEWAY_PORT = 8188;
  * does not rebuild the gateway).
  */
 export const GATEWAY_IMAGE = {
-  context: ["package.json", "package-lock.json", "tsconfig.json", "workload/gateway"],
+  context: ["package.json", "package-lock.json", "tsconfig.json", "workload/gateway", "observability/metrics.ts"],
   dockerfile: "workload/gateway/Dockerfile",
 } as const;
 export const GATEWAY_NAME = "comfyui-gateway";
@@ -55,6 +56,13 @@ export interface GatewayArgs {
   inputsBucketArn: pulumi.Input<string>;
   userdataBucket: pulumi.Input<string>;
   userdataBucketArn: pulumi.Input<string>;
+  /**
+   * The platform's metrics log group (observability/metrics.ts metricsLogGroupName); the gateway
+   * writes its EMF lines to its own stream `gateway/<pod>` there. @defaultValue none (no metrics)
+   */
+  metricsLogGroupName?: pulumi.Input<string>;
+  /** Its ARN (without ":*"), for the role. Required with metricsLogGroupName. */
+  metricsLogGroupArn?: pulumi.Input<string>;
   /** Service whose EndpointSlices list the ComfyUI pods. */
   comfyuiService: string;
   /** Body limit of every request in MB (ComfyUI's --max-upload-size). */
@@ -75,6 +83,7 @@ export type GatewayInputs = Pick<
   GatewayArgs,
   "imageUri" | "clusterName" | "region" | "outputsBucket" | "outputsBucketArn" | "inputsBucket" | "inputsBucketArn" | "userdataBucket" | "userdataBucketArn"
 > &
+  Partial<Pick<GatewayArgs, "metricsLogGroupName" | "metricsLogGroupArn">> &
   Partial<Pick<GatewayArgs, "startupDeadlineSeconds" | "historyDays">>;
 
 /** DynamoDB actions of the contract, on the table and its indexes only. */
@@ -87,14 +96,27 @@ export const GATEWAY_TABLE_ACTIONS = [
   "dynamodb:BatchWriteItem",
 ] as const;
 
-/** Everything the gateway's role may do: its table, its prefixes of three buckets. Nothing else. */
+/** Everything the gateway's role may do: its table, its prefixes of three buckets, its metrics streams. Nothing else. */
 export function gatewayStatements(p: {
   tableArn: pulumi.Input<string>;
   outputsBucketArn: pulumi.Input<string>;
   inputsBucketArn: pulumi.Input<string>;
   userdataBucketArn: pulumi.Input<string>;
+  metricsLogGroupArn?: pulumi.Input<string>;
 }): Statement[] {
+  const metrics: Statement[] = p.metricsLogGroupArn
+    ? [
+        {
+          // Streams gateway/<pod> of the one metrics group; never another writer's (node-boot/*).
+          Sid: "MetricsStreams",
+          Effect: "Allow",
+          Action: ["logs:CreateLogStream", "logs:PutLogEvents"],
+          Resource: pulumi.interpolate`${p.metricsLogGroupArn}:log-stream:${GATEWAY_STREAM_PREFIX}*`,
+        },
+      ]
+    : [];
   return [
+    ...metrics,
     {
       Sid: "OwnTable",
       Effect: "Allow",
@@ -142,6 +164,13 @@ export const GATEWAY_RBAC_RULES = [
   { apiGroups: ["coordination.k8s.io"], resources: ["leases"], verbs: ["get", "create", "update"] },
 ];
 
+/**
+ * Cluster-wide and read-only: the Node of a ComfyUI pod that just turned Ready (creation time =
+ * kubelet registered; the boot-at label = kernel start), for the cold-start figures. Nodes are
+ * cluster-scoped, so a namespaced Role cannot grant this; `get` only, no list or watch.
+ */
+export const GATEWAY_CLUSTER_RBAC_RULES = [{ apiGroups: [""], resources: ["nodes"], verbs: ["get"] }];
+
 export class ComfyGateway extends pulumi.ComponentResource {
   readonly tableName: pulumi.Output<string>;
   readonly tableArn: pulumi.Output<string>;
@@ -151,6 +180,9 @@ export class ComfyGateway extends pulumi.ComponentResource {
   readonly labels = GATEWAY_LABELS;
 
   constructor(name: string, args: GatewayArgs, opts?: pulumi.ComponentResourceOptions) {
+    if (args.metricsLogGroupName && !args.metricsLogGroupArn) {
+      throw new pulumi.InputPropertyError({ propertyPath: "gateway.metricsLogGroupArn", reason: "required with metricsLogGroupName (the role is scoped to that group)" });
+    }
     super("comfyui:workload:Gateway", name, {}, opts);
     const parent = { parent: this };
     const k = { parent: this, provider: args.provider };
@@ -195,6 +227,7 @@ export class ComfyGateway extends pulumi.ComponentResource {
           outputsBucketArn: args.outputsBucketArn,
           inputsBucketArn: args.inputsBucketArn,
           userdataBucketArn: args.userdataBucketArn,
+          metricsLogGroupArn: args.metricsLogGroupName ? args.metricsLogGroupArn : undefined,
         }),
         tags: args.tags,
       },
@@ -212,6 +245,18 @@ export class ComfyGateway extends pulumi.ComponentResource {
       },
       { ...k, dependsOn: [rbacRole, sa] },
     );
+    // Cluster-scoped names carry the namespace, so two stacks on one cluster do not collide.
+    const clusterRbacName = `${GATEWAY_NAME}-${args.namespace}-nodes`;
+    const clusterRole = new k8s.rbac.v1.ClusterRole(`${name}-nodes`, { metadata: { name: clusterRbacName }, rules: GATEWAY_CLUSTER_RBAC_RULES }, { ...k, dependsOn: args.dependsOn });
+    const clusterBinding = new k8s.rbac.v1.ClusterRoleBinding(
+      `${name}-nodes`,
+      {
+        metadata: { name: clusterRbacName },
+        roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: clusterRbacName },
+        subjects: [{ kind: "ServiceAccount", name: GATEWAY_NAME, namespace: args.namespace }],
+      },
+      { ...k, dependsOn: [clusterRole, sa] },
+    );
 
     const env: Record<string, pulumi.Input<string>> = {
       GATEWAY_MODE: "kubernetes",
@@ -227,6 +272,8 @@ export class ComfyGateway extends pulumi.ComponentResource {
       GATEWAY_MAX_UPLOAD_MB: String(args.maxUploadMb),
       GATEWAY_STARTUP_DEADLINE_SECONDS: String(args.startupDeadlineSeconds),
       GATEWAY_HISTORY_TTL_DAYS: String(args.historyDays),
+      GATEWAY_CLUSTER_NAME: args.clusterName,
+      ...(args.metricsLogGroupName ? { GATEWAY_METRICS_LOG_GROUP: args.metricsLogGroupName } : {}),
     };
     this.deployment = new k8s.apps.v1.Deployment(
       `${name}-deploy`,
@@ -275,7 +322,7 @@ export class ComfyGateway extends pulumi.ComponentResource {
           },
         },
       },
-      { ...k, dependsOn: [binding, role, ...args.dependsOn] },
+      { ...k, dependsOn: [binding, clusterBinding, role, ...args.dependsOn] },
     );
 
     const service = new k8s.core.v1.Service(

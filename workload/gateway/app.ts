@@ -14,6 +14,7 @@ import type { ObjectStore } from "./store/objects";
 import { PrefixedStore } from "./store/objects";
 import type { Store } from "./store/types";
 import type { GatewayConfig } from "./config";
+import { ColdStarts, NO_METRICS, Telemetry, type MetricsSink, type NodeStart } from "./telemetry";
 
 export interface GatewayDeps {
   store: Store;
@@ -27,12 +28,17 @@ export interface GatewayDeps {
   /** Called by the gateway with the pod's image id cache key; kubernetes sets Worker.imageId through it. */
   onPodLoad?: (podKey: string, load: number) => void;
   imageIdOf?: (podKey: string) => Promise<string | undefined>;
+  /** Where the metric lines go. @defaultValue none */
+  metrics?: MetricsSink;
+  /** Kubernetes: the node of a pod that just turned Ready, for the per-node cold-start figures. */
+  nodeStartOf?: (podKey: string) => Promise<NodeStart | undefined>;
 }
 
 export interface Gateway {
   app: FastifyInstance;
   ctx: GatewayContext;
   hub: Hub;
+  telemetry: Telemetry;
   /** Become the active replica: load the open prompts and start dispatching. */
   lead(): Promise<void>;
   /** Stop dispatching (lost the Lease, or shutting down). */
@@ -55,6 +61,20 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
   const hub = new Hub({ pingMs: config.wsPingSeconds * 1000, keepaliveMs: config.wsKeepaliveSeconds * 1000, maxUploadBytes: ctx.maxUploadBytes, queueRemaining: () => ctx.dispatcher?.queueRemaining() ?? 0 });
   let pods: PodInfo[] = [];
   let lastScaling = { prompts: 0, waiting: 0, running: 0 };
+  const metrics = deps.metrics ?? NO_METRICS;
+  const coldStarts = new ColdStarts(new PrefixedStore(deps.objects, "metrics/"), config.coldStartBudgetSeconds, log.child({ component: "cold-starts" }));
+  const telemetry = new Telemetry({ clusterName: config.clusterName, sink: metrics, coldStarts, log: log.child({ component: "telemetry" }) });
+  let snapshotTimer: NodeJS.Timeout | undefined;
+  const snapshot = async () => {
+    const d = ctx.dispatcher;
+    if (!d) return;
+    try {
+      const c = await deps.store.counts();
+      telemetry.snapshot({ waiting: c.waiting, running: c.running, websocketClients: hub.count(), podsReady: [...d.workers.values()].filter((w) => w.ready).length });
+    } catch (err: unknown) {
+      log.warn({ err: (err as Error).message }, "metrics snapshot skipped: the store did not answer");
+    }
+  };
 
   const app: FastifyInstance = Fastify({ loggerInstance: log as unknown as FastifyBaseLogger, bodyLimit: ctx.maxUploadBytes, return503OnClosing: true });
   await app.register(fastifyWebsocket, { options: { maxPayload: 1024 * 1024 } });
@@ -75,6 +95,7 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
     return reply.code(500).send({ error: "internal error" });
   });
 
+  app.addHook("onResponse", async (_req, reply) => telemetry.response(reply.statusCode));
   app.get("/gateway/health", async () => ({ ok: true }));
   app.get("/gateway/ready", async (_req, reply) => {
     if (ctx.closing) return reply.code(503).send({ ready: false, reason: "shutting down" });
@@ -98,7 +119,11 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
   });
   app.get("/gateway/pods", async () => {
     const ws = [...(ctx.dispatcher?.workers.values() ?? [])];
-    return { ready: ws.filter((w) => w.ready).length, pods: ws.map((w) => ({ pod: w.key, ready: w.ready, terminating: w.terminating, prompts: [...w.slots.keys()] })) };
+    return {
+      ready: ws.filter((w) => w.ready).length,
+      pods: ws.map((w) => ({ pod: w.key, ready: w.ready, terminating: w.terminating, prompts: [...w.slots.keys()] })),
+      coldStart: coldStarts.estimate(Date.now()),
+    };
   });
   app.post("/gateway/drain", async (req) => {
     ctx.requireLeader();
@@ -107,6 +132,7 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
     return { running: await ctx.dispatcher!.drain(pod) };
   });
 
+  ctx.onAccepted = () => telemetry.promptAccepted();
   promptRoutes(app, ctx);
   fileRoutes(app, ctx);
   userRoutes(app, ctx);
@@ -118,19 +144,28 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
     app,
     ctx,
     hub,
+    telemetry,
     async lead() {
       if (ctx.dispatcher) return;
       await discovery.load();
+      await coldStarts.load();
       const d = new Dispatcher({
         store: deps.store, files, sink: hub, log: log.child({ component: "dispatch" }), maxAttempts: config.maxAttempts,
         startupDeadlineMs: config.startupDeadlineSeconds * 1000, stallMs: config.stallSeconds * 1000, historyTtlSeconds: config.historyTtlDays * 86400,
         pushInputs: config.mode === "local", onPodLoad: deps.onPodLoad,
         orphanMs: config.orphanSeconds * 1000,
+        observer: telemetry,
         onPodReady: (w) => {
           void (async () => {
             if (deps.imageIdOf) w.imageId = await deps.imageIdOf(w.key).catch(() => undefined);
             await discovery.refresh(w);
           })();
+          if (deps.nodeStartOf) {
+            deps.nodeStartOf(w.key).then(
+              (n) => n && telemetry.nodeStarted(n),
+              (err: unknown) => log.warn({ pod: w.key, err: (err as Error).message }, "node start times not read"),
+            );
+          }
         },
       });
       await d.start();
@@ -138,8 +173,12 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
       ctx.leader = true;
       d.setPods(pods);
       hub.queueChanged(d.queueRemaining());
+      snapshotTimer = setInterval(() => void snapshot(), config.metricsIntervalSeconds * 1000);
+      snapshotTimer.unref();
     },
     async standDown() {
+      if (snapshotTimer) clearInterval(snapshotTimer);
+      snapshotTimer = undefined;
       ctx.leader = false;
       const d = ctx.dispatcher;
       ctx.dispatcher = undefined;
@@ -155,6 +194,7 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
         await gw.standDown();
         hub.close();
         await app.close();
+        await metrics.close();
       })();
       return closing;
     },

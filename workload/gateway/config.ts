@@ -2,6 +2,8 @@
  * The gateway's configuration, parsed once at the process edge from flags and env (flags win), with every
  * error reported together. See README.md for the table this implements.
  */
+import { COLD_START_BUDGET_SECONDS } from "../../observability/metrics";
+
 export interface GatewayConfig {
   readonly mode: "local" | "kubernetes";
   readonly port: number;
@@ -29,6 +31,13 @@ export interface GatewayConfig {
   readonly wsPingSeconds: number;
   readonly wsKeepaliveSeconds: number;
   readonly logLevel: string;
+  /** The ClusterName dimension of the gateway's metrics. */
+  readonly clusterName: string;
+  /** CloudWatch Logs group for the EMF lines; none: no metrics. */
+  readonly metricsLogGroup?: string;
+  readonly metricsIntervalSeconds: number;
+  /** What the UI promises for a GPU start until the gateway has measured a few. */
+  readonly coldStartBudgetSeconds: number;
 }
 
 export class ConfigError extends Error {
@@ -43,6 +52,7 @@ const FLAGS: Record<string, string> = {
   "--port": "GATEWAY_PORT", "--host": "GATEWAY_HOST", "--data-dir": "GATEWAY_DATA_DIR", "--max-attempts": "GATEWAY_MAX_ATTEMPTS",
   "--startup-deadline": "GATEWAY_STARTUP_DEADLINE_SECONDS", "--max-upload-mb": "GATEWAY_MAX_UPLOAD_MB", "--stall-seconds": "GATEWAY_STALL_SECONDS", "--orphan-seconds": "GATEWAY_ORPHAN_SECONDS",
   "--ws-keepalive": "GATEWAY_WS_KEEPALIVE_SECONDS", "--ws-ping": "GATEWAY_WS_PING_SECONDS", "--log-level": "GATEWAY_LOG_LEVEL",
+  "--cluster-name": "GATEWAY_CLUSTER_NAME", "--metrics-log-group": "GATEWAY_METRICS_LOG_GROUP", "--cold-start-budget": "GATEWAY_COLD_START_BUDGET_SECONDS",
 };
 
 export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): GatewayConfig {
@@ -116,7 +126,14 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Gat
     wsPingSeconds: int("GATEWAY_WS_PING_SECONDS", 20, 0.05, 300),
     wsKeepaliveSeconds: int("GATEWAY_WS_KEEPALIVE_SECONDS", 5, 0.05, 300),
     logLevel: v.GATEWAY_LOG_LEVEL ?? "info",
+    clusterName: (mode === "kubernetes" ? required("GATEWAY_CLUSTER_NAME") : v.GATEWAY_CLUSTER_NAME) ?? "local",
+    metricsLogGroup: v.GATEWAY_METRICS_LOG_GROUP || undefined,
+    metricsIntervalSeconds: int("GATEWAY_METRICS_SECONDS", 60, 1, 3600),
+    coldStartBudgetSeconds: int("GATEWAY_COLD_START_BUDGET_SECONDS", COLD_START_BUDGET_SECONDS, 1, 86400),
   };
+  if (cfg.metricsLogGroup !== undefined && !/^[.\-_/#A-Za-z0-9]{1,512}$/.test(cfg.metricsLogGroup)) {
+    problems.push(`GATEWAY_METRICS_LOG_GROUP ${JSON.stringify(cfg.metricsLogGroup)} is not a CloudWatch Logs group name (1-512 of a-z A-Z 0-9 . - _ / #)`);
+  }
   if (problems.length) throw new ConfigError(problems);
   return Object.freeze(cfg);
 }

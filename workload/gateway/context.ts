@@ -10,6 +10,8 @@ export class GatewayContext {
   dispatcher: Dispatcher | undefined;
   leader = false;
   closing = false;
+  /** Told of every newly stored prompt (the accepted-prompts figure). */
+  onAccepted: () => void = () => {};
 
   constructor(
     readonly store: Store,

@@ -3,8 +3,11 @@
  * release the Lease, close. `npm run gateway -- --comfyui URL [--comfyui URL …] [--port 8188] [--data-dir DIR]`.
  */
 import * as path from "node:path";
-import pino from "pino";
-import { buildApp, type Gateway } from "./app";
+import { CloudWatchLogsClient } from "@aws-sdk/client-cloudwatch-logs";
+import pino, { type Logger } from "pino";
+import { GATEWAY_STREAM_PREFIX } from "../../observability/metrics";
+import { buildApp, type Gateway, type GatewayDeps } from "./app";
+import { CloudWatchLogsSink } from "./telemetry";
 import { ConfigError, loadConfig, type GatewayConfig } from "./config";
 import { startEmbeddedStore } from "./store/embedded";
 import { LocalObjectStore } from "./store/objects";
@@ -12,7 +15,7 @@ import { LocalObjectStore } from "./store/objects";
 export interface Running { gateway: Gateway; url: string; close(): Promise<void> }
 
 /** Local mode: embedded DynamoDB-compatible store and local files under --data-dir, pods from --comfyui. */
-export async function startLocal(config: GatewayConfig, log = pino({ level: config.logLevel })): Promise<Running> {
+export async function startLocal(config: GatewayConfig, log = pino({ level: config.logLevel }), overrides: Partial<GatewayDeps> = {}): Promise<Running> {
   const dir = path.resolve(config.dataDir);
   const db = await startEmbeddedStore({ dbPath: path.join(dir, "db"), table: config.table });
   const gateway = await buildApp(config, {
@@ -21,6 +24,8 @@ export async function startLocal(config: GatewayConfig, log = pino({ level: conf
     inputs: new LocalObjectStore(path.join(dir, "objects", "inputs")),
     users: new LocalObjectStore(path.join(dir, "objects", "users")),
     log,
+    metrics: config.metricsLogGroup ? localMetrics(config, log) : undefined,
+    ...overrides,
   });
   await gateway.lead();
   gateway.setPods(config.comfyuiUrls.map((url) => ({ key: url, url, ready: true, terminating: false })));
@@ -37,6 +42,12 @@ export async function startLocal(config: GatewayConfig, log = pino({ level: conf
       return closing;
     },
   };
+}
+
+/** Local mode with --metrics-log-group: the same CloudWatch Logs sink, with the environment's AWS credentials. */
+function localMetrics(config: GatewayConfig, log: Logger) {
+  const client = new CloudWatchLogsClient({ ...(config.region ? { region: config.region } : {}) });
+  return new CloudWatchLogsSink({ client, logGroup: config.metricsLogGroup!, logStream: `${GATEWAY_STREAM_PREFIX}${config.podName}`, log: log.child({ component: "metrics" }) });
 }
 
 async function main(): Promise<void> {

@@ -15,6 +15,16 @@ export interface EventSink {
 
 export interface PodInfo { key: string; url: string; ready: boolean; terminating: boolean }
 
+/** What the leader's telemetry hears from the dispatcher (metrics and cold starts); every call is fire-and-forget. */
+export interface DispatchObserver {
+  /** Each second and on every new prompt: is any pod ready, since when does the oldest prompt wait, how many are open. */
+  queueState(s: { anyReady: boolean; oldestQueuedAt: number | undefined; open: number }, now: number): void;
+  /** A prompt's run began on a pod (execution_start, or found running there). */
+  started(r: PromptRecord, now: number): void;
+  /** A prompt's completion was written; `startedAt` is the start of the run that ended it, when it ran. */
+  finished(r: PromptRecord, history: HistoryEntry, startedAt: number | undefined, now: number): void;
+}
+
 export interface DispatcherOptions {
   store: Store;
   /** outputs, temp previews and inputs, by their type names. */
@@ -32,6 +42,7 @@ export interface DispatcherOptions {
   /** Called when a pod's load changes (pod-deletion-cost). */
   onPodLoad?: (podKey: string, load: number) => void;
   onPodReady?: (w: Worker) => void;
+  observer?: DispatchObserver;
   now?: () => number;
 }
 
@@ -55,6 +66,8 @@ export class Dispatcher implements WorkerEvents {
   private kickAgain = false;
   private stopped = false;
   private lastPodReadyAt = 0;
+  /** When the current run of each open prompt began (for its run time). */
+  private readonly startedAt = new Map<string, number>();
   private readonly now: () => number;
 
   constructor(opts: DispatcherOptions) {
@@ -130,11 +143,28 @@ export class Dispatcher implements WorkerEvents {
   submitted(r: PromptRecord): void {
     this.open.set(r.id, r);
     this.o.sink.queueChanged(this.open.size);
+    this.observe(this.now());
     this.kick();
   }
 
+  private observe(now: number): void {
+    if (!this.o.observer) return;
+    let oldest: number | undefined;
+    for (const r of this.open.values()) if (r.state === "queued" && (oldest === undefined || r.createdAt < oldest)) oldest = r.createdAt;
+    this.o.observer.queueState({ anyReady: [...this.workers.values()].some((w) => w.ready), oldestQueuedAt: oldest, open: this.open.size }, now);
+  }
+
+  private runStarted(r: PromptRecord, now: number): void {
+    if (this.startedAt.has(r.id)) return;
+    this.startedAt.set(r.id, now);
+    this.o.observer?.started(r, now);
+  }
+
   deleted(ids: string[]): void {
-    for (const id of ids) this.open.delete(id);
+    for (const id of ids) {
+      this.open.delete(id);
+      this.startedAt.delete(id);
+    }
     if (ids.length) this.o.sink.queueChanged(this.open.size);
   }
 
@@ -263,6 +293,7 @@ export class Dispatcher implements WorkerEvents {
     if (ok) {
       Object.assign(r, { state: "queued", lastError: reason, attempt: countAttempt ? r.attempt : r.attempt - 1 });
       delete r.pod;
+      this.startedAt.delete(r.id);
       this.o.log.info({ promptId: r.id, pod: w.key, reason }, "prompt queued again");
     }
     this.kick();
@@ -363,6 +394,8 @@ export class Dispatcher implements WorkerEvents {
     if (type === "execution_start") {
       slot.started = true;
       w.runningId = pid;
+      this.startedAt.delete(pid); // a new run (attempt) of this prompt
+      this.runStarted(r, this.now());
     }
     if (w.takenBack.has(pid) && type === "execution_interrupted") return;
     if (type === "executed") {
@@ -435,6 +468,9 @@ export class Dispatcher implements WorkerEvents {
       return;
     }
     this.open.delete(r.id);
+    const startedAt = this.startedAt.get(r.id);
+    this.startedAt.delete(r.id);
+    this.o.observer?.finished(r, history, startedAt, this.now());
     if (history.status.status_str === "error" && history.status.messages.some(([t, d]) => t === "execution_error" && (d as { exception_type?: string }).exception_type === "GatewayError")) {
       const [, d] = history.status.messages.find(([t]) => t === "execution_error")!;
       this.o.sink.toClient(r.clientId, j("execution_error", d));
@@ -462,6 +498,8 @@ export class Dispatcher implements WorkerEvents {
         if (q.queue_running.some((i) => i[1] === s.id)) {
           s.started = true;
           w.runningId = s.id;
+          const r = this.open.get(s.id);
+          if (r) this.runStarted(r, this.now());
         }
         continue;
       }
@@ -497,6 +535,7 @@ export class Dispatcher implements WorkerEvents {
       if (ok) {
         Object.assign(r, { state: "queued", lastError: reason });
         delete r.pod;
+        this.startedAt.delete(r.id);
         this.o.log.info({ promptId: r.id, reason }, "orphaned prompt queued again");
         this.kick();
       }
@@ -519,6 +558,7 @@ export class Dispatcher implements WorkerEvents {
       if (w.slots.size > 0) this.serial(w, () => this.reconcile(w));
     }
     await this.reclaimOrphans(now);
+    this.observe(now);
     const anyReady = [...this.workers.values()].some((w) => w.ready);
     if (!anyReady) {
       for (const r of [...this.open.values()]) {

@@ -1,6 +1,7 @@
 /* eslint-disable @typescript-eslint/no-explicit-any -- Kubernetes API objects are untyped JSON here; only the few fields read are checked. */
 import type { Logger } from "pino";
 import type { PodInfo } from "../dispatch/dispatcher";
+import type { NodeStart } from "../telemetry";
 import type { KubeClient } from "./client";
 
 /**
@@ -94,4 +95,35 @@ export async function podImageId(kube: KubeClient, ns: string, pod: string): Pro
   if (res.status !== 200) return undefined;
   const statuses: any[] = res.json.status?.containerStatuses ?? [];
   return (statuses.find((c) => c.name === "comfyui") ?? statuses[0])?.imageID || undefined;
+}
+
+/** Written by the GPU node's boot (karpenter/userdata/comfyui-models.sh): its kernel start, epoch seconds. */
+export const BOOT_AT_LABEL = "comfyui.studio/boot-at";
+
+/**
+ * The node of a pod that just turned Ready, with the times a cold start is measured by: the pod's
+ * Ready condition, the Node's creation (kubelet registered) and the node's boot-at label. Kubernetes
+ * timestamps are RFC 3339 with second precision. Undefined when the pod or its node is gone.
+ */
+export async function podNodeStart(kube: KubeClient, ns: string, pod: string): Promise<NodeStart | undefined> {
+  const p = await kube.request("GET", `/api/v1/namespaces/${encodeURIComponent(ns)}/pods/${encodeURIComponent(pod)}`);
+  if (p.status !== 200) return undefined;
+  const nodeName: string | undefined = p.json.spec?.nodeName;
+  const ready = (p.json.status?.conditions ?? []).find((c: any) => c.type === "Ready" && c.status === "True");
+  if (!nodeName || !ready?.lastTransitionTime) return undefined;
+  const n = await kube.request("GET", `/api/v1/nodes/${encodeURIComponent(nodeName)}`);
+  if (n.status !== 200) return undefined;
+  const labels: Record<string, string> = n.json.metadata?.labels ?? {};
+  const registeredAt = Date.parse(n.json.metadata?.creationTimestamp ?? "");
+  const readyAt = Date.parse(ready.lastTransitionTime);
+  if (!Number.isFinite(registeredAt) || !Number.isFinite(readyAt)) return undefined;
+  const boot = /^\d{1,12}$/.test(labels[BOOT_AT_LABEL] ?? "") ? Number(labels[BOOT_AT_LABEL]) * 1000 : undefined;
+  return {
+    node: nodeName,
+    instanceType: labels["node.kubernetes.io/instance-type"],
+    capacityType: labels["karpenter.sh/capacity-type"],
+    ...(boot !== undefined ? { bootAt: boot } : {}),
+    registeredAt,
+    readyAt,
+  };
 }

@@ -5,17 +5,31 @@ import { both, safeRelPath } from "./common";
 
 export const GPU_STATUS_EXTENSION = "/extensions/comfyui-gateway/gpu-status.js";
 
-// A small frontend extension: while no GPU pod is ready the queue still accepts prompts; say so in the UI.
-const GPU_STATUS_JS = `// comfyui-gateway: tells the user that a GPU is starting while prompts wait.
+// A small frontend extension: while no GPU pod is ready the queue still accepts prompts; say so in
+// the UI, with how long a start takes here (the median of measured cold starts once the gateway has
+// a few, the documented budget before: /gateway/pods `coldStart`).
+export function gpuStatusText(s: { ready?: number; coldStart?: { seconds?: number; basis?: string; samples?: number; waitingSeconds?: number } }): string {
+  if ((s.ready ?? 0) > 0) return "";
+  const c = s.coldStart ?? {};
+  if (typeof c.seconds !== "number" || !Number.isFinite(c.seconds)) return "GPU starting: queued prompts run as soon as it is ready";
+  const basis = c.basis === "measured" ? `median of the last ${c.samples} starts` : "estimate, none measured yet";
+  const left = c.seconds - (c.waitingSeconds ?? 0);
+  if (c.waitingSeconds !== undefined && left < 0) return `GPU starting, taking longer than usual (${basis}: ${Math.max(1, Math.round(c.seconds / 60))} min); queued prompts run as soon as it is ready`;
+  return `GPU starting \u2014 about ${Math.max(1, Math.round(left / 60))} minute${Math.round(left / 60) > 1 ? "s" : ""} (${basis}); queued prompts run as soon as it is ready`;
+}
+
+const GPU_STATUS_JS = `// comfyui-gateway: tells the user that a GPU is starting while prompts wait, and for about how long.
 (function () {
+  const gpuStatusText = ${gpuStatusText.toString()};
   let el;
   async function poll() {
     try {
       const r = await fetch("/gateway/pods");
       const s = await r.json();
       if (!el) { el = document.createElement("div"); el.style.cssText = "position:fixed;bottom:8px;left:8px;z-index:9999;padding:4px 8px;border-radius:4px;background:#333;color:#fff;font:12px sans-serif"; document.body.appendChild(el); }
-      el.textContent = s.ready > 0 ? "" : "GPU starting: queued prompts run as soon as it is ready";
-      el.style.display = s.ready > 0 ? "none" : "block";
+      const text = gpuStatusText(s);
+      el.textContent = text;
+      el.style.display = text ? "block" : "none";
     } catch (e) { /* gateway restarting */ }
     setTimeout(poll, 5000);
   }

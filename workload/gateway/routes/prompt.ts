@@ -54,7 +54,10 @@ export function promptRoutes(app: FastifyInstance, ctx: GatewayContext): void {
       prompt: prompt as Record<string, unknown>, extraData, outputs, state: "queued", attempt: 0, createdAt: Date.now(),
     };
     const { created, record } = await ctx.store.create(rec);
-    if (created) ctx.dispatcher?.submitted(record);
+    if (created) {
+      ctx.onAccepted();
+      ctx.dispatcher?.submitted(record);
+    }
     return { prompt_id: record.id, number: record.number, node_errors: created ? nodeErrors : {} };
   });
 

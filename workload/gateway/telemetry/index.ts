@@ -1,0 +1,113 @@
+import type { Logger } from "pino";
+import { coldStartEmf, gatewaySnapshotEmf, nodeReadyEmf, promptOutcomeEmf } from "../../../observability/metrics";
+import type { DispatchObserver } from "../dispatch/dispatcher";
+import type { HistoryEntry, PromptRecord } from "../store/types";
+import type { ColdStarts } from "./coldStarts";
+import type { MetricsSink } from "./sink";
+
+export { ColdStarts, median, type ColdStartEstimate } from "./coldStarts";
+export { CloudWatchLogsSink, NO_METRICS, type MetricsSink } from "./sink";
+
+/** A GPU node as the gateway sees it when its first ComfyUI pod turns Ready (times in epoch ms). */
+export interface NodeStart {
+  node: string;
+  instanceType?: string;
+  capacityType?: string;
+  /** Kernel start, from the node's comfyui.studio/boot-at label (written by its boot). */
+  bootAt?: number;
+  /** The Node object's creation: kubelet registered. */
+  registeredAt: number;
+  /** The pod's Ready condition. */
+  readyAt: number;
+}
+
+/** A node is "new" for the cold-start figures only if its pod turned Ready this recently (a restarted gateway must not count old nodes again). */
+const FRESH_MS = 10 * 60_000;
+
+/**
+ * The gateway's figures, named in observability/metrics.ts: one snapshot a minute (leader), one
+ * line per finished prompt, one per cold start, one per new GPU node. Everything goes to `sink`
+ * (CloudWatch Logs in AWS); cold starts also feed the estimate the UI shows.
+ */
+export class Telemetry implements DispatchObserver {
+  private acceptedSinceLast = 0;
+  private http5xxSinceLast = 0;
+  private readonly seenNodes = new Set<string>();
+
+  constructor(
+    private readonly o: { clusterName: string; sink: MetricsSink; coldStarts: ColdStarts; log: Logger; now?: () => number },
+  ) {}
+
+  get coldStarts(): ColdStarts {
+    return this.o.coldStarts;
+  }
+
+  private now(): number {
+    return (this.o.now ?? Date.now)();
+  }
+
+  private put(make: () => Parameters<MetricsSink["put"]>[0]): void {
+    try {
+      this.o.sink.put(make());
+    } catch (err: unknown) {
+      this.o.log.warn({ err: (err as Error).message }, "metric line not written");
+    }
+  }
+
+  promptAccepted(): void {
+    this.acceptedSinceLast++;
+  }
+
+  response(statusCode: number): void {
+    if (statusCode >= 500) this.http5xxSinceLast++;
+  }
+
+  snapshot(s: { waiting: number; running: number; websocketClients: number; podsReady: number }): void {
+    const line = { clusterName: this.o.clusterName, ...s, acceptedSinceLast: this.acceptedSinceLast, http5xxSinceLast: this.http5xxSinceLast };
+    this.acceptedSinceLast = 0;
+    this.http5xxSinceLast = 0;
+    this.put(() => gatewaySnapshotEmf(line, this.now()));
+  }
+
+  // ---- DispatchObserver ----
+
+  queueState(s: { anyReady: boolean; oldestQueuedAt: number | undefined; open: number }): void {
+    if (!s.anyReady && s.oldestQueuedAt !== undefined) this.o.coldStarts.waiting(s.oldestQueuedAt);
+    else if (s.open === 0 && this.o.coldStarts.underWay) this.o.coldStarts.cancel();
+  }
+
+  started(r: PromptRecord, now: number): void {
+    void this.o.coldStarts.started(now).then((seconds) => {
+      if (seconds === undefined) return;
+      this.o.log.info({ promptId: r.id, coldStartSeconds: seconds }, "cold start: first prompt running");
+      this.put(() => coldStartEmf(this.o.clusterName, seconds, now));
+    });
+  }
+
+  finished(r: PromptRecord, history: HistoryEntry, startedAt: number | undefined, now: number): void {
+    const waitSeconds = Math.max(0, ((startedAt ?? now) - r.createdAt) / 1000);
+    const runSeconds = startedAt !== undefined ? Math.max(0, (now - startedAt) / 1000) : undefined;
+    const outcome = history.status.status_str === "success" ? "success" : "error";
+    this.put(() => promptOutcomeEmf({ clusterName: this.o.clusterName, outcome, waitSeconds, ...(runSeconds !== undefined ? { runSeconds } : {}) }, now));
+  }
+
+  /** A ComfyUI pod turned Ready on `n.node`: the node's registration and readiness, once per new node. */
+  nodeStarted(n: NodeStart): void {
+    if (this.seenNodes.has(n.node)) return;
+    this.seenNodes.add(n.node);
+    if (this.now() - n.readyAt > FRESH_MS) return;
+    const phases = {
+      node: n.node,
+      instanceType: n.instanceType,
+      capacityType: n.capacityType,
+      bootAt: n.bootAt !== undefined ? new Date(n.bootAt).toISOString() : undefined,
+      registeredAt: new Date(n.registeredAt).toISOString(),
+      readyAt: new Date(n.readyAt).toISOString(),
+      registeredSeconds: n.bootAt !== undefined ? (n.registeredAt - n.bootAt) / 1000 : undefined,
+      readySeconds: n.bootAt !== undefined ? (n.readyAt - n.bootAt) / 1000 : undefined,
+    };
+    this.o.log.info(phases, "gpu node cold start");
+    if (n.bootAt === undefined || n.registeredAt < n.bootAt || n.readyAt < n.registeredAt) return;
+    this.put(() => nodeReadyEmf({ clusterName: this.o.clusterName, registeredSeconds: phases.registeredSeconds!, readySeconds: phases.readySeconds! }, n.readyAt));
+  }
+}
