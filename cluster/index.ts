@@ -11,6 +11,7 @@ import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
 import { PodIdentityRole } from "./iam";
 import { lbcStatements } from "./lbcPolicy";
+import { RETENTION_DAYS } from "../observability";
 
 export { PodIdentityRole, policyJson, POD_IDENTITY_TRUST, Statement } from "./iam";
 
@@ -43,6 +44,13 @@ export interface ClusterArgs {
   systemNodeCount: number;
   /** Tags for every AWS resource. */
   tags: Record<string, string>;
+  /** Days to keep the control plane's logs (a CloudWatch Logs retention value). @defaultValue 30 */
+  logRetentionDays?: number;
+}
+
+/** The log group EKS writes control plane logs to ("Send control plane logs to CloudWatch Logs", EKS User Guide). */
+export function controlPlaneLogGroupName(clusterName: string): string {
+  return `/aws/eks/${clusterName}/cluster`;
 }
 
 export class Cluster extends pulumi.ComponentResource {
@@ -97,6 +105,18 @@ export class Cluster extends pulumi.ComponentResource {
       parent,
     );
 
+    // Created before the cluster so EKS writes into a group with our retention; left to EKS, the
+    // group it creates keeps every log forever.
+    const retention = args.logRetentionDays ?? 30;
+    if (!(RETENTION_DAYS as readonly number[]).includes(retention)) {
+      throw new pulumi.InputPropertyError({ propertyPath: "logRetentionDays", reason: `must be one of ${RETENTION_DAYS.join(", ")}, got ${retention}` });
+    }
+    const controlPlaneLogs = new aws.cloudwatch.LogGroup(
+      `${name}-eks-logs`,
+      { name: controlPlaneLogGroupName(args.clusterName), retentionInDays: retention, tags: args.tags },
+      parent,
+    );
+
     const cluster = new eks.Cluster(
       `${name}-eks`,
       {
@@ -121,7 +141,7 @@ export class Cluster extends pulumi.ComponentResource {
         enabledClusterLogTypes: ["api", "audit", "authenticator", "controllerManager", "scheduler"],
         tags: args.tags,
       },
-      parent,
+      { parent: this, dependsOn: [controlPlaneLogs] },
     );
 
     this.clusterName = cluster.eksCluster.apply((c) => c.name);
