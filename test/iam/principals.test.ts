@@ -6,6 +6,7 @@
 import { strict as assert } from "node:assert";
 import { Test } from "mocha";
 import { NODE_MANAGED_POLICY_ARNS } from "../../karpenter/iam";
+import { NODE_BOOT_STREAM_PREFIX } from "../../observability/metrics";
 import { principalTables } from "./principals";
 import { PrincipalTable, programPolicies, ProgramPolicies, simulateAsRole, title } from "./simulate";
 
@@ -53,6 +54,14 @@ describe("IAM simulation: what each principal really asks for", function () {
     const node = tables.find((t) => t.principal === "gpu-node")!;
     assert.deepEqual([...(node.managedPolicies ?? [])].sort(), Object.values(NODE_MANAGED_POLICY_ARNS).sort());
     assert.equal(policies.managedByRole.get(node.role)?.length, Object.keys(NODE_MANAGED_POLICY_ARNS).length);
+  });
+
+  it("simulates the GPU node's boot-metrics grant wherever the graph has one (its log group found by metricsLogGroupName)", function () {
+    const node = tables.find((t) => t.principal === "gpu-node")!;
+    const granted = (policies.byRole.get(node.role) ?? []).some((d) => JSON.stringify(d).includes(`:log-stream:${NODE_BOOT_STREAM_PREFIX}`));
+    const rows = node.allowed.filter((r) => r.action.startsWith("logs:") && r.resource.includes(`:log-stream:${NODE_BOOT_STREAM_PREFIX}`));
+    // A grant on a group the table cannot name would go unsimulated: the log group must be in the graph under its documented name.
+    assert.equal(rows.length, granted ? 2 : 0, granted ? "the node role writes node-boot/ streams but no LogGroup in the graph is named metricsLogGroupName(cluster)" : "the metrics log group is in the graph but the node role has no node-boot/ grant (index.ts: pass metricsLogGroupName and metricsLogGroupArn to GpuCapacity)");
   });
 
   it("has a vendored document for every AWS-managed policy attached to a simulated role", function () {

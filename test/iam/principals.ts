@@ -5,6 +5,7 @@
  * pin (cited per principal).
  */
 import { GATEWAY_NAME, GATEWAY_USERDATA_PREFIX } from "../../workload/gatewayDeployment";
+import { metricsLogGroupName, NODE_BOOT_STREAM_PREFIX } from "../../observability/metrics";
 import { MOCK_ACCOUNT } from "../support/mocks";
 import { ProgramRun } from "../support/program";
 import { AWS_OWNED_ARN, ELB_V1_ADDTAGS, PrincipalTable, REGION, requestTags, resourceTags, SimRequest } from "./simulate";
@@ -33,6 +34,8 @@ export interface Facts {
   /** The node tool object GPU nodes fetch at boot, and the SSM parameter naming the ComfyUI image. */
   nodeTool: { bucket: string; key: string };
   imageParameter: string;
+  /** The cluster's metrics log group (metricsLogGroupName), where GPU nodes send their boot line; undefined while the graph has none. */
+  metricsLogGroup?: string;
   albName: string;
   vpcId: string;
   nodeSecurityGroup: string;
@@ -139,6 +142,7 @@ export function programFacts(run: ProgramRun): Facts {
       return { bucket: String(o.bucket), key: String(o.key) };
     })(),
     imageParameter: out.comfyuiImageParameter,
+    metricsLogGroup: run.rec.ofType("aws:cloudwatch/logGroup:LogGroup").find((r) => r.inputs.name === metricsLogGroupName(String(cluster.name)))?.inputs.name as string | undefined,
     albName: String(ingress.metadata.annotations["alb.ingress.kubernetes.io/load-balancer-name"]),
     vpcId: String(cluster.vpcId),
     nodeSecurityGroup: "sg-node",
@@ -393,6 +397,23 @@ export function syncTable(f: Facts): PrincipalTable {
 /** A GPU node (the user data's boot fill and every SSM sync copy read the models bucket). */
 export function gpuNodeTable(f: Facts, attached: string[]): PrincipalTable {
   const models = `arn:aws:s3:::${f.buckets.models}`;
+  // The boot line (karpenter/userdata/comfyui-models.sh send_boot_metrics): the node's own stream only.
+  const metrics = f.metricsLogGroup === undefined ? undefined : `arn:aws:logs:${REGION}:${MOCK_ACCOUNT}:log-group:${f.metricsLogGroup}`;
+  const bootStream = `${NODE_BOOT_STREAM_PREFIX}i-0123456789abcdef0`;
+  const metricsAllowed: SimRequest[] = metrics
+    ? [
+        { action: "logs:CreateLogStream", resource: `${metrics}:log-stream:${bootStream}` },
+        { action: "logs:PutLogEvents", resource: `${metrics}:log-stream:${bootStream}` },
+      ]
+    : [];
+  const metricsDenied: SimRequest[] = metrics
+    ? [
+        { action: "logs:PutLogEvents", resource: `${metrics}:log-stream:gateway/x` },
+        { action: "logs:CreateLogStream", resource: `${metrics}:log-stream:gateway/x` },
+        { action: "logs:PutLogEvents", resource: `arn:aws:logs:${REGION}:${MOCK_ACCOUNT}:log-group:${metricsLogGroupName(OTHER_CLUSTER)}:log-stream:${bootStream}` },
+        { action: "logs:DeleteLogStream", resource: `${metrics}:log-stream:${bootStream}` },
+      ]
+    : [];
   return {
     principal: "gpu-node",
     role: f.roles.node,
@@ -414,8 +435,10 @@ export function gpuNodeTable(f: Facts, attached: string[]): PrincipalTable {
       // Boot: the node tool (content-addressed) and the parameter naming the image to pre-pull.
       { action: "s3:GetObject", resource: `arn:aws:s3:::${f.nodeTool.bucket}/${f.nodeTool.key}` },
       { action: "ssm:GetParameter", resource: `arn:aws:ssm:${REGION}:${MOCK_ACCOUNT}:parameter${f.imageParameter}` },
+      ...metricsAllowed,
     ],
     denied: [
+      ...metricsDenied,
       { action: "s3:GetObject", resource: `arn:aws:s3:::${f.nodeTool.bucket}/node/other-tool.sh` },
       { action: "s3:PutObject", resource: `arn:aws:s3:::${f.nodeTool.bucket}/${f.nodeTool.key}` },
       // No denial of other SSM parameters: AmazonSSMManagedInstanceCore (required by the SSM agent)
