@@ -9,7 +9,7 @@ import { loadConfig } from "./config";
 import { Edge, cloudFrontOriginPrefixListId } from "./edge";
 import { ComfyImage } from "./image";
 import { GpuCapacity, onDemandPrices, podResourcesPerGpu, resolveGpuTypes, vcpusPerGpu } from "./karpenter";
-import { Observability } from "./observability";
+import { metricsLogGroupName, Observability } from "./observability";
 import { Storage } from "./storage";
 import { ModelSync } from "./sync";
 import { ComfyWorkload } from "./workload";
@@ -30,6 +30,15 @@ const cluster = new Cluster(base, {
   apiAllowedCidrs: cfg.apiAllowedCidrs,
   systemNodeInstanceType: cfg.systemNodeInstanceType,
   systemNodeCount: cfg.systemNodeCount,
+  tags,
+});
+
+// The platform's own metric lines (EMF, observability/metrics.ts), written with PutLogEvents by the
+// gateway (streams gateway/<pod>) and by every GPU node's boot (node-boot/<instance id>); created
+// before both so it carries the retention, and each writer's role names only its own streams.
+const metricsLogs = new aws.cloudwatch.LogGroup(`${base}-metrics`, {
+  name: pulumi.output(cluster.clusterName).apply(metricsLogGroupName),
+  retentionInDays: cfg.logRetentionDays,
   tags,
 });
 
@@ -75,6 +84,8 @@ const gpu = new GpuCapacity(base, {
   hotSet: cfg.modelsHotSet,
   bootFillSeconds: cfg.modelsBootFillSeconds,
   parallelTransfers: cfg.modelsParallelTransfers,
+  metricsLogGroupName: metricsLogs.name,
+  metricsLogGroupArn: metricsLogs.arn,
   provider: cluster.provider,
   dependsOn: cluster.ready,
   tags,
@@ -125,6 +136,8 @@ const workload = new ComfyWorkload(base, {
     inputsBucketArn: storage.inputsBucketArn,
     userdataBucket: storage.userdataBucket,
     userdataBucketArn: storage.userdataBucketArn,
+    metricsLogGroupName: metricsLogs.name,
+    metricsLogGroupArn: metricsLogs.arn,
   },
   outputsVolumeName: storage.outputsVolumeName,
   inputsVolumeName: storage.inputsVolumeName,

@@ -28,8 +28,9 @@ export const AGENT_MANAGED_POLICY_ARN = "arn:aws:iam::aws:policy/CloudWatchAgent
  * The add-on's configuration. `agent.config` replaces the agent's default configuration, so it
  * states all we want: enhanced Container Insights, NVIDIA GPU metrics only when `gpuMetrics`
  * (`accelerated_compute_metrics`; the agent treats a missing key as true under enhanced
- * Container Insights — aws/amazon-cloudwatch-agent translator tests "missingAcceleratedComputeMetric"),
- * and the EMF listener (`emf`) so pods can send EMF lines to the node's agent. Application Signals
+ * Container Insights — aws/amazon-cloudwatch-agent translator tests "missingAcceleratedComputeMetric").
+ * No EMF listener: our own lines go to the metrics log group with PutLogEvents (metrics.ts
+ * metricsLogGroupName), the one path that also works during a node's boot. Application Signals
  * is left out (billed per request; nothing here is instrumented). `containerLogs.enabled` keeps
  * Fluent Bit shipping pod logs (chart values.yaml, aws-observability/helm-charts
  * amazon-cloudwatch-observability-6.4.0; example in "Install the CloudWatch agent with the Amazon
@@ -43,7 +44,6 @@ export function addonConfiguration(gpuMetrics: boolean): object {
         logs: {
           metrics_collected: {
             kubernetes: { enhanced_container_insights: true, accelerated_compute_metrics: gpuMetrics },
-            emf: {},
           },
         },
       },

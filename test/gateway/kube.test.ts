@@ -1,9 +1,11 @@
 import { strict as assert } from "node:assert";
+import { readFileSync } from "node:fs";
 import * as http from "node:http";
+import { join } from "node:path";
 import type { AddressInfo } from "node:net";
 import { KubeClient } from "../../workload/gateway/kube/client";
 import { LeaseElector } from "../../workload/gateway/kube/lease";
-import { EndpointSliceSource, patchDeletionCost, podImageId } from "../../workload/gateway/kube/pods";
+import { BOOT_AT_LABEL, EndpointSliceSource, patchDeletionCost, podImageId, podNodeStart } from "../../workload/gateway/kube/pods";
 import type { PodInfo } from "../../workload/gateway/dispatch/dispatcher";
 import { quiet, until } from "./helpers";
 
@@ -131,5 +133,33 @@ describe("gateway Kubernetes adapters (fake API server)", function () {
     } finally {
       await api.close();
     }
+  });
+
+  it("a Ready pod's node: registration from the Node's creation, kernel start from the boot-at label the node tool writes", async () => {
+    const objects: Record<string, object> = {
+      "/api/v1/namespaces/comfy/pods/comfyui-a": { spec: { nodeName: "ip-10-0-1-5" }, status: { conditions: [{ type: "PodScheduled", status: "True", lastTransitionTime: "2026-12-01T10:00:00Z" }, { type: "Ready", status: "True", lastTransitionTime: "2026-12-01T10:03:10Z" }] } },
+      "/api/v1/namespaces/comfy/pods/comfyui-b": { spec: { nodeName: "ip-10-0-1-6" }, status: { conditions: [{ type: "Ready", status: "False", lastTransitionTime: "2026-12-01T10:03:10Z" }] } },
+      "/api/v1/nodes/ip-10-0-1-5": { metadata: { creationTimestamp: "2026-12-01T10:01:40Z", labels: { [BOOT_AT_LABEL]: String(Date.parse("2026-12-01T10:00:20Z") / 1000), "node.kubernetes.io/instance-type": "g5.2xlarge", "karpenter.sh/capacity-type": "spot" } } },
+    };
+    const api = await fakeApi((req, res) => {
+      const o = objects[req.url];
+      res.writeHead(o ? 200 : 404, { "content-type": "application/json" });
+      res.end(JSON.stringify(o ?? { kind: "Status", code: 404 }));
+    });
+    try {
+      const kube = new KubeClient(api.url);
+      assert.deepEqual(await podNodeStart(kube, "comfy", "comfyui-a"), {
+        node: "ip-10-0-1-5", instanceType: "g5.2xlarge", capacityType: "spot",
+        bootAt: Date.parse("2026-12-01T10:00:20Z"), registeredAt: Date.parse("2026-12-01T10:01:40Z"), readyAt: Date.parse("2026-12-01T10:03:10Z"),
+      });
+      assert.equal(await podNodeStart(kube, "comfy", "comfyui-b"), undefined, "not Ready");
+      assert.equal(await podNodeStart(kube, "comfy", "gone"), undefined);
+      assert.deepEqual(api.seen.map((x) => x.method), ["GET", "GET", "GET", "GET"]);
+    } finally {
+      await api.close();
+    }
+    // The node tool writes the same label (karpenter/userdata/comfyui-models.sh).
+    const tool = readFileSync(join(__dirname, "..", "..", "karpenter", "userdata", "comfyui-models.sh"), "utf8");
+    assert.ok(tool.includes(`${BOOT_AT_LABEL}=`), "the node tool sets the label the gateway reads");
   });
 });

@@ -1,4 +1,5 @@
 import { strict as assert } from "node:assert";
+import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import * as path from "node:path";
 import {
@@ -89,7 +90,6 @@ describe("observability/metrics", () => {
   });
 
   it("node boot: the node's jq program turns a boot summary into the same metrics as nodeBootEmf", () => {
-    const { execFileSync } = require("node:child_process") as typeof import("node:child_process");
     const summaries = [
       { schema: 1, t_boot: 1000, t_userdata: 1030, t_raid: 1041, t_filled: 1090, t_image: 1075, fill: { result: "complete", files: 3, bytes: 20e9, seconds: 49, missing_files: 0 } },
       { schema: 1, t_boot: 1000, t_userdata: 1030, t_raid: 1041, t_filled: null, t_image: null, fill: { result: "budget", files: 1, bytes: 0, seconds: 0, missing_files: 4 } },

@@ -101,7 +101,17 @@ describe("Kubernetes objects of the whole program", function () {
     const role = p.rec.ofType("kubernetes:rbac.authorization.k8s.io/v1:Role").find((r) => r.inputs.metadata.name === "comfyui-gateway")!;
     const verbs = Object.fromEntries(role.inputs.rules.map((r: { resources: string[]; verbs: string[] }) => [r.resources[0], r.verbs]));
     assert.deepEqual(verbs, { endpointslices: ["list", "watch"], pods: ["get", "patch"], leases: ["get", "create", "update"] });
-    assert.ok(!p.rec.ofType("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole").some((r) => /gateway/.test(r.name)), "namespace-scoped only");
+    // Cluster-wide only to read a Node (its creation and boot-at label, for the cold-start figures).
+    const cluster = p.rec.ofType("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole").filter((r) => /gateway/.test(r.name));
+    assert.equal(cluster.length, 1);
+    assert.deepEqual(cluster[0].inputs.rules, [{ apiGroups: [""], resources: ["nodes"], verbs: ["get"] }]);
+    const binding = p.rec.ofType("kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding").find((b) => b.inputs.roleRef.name === cluster[0].inputs.metadata.name)!;
+    assert.deepEqual(binding.inputs.subjects, [{ kind: "ServiceAccount", name: "comfyui-gateway", namespace: "comfyui" }]);
+    // Metrics: the cluster's metrics log group, under the cluster's name.
+    const group = p.rec.ofType("aws:cloudwatch/logGroup:LogGroup").find((g) => g.inputs.name === env.GATEWAY_METRICS_LOG_GROUP);
+    assert.ok(group, `a log group ${env.GATEWAY_METRICS_LOG_GROUP} exists`);
+    assert.equal(group.inputs.name, `/comfyui/${env.GATEWAY_CLUSTER_NAME}/metrics`);
+    assert.equal(group.inputs.retentionInDays, 30);
   });
 
   it("gives the ComfyUI pods no Kubernetes or AWS credentials, and lets only the gateway (and probes) reach them", () => {
