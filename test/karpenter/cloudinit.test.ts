@@ -111,14 +111,16 @@ describe("GPU user data through Karpenter's merge and cloud-init's user-data pro
     bootFillSeconds: 600,
     reserveGb: 10,
   };
-  const hotSets: [string, string[]][] = [
-    ["an ASCII hot set", ARGS.hotSet as string[]],
-    ["a non-ASCII hot set (S3 keys are UTF-8)", ["checkpoints/モデル_ünïcode.safetensors", "loras/café é.safetensors", "vae"]],
+  const variants: [string, Partial<GpuUserDataArgs>][] = [
+    ["an ASCII hot set", {}],
+    ["a non-ASCII hot set (S3 keys are UTF-8)", { hotSet: ["checkpoints/モデル_ünïcode.safetensors", "loras/café é.safetensors", "vae"] }],
+    // The EMF jq program is full of $, quotes, braces and pipes.
+    ["boot metrics (the EMF jq program in the settings)", { bootMetrics: { logGroupName: "/comfyui/comfyui-dev/metrics", clusterName: "comfyui-dev" } }],
   ];
 
-  for (const [label, hotSet] of hotSets) {
+  for (const [label, variant] of variants) {
     it(`cloud-init writes the shell part byte for byte, for ${label}`, async () => {
-      const args = { ...ARGS, hotSet };
+      const args = { ...ARGS, ...variant };
       const merged = karpenterMerge(renderGpuUserData(args), KARPENTER_NODECONFIG);
       // Ours first, Karpenter's NodeConfig last.
       assert.ok(merged.indexOf("FastImagePull: true") < merged.indexOf("# Karpenter Generated NodeConfig"));
