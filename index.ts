@@ -8,7 +8,7 @@ import * as aws from "@pulumi/aws";
 import { loadConfig } from "./config";
 import { Edge, cloudFrontOriginPrefixListId } from "./edge";
 import { ComfyImage } from "./image";
-import { GpuCapacity, onDemandPrices, podResourcesPerGpu, resolveGpuTypes, vcpusPerGpu } from "./karpenter";
+import { GpuCapacity, KARPENTER_NAMESPACE, onDemandPrices, podResourcesPerGpu, resolveGpuTypes, vcpusPerGpu } from "./karpenter";
 import { metricsLogGroupName, Observability } from "./observability";
 import { Storage } from "./storage";
 import { ModelSync } from "./sync";
@@ -30,6 +30,7 @@ const cluster = new Cluster(base, {
   apiAllowedCidrs: cfg.apiAllowedCidrs,
   systemNodeInstanceType: cfg.systemNodeInstanceType,
   systemNodeCount: cfg.systemNodeCount,
+  logRetentionDays: cfg.logRetentionDays,
   tags,
 });
 
@@ -169,6 +170,7 @@ const observability = new Observability(base, {
   region: cfg.region,
   accountId: cluster.accountId,
   workloadNamespace: namespace,
+  karpenterNamespace: KARPENTER_NAMESPACE,
   syncQueueName: sync.queueName,
   syncDeadLetterQueueName: sync.dlqName,
   syncFunctionName: sync.functionName,

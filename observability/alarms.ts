@@ -48,9 +48,12 @@ export interface AlarmParams {
  * A metric that a CloudWatch Logs metric filter makes (not an emitter): Karpenter's log line for a
  * NodeClaim deleted before its node ever registered, counted in our namespace. A metric filter can
  * only take dimensions from fields of the log event, and no field Fluent Bit writes names the
- * cluster (the log group does), so this metric has no dimension: one stack per account and region.
+ * cluster (the log group does), so the metric has no dimension and carries the cluster in its
+ * name instead: two stacks in one account and region count their own nodes.
  */
-export const NODES_NEVER_REGISTERED_METRIC = "NodesNeverRegistered";
+export function nodesNeverRegisteredMetric(clusterName: string): string {
+  return `NodesNeverRegistered-${clusterName}`;
+}
 
 export interface LogMetricFilterSpec {
   /** Filter name, unique per log group. */
@@ -88,7 +91,7 @@ export interface LogMetricFilterSpec {
  * Merge_Log_Key log_processed) and adds `kubernetes.namespace_name`, into
  * /aws/containerinsights/<cluster>/application.
  */
-export function nodesNeverRegisteredFilter(karpenterNamespace: string): LogMetricFilterSpec {
+export function nodesNeverRegisteredFilter(karpenterNamespace: string, clusterName: string): LogMetricFilterSpec {
   if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(karpenterNamespace)) throw new Error(`karpenterNamespace: '${karpenterNamespace}' is not a Kubernetes namespace name`);
   return {
     name: "karpenter-nodeclaim-never-registered",
@@ -99,7 +102,7 @@ export function nodesNeverRegisteredFilter(karpenterNamespace: string): LogMetri
       `{ $.kubernetes.namespace_name = "${karpenterNamespace}" && $.log_processed.message = "deleted nodeclaim" && ` +
       "$.log_processed.Node NOT EXISTS && $.log = %provider-id% }",
     metricNamespace: NAMESPACE,
-    metricName: NODES_NEVER_REGISTERED_METRIC,
+    metricName: nodesNeverRegisteredMetric(clusterName),
     metricValue: "1",
     defaultValue: 0,
     unit: "Count",
@@ -237,7 +240,7 @@ export function alarmSpecs(p: AlarmParams): AlarmSpec[] {
       threshold: 0,
       evaluationPeriods: 1,
       treatMissingData: "notBreaching",
-      metric: { namespace: NAMESPACE, metricName: NODES_NEVER_REGISTERED_METRIC, dimensions: {}, stat: "Sum", period: 300 },
+      metric: { namespace: NAMESPACE, metricName: nodesNeverRegisteredMetric(p.clusterName), dimensions: {}, stat: "Sum", period: 300 },
     },
   );
   if (p.gpuDailyBudgetUsd !== undefined) {

@@ -9,6 +9,7 @@
  * documented ones listed in test/upstream/observability/aws-metrics.json; ours come from metrics.ts.
  */
 import { CLUSTER_DIMENSION, METRICS, MetricKey, NAMESPACE } from "./metrics";
+import { nodesNeverRegisteredMetric } from "./alarms";
 
 export interface DashboardParams {
   region: string;
@@ -98,6 +99,7 @@ function rows(p: DashboardParams): Draft[][] {
         ci("cluster_node_count", ["ClusterName", c], { stat: "Maximum", label: "nodes" }),
         ci("node_gpu_limit", ["ClusterName", c], { stat: "Sum", period: 60, label: "GPUs (per minute)" }),
         ci("node_gpu_usage_total", ["ClusterName", c], { stat: "Sum", period: 60, label: "GPUs in use (per minute)" }),
+        [NAMESPACE, nodesNeverRegisteredMetric(c), { stat: "Sum", label: "GPU nodes launched, never registered", yAxis: "right" }],
       ]),
       graph("Spot interruptions and rebalance notices", r, [
         ["AWS/Events", "TriggeredRules", "RuleName", p.spotInterruptionRuleName, { stat: "Sum", label: "spot interruption warnings" }],

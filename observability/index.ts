@@ -6,7 +6,7 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { policyJson, POD_IDENTITY_TRUST, Statement } from "../cluster/iam";
-import { alarmSpecs, AlarmSpec, checkAlarm } from "./alarms";
+import { alarmSpecs, AlarmSpec, checkAlarm, nodesNeverRegisteredFilter } from "./alarms";
 import { dashboardBody } from "./dashboard";
 
 export { dashboardBody, renderLayout } from "./dashboard";
@@ -68,6 +68,8 @@ export interface ObservabilityArgs {
   accountId: pulumi.Input<string>;
   /** Kubernetes namespace of the ComfyUI pods. */
   workloadNamespace: string;
+  /** Namespace Karpenter runs in (its logs feed the "never registered" count). */
+  karpenterNamespace: string;
   syncQueueName: pulumi.Input<string>;
   syncDeadLetterQueueName: pulumi.Input<string>;
   syncFunctionName: pulumi.Input<string>;
@@ -215,10 +217,31 @@ export class Observability extends pulumi.ComponentResource {
       failedPromptRatePercent: args.failedPromptRatePercent ?? 10,
       gateway5xxPerFiveMinutes: args.gateway5xxPerFiveMinutes ?? 5,
     };
-    const shapes = alarmSpecs({ clusterName: "-", syncDeadLetterQueueName: "-", syncFunctionName: "-", gpuUsdPerGpuHour: 0, ...thresholds });
+    const shapes = alarmSpecs({ clusterName: "-", syncDeadLetterQueueName: "-", syncFunctionName: "-", gpuUsdPerGpuHour: 0, workloadNamespace: args.workloadNamespace, ...thresholds });
     const specs = pulumi
       .all([args.clusterName, args.syncDeadLetterQueueName, args.syncFunctionName, args.gpuUsdPerGpuHour])
-      .apply(([clusterName, dlq, fn, price]) => alarmSpecs({ clusterName, syncDeadLetterQueueName: dlq, syncFunctionName: fn, gpuUsdPerGpuHour: price, ...thresholds }));
+      .apply(([clusterName, dlq, fn, price]) => alarmSpecs({ clusterName, syncDeadLetterQueueName: dlq, syncFunctionName: fn, gpuUsdPerGpuHour: price, workloadNamespace: args.workloadNamespace, ...thresholds }));
+
+    // Karpenter's "deleted nodeclaim" lines of instances that never became nodes, counted from its
+    // pod logs in the application group (alarms.ts nodesNeverRegisteredFilter says why that line).
+    const appGroup = groups[CONTAINER_INSIGHTS_GROUPS.indexOf("application")];
+    const filter = pulumi.output(args.clusterName).apply((c) => nodesNeverRegisteredFilter(args.karpenterNamespace, c));
+    new aws.cloudwatch.LogMetricFilter(
+      `${name}-nodes-never-registered`,
+      {
+        name: filter.name,
+        logGroupName: appGroup.name,
+        pattern: filter.pattern,
+        metricTransformation: {
+          namespace: filter.metricNamespace,
+          name: filter.metricName,
+          value: filter.metricValue,
+          defaultValue: filter.defaultValue.apply(String),
+          unit: filter.unit,
+        },
+      },
+      parent,
+    );
     this.alarmNames = shapes.map((shape, i) => {
       const inputs = alarmInputs(shape, specs.apply((all) => all[i]), topic.arn, tags);
       checkAlarm(shape.key, { alarmActions: [topic.arn], threshold: shape.threshold, alarmDescription: shape.description, period: shape.metric?.period, metricQueries: shape.expression ? Object.values(shape.expression.metrics).map((metric) => ({ metric })) : undefined });
@@ -248,7 +271,7 @@ function alarmInputs(shape: AlarmSpec, spec: pulumi.Output<AlarmSpec>, topicArn:
     return {
       ...common,
       namespace: shape.metric.namespace,
-      metricName: shape.metric.metricName,
+      metricName: spec.apply((s) => s.metric!.metricName),
       dimensions: spec.apply((s) => s.metric!.dimensions),
       statistic: shape.metric.stat as aws.cloudwatch.MetricAlarmArgs["statistic"],
       period: shape.metric.period,

@@ -7,7 +7,7 @@
 import { strict as assert } from "node:assert";
 import { readFileSync } from "node:fs";
 import * as path from "node:path";
-import { alarmSpecs, AlarmParams, AlarmSpec, checkAlarm, nodesNeverRegisteredFilter, NODES_NEVER_REGISTERED_METRIC } from "../../observability/alarms";
+import { alarmSpecs, AlarmParams, AlarmSpec, checkAlarm, nodesNeverRegisteredFilter, nodesNeverRegisteredMetric } from "../../observability/alarms";
 import { COLD_START_BUDGET_SECONDS, gatewaySnapshotEmf, METRICS, NAMESPACE } from "../../observability/metrics";
 import { KARPENTER_NAMESPACE } from "../../karpenter";
 import { metricIdentity, parseEmfLine } from "./emfParse";
@@ -40,7 +40,7 @@ function inputsOf(a: AlarmSpec, actions: unknown[] = ["arn:aws:sns:us-west-2:123
 function ours(): Set<string> {
   const line = gatewaySnapshotEmf({ clusterName: "c", waiting: 1, running: 0, websocketClients: 0, podsReady: 0, acceptedSinceLast: 0, http5xxSinceLast: 0 }, 1_800_000_000_000);
   const ids = parseEmfLine(JSON.stringify(line)).map((m) => metricIdentity(m.namespace, m.name, Object.keys(m.dimensions)));
-  const filter = nodesNeverRegisteredFilter(KARPENTER_NAMESPACE);
+  const filter = nodesNeverRegisteredFilter(KARPENTER_NAMESPACE, "comfyui-dev");
   return new Set([...ids, metricIdentity(filter.metricNamespace, filter.metricName, [])]);
 }
 
@@ -123,7 +123,7 @@ describe("alarms: the three for pending GPU pods, waiting prompts, unregistered 
 
   it("GPU nodes never registered: the log-filter metric, counted per 5 minutes", () => {
     const a = byKey("gpu-nodes-never-registered");
-    assert.deepEqual([a.metric!.namespace, a.metric!.metricName, a.metric!.dimensions, a.metric!.stat], [NAMESPACE, NODES_NEVER_REGISTERED_METRIC, {}, "Sum"]);
+    assert.deepEqual([a.metric!.namespace, a.metric!.metricName, a.metric!.dimensions, a.metric!.stat], [NAMESPACE, nodesNeverRegisteredMetric(PARAMS.clusterName), {}, "Sum"]);
     assert.equal(a.threshold, 0);
     assert.equal(a.comparisonOperator, "GreaterThanThreshold");
   });
@@ -215,7 +215,7 @@ function karpenterEvent(message: string, extra: Record<string, unknown>, namespa
 }
 
 describe("alarms: the never-registered metric filter", () => {
-  const filter = nodesNeverRegisteredFilter(KARPENTER_NAMESPACE);
+  const filter = nodesNeverRegisteredFilter(KARPENTER_NAMESPACE, "comfyui-dev");
   const providerId = { "provider-id": "aws:///us-west-2a/i-0123456789abcdef0" };
 
   it("matches Karpenter's 'deleted nodeclaim' for a launched instance that never became a node", () => {
@@ -236,8 +236,8 @@ describe("alarms: the never-registered metric filter", () => {
 
   it("is a counter in our namespace on the add-on's application log group, zero when idle", () => {
     assert.equal(filter.logGroupName("comfyui-dev"), "/aws/containerinsights/comfyui-dev/application");
-    assert.deepEqual([filter.metricNamespace, filter.metricName, filter.metricValue, filter.defaultValue], [NAMESPACE, NODES_NEVER_REGISTERED_METRIC, "1", 0]);
-    assert.throws(() => nodesNeverRegisteredFilter('kube-system" || $.x = "y'), /not a Kubernetes namespace name/);
+    assert.deepEqual([filter.metricNamespace, filter.metricName, filter.metricValue, filter.defaultValue], [NAMESPACE, nodesNeverRegisteredMetric("comfyui-dev"), "1", 0]);
+    assert.throws(() => nodesNeverRegisteredFilter('kube-system" || $.x = "y', "comfyui-dev"), /not a Kubernetes namespace name/);
   });
 
   it("the add-on's Fluent Bit (chart 6.4.0) ships Karpenter's container log and merges its JSON under log_processed", () => {

@@ -1,7 +1,7 @@
 import { strict as assert } from "node:assert";
 import { readFileSync } from "node:fs";
 import * as path from "node:path";
-import { alarmSpecs, checkAlarm, renderAlarmTable } from "../../observability/alarms";
+import { alarmSpecs, checkAlarm, nodesNeverRegisteredFilter, renderAlarmTable } from "../../observability/alarms";
 import { DashboardBody, dashboardBody, DashboardParams, renderLayout } from "../../observability/dashboard";
 import { coldStartEmf, gatewaySnapshotEmf, METRICS, NAMESPACE, nodeBootEmf, nodeReadyEmf, promptOutcomeEmf, syncBatchEmf } from "../../observability/metrics";
 import { installMocks, MOCK_ACCOUNT, Recorder, unwrap } from "../support/mocks";
@@ -25,7 +25,10 @@ function emitted(): Set<string> {
     nodeReadyEmf({ clusterName: "c", registeredSeconds: 1, readySeconds: 2 }, T),
     nodeBootEmf({ clusterName: "c", seconds: 1, bytes: 1, hotSetFilesMissing: 1, raidSeconds: 1, filledSeconds: 1, imageSeconds: 1 }, T),
   ];
-  return new Set(lines.flatMap((l) => parseEmfLine(JSON.stringify(l)).map((m) => metricIdentity(m.namespace, m.name, Object.keys(m.dimensions)))));
+  const ids = lines.flatMap((l) => parseEmfLine(JSON.stringify(l)).map((m) => metricIdentity(m.namespace, m.name, Object.keys(m.dimensions))));
+  // The one metric a log filter makes rather than an emitter (alarms.ts nodesNeverRegisteredFilter).
+  const filter = nodesNeverRegisteredFilter("kube-system", "comfyui-dev");
+  return new Set([...ids, metricIdentity(filter.metricNamespace, filter.metricName, [])]);
 }
 
 /** Every metric a dashboard draws must be emitted by our code or be a documented AWS metric; returns the offenders. */
@@ -144,7 +147,10 @@ describe("observability: alarms", () => {
         assert.ok((m.namespace === NAMESPACE ? ours : DOCUMENTED).has(id), `${a.key}: ${id}`);
       }
     }
-    assert.deepEqual(specs.map((a) => a.key), ["sync-dlq", "sync-lambda-errors", "sync-node-failures", "gateway-failed-prompts", "gateway-5xx", "gpu-spend"]);
+    assert.deepEqual(specs.map((a) => a.key), [
+      "sync-dlq", "sync-lambda-errors", "sync-node-failures", "gateway-failed-prompts", "gateway-5xx",
+      "gpu-pods-pending", "prompts-waiting-no-gpu", "gpu-nodes-never-registered", "gpu-spend",
+    ]);
     assert.ok(!alarmSpecs({ ...PARAMS, gpuDailyBudgetUsd: undefined, failedPromptRatePercent: 10, gateway5xxPerFiveMinutes: 5 }).some((a) => a.key === "gpu-spend"));
   });
 
@@ -165,7 +171,7 @@ describe("observability: the component built on its own", () => {
     installMocks(rec);
     const { Observability } = await import("../../observability");
     const o = new Observability("obs", {
-      clusterName: "comfyui-dev", region: "us-west-2", accountId: MOCK_ACCOUNT, workloadNamespace: "comfyui", syncQueueName: "sync-q",
+      clusterName: "comfyui-dev", region: "us-west-2", accountId: MOCK_ACCOUNT, workloadNamespace: "comfyui", karpenterNamespace: "kube-system", syncQueueName: "sync-q",
       syncDeadLetterQueueName: "sync-dlq", syncFunctionName: "comfyui-dev-model-sync", spotInterruptionRuleName: "spot-rule",
       rebalanceRuleName: "rebalance-rule", cloudFrontDistributionId: "E123", gpuUsdPerGpuHour: 1.861, gpuDailyBudgetUsd: 50,
       alertEmails: ["ops@studio.example", "lead@studio.example"], ...extra,
@@ -179,7 +185,7 @@ describe("observability: the component built on its own", () => {
     await build();
     const topicArn = `arn:aws:sns:us-west-2:${MOCK_ACCOUNT}:obs-alarms`;
     const alarms = rec.ofType("aws:cloudwatch/metricAlarm:MetricAlarm");
-    assert.equal(alarms.length, 6);
+    assert.equal(alarms.length, 9);
     for (const a of alarms) {
       assert.deepEqual(a.inputs.alarmActions, [topicArn], a.name);
       checkAlarm(a.name, a.inputs);
@@ -189,6 +195,13 @@ describe("observability: the component built on its own", () => {
     const spend = rec.one("aws:cloudwatch/metricAlarm:MetricAlarm", "gpu-spend").inputs;
     assert.equal(spend.threshold, 50);
     assert.equal(spend.metricQueries[0].expression, "m1 / 60 * 1.861");
+    // The never-registered alarm watches exactly what the filter on the application log group makes.
+    const never = rec.one("aws:cloudwatch/metricAlarm:MetricAlarm", "gpu-nodes-never-registered").inputs;
+    const filter = rec.one("aws:cloudwatch/logMetricFilter:LogMetricFilter").inputs;
+    assert.equal(filter.logGroupName, "/aws/containerinsights/comfyui-dev/application");
+    assert.deepEqual([filter.metricTransformation.namespace, filter.metricTransformation.name], [never.namespace, never.metricName]);
+    assert.equal(never.metricName, "NodesNeverRegistered-comfyui-dev");
+    assert.match(filter.pattern, /\$\.kubernetes\.namespace_name = "kube-system"/);
   });
 
   it("the topic is encrypted with a key CloudWatch and EventBridge may use; only they may publish, for this account", async () => {
@@ -242,7 +255,7 @@ describe("observability: the component built on its own", () => {
   it("refuses bad input naming the key", async () => {
     const { Observability } = await import("../../observability");
     const base = {
-      clusterName: "c", region: "us-west-2", accountId: MOCK_ACCOUNT, workloadNamespace: "comfyui", syncQueueName: "q", syncDeadLetterQueueName: "d",
+      clusterName: "c", region: "us-west-2", accountId: MOCK_ACCOUNT, workloadNamespace: "comfyui", karpenterNamespace: "kube-system", syncQueueName: "q", syncDeadLetterQueueName: "d",
       syncFunctionName: "f", spotInterruptionRuleName: "s", rebalanceRuleName: "r", gpuUsdPerGpuHour: 1,
     };
     assert.throws(() => new Observability("bad1", { ...base, alertEmails: ["not-an-email"] }), /not an email address/);
