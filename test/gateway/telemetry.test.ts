@@ -198,3 +198,17 @@ describe("gateway telemetry", function () {
     }
   });
 });
+
+describe("the documented wake budget", () => {
+  it("is the upper end of docs/scaling.md's g5.2xlarge 'now' total, the figure the gateway promises before it has measured", () => {
+    const doc = fs.readFileSync(path.join(__dirname, "..", "..", "docs", "scaling.md"), "utf8");
+    const header = doc.split("\n").find((l) => l.startsWith("| phase |"))!.split("|").map((c) => c.trim());
+    const total = doc.split("\n").find((l) => l.startsWith("| **total**"))!.split("|").map((c) => c.trim());
+    const cell = total[header.indexOf("now, g5.2xlarge")];
+    const m = /–(\d+(?:\.\d+)?) min/.exec(cell);
+    assert.ok(m, `a range in ${cell}`);
+    assert.equal(Math.round(Number(m[1]) * 60), COLD_START_BUDGET_SECONDS);
+    assert.equal(loadConfig(["--comfyui", "http://127.0.0.1:1"], {}).coldStartBudgetSeconds, COLD_START_BUDGET_SECONDS);
+    assert.equal(loadConfig(["--comfyui", "http://127.0.0.1:1", "--cold-start-budget", "300"], {}).coldStartBudgetSeconds, 300);
+  });
+});
