@@ -5,7 +5,7 @@
  * pin (cited per principal).
  */
 import { GATEWAY_NAME, GATEWAY_USERDATA_PREFIX } from "../../workload/gatewayDeployment";
-import { metricsLogGroupName, NODE_BOOT_STREAM_PREFIX } from "../../observability/metrics";
+import { GATEWAY_STREAM_PREFIX, metricsLogGroupName, NODE_BOOT_STREAM_PREFIX } from "../../observability/metrics";
 import { MOCK_ACCOUNT } from "../support/mocks";
 import { ProgramRun } from "../support/program";
 import { AWS_OWNED_ARN, ELB_V1_ADDTAGS, PrincipalTable, REGION, requestTags, resourceTags, SimRequest } from "./simulate";
@@ -53,6 +53,8 @@ export interface GatewayFacts {
   inputsBucket: string;
   userdataBucket: string;
   userdataPrefix: string;
+  /** GATEWAY_METRICS_LOG_GROUP: where the gateway sends its EMF lines (stream gateway/<pod>). */
+  metricsLogGroup: string;
 }
 
 /** The image builder's CodeBuild project: its service role, log group and each build it runs. */
@@ -90,6 +92,7 @@ function gatewayFacts(run: ProgramRun): GatewayFacts {
     userdataBucket: envOf("GATEWAY_USERDATA_BUCKET"),
     // Fixed in the gateway's code (workload/gateway/app.ts: PrefixedStore(deps.users, "user/")), not configured.
     userdataPrefix: GATEWAY_USERDATA_PREFIX,
+    metricsLogGroup: envOf("GATEWAY_METRICS_LOG_GROUP"),
   };
 }
 
@@ -490,6 +493,9 @@ export function gatewayTable(f: Facts): PrincipalTable {
   const models = `arn:aws:s3:::${f.buckets.models}`;
   const objectRw = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"];
   const settings = `${userdata}/${g.userdataPrefix}default/comfy.settings.json`;
+  // telemetry/sink.ts: CreateLogStream then PutLogEvents on gateway/<POD_NAME>.
+  const metrics = `arn:aws:logs:${REGION}:${MOCK_ACCOUNT}:log-group:${g.metricsLogGroup}`;
+  const ownStream = `${metrics}:log-stream:${GATEWAY_STREAM_PREFIX}comfyui-gateway-7d9f-abcde`;
   return {
     principal: "gateway",
     role: g.role,
@@ -513,6 +519,8 @@ export function gatewayTable(f: Facts): PrincipalTable {
       { action: "s3:ListBucket", resource: inputs, context: { "s3:prefix": "" } },
       ...objectRw.map((action) => ({ action, resource: settings })),
       { action: "s3:ListBucket", resource: userdata, context: { "s3:prefix": `${g.userdataPrefix}default/workflows/` } },
+      { action: "logs:CreateLogStream", resource: ownStream },
+      { action: "logs:PutLogEvents", resource: ownStream },
     ],
     denied: [
       { action: "dynamodb:GetItem", resource: otherTable },
@@ -535,6 +543,11 @@ export function gatewayTable(f: Facts): PrincipalTable {
       { action: "s3:PutObject", resource: `${userdata}/comfy.settings.json` },
       { action: "s3:DeleteObject", resource: `${userdata}/other/secret.json` },
       { action: "s3:PutBucketPolicy", resource: outputs },
+      // A GPU node's stream, another group, and anything beyond writing.
+      { action: "logs:PutLogEvents", resource: `${metrics}:log-stream:${NODE_BOOT_STREAM_PREFIX}i-0123456789abcdef0` },
+      { action: "logs:PutLogEvents", resource: `arn:aws:logs:${REGION}:${MOCK_ACCOUNT}:log-group:${metricsLogGroupName(OTHER_CLUSTER)}:log-stream:${GATEWAY_STREAM_PREFIX}x` },
+      { action: "logs:DeleteLogStream", resource: ownStream },
+      { action: "logs:PutRetentionPolicy", resource: metrics },
       // The bucket policies refuse plain HTTP, whatever the role may do.
       { action: "s3:GetObject", resource: settings, context: { "aws:SecureTransport": "false" }, explicit: true },
     ],
