@@ -30,6 +30,14 @@ describe("observability/metrics", () => {
     for (const m of Object.values(METRICS)) assert.deepEqual(m.dimensions, [CLUSTER_DIMENSION]);
   });
 
+  it("the costs count every metric name defined here", () => {
+    const n = Object.keys(METRICS).length;
+    const costs = readFileSync(path.join(__dirname, "..", "..", "docs", "costs.md"), "utf8");
+    assert.match(costs, new RegExp(`${n} names in observability/metrics.ts`));
+    assert.match(costs, new RegExp(`${n} × \\$0\\.30 per custom metric-month`));
+    assert.match(readFileSync(path.join(__dirname, "..", "..", "README.md"), "utf8"), new RegExp(`${n} metric names \\$${(n * 0.3).toFixed(2).replace(".", "\\.")}`));
+  });
+
   it("formats a valid EMF line that parses back into the same metrics, units and dimensions", () => {
     const line = emf({ promptWaitSeconds: [1.5, 2, 40], promptsFailed: 1 }, { ClusterName: "comfyui-dev" }, T);
     const metrics = parseEmfLine(line);
