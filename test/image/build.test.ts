@@ -24,8 +24,16 @@ function options(log: string[], clock = { t: 0 }): WaitOptions {
 }
 
 describe("image build: start, wait, report", () => {
-  const cb = mockClient(CodeBuildClient);
-  const cwl = mockClient(CloudWatchLogsClient);
+  // Mocked only while this block runs: mockClient stubs the class for every instance in the
+  // process, so created at load time it would capture other files' real clients too.
+  const mockCodeBuild = () => mockClient(CodeBuildClient);
+  const mockLogs = () => mockClient(CloudWatchLogsClient);
+  let cb: ReturnType<typeof mockCodeBuild>;
+  let cwl: ReturnType<typeof mockLogs>;
+  before(() => {
+    cb = mockCodeBuild();
+    cwl = mockLogs();
+  });
   beforeEach(() => {
     cb.reset();
     cwl.reset();
