@@ -335,5 +335,5 @@ export const EMITTER_WIRING: Record<MetricSource, { readonly emitter: string; re
     { emitter: "coldStartEmf", calledFrom: "workload/gateway/telemetry/index.ts" },
     { emitter: "nodeReadyEmf", calledFrom: "workload/gateway/telemetry/index.ts" },
   ],
-  "node-boot": [{ emitter: "nodeBootEmfJq", calledFrom: null }],
+  "node-boot": [{ emitter: "nodeBootEmfJq", calledFrom: "karpenter/userdata/gpuUserData.ts" }],
 };
