@@ -107,6 +107,16 @@ function rows(p: DashboardParams): Draft[][] {
       ]),
     ],
   ];
+  // The GPU fleet by EC2 type and spot / on-demand: one series per combination the gateway saw.
+  const byType = (key: MetricKey, label: string): MetricRow => [{
+    expression: `SEARCH('{${NAMESPACE},${[...METRICS[key].dimensions].join(",")}} MetricName="${METRICS[key].name}" ${CLUSTER_DIMENSION}="${c}"', 'Maximum', 300)`,
+    label,
+    id: key.toLowerCase(),
+  }];
+  out.push([
+    graph("GPU nodes by instance type and capacity type", r, [byType("gpuNodesByType", "nodes")], {}, 12),
+    graph("ComfyUI pods by instance type and capacity type", r, [byType("podsByType", "pods")], {}, 12),
+  ]);
   // A real deployment's own cold start, phase by phase (the node writes the first four at boot, the
   // gateway the last two when it sees the Node and the pod), next to the fill that dominates it.
   out.push([

@@ -57,13 +57,17 @@ export interface MetricSpec {
   readonly meaning: string;
 }
 
-const spec = (source: MetricSource, name: string, unit: EmfUnit, meaning: string): MetricSpec => ({
+const spec = (source: MetricSource, name: string, unit: EmfUnit, meaning: string, extraDimensions: readonly string[] = []): MetricSpec => ({
   name,
   unit,
-  dimensions: [CLUSTER],
+  dimensions: [CLUSTER, ...extraDimensions],
   source,
   meaning,
 });
+
+/** The GPU nodes' EC2 instance type and Karpenter capacity type (spot / on-demand), from the Node's labels. */
+const BY_TYPE = ["InstanceType", "CapacityType"] as const;
+export const NODE_TYPE_DIMENSIONS = BY_TYPE;
 
 const TABLE = {
   // The gateway: one snapshot a minute, one outcome line per finished prompt.
@@ -72,6 +76,8 @@ const TABLE = {
   promptsRunning: spec("gateway", "PromptsRunning", "Count", "prompts executing on a pod"),
   websocketClients: spec("gateway", "WebSocketClients", "Count", "connected /ws clients"),
   podsReady: spec("gateway", "GpuPodsReady", "Count", "ComfyUI pods ready to take prompts"),
+  gpuNodesByType: spec("gateway", "GpuNodes", "Count", "GPU nodes with a ready ComfyUI pod, by instance type and capacity type", BY_TYPE),
+  podsByType: spec("gateway", "ComfyUIPods", "Count", "ready ComfyUI pods, by their node's instance type and capacity type", BY_TYPE),
   promptsAccepted: spec("gateway", "PromptsAccepted", "Count", "prompts stored and answered by POST /prompt"),
   promptsSucceeded: spec("gateway", "PromptsSucceeded", "Count", "prompts that finished with execution_success"),
   promptsFailed: spec("gateway", "PromptsFailed", "Count", "prompts that finished with execution_error or ran out of attempts"),
@@ -232,6 +238,24 @@ export function promptOutcomeEmf(p: PromptOutcome, timestampMs: number): EmfDocu
   );
 }
 
+export interface GpuFleetGroup {
+  readonly clusterName: string;
+  readonly instanceType: string;
+  /** Karpenter's karpenter.sh/capacity-type: "spot" or "on-demand". */
+  readonly capacityType: string;
+  readonly nodes: number;
+  readonly pods: number;
+}
+
+/** With the snapshot, one line per (instance type, capacity type) the ready pods run on. */
+export function gpuFleetEmf(g: GpuFleetGroup, timestampMs: number): EmfDocument {
+  return emfDocument(
+    { gpuNodesByType: g.nodes, podsByType: g.pods },
+    { [CLUSTER]: g.clusterName, [BY_TYPE[0]]: g.instanceType, [BY_TYPE[1]]: g.capacityType },
+    timestampMs,
+  );
+}
+
 /** One line per cold start, when its first prompt starts running. */
 export function coldStartEmf(clusterName: string, seconds: number, timestampMs: number): EmfDocument {
   return emfDocument({ coldStartSeconds: seconds }, { [CLUSTER]: clusterName }, timestampMs);
@@ -334,6 +358,7 @@ export const EMITTER_WIRING: Record<MetricSource, { readonly emitter: string; re
     { emitter: "promptOutcomeEmf", calledFrom: "workload/gateway/telemetry/index.ts" },
     { emitter: "coldStartEmf", calledFrom: "workload/gateway/telemetry/index.ts" },
     { emitter: "nodeReadyEmf", calledFrom: "workload/gateway/telemetry/index.ts" },
+    { emitter: "gpuFleetEmf", calledFrom: "workload/gateway/telemetry/index.ts" },
   ],
   "node-boot": [{ emitter: "nodeBootEmfJq", calledFrom: "karpenter/userdata/gpuUserData.ts" }],
 };

@@ -79,7 +79,7 @@ describe("gateway telemetry", function () {
       const sink = new CloudWatchLogsSink({ client, logGroup: "/comfyui/c/metrics", logStream: "gateway/gw-0", log: quiet, flushMs: 3_600_000 });
       const t = new Telemetry({ clusterName: "c", sink, coldStarts: new ColdStarts(new LocalObjectStore(tmpDir()), 222, quiet), log: quiet, now: () => 2000 });
       try {
-        t.snapshot({ waiting: 2, running: 1, websocketClients: 3, podsReady: 1 });
+        t.snapshot({ waiting: 2, running: 1, websocketClients: 3, readyPods: ["pod-a"] });
         const rec = { id: "p", createdAt: 500 } as never;
         t.finished(rec, { prompt: [], outputs: {}, status: { status_str: "success", completed: true, messages: [] }, meta: {} }, 1000, 1500);
         logs.fail("PutLogEvents", "ServiceUnavailableException", 503);
@@ -110,11 +110,11 @@ describe("gateway telemetry", function () {
       const c = new ColdStarts(new LocalObjectStore(tmpDir()), 222, quiet);
       const t = new Telemetry({ clusterName: "c", sink: first, coldStarts: c, log: quiet, now: () => 1 });
       try {
-        t.snapshot({ waiting: 0, running: 0, websocketClients: 0, podsReady: 0 });
+        t.snapshot({ waiting: 0, running: 0, websocketClients: 0, readyPods: [] });
         await first.close();
         const again = new CloudWatchLogsSink({ client, logGroup: "g", logStream: "gateway/x", log: quiet, flushMs: 3_600_000, maxBuffered: 2 });
         const t2 = new Telemetry({ clusterName: "c", sink: again, coldStarts: c, log: quiet, now: () => 2 });
-        for (let i = 0; i < 3; i++) t2.snapshot({ waiting: i, running: 0, websocketClients: 0, podsReady: 0 });
+        for (let i = 0; i < 3; i++) t2.snapshot({ waiting: i, running: 0, websocketClients: 0, readyPods: [] });
         await again.close();
         assert.deepEqual(valuesOf(logs.messages(), "PromptsWaiting"), [0, 1, 2], "the first line, then the newest two of three");
         assert.equal(logs.calls.filter((x) => x.target.endsWith("CreateLogStream")).length, 2);
@@ -136,6 +136,25 @@ describe("gateway telemetry", function () {
       const msgs = lines.map((l) => JSON.stringify(l));
       assert.deepEqual(valuesOf(msgs, "NodeRegisteredSeconds"), [80]);
       assert.deepEqual(valuesOf(msgs, "ComfyUIReadySeconds"), [170]);
+    });
+
+    it("the fleet by instance type and capacity type: ready pods grouped by their node's labels, gone pods forgotten", () => {
+      const lines: object[] = [];
+      const sink = { ...NO_METRICS, put: (d: object) => void lines.push(d) };
+      const t = new Telemetry({ clusterName: "c", sink, coldStarts: new ColdStarts(new LocalObjectStore(tmpDir()), 222, quiet), log: quiet, now: () => 1 });
+      const at = { registeredAt: 0, readyAt: 0 };
+      t.nodeStarted({ node: "n1", instanceType: "g6.12xlarge", capacityType: "spot", ...at }, "p1");
+      t.nodeStarted({ node: "n1", instanceType: "g6.12xlarge", capacityType: "spot", ...at }, "p2");
+      t.nodeStarted({ node: "n2", instanceType: "g6.12xlarge", capacityType: "spot", ...at }, "p3");
+      t.nodeStarted({ node: "n3", instanceType: "g5.2xlarge", capacityType: "on-demand", ...at }, "p4");
+      const fleet = () => lines.splice(0).flatMap((l) => parseEmfLine(JSON.stringify(l))).filter((m) => m.name === "GpuNodes" || m.name === "ComfyUIPods")
+        .map((m) => `${m.name} ${m.dimensions.InstanceType}/${m.dimensions.CapacityType}=${m.values[0]}`).sort();
+      t.snapshot({ waiting: 0, running: 0, websocketClients: 0, readyPods: ["p1", "p2", "p3", "p4"] });
+      assert.deepEqual(fleet(), ["ComfyUIPods g5.2xlarge/on-demand=1", "ComfyUIPods g6.12xlarge/spot=3", "GpuNodes g5.2xlarge/on-demand=1", "GpuNodes g6.12xlarge/spot=2"]);
+      t.snapshot({ waiting: 0, running: 0, websocketClients: 0, readyPods: ["p1"] });
+      assert.deepEqual(fleet(), ["ComfyUIPods g6.12xlarge/spot=1", "GpuNodes g6.12xlarge/spot=1"]);
+      t.snapshot({ waiting: 0, running: 0, websocketClients: 0, readyPods: ["p1", "p4"] });
+      assert.deepEqual(fleet(), ["ComfyUIPods g6.12xlarge/spot=1", "GpuNodes g6.12xlarge/spot=1"], "p4 left and is not counted again until it is read again");
     });
   });
 

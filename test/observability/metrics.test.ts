@@ -10,6 +10,8 @@ import {
   METRICS,
   NAMESPACE,
   coldStartEmf,
+  gpuFleetEmf,
+  NODE_TYPE_DIMENSIONS,
   nodeBootEmf,
   nodeBootEmfJq,
   nodeReadyEmf,
@@ -27,7 +29,8 @@ describe("observability/metrics", () => {
     assert.equal(new Set(names).size, names.length, "metric names are unique");
     assert.equal(NAMESPACE, "ComfyUI/Platform");
     assert.ok(!NAMESPACE.startsWith("AWS/"), "AWS/ namespaces are reserved");
-    for (const m of Object.values(METRICS)) assert.deepEqual(m.dimensions, [CLUSTER_DIMENSION]);
+    for (const m of Object.values(METRICS)) assert.equal(m.dimensions[0], CLUSTER_DIMENSION, m.name);
+    for (const m of Object.values(METRICS)) assert.ok(m.dimensions.length === 1 || m.dimensions.join() === [CLUSTER_DIMENSION, ...NODE_TYPE_DIMENSIONS].join(), m.name);
   });
 
   it("the costs count every metric name defined here", () => {
@@ -36,6 +39,8 @@ describe("observability/metrics", () => {
     assert.match(costs, new RegExp(`${n} names in observability/metrics.ts`));
     assert.match(costs, new RegExp(`${n} × \\$0\\.30 per custom metric-month`));
     assert.match(readFileSync(path.join(__dirname, "..", "..", "README.md"), "utf8"), new RegExp(`${n} metric names \\$${(n * 0.3).toFixed(2).replace(".", "\\.")}`));
+    const byType = Object.values(METRICS).filter((m) => m.dimensions.length > 1).length;
+    assert.match(costs, new RegExp(`the ${byType} by-type names bill once per instance type and capacity type`));
   });
 
   it("formats a valid EMF line that parses back into the same metrics, units and dimensions", () => {
@@ -139,6 +144,7 @@ describe("observability/metrics", () => {
         promptOutcomeEmf({ clusterName: "c", outcome: "error", waitSeconds: 1 }, T),
         coldStartEmf("c", 1, T),
         nodeReadyEmf({ clusterName: "c", registeredSeconds: 1, readySeconds: 2 }, T),
+        gpuFleetEmf({ clusterName: "c", instanceType: "g6.xlarge", capacityType: "on-demand", nodes: 1, pods: 1 }, T),
       ],
       "node-boot": [nodeBootEmf({ clusterName: "c", seconds: 1, bytes: 1, hotSetFilesMissing: 0, raidSeconds: 1, filledSeconds: 2, imageSeconds: 2 }, T)],
     };

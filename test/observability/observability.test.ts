@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import * as path from "node:path";
 import { alarmSpecs, checkAlarm, nodesNeverRegisteredFilter, renderAlarmTable } from "../../observability/alarms";
 import { DashboardBody, dashboardBody, DashboardParams, renderLayout } from "../../observability/dashboard";
-import { coldStartEmf, gatewaySnapshotEmf, METRICS, NAMESPACE, nodeBootEmf, nodeReadyEmf, promptOutcomeEmf, syncBatchEmf } from "../../observability/metrics";
+import { coldStartEmf, gatewaySnapshotEmf, gpuFleetEmf, METRICS, NAMESPACE, nodeBootEmf, nodeReadyEmf, promptOutcomeEmf, syncBatchEmf } from "../../observability/metrics";
 import { installMocks, MOCK_ACCOUNT, Recorder, unwrap } from "../support/mocks";
 import { metricIdentity, parseEmfLine } from "./emfParse";
 
@@ -23,6 +23,7 @@ function emitted(): Set<string> {
     promptOutcomeEmf({ clusterName: "c", outcome: "error", waitSeconds: 1 }, T),
     coldStartEmf("c", 1, T),
     nodeReadyEmf({ clusterName: "c", registeredSeconds: 1, readySeconds: 2 }, T),
+    gpuFleetEmf({ clusterName: "c", instanceType: "g5.2xlarge", capacityType: "spot", nodes: 1, pods: 1 }, T),
     nodeBootEmf({ clusterName: "c", seconds: 1, bytes: 1, hotSetFilesMissing: 1, raidSeconds: 1, filledSeconds: 1, imageSeconds: 1 }, T),
   ];
   const ids = lines.flatMap((l) => parseEmfLine(JSON.stringify(l)).map((m) => metricIdentity(m.namespace, m.name, Object.keys(m.dimensions))));
@@ -36,7 +37,17 @@ function unknownMetrics(body: DashboardBody, ours: Set<string>): string[] {
   const bad: string[] = [];
   for (const w of body.widgets) {
     for (const row of w.properties.metrics ?? []) {
-      if (typeof row[0] !== "string") continue; // an expression row
+      if (typeof row[0] !== "string") {
+        // SEARCH('{Namespace,Dim1,Dim2} MetricName="X" …'): the schema names the exact dimension set.
+        const expr = String((row[0] as { expression?: string }).expression ?? "");
+        const search = /SEARCH\('\{([^}]+)\}\s+MetricName="([^"]+)"/.exec(expr);
+        if (search) {
+          const [ns, ...dimNames] = search[1].split(",").map((x) => x.trim());
+          const id = metricIdentity(ns, search[2], dimNames);
+          if (!(ns === NAMESPACE ? ours : DOCUMENTED).has(id)) bad.push(id);
+        } else if (expr.includes("SEARCH(")) bad.push(`unparsed SEARCH: ${expr}`);
+        continue;
+      }
       const [ns, name, ...rest] = row as string[];
       const dims = rest.filter((x) => typeof x === "string");
       const dimNames = dims.filter((_, i) => i % 2 === 0);
@@ -67,7 +78,8 @@ function bodyProblems(body: DashboardBody): string[] {
       }
       for (const row of w.properties.metrics ?? []) {
         if (typeof row[0] === "object") {
-          const expr = String((row[0] as { expression?: string }).expression ?? "");
+          // String literals (a SEARCH's query, its statistic) hold no ids.
+          const expr = String((row[0] as { expression?: string }).expression ?? "").replace(/'[^']*'|"[^"]*"/g, "");
           for (const ref of expr.match(/\b[a-z][a-zA-Z0-9_]*\b/g) ?? []) if (!ids.has(ref)) problems.push(`${t}: expression uses unknown id ${ref}`);
           continue;
         }
@@ -103,16 +115,18 @@ describe("observability: dashboard", () => {
     }
     // Every metric metrics.ts defines is drawn somewhere.
     const drawn = JSON.stringify(dashboardBody(PARAMS));
-    for (const m of Object.values(METRICS)) assert.ok(drawn.includes(`"${m.name}"`), m.name);
+    for (const m of Object.values(METRICS)) assert.ok(drawn.includes(`"${m.name}"`) || drawn.includes(`MetricName=\\"${m.name}\\"`), m.name);
   });
 
   it("catches a metric nobody emits, and an AWS metric with the wrong dimensions", () => {
     const body = dashboardBody(PARAMS);
     body.widgets[0].properties.metrics!.push([NAMESPACE, "PromptsLost", "ClusterName", "c", {}]);
     body.widgets[0].properties.metrics!.push(["AWS/SQS", "ApproximateNumberOfMessagesVisible", "FunctionName", "x", {}]);
+    body.widgets[0].properties.metrics!.push([{ expression: `SEARCH('{${NAMESPACE},ClusterName,InstanceType} MetricName="GpuNodes"', 'Maximum', 300)`, id: "bad" }] as never);
     assert.deepEqual(unknownMetrics(body, emitted()), [
       metricIdentity(NAMESPACE, "PromptsLost", ["ClusterName"]),
       metricIdentity("AWS/SQS", "ApproximateNumberOfMessagesVisible", ["FunctionName"]),
+      metricIdentity(NAMESPACE, "GpuNodes", ["ClusterName", "InstanceType"]),
     ]);
   });
 

@@ -70,7 +70,7 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
     if (!d) return;
     try {
       const c = await deps.store.counts();
-      telemetry.snapshot({ waiting: c.waiting, running: c.running, websocketClients: hub.count(), podsReady: [...d.workers.values()].filter((w) => w.ready).length });
+      telemetry.snapshot({ waiting: c.waiting, running: c.running, websocketClients: hub.count(), readyPods: [...d.workers.values()].filter((w) => w.ready).map((w) => w.key) });
     } catch (err: unknown) {
       log.warn({ err: (err as Error).message }, "metrics snapshot skipped: the store did not answer");
     }
@@ -162,7 +162,7 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
           })();
           if (deps.nodeStartOf) {
             deps.nodeStartOf(w.key).then(
-              (n) => n && telemetry.nodeStarted(n),
+              (n) => n && telemetry.nodeStarted(n, w.key),
               (err: unknown) => log.warn({ pod: w.key, err: (err as Error).message }, "node start times not read"),
             );
           }

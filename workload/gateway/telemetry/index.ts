@@ -1,5 +1,5 @@
 import type { Logger } from "pino";
-import { coldStartEmf, gatewaySnapshotEmf, nodeReadyEmf, promptOutcomeEmf } from "../../../observability/metrics";
+import { coldStartEmf, gatewaySnapshotEmf, gpuFleetEmf, nodeReadyEmf, promptOutcomeEmf } from "../../../observability/metrics";
 import type { DispatchObserver } from "../dispatch/dispatcher";
 import type { HistoryEntry, PromptRecord } from "../store/types";
 import type { ColdStarts } from "./coldStarts";
@@ -33,6 +33,8 @@ export class Telemetry implements DispatchObserver {
   private acceptedSinceLast = 0;
   private http5xxSinceLast = 0;
   private readonly seenNodes = new Set<string>();
+  /** Each ready pod's node, as read when it turned Ready (for the by-type figures). */
+  private readonly podNodes = new Map<string, { node: string; instanceType: string; capacityType: string }>();
 
   constructor(
     private readonly o: { clusterName: string; sink: MetricsSink; coldStarts: ColdStarts; log: Logger; now?: () => number },
@@ -62,11 +64,31 @@ export class Telemetry implements DispatchObserver {
     if (statusCode >= 500) this.http5xxSinceLast++;
   }
 
-  snapshot(s: { waiting: number; running: number; websocketClients: number; podsReady: number }): void {
-    const line = { clusterName: this.o.clusterName, ...s, acceptedSinceLast: this.acceptedSinceLast, http5xxSinceLast: this.http5xxSinceLast };
+  /** `readyPods`: the keys of the pods ready now; their nodes (as read at Ready) give the by-type lines. */
+  snapshot(s: { waiting: number; running: number; websocketClients: number; readyPods: readonly string[] }): void {
+    const now = this.now();
+    const line = {
+      clusterName: this.o.clusterName, waiting: s.waiting, running: s.running, websocketClients: s.websocketClients, podsReady: s.readyPods.length,
+      acceptedSinceLast: this.acceptedSinceLast, http5xxSinceLast: this.http5xxSinceLast,
+    };
     this.acceptedSinceLast = 0;
     this.http5xxSinceLast = 0;
-    this.put(() => gatewaySnapshotEmf(line, this.now()));
+    this.put(() => gatewaySnapshotEmf(line, now));
+    const ready = new Set(s.readyPods);
+    for (const pod of [...this.podNodes.keys()]) if (!ready.has(pod)) this.podNodes.delete(pod);
+    const groups = new Map<string, { instanceType: string; capacityType: string; nodes: Set<string>; pods: number }>();
+    for (const pod of s.readyPods) {
+      const n = this.podNodes.get(pod);
+      if (!n) continue;
+      const key = `${n.instanceType}\0${n.capacityType}`;
+      const g = groups.get(key) ?? { instanceType: n.instanceType, capacityType: n.capacityType, nodes: new Set<string>(), pods: 0 };
+      g.nodes.add(n.node);
+      g.pods++;
+      groups.set(key, g);
+    }
+    for (const g of groups.values()) {
+      this.put(() => gpuFleetEmf({ clusterName: this.o.clusterName, instanceType: g.instanceType, capacityType: g.capacityType, nodes: g.nodes.size, pods: g.pods }, now));
+    }
   }
 
   // ---- DispatchObserver ----
@@ -91,8 +113,9 @@ export class Telemetry implements DispatchObserver {
     this.put(() => promptOutcomeEmf({ clusterName: this.o.clusterName, outcome, waitSeconds, ...(runSeconds !== undefined ? { runSeconds } : {}) }, now));
   }
 
-  /** A ComfyUI pod turned Ready on `n.node`: the node's registration and readiness, once per new node. */
-  nodeStarted(n: NodeStart): void {
+  /** A ComfyUI pod turned Ready on `n.node`: remembers where it runs; the node's registration and readiness, once per new node. */
+  nodeStarted(n: NodeStart, pod?: string): void {
+    if (pod) this.podNodes.set(pod, { node: n.node, instanceType: n.instanceType ?? "unknown", capacityType: n.capacityType ?? "unknown" });
     if (this.seenNodes.has(n.node)) return;
     this.seenNodes.add(n.node);
     if (this.now() - n.readyAt > FRESH_MS) return;
