@@ -64,10 +64,11 @@ function rows(p: DashboardParams): Draft[][] {
   const ci = (name: string, dims: string[], options: Record<string, unknown>): MetricRow => ["ContainerInsights", name, ...dims, options];
   const out: Draft[][] = [
     [
-      graph("Prompts (per 5 min)", r, [
+      graph("Prompts (per 5 min) and images per hour", r, [
         ours("promptsAccepted", c, { stat: "Sum", label: "accepted" }),
         ours("promptsSucceeded", c, { stat: "Sum", label: "finished" }),
         ours("promptsFailed", c, { stat: "Sum", label: "failed" }),
+        ours("outputsSaved", c, { stat: "Sum", period: 3600, label: "images saved per hour", yAxis: "right" }),
       ]),
       graph("Queue", r, [
         ours("queueDepth", c, { stat: "Maximum", label: "queued + running" }),

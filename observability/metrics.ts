@@ -83,6 +83,7 @@ const TABLE = {
   promptsFailed: spec("gateway", "PromptsFailed", "Count", "prompts that finished with execution_error or ran out of attempts"),
   promptWaitSeconds: spec("gateway", "PromptWaitSeconds", "Seconds", "from acceptance to the start on a pod"),
   promptRunSeconds: spec("gateway", "PromptRunSeconds", "Seconds", "from the start on a pod to the finish"),
+  outputsSaved: spec("gateway", "OutputsSaved", "Count", "files a finished prompt saved (type output: images, videos …), copied to the outputs bucket"),
   coldStartSeconds: spec("gateway", "ColdStartSeconds", "Seconds", "one cold start: from the first prompt waiting while no GPU pod was ready to the first prompt running"),
   nodeRegisteredSeconds: spec("gateway", "NodeRegisteredSeconds", "Seconds", "a new GPU node: from its kernel start to kubelet registering the Node"),
   comfyuiReadySeconds: spec("gateway", "ComfyUIReadySeconds", "Seconds", "a new GPU node: from its kernel start to its first ComfyUI pod Ready"),
@@ -223,6 +224,8 @@ export interface PromptOutcome {
   readonly waitSeconds: number;
   /** Absent when the prompt never started (it failed while waiting). */
   readonly runSeconds?: number;
+  /** Files of type output in its history. @defaultValue 0 */
+  readonly outputs?: number;
 }
 
 /** One line per finished prompt. */
@@ -232,6 +235,7 @@ export function promptOutcomeEmf(p: PromptOutcome, timestampMs: number): EmfDocu
       ...(p.outcome === "success" ? { promptsSucceeded: 1 } : { promptsFailed: 1 }),
       promptWaitSeconds: p.waitSeconds,
       ...(p.runSeconds !== undefined ? { promptRunSeconds: p.runSeconds } : {}),
+      outputsSaved: p.outputs ?? 0,
     },
     { [CLUSTER]: p.clusterName },
     timestampMs,

@@ -96,6 +96,7 @@ describe("gateway telemetry", function () {
         assert.deepEqual(valuesOf(msgs, "PromptWaitSeconds"), [0.5]);
         assert.deepEqual(valuesOf(msgs, "PromptRunSeconds"), [0.5]);
         assert.deepEqual(valuesOf(msgs, "QueueDepth"), [3]);
+        assert.deepEqual(valuesOf(msgs, "OutputsSaved"), [0]);
       } finally {
         await sink.close();
         client.destroy();
@@ -208,6 +209,7 @@ describe("gateway telemetry", function () {
       assert.ok(cold[0] >= 1.2 && cold[0] < 15, `cold start ${cold[0]} s (the pod turned ready after 1.5 s)`);
       assert.ok(valuesOf(msgs, "PromptWaitSeconds")[0] >= cold[0] - 0.05, "the prompt waited at least the cold start");
       assert.ok(valuesOf(msgs, "PromptsAccepted").reduce((a, b) => a + b, 0) >= 1);
+      assert.deepEqual(valuesOf(msgs, "OutputsSaved"), [1], "the SaveImage node's one image");
       for (const m of msgs) for (const x of parseEmfLine(m)) assert.deepEqual(x.dimensions, { ClusterName: "comfyui-dev" });
     } finally {
       await gw.close();

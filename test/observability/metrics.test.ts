@@ -93,13 +93,13 @@ describe("observability/metrics", () => {
     assert.equal(snap.Http5xxResponses.values[0], 1);
     assert.equal(snap.GpuPodsReady.values[0], 0);
     const done = byName(promptOutcomeEmf({ clusterName: "c", outcome: "success", waitSeconds: 95, runSeconds: 12 }, T));
-    assert.deepEqual(Object.keys(done).sort(), ["PromptRunSeconds", "PromptWaitSeconds", "PromptsSucceeded"]);
+    assert.deepEqual(Object.keys(done).sort(), ["OutputsSaved", "PromptRunSeconds", "PromptWaitSeconds", "PromptsSucceeded"]);
     assert.equal(done.PromptWaitSeconds.values[0], 95);
     assert.equal(byName(coldStartEmf("c", 140, T)).ColdStartSeconds.values[0], 140);
     const node = byName(nodeReadyEmf({ clusterName: "c", registeredSeconds: 70, readySeconds: 110 }, T));
     assert.deepEqual([node.NodeRegisteredSeconds.values[0], node.ComfyUIReadySeconds.values[0]], [70, 110]);
     const failedWaiting = byName(promptOutcomeEmf({ clusterName: "c", outcome: "error", waitSeconds: 3 }, T));
-    assert.deepEqual(Object.keys(failedWaiting).sort(), ["PromptWaitSeconds", "PromptsFailed"]);
+    assert.deepEqual(Object.keys(failedWaiting).sort(), ["OutputsSaved", "PromptWaitSeconds", "PromptsFailed"]);
   });
 
   it("node boot: the node's jq program turns a boot summary into the same metrics as nodeBootEmf", () => {

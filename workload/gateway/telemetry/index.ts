@@ -1,6 +1,7 @@
 import type { Logger } from "pino";
 import { coldStartEmf, gatewaySnapshotEmf, gpuFleetEmf, nodeReadyEmf, promptOutcomeEmf } from "../../../observability/metrics";
 import type { DispatchObserver } from "../dispatch/dispatcher";
+import { fileRefs } from "../protocol/outputs";
 import type { HistoryEntry, PromptRecord } from "../store/types";
 import type { ColdStarts } from "./coldStarts";
 import type { MetricsSink } from "./sink";
@@ -110,7 +111,8 @@ export class Telemetry implements DispatchObserver {
     const waitSeconds = Math.max(0, ((startedAt ?? now) - r.createdAt) / 1000);
     const runSeconds = startedAt !== undefined ? Math.max(0, (now - startedAt) / 1000) : undefined;
     const outcome = history.status.status_str === "success" ? "success" : "error";
-    this.put(() => promptOutcomeEmf({ clusterName: this.o.clusterName, outcome, waitSeconds, ...(runSeconds !== undefined ? { runSeconds } : {}) }, now));
+    const outputs = Object.values(history.outputs ?? {}).reduce<number>((n, o) => n + fileRefs(o).filter((f) => f.type === "output").length, 0);
+    this.put(() => promptOutcomeEmf({ clusterName: this.o.clusterName, outcome, waitSeconds, outputs, ...(runSeconds !== undefined ? { runSeconds } : {}) }, now));
   }
 
   /** A ComfyUI pod turned Ready on `n.node`: remembers where it runs; the node's registration and readiness, once per new node. */
