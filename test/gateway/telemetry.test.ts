@@ -220,6 +220,33 @@ describe("gateway telemetry", function () {
   });
 });
 
+describe("gateway telemetry: what counts as a 5xx", function () {
+  this.timeout(20000);
+  it("client answers count; a standby's readiness 503s do not, and a new leader starts from zero", async () => {
+    const lines: object[] = [];
+    const sink = { ...NO_METRICS, put: (d: object) => void lines.push(d) };
+    const never = await startStandIn({ neverReady: true });
+    const gw = await startLocal(loadConfig(["--port", "0", "--data-dir", tmpDir(), "--comfyui", never.url], {}), quiet, { metrics: sink });
+    const fivexx = () => {
+      gw.gateway.telemetry.snapshot({ waiting: 0, running: 0, websocketClients: 0, readyPods: [] });
+      return valuesOf(lines.splice(0).map((l) => JSON.stringify(l)), "Http5xxResponses");
+    };
+    try {
+      assert.equal((await get(gw.url, "/object_info")).status, 503, "no pod, no cache");
+      assert.deepEqual(fivexx(), [1]);
+      await gw.gateway.standDown();
+      for (let i = 0; i < 3; i++) assert.equal((await get(gw.url, "/gateway/ready")).status, 503);
+      assert.equal((await get(gw.url, "/object_info")).status, 503);
+      await gw.gateway.lead();
+      assert.equal((await get(gw.url, "/object_info")).status, 503);
+      assert.deepEqual(fivexx(), [1], "only the leader's own client answer");
+    } finally {
+      await gw.close();
+      await never.close();
+    }
+  });
+});
+
 describe("the documented wake budget", () => {
   it("is the upper end of docs/scaling.md's g5.2xlarge 'now' total, the figure the gateway promises before it has measured", () => {
     const doc = fs.readFileSync(path.join(__dirname, "..", "..", "docs", "scaling.md"), "utf8");

@@ -16,6 +16,9 @@ import type { Store } from "./store/types";
 import type { GatewayConfig } from "./config";
 import { ColdStarts, NO_METRICS, Telemetry, type MetricsSink, type NodeStart } from "./telemetry";
 
+const GATEWAY_READY = "/gateway/ready";
+const GATEWAY_HEALTH = "/gateway/health";
+
 export interface GatewayDeps {
   store: Store;
   /** One object store; the gateway uses the prefixes output/, temp/, cache/ in it. */
@@ -95,9 +98,12 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
     return reply.code(500).send({ error: "internal error" });
   });
 
-  app.addHook("onResponse", async (_req, reply) => telemetry.response(reply.statusCode));
-  app.get("/gateway/health", async () => ({ ok: true }));
-  app.get("/gateway/ready", async (_req, reply) => {
+  // Probes are not answers to clients: a standby's 503 on /gateway/ready is how it stays out of the ALB.
+  app.addHook("onResponse", async (req, reply) => {
+    if (req.url !== GATEWAY_READY && req.url !== GATEWAY_HEALTH) telemetry.response(reply.statusCode);
+  });
+  app.get(GATEWAY_HEALTH, async () => ({ ok: true }));
+  app.get(GATEWAY_READY, async (_req, reply) => {
     if (ctx.closing) return reply.code(503).send({ ready: false, reason: "shutting down" });
     if (!ctx.leader) return reply.code(503).send({ ready: false, reason: "standby" });
     try {
@@ -149,6 +155,7 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
       if (ctx.dispatcher) return;
       await discovery.load();
       await coldStarts.load();
+      telemetry.resetCounters(); // a former standby's counts are not the leader's figures
       const d = new Dispatcher({
         store: deps.store, files, sink: hub, log: log.child({ component: "dispatch" }), maxAttempts: config.maxAttempts,
         startupDeadlineMs: config.startupDeadlineSeconds * 1000, stallMs: config.stallSeconds * 1000, historyTtlSeconds: config.historyTtlDays * 86400,

@@ -57,6 +57,11 @@ export class Telemetry implements DispatchObserver {
     }
   }
 
+  resetCounters(): void {
+    this.acceptedSinceLast = 0;
+    this.http5xxSinceLast = 0;
+  }
+
   promptAccepted(): void {
     this.acceptedSinceLast++;
   }
