@@ -104,6 +104,22 @@ describe("gateway telemetry", function () {
       }
     });
 
+    it("an event larger than one call is dropped rather than holding back the others", async () => {
+      const logs = await fakeLogs();
+      const client = logs.client();
+      const sink = new CloudWatchLogsSink({ client, logGroup: "g", logStream: "gateway/x", log: quiet, flushMs: 3_600_000 });
+      try {
+        const small = { _aws: { Timestamp: 2, CloudWatchMetrics: [] } };
+        sink.put({ _aws: { Timestamp: 1, CloudWatchMetrics: [] }, pad: "x".repeat(1_100_000) } as never);
+        sink.put(small as never);
+        await sink.close();
+        assert.deepEqual(logs.messages(), [JSON.stringify(small)]);
+      } finally {
+        client.destroy();
+        await logs.close();
+      }
+    });
+
     it("an existing stream (a restarted pod) is fine; a bounded buffer drops the oldest", async () => {
       const logs = await fakeLogs();
       const client = logs.client();

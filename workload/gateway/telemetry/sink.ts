@@ -68,6 +68,12 @@ export class CloudWatchLogsSink implements MetricsSink {
   private async send(): Promise<void> {
     while (this.buffer.length > 0) {
       const batch = this.take();
+      if (batch.length === 0) {
+        // One event larger than a whole call could never be sent and would hold back every other.
+        const [big] = this.buffer.splice(0, 1);
+        this.warn(`metric line of ${Buffer.byteLength(big.message)} bytes dropped: larger than PutLogEvents accepts`);
+        continue;
+      }
       try {
         await this.ensureStream();
         await this.o.client.send(new PutLogEventsCommand({ logGroupName: this.o.logGroup, logStreamName: this.o.logStream, logEvents: batch }));
@@ -94,7 +100,7 @@ export class CloudWatchLogsSink implements MetricsSink {
       bytes += size;
       n++;
     }
-    return this.buffer.splice(0, Math.max(n, 1));
+    return this.buffer.splice(0, n);
   }
 
   private async ensureStream(): Promise<void> {
