@@ -351,11 +351,10 @@ export const GATEWAY_STREAM_PREFIX = "gateway/";
 export const NODE_BOOT_STREAM_PREFIX = "node-boot/";
 
 /**
- * Where each emitter runs in production. `null`: the function exists and is tested, but the code
- * that should call it is another area's (see docs/operations.md); a test keeps this table honest by
- * reading the named files.
+ * Where each emitter runs in production; a test keeps this table honest by reading the named files
+ * (each must import and call its emitter).
  */
-export const EMITTER_WIRING: Record<MetricSource, { readonly emitter: string; readonly calledFrom: string | null }[]> = {
+export const EMITTER_WIRING: Record<MetricSource, { readonly emitter: string; readonly calledFrom: string }[]> = {
   sync: [{ emitter: "syncBatchEmf", calledFrom: "sync/handler.ts" }],
   gateway: [
     { emitter: "gatewaySnapshotEmf", calledFrom: "workload/gateway/telemetry/index.ts" },
