@@ -119,6 +119,18 @@ describe("gateway chaos (processes, SIGKILL)", function () {
       }
     };
 
+    // On a timeout: which prompts are open, where the gateway and the pods think they are, what the log says.
+    const diagnose = async () => {
+      const hist = await fetch(base + "/history", { signal: AbortSignal.timeout(3000) }).then((r) => r.json() as Promise<Record<string, unknown>>).catch(() => ({}));
+      const open = [...ids.keys()].filter((id) => !(id in hist));
+      const queue = await get(base, "/queue").then((r) => JSON.stringify(r.json)).catch((e: Error) => e.message);
+      const podsNow = await get(base, "/gateway/pods").then((r) => JSON.stringify(r.json)).catch((e: Error) => e.message);
+      const onPods = await Promise.all(pods.map((p) => fetch(p.url + "/queue", { signal: AbortSignal.timeout(2000) }).then((r) => r.text()).catch((e: Error) => e.message)));
+      const logLines = gw!.lines.filter((l) => open.some((id) => l.includes(id))).slice(-40);
+      return [`submitted: ${submitted}, ids: ${ids.size}, open: ${open.join(", ")}`, `gateway /queue: ${queue}`, `gateway /gateway/pods: ${podsNow}`,
+        ...onPods.map((q, i) => `pod ${i} /queue: ${q.slice(0, 500)}`), "gateway log lines naming them:", ...logLines].join("\n");
+    };
+
     // Chaos: a random stand-in that is running a prompt is SIGKILLed, and restarted a little later; at least one
     // stays up. Once about a third of the prompts finished, the gateway is SIGKILLed and restarted.
     const killed = new Set<number>();
@@ -128,7 +140,7 @@ describe("gateway chaos (processes, SIGKILL)", function () {
     let submitted = false;
     void Promise.all(submitting).then(() => (submitted = true));
     while (!(submitted && (await historyCount()) === PROMPTS)) {
-      assert.ok(Date.now() - t0 < 100000, `still ${PROMPTS - (await historyCount())} prompts open after 100 s`);
+      if (Date.now() - t0 >= 100000) assert.fail(`still ${PROMPTS - (await historyCount())} prompts open after 100 s\n${await diagnose()}`);
       const n = await historyCount();
       if (!gatewayRestarted && n >= PROMPTS / 3) {
         gatewayRestarted = true;

@@ -295,8 +295,22 @@ export class Dispatcher implements WorkerEvents {
       delete r.pod;
       this.startedAt.delete(r.id);
       this.o.log.info({ promptId: r.id, pod: w.key, reason }, "prompt queued again");
-    }
+    } else await this.resync(r.id);
     this.kick();
+  }
+
+  /**
+   * A conditional write was refused (or failed): this process's copy of the prompt is not the
+   * store's. Take the store's word, as dispatch does, so a prompt can never sit "dispatched" here
+   * while nothing holds it: done leaves the mirror, anything else replaces it (a queued one is placed).
+   */
+  private async resync(id: string): Promise<void> {
+    const fresh = await this.o.store.get(id).catch(() => undefined);
+    if (!fresh) return; // unreachable store: the orphan check tries again
+    this.startedAt.delete(id);
+    if (fresh.state === "done") this.open.delete(id);
+    else if (this.open.has(id)) this.open.set(id, fresh);
+    this.o.log.info({ promptId: id, state: fresh.state, attempt: fresh.attempt }, "prompt re-read from the store after a refused write");
   }
 
   /** Terminating pod: its buffered prompt goes back to the queue; the running one may finish. */
@@ -537,8 +551,8 @@ export class Dispatcher implements WorkerEvents {
         delete r.pod;
         this.startedAt.delete(r.id);
         this.o.log.info({ promptId: r.id, reason }, "orphaned prompt queued again");
-        this.kick();
-      }
+      } else await this.resync(r.id);
+      this.kick();
     }
   }
 
