@@ -7,7 +7,7 @@ import { loadConfig } from "../../workload/gateway/config";
 import { startLocal } from "../../workload/gateway/main";
 import { gpuStatusText } from "../../workload/gateway/routes/discovery";
 import { LocalObjectStore } from "../../workload/gateway/store/objects";
-import { CloudWatchLogsSink, ColdStarts, median, NO_METRICS, Telemetry } from "../../workload/gateway/telemetry";
+import { CloudWatchLogsSink, ColdStarts, median, metricsSinkFor, NO_METRICS, Telemetry } from "../../workload/gateway/telemetry";
 import { parseEmfLine } from "../observability/emfParse";
 import { fakeLogs } from "./fakeLogs";
 import { get, post, quiet, t2i, tmpDir, until } from "./helpers";
@@ -100,6 +100,27 @@ describe("gateway telemetry", function () {
       } finally {
         await sink.close();
         client.destroy();
+        await logs.close();
+      }
+    });
+
+    it("from the configuration: none without a log group; else the stream gateway/<pod>, its client closed with it", async () => {
+      assert.equal(metricsSinkFor({ podName: "gw-0" }, quiet), undefined);
+      const logs = await fakeLogs();
+      const saved = { ...process.env };
+      Object.assign(process.env, { AWS_ENDPOINT_URL_CLOUDWATCH_LOGS: logs.url, AWS_ACCESS_KEY_ID: "AKIDTEST", AWS_SECRET_ACCESS_KEY: "test" });
+      try {
+        const sink = metricsSinkFor({ metricsLogGroup: "/comfyui/c/metrics", region: "us-east-1", podName: "gw-0" }, quiet)!;
+        const t = new Telemetry({ clusterName: "c", sink, coldStarts: new ColdStarts(new LocalObjectStore(tmpDir()), 222, quiet), log: quiet, now: () => 5 });
+        t.snapshot({ waiting: 4, running: 0, websocketClients: 0, readyPods: [] });
+        await sink.close();
+        assert.deepEqual(valuesOf(logs.messages(), "PromptsWaiting"), [4]);
+        assert.deepEqual([...new Set(logs.calls.map((c) => `${c.body.logGroupName} ${c.body.logStreamName}`))], ["/comfyui/c/metrics gateway/gw-0"]);
+      } finally {
+        for (const k of ["AWS_ENDPOINT_URL_CLOUDWATCH_LOGS", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]) {
+          if (saved[k] === undefined) delete process.env[k];
+          else process.env[k] = saved[k];
+        }
         await logs.close();
       }
     });

@@ -3,11 +3,9 @@
  * release the Lease, close. `npm run gateway -- --comfyui URL [--comfyui URL …] [--port 8188] [--data-dir DIR]`.
  */
 import * as path from "node:path";
-import { CloudWatchLogsClient } from "@aws-sdk/client-cloudwatch-logs";
-import pino, { type Logger } from "pino";
-import { GATEWAY_STREAM_PREFIX } from "../../observability/metrics";
+import pino from "pino";
 import { buildApp, type Gateway, type GatewayDeps } from "./app";
-import { CloudWatchLogsSink } from "./telemetry";
+import { metricsSinkFor } from "./telemetry";
 import { ConfigError, loadConfig, type GatewayConfig } from "./config";
 import { startEmbeddedStore } from "./store/embedded";
 import { LocalObjectStore } from "./store/objects";
@@ -24,7 +22,7 @@ export async function startLocal(config: GatewayConfig, log = pino({ level: conf
     inputs: new LocalObjectStore(path.join(dir, "objects", "inputs")),
     users: new LocalObjectStore(path.join(dir, "objects", "users")),
     log,
-    metrics: config.metricsLogGroup ? localMetrics(config, log) : undefined,
+    metrics: metricsSinkFor(config, log),
     ...overrides,
   });
   await gateway.lead();
@@ -42,12 +40,6 @@ export async function startLocal(config: GatewayConfig, log = pino({ level: conf
       return closing;
     },
   };
-}
-
-/** Local mode with --metrics-log-group: the same CloudWatch Logs sink, with the environment's AWS credentials. */
-function localMetrics(config: GatewayConfig, log: Logger) {
-  const client = new CloudWatchLogsClient({ ...(config.region ? { region: config.region } : {}) });
-  return new CloudWatchLogsSink({ client, logGroup: config.metricsLogGroup!, logStream: `${GATEWAY_STREAM_PREFIX}${config.podName}`, log: log.child({ component: "metrics" }) });
 }
 
 async function main(): Promise<void> {

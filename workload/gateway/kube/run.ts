@@ -1,4 +1,3 @@
-import { CloudWatchLogsClient } from "@aws-sdk/client-cloudwatch-logs";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { S3Client } from "@aws-sdk/client-s3";
 import type { Logger } from "pino";
@@ -8,8 +7,7 @@ import { DynamoStore } from "../store/dynamo";
 import { S3ObjectStore } from "../store/objects";
 import { KubeClient } from "./client";
 import { LeaseElector } from "./lease";
-import { GATEWAY_STREAM_PREFIX } from "../../../observability/metrics";
-import { CloudWatchLogsSink } from "../telemetry";
+import { metricsSinkFor } from "../telemetry";
 import { EndpointSliceSource, patchDeletionCost, podImageId, podNodeStart } from "./pods";
 
 /** Kubernetes mode: DynamoDB + S3 through the pod's role, pods from EndpointSlices, one leader by Lease. */
@@ -20,10 +18,6 @@ export async function startKubernetes(config: GatewayConfig, log: Logger): Promi
   const s3 = new S3Client({ region: config.region });
   const store = new DynamoStore({ table: config.table, client: ddb });
   const lastLoad = new Map<string, number>();
-  const cwl = config.metricsLogGroup ? new CloudWatchLogsClient({ region: config.region }) : undefined;
-  const metrics = cwl
-    ? new CloudWatchLogsSink({ client: cwl, logGroup: config.metricsLogGroup!, logStream: `${GATEWAY_STREAM_PREFIX}${config.podName}`, log: log.child({ component: "metrics" }) })
-    : undefined;
   const gateway = await buildApp(config, {
     store,
     objects: new S3ObjectStore(s3, config.outputsBucket!, config.outputsPrefix),
@@ -36,7 +30,7 @@ export async function startKubernetes(config: GatewayConfig, log: Logger): Promi
       patchDeletionCost(kube, ns, pod, load).catch((err: unknown) => log.warn({ pod, err: (err as Error).message }, "pod-deletion-cost patch failed"));
     },
     imageIdOf: (pod) => podImageId(kube, ns, pod),
-    metrics,
+    metrics: metricsSinkFor(config, log),
     nodeStartOf: (pod) => podNodeStart(kube, ns, pod),
   });
   const pods = new EndpointSliceSource(kube, ns, config.comfyuiService, config.comfyuiPortName, (p) => gateway.setPods(p), log.child({ component: "pods" }));
@@ -54,7 +48,6 @@ export async function startKubernetes(config: GatewayConfig, log: Logger): Promi
         pods.stop();
         await gateway.close();
         ddb.destroy();
-        cwl?.destroy();
         s3.destroy();
       })();
       return closing;

@@ -7,7 +7,7 @@ import type { ColdStarts } from "./coldStarts";
 import type { MetricsSink } from "./sink";
 
 export { ColdStarts, median, type ColdStartEstimate } from "./coldStarts";
-export { CloudWatchLogsSink, NO_METRICS, type MetricsSink } from "./sink";
+export { CloudWatchLogsSink, metricsSinkFor, NO_METRICS, type MetricsSink } from "./sink";
 
 /** A GPU node as the gateway sees it when its first ComfyUI pod turns Ready (times in epoch ms). */
 export interface NodeStart {

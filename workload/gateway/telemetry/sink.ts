@@ -1,6 +1,6 @@
 import { CloudWatchLogsClient, CreateLogStreamCommand, PutLogEventsCommand, ResourceAlreadyExistsException } from "@aws-sdk/client-cloudwatch-logs";
 import type { Logger } from "pino";
-import type { EmfDocument } from "../../../observability/metrics";
+import { GATEWAY_STREAM_PREFIX, type EmfDocument } from "../../../observability/metrics";
 
 /** Where the gateway's EMF documents go. `put` never throws and never waits: metrics must not slow a prompt. */
 export interface MetricsSink {
@@ -125,4 +125,22 @@ export class CloudWatchLogsSink implements MetricsSink {
     this.timer = undefined;
     await this.flush();
   }
+}
+
+/**
+ * The process's sink from its configuration (both modes): the metrics log group's stream
+ * gateway/<pod name>, through a client it owns and destroys on close; none without a log group.
+ */
+export function metricsSinkFor(config: { metricsLogGroup?: string; region?: string; podName: string }, log: Logger): MetricsSink | undefined {
+  if (!config.metricsLogGroup) return undefined;
+  const client = new CloudWatchLogsClient(config.region ? { region: config.region } : {});
+  const sink = new CloudWatchLogsSink({ client, logGroup: config.metricsLogGroup, logStream: `${GATEWAY_STREAM_PREFIX}${config.podName}`, log: log.child({ component: "metrics" }) });
+  return {
+    put: (doc) => sink.put(doc),
+    flush: () => sink.flush(),
+    async close() {
+      await sink.close();
+      client.destroy();
+    },
+  };
 }
