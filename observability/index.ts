@@ -111,15 +111,23 @@ function validate(args: ObservabilityArgs, retention: number): void {
   }
 }
 
-/** Key policy: the account administers the key; CloudWatch and EventBridge may use it to publish to the topic, for this account only. */
+/**
+ * The only service that publishes to the alarm topic: CloudWatch, for the alarms below (their
+ * alarmActions). No EventBridge rule targets the topic (Karpenter's rules target its interruption
+ * queue), so EventBridge gets no grant; a rule added later must add its principal here and the
+ * whole-program test (test/program/security.test.ts) ties every grant to a publisher in the graph.
+ */
+export const TOPIC_PUBLISHERS = ["cloudwatch.amazonaws.com"] as const;
+
+/** Key policy: the account administers the key; CloudWatch may use it to publish to the topic, for this account only. */
 export function topicKeyStatements(accountId: pulumi.Input<string>): Statement[] {
   return [
     { Sid: "AccountAdministers", Effect: "Allow", Principal: { AWS: pulumi.interpolate`arn:aws:iam::${accountId}:root` }, Action: "kms:*", Resource: "*" },
     {
-      // An AWS-managed key (alias/aws/sns) cannot grant these services, so alarms could not publish.
-      Sid: "AlarmsAndEventsPublish",
+      // An AWS-managed key (alias/aws/sns) cannot grant a service, so alarms could not publish.
+      Sid: "AlarmsPublish",
       Effect: "Allow",
-      Principal: { Service: ["cloudwatch.amazonaws.com", "events.amazonaws.com"] },
+      Principal: { Service: [...TOPIC_PUBLISHERS] },
       Action: ["kms:Decrypt", "kms:GenerateDataKey*"],
       Resource: "*",
       Condition: { StringEquals: { "aws:SourceAccount": accountId } },
@@ -127,13 +135,13 @@ export function topicKeyStatements(accountId: pulumi.Input<string>): Statement[]
   ];
 }
 
-/** Only CloudWatch and EventBridge of this account may publish; TLS only. */
+/** Only CloudWatch (the alarms) of this account may publish; TLS only. */
 export function topicStatements(topicArn: pulumi.Input<string>, accountId: pulumi.Input<string>): Statement[] {
   return [
     {
-      Sid: "AlarmsAndEventsPublish",
+      Sid: "AlarmsPublish",
       Effect: "Allow",
-      Principal: { Service: ["cloudwatch.amazonaws.com", "events.amazonaws.com"] },
+      Principal: { Service: [...TOPIC_PUBLISHERS] },
       Action: "sns:Publish",
       Resource: topicArn,
       Condition: { StringEquals: { "aws:SourceAccount": accountId } },

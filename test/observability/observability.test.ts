@@ -218,20 +218,22 @@ describe("observability: the component built on its own", () => {
     assert.match(filter.pattern, /\$\.kubernetes\.namespace_name = "kube-system"/);
   });
 
-  it("the topic is encrypted with a key CloudWatch and EventBridge may use; only they may publish, for this account", async () => {
+  it("the topic is encrypted with a key only CloudWatch may use; only CloudWatch (the alarms) may publish, for this account", async () => {
     await build();
     const topic = rec.one("aws:sns/topic:Topic").inputs;
     const key = rec.one("aws:kms/key:Key").inputs;
     assert.ok(topic.kmsMasterKeyId, "encrypted");
     assert.equal(key.enableKeyRotation, true);
     const keyPolicy = JSON.parse(key.policy);
-    const use = keyPolicy.Statement.find((s: { Sid: string }) => s.Sid === "AlarmsAndEventsPublish");
-    assert.deepEqual(use.Principal.Service, ["cloudwatch.amazonaws.com", "events.amazonaws.com"]);
+    const use = keyPolicy.Statement.find((s: { Sid: string }) => s.Sid === "AlarmsPublish");
+    // No EventBridge rule targets the topic, so EventBridge gets neither the topic nor the key.
+    assert.deepEqual(use.Principal.Service, ["cloudwatch.amazonaws.com"]);
+    assert.ok(!JSON.stringify(keyPolicy).includes("events.amazonaws.com"));
     assert.deepEqual(use.Condition, { StringEquals: { "aws:SourceAccount": MOCK_ACCOUNT } });
     const policy = JSON.parse(rec.one("aws:sns/topicPolicy:TopicPolicy").inputs.policy);
     const allows = policy.Statement.filter((s: { Effect: string }) => s.Effect === "Allow");
     assert.equal(allows.length, 1);
-    assert.deepEqual(allows[0].Principal, { Service: ["cloudwatch.amazonaws.com", "events.amazonaws.com"] });
+    assert.deepEqual(allows[0].Principal, { Service: ["cloudwatch.amazonaws.com"] });
     assert.equal(allows[0].Action, "sns:Publish");
     assert.ok(policy.Statement.some((s: { Effect: string; Condition?: object }) => s.Effect === "Deny" && JSON.stringify(s.Condition).includes("SecureTransport")));
     assert.deepEqual(rec.ofType("aws:sns/topicSubscription:TopicSubscription").map((s) => [s.inputs.protocol, s.inputs.endpoint]), [["email", "ops@studio.example"], ["email", "lead@studio.example"]]);

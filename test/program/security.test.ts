@@ -23,6 +23,7 @@ const STAR_ALLOWED = [
 
 interface Stmt {
   Effect: string;
+  Principal?: { Service?: string | string[] } | string;
   Action: string | string[];
   Resource?: string | string[];
   Condition?: unknown;
@@ -115,6 +116,33 @@ describe("security rules over the whole graph", function () {
     const queues = p.rec.ofType("aws:sqs/queue:Queue");
     assert.ok(queues.length >= 3);
     for (const q of queues) assert.ok(q.inputs.sqsManagedSseEnabled === true || q.inputs.kmsMasterKeyId, `${q.name} unencrypted`);
+  });
+
+  it("grants sns:Publish on each SNS topic, and use of its KMS key, only to services that publish to it in this graph", () => {
+    // A service principal is a publisher when something in the graph sends it to the topic:
+    // CloudWatch through an alarm's actions, EventBridge through a rule target on the topic.
+    const publishers = (topicArn: string): Set<string> => {
+      const found = new Set<string>();
+      const actions = (a: Record<string, any>) => [a.alarmActions, a.okActions, a.insufficientDataActions].flat().filter(Boolean);
+      if (p.rec.ofType("aws:cloudwatch/metricAlarm:MetricAlarm").some((a) => actions(a.inputs).includes(topicArn))) found.add("cloudwatch.amazonaws.com");
+      if (p.rec.ofType("aws:cloudwatch/eventTarget:EventTarget").some((t) => t.inputs.arn === topicArn)) found.add("events.amazonaws.com");
+      return found;
+    };
+    const services = (s: Stmt) => (typeof s.Principal === "object" ? [s.Principal.Service ?? []].flat() : []);
+    const topics = p.rec.ofType("aws:sns/topic:Topic");
+    assert.ok(topics.length >= 1, "the alarm topic");
+    for (const topic of topics) {
+      const arn = `arn:aws:sns:us-west-2:123456789012:${topic.name}`;
+      const used = publishers(arn);
+      assert.ok(used.has("cloudwatch.amazonaws.com"), `${topic.name}: the alarms publish to it`);
+      const policy = p.rec.ofType("aws:sns/topicPolicy:TopicPolicy").find((t) => t.inputs.arn === arn)!;
+      const granted = statementsOf(policy.inputs.policy).filter((s) => s.Effect === "Allow").flatMap(services);
+      assert.deepEqual(granted.filter((g) => !used.has(g)), [], `${topic.name}: sns:Publish granted to services that never publish to it`);
+      const key = p.rec.ofType("aws:kms/key:Key").find((k) => `arn:aws:kms:us-west-2:123456789012:${k.name}` === topic.inputs.kmsMasterKeyId)!;
+      assert.ok(key, `${topic.name}: its KMS key is in the graph`);
+      const keyGrants = statementsOf(key.inputs.policy).filter((s) => s.Effect === "Allow").flatMap(services);
+      assert.deepEqual(keyGrants.filter((g) => !used.has(g)), [], `${topic.name}: its key lets services use it that never publish to the topic`);
+    }
   });
 
   it("serves viewers over HTTPS only and puts access control on every cache behavior", () => {
