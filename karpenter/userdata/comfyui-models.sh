@@ -51,8 +51,12 @@
 #
 # Image pre-pull (boot): IMAGE_PARAM names the SSM parameter that holds the ComfyUI image as
 # <account>.dkr.ecr.<region>.amazonaws.com/<repo>@sha256:<digest>; it is read at boot, so a new image
-# changes no node's user data. Empty: no pre-pull. BOOT_ROOT prefixes the node's fixed paths (/etc,
-# /var/log, /dev/console): empty on a node, a sandbox in the tests.
+# changes no node's user data. Empty: no pre-pull. Every step of it is bounded, so a hung step can
+# never hold the user data (and so kubelet's registration, which Karpenter gives 15 minutes): the
+# SSM read 60 s, starting containerd and the ECR login (the CLI's token call and nerdctl login)
+# PREPULL_STEP_SECONDS each (default 60), all of them and the pull itself also by the boot fill's
+# deadline (BOOT_FILL_SECONDS after the array is up). BOOT_ROOT prefixes the node's fixed paths
+# (/etc, /var/log, /dev/console): empty on a node, a sandbox in the tests.
 set -euo pipefail
 # Files land on a hostPath that ComfyUI (not root) reads.
 umask 022
@@ -70,7 +74,7 @@ readonly DEFAULT_MODEL_FOLDERS="audio_encoders checkpoints clip clip_vision conf
 readonly SETTINGS=(MODELS_BUCKET AWS_REGION AWS_ENDPOINT_URL MODELS_DIR STAGING_DIR STATE_DIR HOT_SET
   HOT_SET_B64 MODEL_FOLDERS PARALLEL RETRIES BOOT_FILL_SECONDS RESERVE_GB EVICTION_PERCENT MARGIN_GB
   IMAGE_GB SCRATCH_GB_PER_GPU INSTANCE_TYPE INSTANCE_FACTS TRANSFER_CLIENT SUMMARY_DIR IMAGE_PARAM
-  CONTAINERD_CONFIG DISK USERDATA_START BOOT_ROOT METRICS_LOG_GROUP CLUSTER_NAME BOOT_EMF_JQ INSTANCE_ID
+  PREPULL_STEP_SECONDS CONTAINERD_CONFIG DISK USERDATA_START BOOT_ROOT METRICS_LOG_GROUP CLUSTER_NAME BOOT_EMF_JQ INSTANCE_ID
   AWS_ENDPOINT_URL_CLOUDWATCH_LOGS)
 readonly G=1000000000
 
@@ -115,20 +119,21 @@ load_settings() {
   : "${MODEL_FOLDERS:=$DEFAULT_MODEL_FOLDERS}" "${PARALLEL:=8}" "${RETRIES:=3}"
   : "${BOOT_FILL_SECONDS:=600}" "${RESERVE_GB:=}" "${EVICTION_PERCENT:=10}" "${MARGIN_GB:=10}"
   : "${IMAGE_GB:=30}" "${SCRATCH_GB_PER_GPU:=20}" "${INSTANCE_TYPE:=}" "${INSTANCE_FACTS:=}"
-  : "${TRANSFER_CLIENT:=crt}" "${SUMMARY_DIR:=$BOOT_ROOT/var/log/comfyui-models}" "${IMAGE_PARAM:=}"
+  : "${TRANSFER_CLIENT:=crt}" "${SUMMARY_DIR:=$BOOT_ROOT/var/log/comfyui-models}" "${IMAGE_PARAM:=}" "${PREPULL_STEP_SECONDS:=60}"
   : "${CONTAINERD_CONFIG:=$BOOT_ROOT/etc/containerd/config.toml}" "${DISK:=/mnt/k8s-disks/0}" "${USERDATA_START:=}"
   : "${METRICS_LOG_GROUP:=}" "${CLUSTER_NAME:=}" "${BOOT_EMF_JQ:=}" "${INSTANCE_ID:=}"
   # The user data carries the hot set base64-encoded so that its MIME part stays pure ASCII.
   if [[ -z $HOT_SET && -n $HOT_SET_B64 ]]; then
     HOT_SET=$(printf '%s' "$HOT_SET_B64" | base64 -d) || die "$EX_USAGE" "HOT_SET_B64 is not base64"
   fi
-  for name in PARALLEL RETRIES BOOT_FILL_SECONDS EVICTION_PERCENT MARGIN_GB IMAGE_GB SCRATCH_GB_PER_GPU; do
+  for name in PARALLEL RETRIES BOOT_FILL_SECONDS EVICTION_PERCENT MARGIN_GB IMAGE_GB SCRATCH_GB_PER_GPU PREPULL_STEP_SECONDS; do
     [[ ${!name} =~ ^[0-9]+$ ]] || die "$EX_USAGE" "$name must be a non-negative integer, got '${!name}'"
   done
   [[ $RESERVE_GB =~ ^[0-9]*$ ]] || die "$EX_USAGE" "RESERVE_GB must be a non-negative integer, got '$RESERVE_GB'"
   [[ $TRANSFER_CLIENT == crt || $TRANSFER_CLIENT == classic ]] || die "$EX_USAGE" "TRANSFER_CLIENT must be crt or classic"
   ((EVICTION_PERCENT < 100)) || die "$EX_USAGE" "EVICTION_PERCENT must be below 100"
   ((PARALLEL >= 1)) || die "$EX_USAGE" "PARALLEL must be at least 1"
+  ((PREPULL_STEP_SECONDS >= 1)) || die "$EX_USAGE" "PREPULL_STEP_SECONDS must be at least 1"
   # An empty AWS_ENDPOINT_URL must not reach CLIs that read it: unset means the real S3 endpoint.
   if [[ -z ${AWS_ENDPOINT_URL:-} ]]; then unset AWS_ENDPOINT_URL; fi
   if [[ -z ${AWS_ENDPOINT_URL_CLOUDWATCH_LOGS:-} ]]; then unset AWS_ENDPOINT_URL_CLOUDWATCH_LOGS; fi
@@ -746,6 +751,13 @@ block_node() {
   exit 1
 }
 
+# Seconds one pre-pull step may take: PREPULL_STEP_SECONDS, or less when the deadline $1 is nearer.
+bounded_step() {
+  local left
+  left=$(left_until "$1")
+  if [[ -n $left ]] && ((left < PREPULL_STEP_SECONDS)); then printf '%s' "$left"; else printf '%s' "$PREPULL_STEP_SECONDS"; fi
+}
+
 # The ComfyUI image, by digest, pulled while the models copy: kubelet then finds it present. It
 # must end inside the user data (nodeadm-run restarts containerd afterwards) and never blocks the
 # node. containerd's config is already written (nodeadm-config runs before cloud-init) and its
@@ -754,7 +766,7 @@ block_node() {
 # config2.template.toml), or the image would be unpacked again; nerdctl ships in the AMI
 # (templates/al2023/provisioners/install-worker.sh). Writes "result seconds snapshotter ref".
 prepull() {
-  local deadline=$1 out=$RUN_DIR/pull t0 ref snap reg left
+  local deadline=$1 out=$RUN_DIR/pull t0 ref snap reg region left step
   t0=$(date +%s)
   printf 'skipped 0 - -\n' >"$out"
   [[ -n $IMAGE_PARAM ]] || return 0
@@ -770,16 +782,27 @@ prepull() {
     pull_failed "SSM parameter $IMAGE_PARAM holds '$ref', not an ECR image by digest"
     return 0
   fi
-  reg=${BASH_REMATCH[1]}
+  reg=${BASH_REMATCH[1]} region=${BASH_REMATCH[2]}
   snap=$(sed -n 's/^[[:space:]]*snapshotter[[:space:]]*=[[:space:]]*"\([a-z0-9_-]*\)".*/\1/p' "$CONTAINERD_CONFIG" 2>/dev/null | head -n 1)
   snap=${snap:-overlayfs}
   export DOCKER_CONFIG=$RUN_DIR/docker
+  # Each step waits at most PREPULL_STEP_SECONDS and never past the deadline; timeout signals the
+  # step's whole process group (the CLI under bash __aws too), and -k kills what ignores SIGTERM.
+  # systemctl killed while waiting leaves the start job to systemd: only this wait ends.
+  step=$(bounded_step "$deadline")
+  if ! timeout -k 5 "$step" systemctl start containerd.service >"$out.err" 2>&1; then
+    pull_failed "containerd did not start within ${step}s: $(oneline "$out.err")"
+    return 0
+  fi
+  step=$(bounded_step "$deadline")
+  if ! timeout -k 5 "$step" bash "$SELF" __aws ecr get-login-password --region "$region" 2>"$out.err" |
+    timeout -k 5 "$step" nerdctl login --username AWS --password-stdin "$reg" >/dev/null 2>>"$out.err"; then
+    pull_failed "ECR login to $reg (bound ${step}s): $(oneline "$out.err")"
+    rm -rf -- "$DOCKER_CONFIG"
+    return 0
+  fi
   left=$(left_until "$deadline")
-  if ! systemctl start containerd.service >"$out.err" 2>&1; then pull_failed "containerd did not start: $(oneline "$out.err")"; return 0; fi
-  if ! bash "$SELF" __aws ecr get-login-password --region "${BASH_REMATCH[2]}" 2>"$out.err" |
-    nerdctl login --username AWS --password-stdin "$reg" >/dev/null 2>>"$out.err"; then
-    pull_failed "ECR login to $reg: $(oneline "$out.err")"
-  elif ! timeout -k 5 "${left:-600}" nerdctl --namespace k8s.io --snapshotter "$snap" pull --quiet "$ref" >"$out.err" 2>&1; then
+  if ! timeout -k 5 "${left:-600}" nerdctl --namespace k8s.io --snapshotter "$snap" pull --quiet "$ref" >"$out.err" 2>&1; then
     pull_failed "nerdctl pull $ref ($snap): $(oneline "$out.err")"
   else
     printf 'present %s %s %s\n' $(($(date +%s) - t0)) "$snap" "$ref" >"$out"

@@ -766,7 +766,8 @@ describe("GPU node user data and the comfyui-models tool", function () {
           writeFileSync(join(stubs, name), `#!/bin/bash\necho "${name} $*" >>${calls}\n${body}\n`, { mode: 0o755 });
         stub("setup-local-disks", `mkdir -p ${box}/disk`);
         stub("mountpoint", `exit "\${STUB_MOUNTPOINT_RC:-0}"`);
-        stub("systemctl", `[[ $* != "start containerd.service" ]] || exit "\${STUB_CONTAINERD_RC:-0}"`);
+        // STUB_*_HANG: the step never ends on its own (exec, so a signal to the stub reaches the sleep).
+        stub("systemctl", `[[ $* != "start containerd.service" ]] || { [[ -z \${STUB_CONTAINERD_HANG:-} ]] || exec /bin/sleep 300; exit "\${STUB_CONTAINERD_RC:-0}"; }`);
         stub("logger", "");
         stub("sleep", "");
         // The AWS CLI for real (S3 on s3rver), except SSM and ECR, which s3rver does not speak.
@@ -778,7 +779,7 @@ describe("GPU node user data and the comfyui-models tool", function () {
             `#!/bin/bash`,
             `case " $* " in`,
             `  *" ssm get-parameter "*) echo "ssm ${now} $*" >>${timing}; [[ -z \${STUB_SSM_FAIL:-} ]] || { echo "An error occurred (ParameterNotFound) when calling the GetParameter operation" >&2; exit 254; }; echo "${IMAGE}"; exit 0 ;;`,
-            `  *" ecr get-login-password "*) echo "ecr ${now} $*" >>${timing}; echo stub-password; exit 0 ;;`,
+            `  *" ecr get-login-password "*) echo "ecr ${now} $*" >>${timing}; [[ -z \${STUB_ECR_HANG:-} ]] || exec /bin/sleep 300; echo stub-password; exit 0 ;;`,
             `esac`,
             `s=${now}`,
             // The first model download marks the fill as running (the nerdctl stub waits for it).
@@ -795,7 +796,7 @@ describe("GPU node user data and the comfyui-models tool", function () {
           [
             `#!/bin/bash`,
             `case " $* " in`,
-            `  *" login "*) cat >/dev/null; echo "nerdctl-login ${now} $*" >>${timing}; exit 0 ;;`,
+            `  *" login "*) [[ -z \${STUB_LOGIN_HANG:-} ]] || exec /bin/sleep 300; cat >/dev/null; echo "nerdctl-login ${now} $*" >>${timing}; exit 0 ;;`,
             `esac`,
             `s=${now}`,
             // A pull that waits for a model download to start can only finish if both run at once:
@@ -1030,6 +1031,32 @@ describe("GPU node user data and the comfyui-models tool", function () {
         assert.deepEqual(spans(noParam.timing, "nerdctl"), [], "nothing pulled without a digest");
         // No snapshotter line in containerd's config: containerd's default, overlayfs.
         assert.equal(noParam.summary().image.result, "failed");
+      });
+
+      it("a containerd start or ECR login that hangs is cut at its bound: the boot ends, the node registers, the pre-pull is reported failed", async function () {
+        // On the code before the bound, each of these boots waits for the stub's 300 s sleep.
+        this.timeout(150_000);
+        const BOUND = 3;
+        const cases: [string, RegExp][] = [
+          ["STUB_CONTAINERD_HANG", new RegExp(`image pre-pull failed \\(the node registers anyway; kubelet pulls it\\): containerd did not start within ${BOUND}s`)],
+          ["STUB_ECR_HANG", new RegExp(`image pre-pull failed .*: ECR login to 123456789012\\.dkr\\.ecr\\.us-east-1\\.amazonaws\\.com \\(bound ${BOUND}s\\)`)],
+          ["STUB_LOGIN_HANG", new RegExp(`image pre-pull failed .*: ECR login to 123456789012\\.dkr\\.ecr\\.us-east-1\\.amazonaws\\.com \\(bound ${BOUND}s\\)`)],
+        ];
+        for (const [hang, line] of cases) {
+          const started = Date.now();
+          const { result, calls, timing, read, summary } = await boot({ imageParameter: "/comfyui/test/image" }, { stubEnv: { [hang]: "1", PREPULL_STEP_SECONDS: String(BOUND) } });
+          const seconds = (Date.now() - started) / 1000;
+          assert.equal(result.code, 0, `${hang}: ${result.stderr}`);
+          assert.match(read("dev/console"), line, hang);
+          const s = summary();
+          assert.equal(s.image.result, "failed", hang);
+          // The step's bound plus timeout's kill grace (-k 5) and a little scheduling slack.
+          assert.ok(s.image.seconds <= BOUND + 5 + 2, `${hang}: the pre-pull took ${s.image.seconds}s`);
+          assert.deepEqual(spans(timing, "nerdctl"), [], `${hang}: nothing pulled after a failed step`);
+          assert.equal(read("etc/comfyui-models.boot-fill-failed"), "", `${hang}: kubelet is not held back`);
+          assert.ok(calls.includes(`systemctl enable ${FILL_REST_UNIT}`), `${hang}: the boot reached its end`);
+          assert.ok(seconds < 60, `${hang}: the whole boot took ${seconds}s`);
+        }
       });
 
       describe("boot metrics to CloudWatch Logs (a fake Logs endpoint on loopback)", () => {
