@@ -50,8 +50,8 @@ export const CODEBUILD_ENVIRONMENT = {
   computeType: "BUILD_GENERAL1_LARGE",
   image: "aws/codebuild/amazonlinux-x86_64-standard:5.0",
   type: "LINUX_CONTAINER",
-  // Privileged only because the build runs a Docker daemon (buildx with the docker-container
-  // driver); CodeBuild requires it for any Docker build. Nothing else runs in this project.
+  // Privileged only because the build uses the image's Docker daemon (dockerd's own BuildKit);
+  // CodeBuild requires it for any Docker build. Nothing else runs in this project.
   privilegedMode: true,
   imagePullCredentialsType: "CODEBUILD",
 } as const;
@@ -61,6 +61,7 @@ export interface PolicyStatement {
   Effect: "Allow";
   Action: string[];
   Resource: string[];
+  Condition?: Record<string, Record<string, string>>;
 }
 
 /**
@@ -78,6 +79,17 @@ export function codeBuildPolicyStatements(p: {
   return [
     // GetAuthorizationToken has no resource-level permissions (Service Authorization Reference, ECR): "*" is the only form.
     { Sid: "EcrLogin", Effect: "Allow", Action: ["ecr:GetAuthorizationToken"], Resource: ["*"] },
+    // The login to ECR Public for the base images (image/buildspec.ts): both calls are required ("Amazon
+    // ECR Public images", ECR Public User Guide) and neither has resource-level permissions; the bearer
+    // token is only for ECR Public (sts:AWSServiceName, Service Authorization Reference for AWS STS).
+    { Sid: "EcrPublicLogin", Effect: "Allow", Action: ["ecr-public:GetAuthorizationToken"], Resource: ["*"] },
+    {
+      Sid: "EcrPublicBearerToken",
+      Effect: "Allow",
+      Action: ["sts:GetServiceBearerToken"],
+      Resource: ["*"],
+      Condition: { StringEquals: { "sts:AWSServiceName": "ecr-public.amazonaws.com" } },
+    },
     {
       Sid: "PushPullOwnRepositories",
       Effect: "Allow",

@@ -14,8 +14,18 @@ import * as yaml from "js-yaml";
 /** Names of the per-build environment variables (StartBuild environmentVariablesOverride). */
 export const BUILD_ENV = ["IMAGE_REPO", "IMAGE_TAG", "DOCKERFILE", "CONTEXT_DIR", "BUILD_ARGS"] as const;
 
-/** Tag of the BuildKit registry cache in each image's own repository. */
+/** Tag of the last build in each image's own repository, which carries its layer cache (inline). */
 export const CACHE_TAG = "buildcache";
+
+/** Where base images come from: Amazon ECR Public (never Docker Hub, whose anonymous pull limit CodeBuild's shared addresses hit). */
+export const PUBLIC_REGISTRY = "public.ecr.aws";
+
+/**
+ * ECR Public's authentication API lives in us-east-1 only ("Registry authentication in Amazon ECR
+ * public": `aws ecr-public get-login-password --region us-east-1`); the token is valid for pulls
+ * from any region.
+ */
+export const PUBLIC_REGISTRY_AUTH_REGION = "us-east-1";
 
 /** Marker lines the build prints around the layer table, so tests and people can find it. */
 export const LAYER_REPORT_HEADER = "== image layers (compressed bytes, largest first) ==";
@@ -23,28 +33,39 @@ export const LAYER_REPORT_HEADER = "== image layers (compressed bytes, largest f
 const BUILD_SCRIPT = `set -euo pipefail
 registry="\${IMAGE_REPO%%/*}"
 aws ecr get-login-password --region "$AWS_REGION" | docker login --username AWS --password-stdin "$registry"
-# The docker-container driver is what can export a registry cache (the default driver cannot).
-docker buildx create --name stackbuilder --driver docker-container --use >/dev/null
+# Base images come from ECR Public. Logged in, its pulls count against this account's quota rather
+# than the shared build host's address (Amazon ECR Public service quotas); anonymous pulls still
+# work, so a failed login only costs that.
+if ! aws ecr-public get-login-password --region ${PUBLIC_REGISTRY_AUTH_REGION} | docker login --username AWS --password-stdin ${PUBLIC_REGISTRY}; then
+  echo "could not log in to ${PUBLIC_REGISTRY}; pulling base images anonymously" >&2
+fi
 build_args=()
 # "|| [ -n ]": the last line has no newline after it and must not be dropped.
 while IFS= read -r kv || [ -n "$kv" ]; do
   if [ -n "$kv" ]; then build_args+=(--build-arg "$kv"); fi
 done < <(printf '%s' "\${BUILD_ARGS:-}" | base64 -d)
-# mode=max caches every stage's layers; image-manifest=true stores the cache as an OCI image
-# manifest, the form ECR accepts. --provenance=false: one manifest, so the digest is the image's.
+# dockerd's own BuildKit (buildx's "default" builder, docker driver): no BuildKit container, whose
+# only published image (moby/buildkit) is on Docker Hub. Its cache is inline: the image carries the
+# cache of its own stage, where every large layer (apt, torch's wheels, requirements) is built, and
+# the CACHE_TAG copy of the last build is where the next one reads it. --provenance=false: one
+# plain manifest, so the digest is the image's.
 docker buildx build \\
+  --builder default \\
   --platform linux/amd64 \\
   --provenance=false \\
   --file "$DOCKERFILE" \\
   "\${build_args[@]}" \\
   --cache-from "type=registry,ref=\${IMAGE_REPO}:${CACHE_TAG}" \\
-  --cache-to "type=registry,ref=\${IMAGE_REPO}:${CACHE_TAG},mode=max,image-manifest=true,oci-mediatypes=true" \\
+  --cache-to type=inline \\
   --tag "\${IMAGE_REPO}:\${IMAGE_TAG}" \\
-  --metadata-file /tmp/build-metadata.json \\
-  --push \\
+  --tag "\${IMAGE_REPO}:${CACHE_TAG}" \\
+  --load \\
   "$CONTEXT_DIR"
-digest="$(jq -r '."containerimage.digest"' /tmp/build-metadata.json)"
-case "$digest" in sha256:*) ;; *) echo "no image digest in the build metadata" >&2; exit 1 ;; esac
+docker push "\${IMAGE_REPO}:\${IMAGE_TAG}"
+docker push "\${IMAGE_REPO}:${CACHE_TAG}"
+# The registry's manifest digest, which docker records once the push has it.
+digest="$(docker image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "\${IMAGE_REPO}:\${IMAGE_TAG}" | sed -n "s|^\${IMAGE_REPO}@||p" | head -n 1)"
+case "$digest" in sha256:*) ;; *) echo "no registry digest for \${IMAGE_REPO}:\${IMAGE_TAG} after the push" >&2; exit 1 ;; esac
 printf '%s' "$digest" > /tmp/image-digest
 echo "pushed \${IMAGE_REPO}@\${digest}"
 `;

@@ -44,7 +44,7 @@ export function privateRepository(name: string, tags: Record<string, string>, fo
     `${name}-repo`,
     {
       imageScanningConfiguration: { scanOnPush: true },
-      // Mutable: the BuildKit cache tag is rewritten by every build; Deployments pin digests anyway.
+      // Mutable: the cache tag (the last build, image/buildspec.ts) is rewritten by every build; Deployments pin digests anyway.
       imageTagMutability: "MUTABLE",
       encryptionConfigurations: [{ encryptionType: "AES256" }],
       forceDelete,

@@ -580,6 +580,9 @@ export function imageBuildTable(f: Facts): PrincipalTable {
     role: b.role,
     allowed: [
       { action: "ecr:GetAuthorizationToken", resource: "*" },
+      // The login to ECR Public, for the base images (image/buildspec.ts).
+      { action: "ecr-public:GetAuthorizationToken", resource: "*" },
+      { action: "sts:GetServiceBearerToken", resource: "*", context: { "sts:AWSServiceName": "ecr-public.amazonaws.com" } },
       ...b.images.flatMap((i) => pushPull.map((action) => ({ action, resource: `${ecr}/${i.repository}` }))),
       ...b.images.map((i) => ({ action: "s3:GetObject", resource: `arn:aws:s3:::${i.contextBucket}/${i.contextKey}` })),
       // The bucket-level reads CodeBuild's documented service-role policy grants for an S3 source.
@@ -590,6 +593,9 @@ export function imageBuildTable(f: Facts): PrincipalTable {
     ],
     denied: [
       { action: "ecr:PutImage", resource: `${ecr}/${f.cluster}-someone-elses-repo` },
+      // A bearer token for another service (CodeArtifact), or pushing to ECR Public, is not the login.
+      { action: "sts:GetServiceBearerToken", resource: "*", context: { "sts:AWSServiceName": "codeartifact.amazonaws.com" } },
+      { action: "ecr-public:PutImage", resource: `arn:aws:ecr-public::${MOCK_ACCOUNT}:repository/comfyui` },
       { action: "ecr:InitiateLayerUpload", resource: `${ecr}/${f.cluster}-someone-elses-repo` },
       { action: "ecr:BatchGetImage", resource: `${ecr}/${f.cluster}-someone-elses-repo` },
       { action: "ecr:PutImage", resource: `arn:aws:ecr:${REGION}:${OTHER_ACCOUNT}:repository/${b.images[0].repository}` },

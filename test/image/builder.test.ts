@@ -4,13 +4,13 @@
  * layer sizes) and `build: "local"` keeping the awsx.ecr.Image graph.
  */
 import { strict as assert } from "node:assert";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import * as yaml from "js-yaml";
 import { ComfyImage, COMFYUI_CONTEXT_FILES, codeBuildPolicyStatements } from "../../image";
-import { BUILD_ENV, CACHE_TAG, LAYER_REPORT_HEADER, buildspecObject, buildspecYaml, encodeBuildArgs } from "../../image/buildspec";
+import { BUILD_ENV, CACHE_TAG, LAYER_REPORT_HEADER, PUBLIC_REGISTRY, PUBLIC_REGISTRY_AUTH_REGION, buildspecObject, buildspecYaml, encodeBuildArgs } from "../../image/buildspec";
 import { MOCK_ACCOUNT, MOCK_IMAGE_DIGEST, Recorder, installMocks, quiesce, unwrap } from "../support/mocks";
 
 const COMMIT = "a125cd84b054a57729b5eecab930ca9408719832";
@@ -87,13 +87,15 @@ describe("image: built in AWS (CodeBuild)", () => {
     assert.deepEqual(doc.Statement, codeBuildPolicyStatements({ repositoryArns: [repoArn], contextBucketArn: "arn:aws:s3:::cb-build-context-mock", imageNames: ["comfyui"], logGroupArn: lgArn }));
   });
 
-  it("policy statements: '*' only for ecr:GetAuthorizationToken; push to own repos, read own contexts, log to own group", () => {
+  it("policy statements: '*' only for the registry logins (ECR, ECR Public); push to own repos, read own contexts, log to own group", () => {
     const st = codeBuildPolicyStatements({ repositoryArns: ["arn:aws:ecr:r:1:repository/a", "arn:aws:ecr:r:1:repository/b"], contextBucketArn: "arn:aws:s3:::ctx", imageNames: ["a", "b"], logGroupArn: "arn:aws:logs:r:1:log-group:g" });
     for (const s of st) {
       assert.equal(s.Effect, "Allow");
       for (const a of s.Action) assert.ok(!a.includes("*"), `wildcard action ${a}`);
-      if (s.Resource.includes("*")) assert.deepEqual(s.Action, ["ecr:GetAuthorizationToken"], s.Sid);
+      if (s.Resource.includes("*")) assert.ok([["ecr:GetAuthorizationToken"], ["ecr-public:GetAuthorizationToken"], ["sts:GetServiceBearerToken"]].some((a) => JSON.stringify(a) === JSON.stringify(s.Action)), s.Sid);
     }
+    // The bearer token is ECR Public's only.
+    assert.deepEqual(st.find((s) => s.Action.includes("sts:GetServiceBearerToken"))!.Condition, { StringEquals: { "sts:AWSServiceName": "ecr-public.amazonaws.com" } });
     const push = st.find((s) => s.Action.includes("ecr:PutImage"))!;
     assert.deepEqual(push.Resource, ["arn:aws:ecr:r:1:repository/a", "arn:aws:ecr:r:1:repository/b"]);
     assert.deepEqual(st.find((s) => s.Action.includes("s3:GetObject"))!.Resource, ["arn:aws:s3:::ctx/contexts/a/*", "arn:aws:s3:::ctx/contexts/b/*"]);
@@ -152,16 +154,45 @@ describe("image buildspec", () => {
     assert.ok(spec.phases.build.commands.includes("export IMAGE_DIGEST"));
   });
 
-  it("builds linux/amd64 with a max-mode registry cache in the image's repository and pushes", () => {
+  it("builds linux/amd64 on dockerd's own BuildKit with an inline cache in the image's repository, pushes and reads the registry digest", () => {
     const build = spec.phases.build.commands[0];
     assert.match(build, /--platform linux\/amd64/);
+    assert.match(build, /--builder default/);
     assert.match(build, new RegExp(`--cache-from "type=registry,ref=\\$\\{IMAGE_REPO\\}:${CACHE_TAG}"`));
-    assert.match(build, new RegExp(`--cache-to "type=registry,ref=\\$\\{IMAGE_REPO\\}:${CACHE_TAG},mode=max,image-manifest=true,oci-mediatypes=true"`));
-    assert.match(build, /--push/);
-    assert.match(build, /--driver docker-container/);
-    assert.match(build, /--metadata-file \/tmp\/build-metadata\.json/);
-    assert.match(build, /containerimage\.digest/);
+    assert.match(build, /--cache-to type=inline/);
+    assert.match(build, new RegExp(`--tag "\\$\\{IMAGE_REPO\\}:${CACHE_TAG}"`));
+    assert.match(build, /docker push "\$\{IMAGE_REPO\}:\$\{IMAGE_TAG\}"/);
+    assert.match(build, new RegExp(`docker push "\\$\\{IMAGE_REPO\\}:${CACHE_TAG}"`));
+    assert.match(build, /RepoDigests/);
     for (const v of BUILD_ENV) assert.ok(all.includes(v), v);
+  });
+
+  it("pulls nothing from Docker Hub: no BuildKit container (moby/buildkit is on Docker Hub only), ECR Public logged in with the role, best effort", () => {
+    const build = spec.phases.build.commands[0];
+    // buildx's docker-container driver starts moby/buildkit from Docker Hub unless given another image.
+    const code = all.split("\n").filter((l) => !/^\s*#/.test(l)).join("\n");
+    assert.doesNotMatch(code, /buildx create|docker-container|moby\/buildkit|docker\.io/);
+    assert.doesNotMatch(code, /docker (pull|run) /);
+    const login = build.split("\n").find((l) => l.includes("ecr-public get-login-password"));
+    assert.equal(login, `if ! aws ecr-public get-login-password --region ${PUBLIC_REGISTRY_AUTH_REGION} | docker login --username AWS --password-stdin ${PUBLIC_REGISTRY}; then`);
+    assert.ok(build.indexOf(login!) < build.indexOf("docker buildx build"), "logged in before the build pulls its base images");
+  });
+
+  it("the ECR Public login is best effort: a failing login is one line and the script goes on", () => {
+    const build = spec.phases.build.commands[0];
+    const block = build.slice(build.indexOf("if ! aws ecr-public"), build.indexOf("fi\n", build.indexOf("if ! aws ecr-public")) + 2);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ecr-public-login-"));
+    try {
+      for (const [name, body] of [["aws", 'echo "An error occurred (AccessDeniedException)" >&2; exit 254'], ["docker", "cat >/dev/null; exit 1"]]) {
+        fs.writeFileSync(path.join(dir, name), `#!/bin/bash\n${body}\n`, { mode: 0o755 });
+      }
+      const r = spawnSync("bash", ["-c", `set -euo pipefail\n${block}\necho went-on`], { env: { ...process.env, PATH: `${dir}:${process.env.PATH}` }, encoding: "utf8" });
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /went-on/);
+      assert.match(r.stderr, /could not log in to public\.ecr\.aws; pulling base images anonymously/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("prints the pushed image's layer sizes into the log", () => {

@@ -13,12 +13,54 @@ const df = DockerfileParser.parse(text);
 const instructions = df.getInstructions();
 const args = (kw: string) => instructions.filter((i) => i.getKeyword() === kw).map((i) => i.getArgumentsContent() ?? "");
 
+/**
+ * Every image a build pulls comes from ECR Public: an unqualified name (ubuntu:24.04), docker.io or a
+ * `# syntax=` frontend would be an anonymous Docker Hub pull from CodeBuild's shared addresses.
+ */
+function dockerHubPulls(file: string): string[] {
+  const source = fs.readFileSync(file, "utf8");
+  const parsed = DockerfileParser.parse(source);
+  const stages = new Set(parsed.getFROMs().map((f) => f.getBuildStage()?.toLowerCase()).filter(Boolean));
+  const problems: string[] = [];
+  for (const f of parsed.getFROMs()) {
+    const ref = f.getImage() ?? "";
+    if (stages.has(ref.toLowerCase())) continue;
+    if (!ref.startsWith("public.ecr.aws/")) problems.push(`FROM ${ref}`);
+  }
+  // COPY --from=<image> pulls too.
+  for (const line of source.split("\n")) {
+    const from = /^\s*COPY\s.*--from=(\S+)/i.exec(line)?.[1];
+    if (from && !stages.has(from.toLowerCase()) && !/^\d+$/.test(from) && !from.startsWith("public.ecr.aws/")) problems.push(`COPY --from=${from}`);
+  }
+  for (const d of parsed.getDirectives()) if (d.getName()?.toLowerCase() === "syntax") problems.push(`# syntax=${d.getValue()}`);
+  return problems;
+}
+
+describe("base images: ECR Public only, never Docker Hub", () => {
+  for (const rel of ["image/Dockerfile", "workload/gateway/Dockerfile"]) {
+    it(`${rel} pulls every image from public.ecr.aws`, () => {
+      assert.deepEqual(dockerHubPulls(path.join(__dirname, "..", "..", rel)), []);
+    });
+  }
+
+  it("the check finds a Docker Hub pull (the check is not a no-op)", () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "dockerfile-"));
+    try {
+      const file = path.join(tmp, "Dockerfile");
+      fs.writeFileSync(file, "# syntax=docker/dockerfile:1\nFROM ubuntu:24.04 AS a\nFROM public.ecr.aws/docker/library/ubuntu:24.04\nCOPY --from=a /x /x\nCOPY --from=busybox:1 /bin/sh /sh\n");
+      assert.deepEqual(dockerHubPulls(file), ["FROM ubuntu:24.04", "COPY --from=busybox:1", "# syntax=docker/dockerfile:1"]);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("image/Dockerfile", () => {
   it("runs on a plain Ubuntu release with no second CUDA/cuDNN stack (torch's wheels bring theirs)", () => {
     const from = df.getFROMs();
     assert.equal(from.length, 2, "a source stage and the runtime");
     for (const f of from) {
-      assert.equal(f.getImageName(), "ubuntu");
+      assert.equal(`${f.getRegistry()}/${f.getImageName()}`, "public.ecr.aws/docker/library/ubuntu");
       assert.match(f.getImageTag() ?? "", /^\d{2}\.\d{2}$/, "an exact Ubuntu release");
     }
     // Neither a CUDA base image nor CUDA/cuDNN system packages anywhere.

@@ -19,6 +19,7 @@ const STAR_ALLOWED = [
   /^pricing:GetProducts$/,
   /^iam:(GetInstanceProfile|ListInstanceProfiles)$/,
   /^ecr:GetAuthorizationToken$/,
+  /^ecr-public:GetAuthorizationToken$/,
 ];
 
 interface Stmt {
