@@ -81,14 +81,16 @@ describe("gateway chaos (processes, SIGKILL)", function () {
     const gwDir = tmpDir("gw-chaos-");
     dirs.push(...podDirs, gwDir);
     const port = await freePort();
+    const adminPort = await freePort();
     const base = `http://127.0.0.1:${port}`;
+    const admin = `http://127.0.0.1:${adminPort}`;
     const startGw = async () => {
-      const args = ["--port", String(port), "--data-dir", gwDir, "--max-attempts", String(MAX_ATTEMPTS), ...pods.flatMap((p) => ["--comfyui", p.url])];
+      const args = ["--port", String(port), "--admin-port", String(adminPort), "--data-dir", gwDir, "--max-attempts", String(MAX_ATTEMPTS), ...pods.flatMap((p) => ["--comfyui", p.url])];
       return spawnGateway(args, { via: "node" });
     };
     pods = await Promise.all(podDirs.map((d) => spawnStandIn({ stepMs: 15, dataDir: d })));
     gw = await startGw();
-    await until(async () => (await get(base, "/gateway/pods")).json?.ready === 3, 20000);
+    await until(async () => (await get(admin, "/gateway/pods")).json?.ready === 3, 20000);
     await until(async () => (await get(base, "/object_info/KSampler")).json?.KSampler, 20000);
 
     for (const name of ["batch", "artist", "pipeline"]) {
@@ -124,7 +126,7 @@ describe("gateway chaos (processes, SIGKILL)", function () {
       const hist = await fetch(base + "/history", { signal: AbortSignal.timeout(3000) }).then((r) => r.json() as Promise<Record<string, unknown>>).catch(() => ({}));
       const open = [...ids.keys()].filter((id) => !(id in hist));
       const queue = await get(base, "/queue").then((r) => JSON.stringify(r.json)).catch((e: Error) => e.message);
-      const podsNow = await get(base, "/gateway/pods").then((r) => JSON.stringify(r.json)).catch((e: Error) => e.message);
+      const podsNow = await get(admin, "/gateway/pods").then((r) => JSON.stringify(r.json)).catch((e: Error) => e.message);
       const onPods = await Promise.all(pods.map((p) => fetch(p.url + "/queue", { signal: AbortSignal.timeout(2000) }).then((r) => r.text()).catch((e: Error) => e.message)));
       const logLines = gw!.lines.filter((l) => open.some((id) => l.includes(id))).slice(-40);
       return [`submitted: ${submitted}, ids: ${ids.size}, open: ${open.join(", ")}`, `gateway /queue: ${queue}`, `gateway /gateway/pods: ${podsNow}`,
@@ -188,7 +190,7 @@ describe("gateway chaos (processes, SIGKILL)", function () {
       assert.match(err?.exception_message ?? "", new RegExp(`prompt failed after ${MAX_ATTEMPTS} attempts; last: `), `${id} failed with its reason`);
     }
     assert.deepEqual((await get(base, "/queue")).json, { queue_running: [], queue_pending: [] });
-    assert.equal((await get(base, "/gateway/scaling")).json.prompts, 0);
+    assert.equal((await get(admin, "/gateway/scaling")).json.prompts, 0);
     for (const c of clients) for (const [id, n] of c.done) assert.ok(n === 1 && ids.get(id) === c.id, `${c.id} was told ${id} ended ${n}× (owner ${ids.get(id)})`);
 
     // ---- every output retrievable through /view ---------------------------------------------------------

@@ -32,7 +32,7 @@ describe("gateway CLI (npm run gateway, child process, 2 stand-ins)", function (
     await until(async () => gw!.logs().find((l) => l.msg === "pod unreachable; prompts wait for it" && l.url === urlB), 10000);
     assert.equal(gw.logs().filter((l) => l.msg === "pod unreachable; prompts wait for it" && l.url === urlB).length, 1, "reported once, not on every retry");
     assert.ok(!gw.logs().some((l) => l.msg === "pod unreachable; prompts wait for it" && l.url === a!.url));
-    await until(async () => (await get(gw!.url, "/gateway/pods")).json?.ready === 1);
+    await until(async () => (await get(gw!.adminUrl, "/gateway/pods")).json?.ready === 1);
     await until(async () => (await get(gw!.url, "/object_info/KSampler")).json?.KSampler);
 
     // A plain client: POST /prompt → /ws until executing null → /history → /view.
@@ -56,14 +56,14 @@ describe("gateway CLI (npm run gateway, child process, 2 stand-ins)", function (
     // Only the unreachable ComfyUI is left: a prompt is accepted (validated from the cache) and waits.
     await a.close();
     a = undefined;
-    await until(async () => (await get(gw!.url, "/gateway/pods")).json?.ready === 0);
+    await until(async () => (await get(gw!.adminUrl, "/gateway/pods")).json?.ready === 0);
     const waiting = await post(gw.url, "/prompt", { prompt: t2i(12) });
     assert.equal(waiting.status, 200, waiting.text);
     const id = waiting.json.prompt_id as string;
     await new Promise((r) => setTimeout(r, 1500));
     assert.deepEqual((await get(gw.url, `/history/${id}`)).json, {}, "not finished while no ComfyUI is up");
     assert.deepEqual((await get(gw.url, "/queue")).json.queue_pending.map((i: unknown[]) => i[1]), [id]);
-    assert.equal((await get(gw.url, "/gateway/scaling")).json.prompts, 1);
+    assert.equal((await get(gw.adminUrl, "/gateway/scaling")).json.prompts, 1);
 
     // The ComfyUI that was unreachable starts: the waiting prompt runs there and completes.
     b = await startStandIn({ stepMs: 5, port: portB });
@@ -72,7 +72,7 @@ describe("gateway CLI (npm run gateway, child process, 2 stand-ins)", function (
     assert.deepEqual(b.executed(), [id]);
     const img2 = entry.outputs["9"].images[0];
     assert.equal((await get(gw.url, `/view?filename=${encodeURIComponent(img2.filename)}&subfolder=${encodeURIComponent(img2.subfolder)}&type=output`)).status, 200);
-    assert.equal((await get(gw.url, "/gateway/scaling")).json.prompts, 0);
+    assert.equal((await get(gw.adminUrl, "/gateway/scaling")).json.prompts, 0);
 
     const end = await gw.kill("SIGTERM");
     assert.deepEqual(end, { code: 0, signal: null }, "SIGTERM closes cleanly");

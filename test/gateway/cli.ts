@@ -10,6 +10,8 @@ const MAIN = path.join(ROOT, "workload/gateway/main.ts");
 
 export interface GatewayProcess {
   url: string;
+  /** The internal port (probes, scaling figure, pods, drain hook). */
+  adminUrl: string;
   pid: number;
   /** every stdout/stderr line so far */
   lines: string[];
@@ -88,11 +90,13 @@ export async function spawnGateway(args: string[], opts: { via?: "npm" | "node";
     throw err;
   }
   const url = /at (http:\/\/\S+) over/.exec(line)![1];
+  const adminUrl = /\(internal: (http:\/\/[^)\s]+)\)/.exec(line)![1];
   // pino writes the process's pid into every line; the address line comes after the first log line.
   const pidLine = await waitForLine(/^\{.*"pid":\d+/, 5000);
   const gatewayPid = (JSON.parse(pidLine) as { pid: number }).pid;
   return {
     url,
+    adminUrl,
     pid: child.pid!,
     gatewayPid,
     lines,

@@ -21,7 +21,7 @@ describe("npm ComfyUI clients through the gateway (2 stand-ins)", function () {
     // saintno SDK binds its progress listener only after an HTTP round trip that follows `executing`.
     pods = await Promise.all([startStandIn({ stepMs: 100, previewMethod: "auto" }), startStandIn({ stepMs: 100, previewMethod: "auto" })]);
     gw = await startGateway(pods.map((p) => p.url));
-    await until(async () => (await get(gw.url, "/gateway/pods")).json.ready === 2);
+    await until(async () => (await get(gw.adminUrl, "/gateway/pods")).json.ready === 2);
     await until(async () => (await get(gw.url, "/object_info/KSampler")).json.KSampler);
   });
   after(async () => {

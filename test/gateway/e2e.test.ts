@@ -12,7 +12,7 @@ describe("gateway end to end (local mode, in-process, 2 stand-ins)", function ()
   before(async () => {
     pods = await Promise.all([startStandIn({ stepMs: 5 }), startStandIn({ stepMs: 5 })]);
     gw = await startGateway(pods.map((p) => p.url), ["--max-upload-mb", "1"]);
-    await until(async () => (await get(gw.url, "/gateway/pods")).json.ready === 2);
+    await until(async () => (await get(gw.adminUrl, "/gateway/pods")).json.ready === 2);
     await until(async () => (await get(gw.url, "/object_info/KSampler")).json.KSampler);
   });
   after(async () => {

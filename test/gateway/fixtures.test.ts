@@ -50,7 +50,7 @@ describe("fixture workflows through the gateway", function () {
   before(async () => {
     pods = await Promise.all([startStandIn({ stepMs: 0 }), startStandIn({ stepMs: 0 })]);
     gw = await startGateway(pods.map((p) => p.url));
-    await until(async () => (await get(gw.url, "/gateway/pods")).json.ready === 2);
+    await until(async () => (await get(gw.adminUrl, "/gateway/pods")).json.ready === 2);
     info = await until(async () => {
       const r = await get(gw.url, "/object_info");
       return r.status === 200 && r.json.KSampler ? r.json : undefined;

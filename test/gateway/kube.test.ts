@@ -106,31 +106,103 @@ describe("gateway Kubernetes adapters (fake API server)", function () {
       return send(405, {});
     });
     const kube = new KubeClient(api.url);
-    let t = Date.parse("2026-01-01T00:00:00Z");
-    const clock = () => new Date(t);
+    let t = 0;
+    const clock = { mono: () => t, wall: () => new Date(Date.parse("2026-01-01T00:00:00Z") + t) };
     const cb = { onLead() {}, onLose() {} };
-    const a = new LeaseElector(kube, "comfy", "comfyui-gateway", "gw-a", cb, quiet, undefined, clock);
-    const b = new LeaseElector(kube, "comfy", "comfyui-gateway", "gw-b", cb, quiet, undefined, clock);
+    const a = new LeaseElector(kube, "comfy", "comfyui-gateway", "gw-a", cb, quiet, {}, "http://10.0.0.1:8189", clock);
+    const b = new LeaseElector(kube, "comfy", "comfyui-gateway", "gw-b", cb, quiet, {}, "http://10.0.0.2:8189", clock);
     try {
       assert.equal(await a.tryOnce(), true);
       const create = api.seen.find((s) => s.method === "POST")!;
       assert.equal(create.url, "/apis/coordination.k8s.io/v1/namespaces/comfy/leases");
       assert.equal(create.body.spec.holderIdentity, "gw-a");
       assert.equal(create.body.spec.leaseDurationSeconds, 15);
+      assert.equal(create.body.metadata.annotations["comfyui.studio/gateway-address"], "http://10.0.0.1:8189", "followers find the leader on the Lease");
+      assert.equal(a.isLeader(), true);
       assert.equal(await b.tryOnce(), false, "a live holder keeps it");
       t += 5000;
       assert.equal(await a.tryOnce(), true, "renewal");
       assert.equal(lease.spec.leaseTransitions, 0);
-      t += 16000;
-      assert.equal(await b.tryOnce(), true, "expired: taken over");
+      t += 9000;
+      assert.equal(await b.tryOnce(), false, "b saw the record change 9 s ago: not expired");
+      t += 1500;
+      assert.equal(a.isLeader(), false, "a stops leading 10 s after its last renewal began, before anyone may take over");
+      t += 13000;
+      assert.equal(await b.tryOnce(), false, "b first saw the renewed record 14.5 s ago");
+      t += 1000;
+      assert.equal(await b.tryOnce(), true, "unchanged for 15 s on b's own clock since it saw it change: taken over");
       assert.equal(lease.spec.holderIdentity, "gw-b");
       assert.equal(lease.spec.leaseTransitions, 1);
+      assert.equal(lease.metadata.annotations["comfyui.studio/gateway-address"], "http://10.0.0.2:8189");
       assert.equal(await a.tryOnce(), false);
       (b as any).leading = true;
       await b.release();
       assert.equal(lease.spec.holderIdentity, "");
       assert.equal(await a.tryOnce(), true, "released: taken at once");
     } finally {
+      await api.close();
+    }
+  });
+
+  it("Lease: the holder's record is judged by when the candidate saw it change, never by comparing clocks", async () => {
+    // The holder's wall clock runs an hour behind: its renewTime looks long expired to anyone comparing clocks.
+    let lease: any;
+    let rv = 1;
+    const api = await fakeApi((req, res) => {
+      const send = (code: number, body: unknown) => res.writeHead(code, { "content-type": "application/json" }).end(JSON.stringify(body));
+      if (req.method === "GET") return lease ? send(200, lease) : send(404, { kind: "Status", code: 404 });
+      if (req.method === "POST" || req.method === "PUT") {
+        if (req.method === "PUT" && req.body.metadata.resourceVersion !== lease.metadata.resourceVersion) return send(409, { code: 409 });
+        lease = { ...req.body, metadata: { ...req.body.metadata, resourceVersion: String(++rv) } };
+        return send(req.method === "POST" ? 201 : 200, lease);
+      }
+      return send(405, {});
+    });
+    let t = 0;
+    const kube = new KubeClient(api.url);
+    const slow = new LeaseElector(kube, "comfy", "l", "slow", { onLead() {}, onLose() {} }, quiet, {}, undefined, { mono: () => t, wall: () => new Date(Date.parse("2026-01-01T00:00:00Z") + t - 3600_000) });
+    const fast = new LeaseElector(kube, "comfy", "l", "fast", { onLead() {}, onLose() {} }, quiet, {}, undefined, { mono: () => t, wall: () => new Date(Date.parse("2026-01-01T00:00:00Z") + t) });
+    try {
+      assert.equal(await slow.tryOnce(), true);
+      assert.equal(await fast.tryOnce(), false, "first sight of the record: valid for 15 s from now");
+      t += 2000;
+      assert.equal(await slow.tryOnce(), true);
+      t += 2000;
+      assert.equal(await fast.tryOnce(), false, "the record changed since: still valid");
+    } finally {
+      await api.close();
+    }
+  });
+
+  it("Lease: a leader whose renewals hang stands down at its deadline, while the request is still in flight", async () => {
+    let hang = false;
+    let lease: any;
+    let rv = 1;
+    const held: http.ServerResponse[] = [];
+    const api = await fakeApi((req, res) => {
+      if (hang) {
+        held.push(res);
+        return;
+      }
+      const send = (code: number, body: unknown) => res.writeHead(code, { "content-type": "application/json" }).end(JSON.stringify(body));
+      if (req.method === "GET") return lease ? send(200, lease) : send(404, {});
+      lease = { ...req.body, metadata: { ...req.body.metadata, resourceVersion: String(++rv) } };
+      return send(req.method === "POST" ? 201 : 200, lease);
+    });
+    const events: string[] = [];
+    const e = new LeaseElector(new KubeClient(api.url), "comfy", "l", "a", { onLead: () => events.push("lead"), onLose: () => events.push("lose") }, quiet,
+      { durationSeconds: 1.5, renewDeadlineMs: 1000, retryMs: 200, requestTimeoutMs: 5000 });
+    try {
+      e.start();
+      await until(async () => events.includes("lead"));
+      hang = true;
+      await until(async () => events.includes("lose"), 20000, 10);
+      assert.ok(held.length > 0, "the renewal request was still hanging when leadership ended: the deadline does not wait for it");
+      assert.equal(e.isLeader(), false);
+    } finally {
+      hang = false;
+      for (const r of held) r.destroy();
+      (e as any).stopped = true;
       await api.close();
     }
   });

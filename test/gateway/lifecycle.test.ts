@@ -16,15 +16,15 @@ describe("gateway lifecycle", function () {
     const never = await startStandIn({ neverReady: true });
     gw = await startGateway([never.url], ["--startup-deadline", "1"], dir);
     try {
-      assert.deepEqual((await get(gw.url, "/gateway/scaling")).json, { prompts: 0, waiting: 0, running: 0 });
+      assert.deepEqual((await get(gw.adminUrl, "/gateway/scaling")).json, { prompts: 0, waiting: 0, running: 0 });
       const ids = [];
       for (let i = 0; i < 3; i++) {
         const r = await post(gw.url, "/prompt", { prompt: t2i(i) });
         assert.equal(r.status, 200, r.text);
         ids.push(r.json.prompt_id);
       }
-      assert.equal((await get(gw.url, "/gateway/scaling")).json.prompts, 3);
-      await until(async () => (await get(gw.url, "/gateway/scaling")).json.prompts === 0, 5000);
+      assert.equal((await get(gw.adminUrl, "/gateway/scaling")).json.prompts, 3);
+      await until(async () => (await get(gw.adminUrl, "/gateway/scaling")).json.prompts === 0, 5000);
       for (const id of ids) {
         const e = (await get(gw.url, `/history/${id}`)).json[id];
         assert.equal(e.status.status_str, "error");
@@ -40,7 +40,7 @@ describe("gateway lifecycle", function () {
     const dir = tmpDir();
     let pod: StandIn = await startStandIn({ stepMs: 1 });
     let gw = await startGateway([pod.url], [], dir);
-    await until(async () => (await get(gw.url, "/gateway/pods")).json.ready === 1);
+    await until(async () => (await get(gw.adminUrl, "/gateway/pods")).json.ready === 1);
     const wf = JSON.stringify({ nodes: [1, 2, 3] });
     const saved = await fetch(gw.url + "/api/userdata/workflows%2Fmine.json", { method: "POST", body: wf });
     assert.equal(saved.status, 200);

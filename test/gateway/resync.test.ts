@@ -10,18 +10,19 @@ describe("gateway: a refused write makes the leader take the store's word", func
     const pod = await startStandIn({ stepMs: 1 });
     const gw = await startGateway([pod.url], ["--orphan-seconds", "0.2"]);
     try {
-      await until(async () => (await get(gw.url, "/gateway/pods")).json.ready === 1);
-      const store = gw.gateway.ctx.store;
+      await until(async () => (await get(gw.adminUrl, "/gateway/pods")).json.ready === 1);
+      const store = gw.gateway.services.store;
       await gw.gateway.standDown();
       const id = randomUUID();
       await store.create({
-        id, number: await store.nextNumber(), seq: 1, clientId: null, prompt: t2i(7), extraData: {}, outputs: ["9"], state: "queued", attempt: 0, createdAt: Date.now(),
+        id, number: 1, seq: 1, clientId: null, prompt: t2i(7), extraData: {}, outputs: ["9"], state: "queued", attempt: 0, createdAt: Date.now(),
       });
-      assert.ok(await store.claim(id, 0, "pod-gone", Date.now()));
-      await gw.gateway.lead(); // the mirror: dispatched, attempt 1, on a pod that is not among the pods
-      // Meanwhile the store moves on (as another writer would): attempt 2, again on a gone pod.
-      assert.ok(await store.requeue(id, 1, "test", true));
-      assert.ok(await store.claim(id, 1, "pod-gone", Date.now()));
+      const fence = { epoch: await store.takeEpoch() };
+      assert.ok(await store.claim(id, 0, "pod-gone", "gw", Date.now(), fence));
+      await gw.gateway.lead(fence); // the mirror: dispatched, attempt 1, on a pod that is not among the pods
+      // Meanwhile the store moves on (as another writer of the same epoch would): attempt 2, again on a gone pod.
+      assert.ok(await store.requeue(id, 1, "test", true, fence));
+      assert.ok(await store.claim(id, 1, "pod-gone", "gw", Date.now(), fence));
       // The orphan check's requeue at attempt 1 is refused; without a re-read the prompt never leaves.
       const entry = await until(async () => (await get(gw.url, `/history/${id}`)).json[id], 15000);
       assert.equal(entry.status.status_str, "success");

@@ -51,7 +51,7 @@ describe("gateway take-over and reconcile", function () {
     cleanup.push(() => proxy.close());
     const gw = await startGateway([proxy.url, other.url]);
     cleanup.push(() => gw.close());
-    await until(async () => (await get(gw.url, "/gateway/pods")).json.ready === 2);
+    await until(async () => (await get(gw.adminUrl, "/gateway/pods")).json.ready === 2);
     await until(async () => (await get(gw.url, "/object_info/KSampler")).json.KSampler);
     // Two prompts: the empty-pod-first placement puts one on each, so one submit goes through the slow proxy.
     const ids = [(await post(gw.url, "/prompt", { prompt: t2i(1) })).json.prompt_id, (await post(gw.url, "/prompt", { prompt: t2i(2) })).json.prompt_id];

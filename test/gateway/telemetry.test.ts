@@ -212,18 +212,18 @@ describe("gateway telemetry", function () {
     sink = new CloudWatchLogsSink({ client, logGroup: "/comfyui/comfyui-dev/metrics", logStream: `${GATEWAY_STREAM_PREFIX}gw`, log: quiet, flushMs: 200 });
     gw = await startLocal(cfg(slow.url), quiet, { metrics: sink });
     try {
-      const before = (await get(gw.url, "/gateway/pods")).json;
+      const before = (await get(gw.adminUrl, "/gateway/pods")).json;
       assert.equal(before.coldStart.basis, "budget");
       assert.equal(before.coldStart.seconds, COLD_START_BUDGET_SECONDS);
       const r = await post(gw.url, "/prompt", { prompt: t2i(1) });
       assert.equal(r.status, 200, r.text);
       const waiting = await until(async () => {
-        const p = (await get(gw.url, "/gateway/pods")).json;
+        const p = (await get(gw.adminUrl, "/gateway/pods")).json;
         return p.ready === 0 && p.coldStart.waitingSeconds !== undefined && p;
       });
       assert.equal(waiting.coldStart.basis, "budget");
       await until(async () => (await get(gw.url, `/history/${r.json.prompt_id}`)).json[r.json.prompt_id], 20000);
-      const after = (await get(gw.url, "/gateway/pods")).json;
+      const after = (await get(gw.adminUrl, "/gateway/pods")).json;
       assert.equal(after.coldStart.samples, 1);
       assert.equal(after.coldStart.waitingSeconds, undefined);
       // The served extension evaluates, polls /gateway/pods and shows the text.
@@ -272,9 +272,9 @@ describe("gateway telemetry: what counts as a 5xx", function () {
       assert.equal((await get(gw.url, "/object_info")).status, 503, "no pod, no cache");
       assert.deepEqual(fivexx(), [1]);
       await gw.gateway.standDown();
-      for (let i = 0; i < 3; i++) assert.equal((await get(gw.url, "/gateway/ready")).status, 503);
+      for (let i = 0; i < 3; i++) assert.equal((await get(gw.adminUrl, "/gateway/scaling")).status, 200);
       assert.equal((await get(gw.url, "/object_info")).status, 503);
-      await gw.gateway.lead();
+      await gw.gateway.lead({ epoch: 99 });
       assert.equal((await get(gw.url, "/object_info")).status, 503);
       assert.deepEqual(fivexx(), [1], "only the leader's own client answer");
     } finally {

@@ -1,34 +1,34 @@
+import fastifyMultipart from "@fastify/multipart";
 import fastifyWebsocket from "@fastify/websocket";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import type { Logger } from "pino";
-import { GatewayContext } from "./context";
+import type { GatewayConfig } from "./config";
 import { Dispatcher, type PodInfo } from "./dispatch/dispatcher";
 import { Discovery } from "./discovery";
 import { GatewayError } from "./protocol/errors";
-import { discoveryRoutes } from "./routes/discovery";
+import { fanOut, LeaderLink, LinkHub } from "./replicas/link";
+import { ADMIN, adminRoutes } from "./routes/admin";
+import { discoveryRoutes, staticRoutes } from "./routes/discovery";
 import { fileRoutes } from "./routes/files";
 import { promptRoutes } from "./routes/prompt";
 import { userRoutes } from "./routes/userdata";
 import { Hub, wsRoutes } from "./routes/ws";
+import { Services } from "./services";
 import type { ObjectStore } from "./store/objects";
 import { PrefixedStore } from "./store/objects";
-import type { Store } from "./store/types";
-import type { GatewayConfig } from "./config";
+import type { Fence, Store } from "./store/types";
 import { ColdStarts, NO_METRICS, Telemetry, type MetricsSink, type NodeStart } from "./telemetry";
-
-const GATEWAY_READY = "/gateway/ready";
-const GATEWAY_HEALTH = "/gateway/health";
 
 export interface GatewayDeps {
   store: Store;
-  /** One object store; the gateway uses the prefixes output/, temp/, cache/ in it. */
+  /** One object store; the gateway uses the prefixes output/, temp/, cache/, metrics/ in it. */
   objects: ObjectStore;
   /** The inputs every pod sees. */
   inputs: ObjectStore;
   /** User state (versioned bucket in AWS). */
   users: ObjectStore;
   log: Logger;
-  /** Called by the gateway with the pod's image id cache key; kubernetes sets Worker.imageId through it. */
+  /** Called with a pod's load (pod-deletion-cost in Kubernetes). */
   onPodLoad?: (podKey: string, load: number) => void;
   imageIdOf?: (podKey: string) => Promise<string | undefined>;
   /** Where the metric lines go. @defaultValue none */
@@ -38,19 +38,27 @@ export interface GatewayDeps {
 }
 
 export interface Gateway {
+  /** ComfyUI's protocol: what the ALB (and local clients) reach. */
   app: FastifyInstance;
-  ctx: GatewayContext;
+  /** The internal port: probes, KEDA's figure, the drain hook, the replica link. */
+  admin: FastifyInstance;
+  services: Services;
   hub: Hub;
   telemetry: Telemetry;
-  /** Become the active replica: load the open prompts and start dispatching. */
-  lead(): Promise<void>;
-  /** Stop dispatching (lost the Lease, or shutting down). */
+  /**
+   * Become the leader with this fencing token: load the open prompts (stamping them) and dispatch while
+   * `isLeader()` holds. Resolves once dispatching, or early when leadership was lost meanwhile.
+   */
+  lead(fence: Fence, isLeader?: () => boolean): Promise<void>;
+  /** Stop dispatching (lost the Lease, fenced out, shutting down); clients stay connected. */
   standDown(): Promise<void>;
+  /** Follow the leader at this internal URL (undefined: none known); ignored while leading. */
+  follow(leaderUrl: string | undefined): void;
   setPods(pods: PodInfo[]): void;
   close(): Promise<void>;
 }
 
-/** buildApp(config, deps): the HTTP + WebSocket server with every route; no I/O until lead()/listen. */
+/** buildApp(config, deps): the public and internal HTTP + WebSocket servers; no I/O until lead()/listen. */
 export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promise<Gateway> {
   const log = deps.log;
   const files = {
@@ -60,8 +68,24 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
     user: new PrefixedStore(deps.users, "user/"),
   };
   const discovery = new Discovery(new PrefixedStore(deps.objects, "cache/"), log.child({ component: "discovery" }));
-  const ctx = new GatewayContext(deps.store, files, discovery, log, config.maxUploadMb * 1024 * 1024);
-  const hub = new Hub({ pingMs: config.wsPingSeconds * 1000, keepaliveMs: config.wsKeepaliveSeconds * 1000, maxUploadBytes: ctx.maxUploadBytes, queueRemaining: () => ctx.dispatcher?.queueRemaining() ?? 0 });
+  const gw = new Services(deps.store, files, discovery, log, config.maxUploadMb * 1024 * 1024);
+  const hub = new Hub({
+    pingMs: config.wsPingSeconds * 1000, keepaliveMs: config.wsKeepaliveSeconds * 1000, maxUploadBytes: gw.maxUploadBytes,
+    queueRemaining: () => gw.dispatcher?.queueRemaining() ?? gw.remaining ?? 0,
+  });
+  const linkHub = new LinkHub();
+  gw.link = new LeaderLink(
+    {
+      event: (c, m, b) => hub.toClient(c, m, { broadcastIfNoClient: b }),
+      queue: (n) => {
+        gw.remaining = n;
+        hub.queueChanged(n);
+      },
+      discovery: (v) => discovery.useVersion(v, true),
+    },
+    log.child({ component: "link" }),
+  );
+  discovery.onVersion = (v) => linkHub.discoveryChanged(v);
   let pods: PodInfo[] = [];
   let lastScaling = { prompts: 0, waiting: 0, running: 0 };
   const metrics = deps.metrics ?? NO_METRICS;
@@ -69,7 +93,7 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
   const telemetry = new Telemetry({ clusterName: config.clusterName, sink: metrics, coldStarts, log: log.child({ component: "telemetry" }) });
   let snapshotTimer: NodeJS.Timeout | undefined;
   const snapshot = async () => {
-    const d = ctx.dispatcher;
+    const d = gw.dispatcher;
     if (!d) return;
     try {
       const c = await deps.store.counts();
@@ -78,90 +102,109 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
       log.warn({ err: (err as Error).message }, "metrics snapshot skipped: the store did not answer");
     }
   };
-
-  const app: FastifyInstance = Fastify({ loggerInstance: log as unknown as FastifyBaseLogger, bodyLimit: ctx.maxUploadBytes, return503OnClosing: true });
-  await app.register(fastifyWebsocket, { options: { maxPayload: 1024 * 1024 } });
-  // ComfyUI parses bodies itself whatever the Content-Type says (the saintno SDK sends none).
-  app.removeAllContentTypeParsers();
-  app.addContentTypeParser("*", { parseAs: "buffer" }, (_req, body, done) => done(null, body));
-
-  app.setErrorHandler((err: unknown, req, reply) => {
-    if (err instanceof GatewayError) {
-      req.log.info({ code: err.code }, err.message);
-      return reply.code(err.status).send(err.body());
-    }
-    const e = err as { code?: string; statusCode?: number; message?: string };
-    if (e.code === "FST_ERR_CTP_BODY_TOO_LARGE" || e.statusCode === 413) return reply.code(413).send({ error: { type: "request_too_large", message: `Request body larger than ${config.maxUploadMb} MB`, details: "", extra_info: {} }, node_errors: {} });
-    if (e.code === "GW_ERR_PROMPT_TOO_LARGE") return reply.code(413).send(new GatewayError("GW_ERR_PROMPT_TOO_LARGE", e.message).body());
-    if (typeof e.statusCode === "number" && e.statusCode < 500) return reply.code(e.statusCode).send({ error: e.message });
-    req.log.error({ err }, "request failed");
-    return reply.code(500).send({ error: "internal error" });
-  });
-
-  // Probes are not answers to clients: a standby's 503 on /gateway/ready is how it stays out of the ALB.
-  app.addHook("onResponse", async (req, reply) => {
-    if (req.url !== GATEWAY_READY && req.url !== GATEWAY_HEALTH) telemetry.response(reply.statusCode);
-  });
-  app.get(GATEWAY_HEALTH, async () => ({ ok: true }));
-  app.get(GATEWAY_READY, async (_req, reply) => {
-    if (ctx.closing) return reply.code(503).send({ ready: false, reason: "shutting down" });
-    if (!ctx.leader) return reply.code(503).send({ ready: false, reason: "standby" });
-    try {
-      await deps.store.getMeta("podReadyAt");
-    } catch (err: unknown) {
-      return reply.code(503).send({ ready: false, reason: `store: ${(err as Error).message}` });
-    }
-    return { ready: true, leader: true };
-  });
-  // KEDA's figure: from the store so every replica answers the same; never an error status.
-  app.get("/gateway/scaling", async () => {
-    try {
-      const c = await deps.store.counts();
-      lastScaling = { prompts: c.waiting + c.running, waiting: c.waiting, running: c.running };
-    } catch (err: unknown) {
-      log.warn({ err: (err as Error).message }, "scaling figure from the store failed; answering the last one");
-    }
-    return lastScaling;
-  });
-  app.get("/gateway/pods", async () => {
-    const ws = [...(ctx.dispatcher?.workers.values() ?? [])];
+  const podsView = () => {
+    const ws = [...(gw.dispatcher?.workers.values() ?? [])];
     return {
       ready: ws.filter((w) => w.ready).length,
-      pods: ws.map((w) => ({ pod: w.key, ready: w.ready, terminating: w.terminating, prompts: [...w.slots.keys()] })),
+      pods: ws.map((w) => ({ pod: w.key, ready: w.ready, terminating: w.terminating, ...(w.suspect ? { suspect: w.suspect } : {}), prompts: [...w.slots.keys()] })),
       coldStart: coldStarts.estimate(Date.now()),
     };
-  });
-  app.post("/gateway/drain", async (req) => {
-    ctx.requireLeader();
-    const pod = (req.query as Record<string, string>).pod;
-    if (!pod) throw new GatewayError("GW_ERR_NOT_FOUND", "pod query parameter required");
-    return { running: await ctx.dispatcher!.drain(pod) };
-  });
+  };
+  gw.gpuStatus = async () => {
+    if (gw.dispatcher) return podsView();
+    const v = await gw.askLeader<ReturnType<typeof podsView>>("GET", ADMIN.pods);
+    return v ?? { ready: 0, pods: [], coldStart: coldStarts.estimate(Date.now()) };
+  };
 
-  ctx.onAccepted = () => telemetry.promptAccepted();
-  promptRoutes(app, ctx);
-  fileRoutes(app, ctx);
-  userRoutes(app, ctx);
-  discoveryRoutes(app, ctx);
-  wsRoutes(app, hub);
+  const errorHandler = (app: FastifyInstance) =>
+    app.setErrorHandler((err: unknown, req, reply) => {
+      if (err instanceof GatewayError) {
+        req.log.info({ code: err.code }, err.message);
+        return reply.code(err.status).send(err.body());
+      }
+      const e = err as { code?: string; statusCode?: number; message?: string };
+      if (e.code === "FST_ERR_CTP_BODY_TOO_LARGE" || e.statusCode === 413) return reply.code(413).send({ error: { type: "request_too_large", message: `Request body larger than ${config.maxUploadMb} MB`, details: "", extra_info: {} }, node_errors: {} });
+      if (e.code === "GW_ERR_PROMPT_TOO_LARGE") return reply.code(413).send(new GatewayError("GW_ERR_PROMPT_TOO_LARGE", e.message).body());
+      if (typeof e.statusCode === "number" && e.statusCode < 500) return reply.code(e.statusCode).send({ error: e.message });
+      req.log.error({ err }, "request failed");
+      return reply.code(500).send({ error: "internal error" });
+    });
 
+  // ---- the public server: ComfyUI's protocol ----
+  const app: FastifyInstance = Fastify({ loggerInstance: log as unknown as FastifyBaseLogger, bodyLimit: gw.maxUploadBytes, return503OnClosing: true });
+  app.decorate("gw", gw);
+  await app.register(fastifyWebsocket, { options: { maxPayload: 1024 * 1024 } });
+  // ComfyUI parses bodies itself whatever the Content-Type says (the saintno SDK sends none); multipart is streamed.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser("*", { parseAs: "buffer" }, (_req, body, done) => done(null, body));
+  await app.register(fastifyMultipart);
+  errorHandler(app);
+  app.addHook("onResponse", async (_req, reply) => telemetry.response(reply.statusCode));
+  // Every ComfyUI route bare and under /api (protocol §1).
+  for (const prefix of ["", "/api"]) {
+    await app.register(async (scope) => {
+      await scope.register(promptRoutes);
+      await scope.register(fileRoutes);
+      await scope.register(userRoutes);
+      await scope.register(discoveryRoutes);
+      await scope.register(wsRoutes(hub));
+    }, { prefix });
+  }
+  staticRoutes(app);
+
+  // ---- the internal server ----
+  const admin: FastifyInstance = Fastify({ loggerInstance: log.child({ port: "internal" }) as unknown as FastifyBaseLogger, bodyLimit: 16 * 1024 * 1024, return503OnClosing: true });
+  admin.decorate("gw", gw);
+  await admin.register(fastifyWebsocket, { options: { maxPayload: 1024 * 1024 } });
+  errorHandler(admin);
+  await admin.register(adminRoutes({
+    linkHub,
+    pods: podsView,
+    // KEDA's figure: from the store so every replica answers the same; never an error status.
+    scaling: async () => {
+      try {
+        const c = await deps.store.counts();
+        lastScaling = { prompts: c.waiting + c.running, waiting: c.waiting, running: c.running };
+      } catch (err: unknown) {
+        log.warn({ err: (err as Error).message }, "scaling figure from the store failed; answering the last one");
+      }
+      return lastScaling;
+    },
+    notReady: async () => {
+      if (gw.closing) return "shutting down";
+      try {
+        await deps.store.getMeta("podReadyAt");
+      } catch (err: unknown) {
+        return `store: ${(err as Error).message}`;
+      }
+      return undefined;
+    },
+  }));
+
+  gw.onAccepted = () => telemetry.promptAccepted();
+  let leadership = 0;
   let closing: Promise<void> | undefined;
-  const gw: Gateway = {
+  const g: Gateway = {
     app,
-    ctx,
+    admin,
+    services: gw,
     hub,
     telemetry,
-    async lead() {
-      if (ctx.dispatcher) return;
+    async lead(fence, isLeader = () => true) {
+      if (gw.dispatcher) return;
+      const mine = ++leadership;
+      gw.link?.follow(undefined);
       await discovery.load();
       await coldStarts.load();
-      telemetry.resetCounters(); // a former standby's counts are not the leader's figures
+      if (mine !== leadership || !isLeader()) return;
+      telemetry.resetCounters(); // a former follower's counts are not the leader's figures
       const d = new Dispatcher({
-        store: deps.store, files, sink: hub, log: log.child({ component: "dispatch" }), maxAttempts: config.maxAttempts,
+        store: deps.store, fence, files, sink: fanOut(hub, linkHub), log: log.child({ component: "dispatch", epoch: fence.epoch }), maxAttempts: config.maxAttempts,
         startupDeadlineMs: config.startupDeadlineSeconds * 1000, stallMs: config.stallSeconds * 1000, historyTtlSeconds: config.historyTtlDays * 86400,
-        pushInputs: config.mode === "local", onPodLoad: deps.onPodLoad,
-        orphanMs: config.orphanSeconds * 1000,
-        observer: telemetry,
+        pushInputs: config.mode === "local", onPodLoad: deps.onPodLoad, orphanMs: config.orphanSeconds * 1000, observer: telemetry,
+        bodyCacheBytes: config.promptCacheMb * 1024 * 1024,
+        isLeader,
+        onFencedOut: () => void g.standDown(),
         onPodReady: (w) => {
           void (async () => {
             if (deps.imageIdOf) w.imageId = await deps.imageIdOf(w.key).catch(() => undefined);
@@ -175,37 +218,46 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
           }
         },
       });
+      // Set before the (slow) load, so a stand-down while loading stops this dispatcher.
+      gw.dispatcher = d;
       await d.start();
-      ctx.dispatcher = d;
-      ctx.leader = true;
+      if (gw.dispatcher !== d) return;
       d.setPods(pods);
       hub.queueChanged(d.queueRemaining());
+      linkHub.queueChanged(d.queueRemaining());
       snapshotTimer = setInterval(() => void snapshot(), config.metricsIntervalSeconds * 1000);
       snapshotTimer.unref();
+      log.info({ epoch: fence.epoch, open: d.queueRemaining() }, "leading: dispatching");
     },
     async standDown() {
+      leadership++;
       if (snapshotTimer) clearInterval(snapshotTimer);
       snapshotTimer = undefined;
-      ctx.leader = false;
-      const d = ctx.dispatcher;
-      ctx.dispatcher = undefined;
+      const d = gw.dispatcher;
+      gw.dispatcher = undefined;
+      // Followers reconnect to whoever leads next; this replica's own clients stay.
+      linkHub.close();
       await d?.stop();
+    },
+    follow(url) {
+      if (!gw.dispatcher) gw.link?.follow(url);
     },
     setPods(p) {
       pods = p;
-      ctx.dispatcher?.setPods(p);
+      gw.dispatcher?.setPods(p);
     },
     close() {
       closing ??= (async () => {
-        ctx.closing = true;
-        await gw.standDown();
+        gw.closing = true;
+        await g.standDown();
+        gw.link?.stop();
         hub.close();
-        await app.close();
+        await Promise.all([app.close(), admin.close()]);
         await metrics.close();
       })();
       return closing;
     },
   };
   hub.start();
-  return gw;
+  return g;
 }

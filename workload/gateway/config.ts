@@ -7,7 +7,11 @@ import { COLD_START_BUDGET_SECONDS } from "../../observability/metrics";
 export interface GatewayConfig {
   readonly mode: "local" | "kubernetes";
   readonly port: number;
+  /** The internal port: probes, KEDA's figure, the drain hook, the replica link (never routed by the Ingress). */
+  readonly adminPort: number;
   readonly host: string;
+  /** This replica's address as other replicas reach it (the pod IP); the Lease carries it for followers. */
+  readonly podIp?: string;
   readonly comfyuiUrls: readonly string[];
   readonly dataDir: string;
   readonly table: string;
@@ -27,6 +31,8 @@ export interface GatewayConfig {
   readonly stallSeconds: number;
   readonly orphanSeconds: number;
   readonly maxUploadMb: number;
+  /** Memory budget of open prompts' bodies on the leader (the rest stay in the store). */
+  readonly promptCacheMb: number;
   readonly historyTtlDays: number;
   readonly wsPingSeconds: number;
   readonly wsKeepaliveSeconds: number;
@@ -49,7 +55,7 @@ export class ConfigError extends Error {
 }
 
 const FLAGS: Record<string, string> = {
-  "--port": "GATEWAY_PORT", "--host": "GATEWAY_HOST", "--data-dir": "GATEWAY_DATA_DIR", "--max-attempts": "GATEWAY_MAX_ATTEMPTS",
+  "--port": "GATEWAY_PORT", "--admin-port": "GATEWAY_ADMIN_PORT", "--host": "GATEWAY_HOST", "--data-dir": "GATEWAY_DATA_DIR", "--max-attempts": "GATEWAY_MAX_ATTEMPTS",
   "--startup-deadline": "GATEWAY_STARTUP_DEADLINE_SECONDS", "--max-upload-mb": "GATEWAY_MAX_UPLOAD_MB", "--stall-seconds": "GATEWAY_STALL_SECONDS", "--orphan-seconds": "GATEWAY_ORPHAN_SECONDS",
   "--ws-keepalive": "GATEWAY_WS_KEEPALIVE_SECONDS", "--ws-ping": "GATEWAY_WS_PING_SECONDS", "--log-level": "GATEWAY_LOG_LEVEL",
   "--cluster-name": "GATEWAY_CLUSTER_NAME", "--metrics-log-group": "GATEWAY_METRICS_LOG_GROUP", "--cold-start-budget": "GATEWAY_COLD_START_BUDGET_SECONDS",
@@ -102,7 +108,9 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Gat
   const cfg: GatewayConfig = {
     mode,
     port: int("GATEWAY_PORT", 8188, 0, 65535),
+    adminPort: int("GATEWAY_ADMIN_PORT", mode === "kubernetes" ? 8189 : 0, 0, 65535),
     host: v.GATEWAY_HOST ?? (mode === "kubernetes" ? "0.0.0.0" : "127.0.0.1"),
+    podIp: mode === "kubernetes" ? required("POD_IP") : v.POD_IP,
     comfyuiUrls: urls.map((u) => u.replace(/\/$/, "")),
     dataDir: v.GATEWAY_DATA_DIR ?? "./.gateway-data",
     table: (mode === "kubernetes" ? required("GATEWAY_TABLE") : v.GATEWAY_TABLE) ?? "comfyui-gateway",
@@ -122,6 +130,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Gat
     stallSeconds: int("GATEWAY_STALL_SECONDS", 900, 0.1, 86400),
     orphanSeconds: int("GATEWAY_ORPHAN_SECONDS", 30, 0.1, 86400),
     maxUploadMb: int("GATEWAY_MAX_UPLOAD_MB", 100, 0.001, 10240),
+    promptCacheMb: int("GATEWAY_PROMPT_CACHE_MB", 64, 1, 65536),
     historyTtlDays: int("GATEWAY_HISTORY_TTL_DAYS", 30, 1, 3650),
     wsPingSeconds: int("GATEWAY_WS_PING_SECONDS", 20, 0.05, 300),
     wsKeepaliveSeconds: int("GATEWAY_WS_KEEPALIVE_SECONDS", 5, 0.05, 300),

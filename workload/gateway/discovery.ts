@@ -15,11 +15,26 @@ export class Discovery {
   private readonly mem = new Map<string, Buffer>();
   private info: ObjectInfo | undefined;
 
+  /** Told when a refresh moved the cache to another version (the leader tells its followers). */
+  onVersion: (version: string) => void = () => {};
+
   constructor(private readonly store: ObjectStore, private readonly log: Logger) {}
 
   async load(): Promise<void> {
     const cur = await this.store.get("current");
-    if (cur) this.version = cur.toString("utf8");
+    if (cur) this.useVersion(cur.toString("utf8"));
+  }
+
+  get currentVersion(): string | undefined {
+    return this.version;
+  }
+
+  /** Serve another version's cache, or re-read this one's (a follower told by the leader that it refreshed). */
+  useVersion(version: string, reread = false): void {
+    if (version === this.version && !reread) return;
+    this.version = version;
+    this.info = undefined;
+    this.mem.clear();
   }
 
   private key(name: string) {
@@ -71,6 +86,7 @@ export class Discovery {
       this.info = undefined;
       await this.store.put("current", Buffer.from(version));
       this.log.info({ pod: w.key, version }, "discovery cache refreshed");
+      this.onVersion(version);
     } catch (err: unknown) {
       this.log.warn({ pod: w.key, err: (err as Error).message }, "discovery refresh failed");
     }

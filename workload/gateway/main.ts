@@ -10,7 +10,14 @@ import { ConfigError, loadConfig, type GatewayConfig } from "./config";
 import { startEmbeddedStore } from "./store/embedded";
 import { LocalObjectStore } from "./store/objects";
 
-export interface Running { gateway: Gateway; url: string; close(): Promise<void> }
+export interface Running {
+  gateway: Gateway;
+  /** ComfyUI's protocol. */
+  url: string;
+  /** The internal port (probes, scaling figure, drain hook). */
+  adminUrl: string;
+  close(): Promise<void>;
+}
 
 /** Local mode: embedded DynamoDB-compatible store and local files under --data-dir, pods from --comfyui. */
 export async function startLocal(config: GatewayConfig, log = pino({ level: config.logLevel }), overrides: Partial<GatewayDeps> = {}): Promise<Running> {
@@ -25,13 +32,16 @@ export async function startLocal(config: GatewayConfig, log = pino({ level: conf
     metrics: metricsSinkFor(config, log),
     ...overrides,
   });
-  await gateway.lead();
+  // One process owns a data dir: it leads, with a fencing token above any earlier process's.
+  await gateway.lead({ epoch: await db.store.takeEpoch() });
   gateway.setPods(config.comfyuiUrls.map((url) => ({ key: url, url, ready: true, terminating: false })));
   const addr = await gateway.app.listen({ port: config.port, host: config.host });
+  const adminAddr = await gateway.admin.listen({ port: config.adminPort, host: config.host });
   let closing: Promise<void> | undefined;
   return {
     gateway,
     url: addr,
+    adminUrl: adminAddr,
     close() {
       closing ??= (async () => {
         await gateway.close();
@@ -58,7 +68,7 @@ async function main(): Promise<void> {
   if (config.mode === "local") {
     const r = await startLocal(config, log);
     running = r;
-    console.log(`comfyui-gateway serving ComfyUI at ${r.url} over ${config.comfyuiUrls.join(", ")}`);
+    console.log(`comfyui-gateway serving ComfyUI at ${r.url} over ${config.comfyuiUrls.join(", ")} (internal: ${r.adminUrl})`);
   } else {
     const { startKubernetes } = await import("./kube/run");
     running = await startKubernetes(config, log);

@@ -1,16 +1,17 @@
 import type { Logger } from "pino";
 import type WebSocket from "ws";
-import type { HistoryEntry, PromptRecord, Store } from "../store/types";
 import type { ObjectStore } from "../store/objects";
-import { fileRefs, rewriteOutput, rewriteOutputs, storeKey } from "../protocol/outputs";
-import { Worker, type Slot, type WorkerEvents } from "./worker";
+import type { Fence, HistoryEntry, PromptBody, PromptMeta, PromptRecord, Store } from "../store/types";
+import { fileRefs, rewriteOutput, rewriteOutputs, storeKey, type FileRef } from "../protocol/outputs";
+import { Ledger } from "./ledger";
+import { podClientId } from "./podClient";
 import { pickNext } from "./scheduler";
+import { Worker, type Slot, type WorkerEvents } from "./worker";
 
-/** Where client-facing events go (the WebSocket hub). */
+/** Where client-facing events go (the WebSocket hub, and through the replica link every other replica's). */
 export interface EventSink {
   toClient(clientId: string | null, message: string | Buffer, opts?: { broadcastIfNoClient?: boolean }): void;
   queueChanged(remaining: number): void;
-  runningFor(clientId: string): { nodeId: string } | undefined;
 }
 
 export interface PodInfo { key: string; url: string; ready: boolean; terminating: boolean }
@@ -20,19 +21,22 @@ export interface DispatchObserver {
   /** Each second and on every new prompt: is any pod ready, since when does the oldest prompt wait, how many are open. */
   queueState(s: { anyReady: boolean; oldestQueuedAt: number | undefined; open: number }, now: number): void;
   /** A prompt's run began on a pod (execution_start, or found running there). */
-  started(r: PromptRecord, now: number): void;
+  started(r: PromptMeta, now: number): void;
   /** A prompt's completion was written; `startedAt` is the start of the run that ended it, when it ran. */
-  finished(r: PromptRecord, history: HistoryEntry, startedAt: number | undefined, now: number): void;
+  finished(r: PromptMeta, history: HistoryEntry, startedAt: number | undefined, now: number): void;
 }
 
 export interface DispatcherOptions {
   store: Store;
+  /** This leadership's fencing token (every store write carries it). */
+  fence: Fence;
   /** outputs, temp previews and inputs, by their type names. */
   files: { output: ObjectStore; temp: ObjectStore; input: ObjectStore };
   sink: EventSink;
   log: Logger;
   maxAttempts: number;
   startupDeadlineMs: number;
+  /** No sign of progress from a pod holding prompts for this long: it is hung (see Worker.suspect). */
   stallMs: number;
   historyTtlSeconds: number;
   /** Local mode: copy the prompt's input files to the pod before dispatch (no shared input bucket). */
@@ -43,29 +47,45 @@ export interface DispatcherOptions {
   onPodLoad?: (podKey: string, load: number) => void;
   onPodReady?: (w: Worker) => void;
   observer?: DispatchObserver;
+  /** Still the leader (the Lease's renew deadline not passed)? Checked before every placement. @defaultValue always */
+  isLeader?: () => boolean;
+  /** A record carries a newer leader's epoch: stand down. */
+  onFencedOut?: () => void;
+  /** Byte budget of the open prompts' bodies in memory. @defaultValue 64 MiB */
+  bodyCacheBytes?: number;
+  /** Attempts to copy one output file from its pod before the prompt ends naming it. @defaultValue 3 */
+  copyAttempts?: number;
+  /** How often prompts accepted by other replicas are looked up in the store (their notification may be lost). @defaultValue 5000 */
+  sweepMs?: number;
   now?: () => number;
 }
 
 const j = (type: string, data: unknown) => JSON.stringify({ type, data });
+const TERMINAL = new Set(["execution_success", "execution_error", "execution_interrupted"]);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
- * The leader's engine: mirrors the open prompts of the store, places them on ready pods (one running +
- * one buffered each, fair across clients), relays each pod's events to the submitting client, copies
- * outputs into the store and completes each prompt exactly once (conditional write on its attempt).
+ * The leader's engine: places open prompts on ready pods (one running + one buffered each, fair across
+ * clients, without waiting for each other), relays each pod's events to the submitting client, copies
+ * outputs into the store and ends each prompt once. Every state change goes through the Ledger.
  */
 export class Dispatcher implements WorkerEvents {
-  readonly open = new Map<string, PromptRecord>();
+  readonly ledger: Ledger;
   readonly workers = new Map<string, Worker>();
   private readonly chains = new Map<Worker, Promise<void>>();
+  /** When each client was last served (fair share); pruned to clients with open prompts. */
   private readonly lastServed = new Map<string, number>();
   /** Dispatched prompts no worker holds (their pod is not among the pods), since when. */
   private readonly orphanSince = new Map<string, number>();
+  /** Prompts whose claim is in flight. */
+  private readonly claiming = new Set<string>();
   private readonly o: DispatcherOptions;
   private timer: NodeJS.Timeout | undefined;
-  private kicking = false;
-  private kickAgain = false;
+  private ticking = false;
   private stopped = false;
   private lastPodReadyAt = 0;
+  private lastSweepAt = 0;
+  private sweepFrom = 0;
   /** When the current run of each open prompt began (for its run time). */
   private readonly startedAt = new Map<string, number>();
   private readonly now: () => number;
@@ -73,10 +93,27 @@ export class Dispatcher implements WorkerEvents {
   constructor(opts: DispatcherOptions) {
     this.o = opts;
     this.now = opts.now ?? Date.now;
+    this.ledger = new Ledger({
+      store: opts.store, fence: opts.fence, log: opts.log, historyTtlSeconds: opts.historyTtlSeconds, bodyCacheBytes: opts.bodyCacheBytes, now: this.now,
+      onFencedOut: (id, epoch) => {
+        opts.log.warn({ promptId: id, epoch, mine: opts.fence.epoch }, "a newer leader holds a prompt: standing down");
+        opts.onFencedOut?.();
+      },
+    });
+  }
+
+  get open(): Map<string, PromptMeta> {
+    return this.ledger.open;
+  }
+
+  private get leading(): boolean {
+    return !this.stopped && (this.o.isLeader?.() ?? true);
   }
 
   async start(): Promise<void> {
-    for (const r of await this.o.store.listOpen()) this.open.set(r.id, r);
+    this.sweepFrom = this.now() - 60_000;
+    await this.ledger.load();
+    if (this.stopped) return;
     this.lastPodReadyAt = (await this.o.store.getMeta("podReadyAt")) ?? 0;
     this.timer = setInterval(() => void this.tick(), 1000);
     this.timer.unref();
@@ -92,11 +129,12 @@ export class Dispatcher implements WorkerEvents {
   }
 
   queueRemaining(): number {
-    return this.open.size;
+    return this.ledger.open.size;
   }
 
   /** The pod set from the pod source (EndpointSlices or --comfyui URLs). */
   setPods(pods: PodInfo[]): void {
+    if (this.stopped) return;
     const seen = new Set<string>();
     for (const p of pods) {
       seen.add(p.key);
@@ -107,14 +145,14 @@ export class Dispatcher implements WorkerEvents {
       }
       if (!w) {
         if (!p.ready && !p.terminating) continue;
-        w = new Worker(p.key, p.url, this, this.o.log);
+        w = new Worker(p.key, p.url, podClientId(p.key, this.o.fence.epoch), this, this.o.log, this.now());
         this.workers.set(p.key, w);
         this.adopt(w);
         w.start();
       }
       if (p.terminating && !w.terminating) {
         w.terminating = true;
-        void this.unbuffer(w);
+        this.serial(w, () => this.unbuffer(w!));
       }
     }
     for (const w of [...this.workers.values()]) if (!seen.has(w.key)) this.removeWorker(w, "pod removed");
@@ -122,12 +160,15 @@ export class Dispatcher implements WorkerEvents {
 
   /**
    * Prompts the store says run on this pod but no worker of this process placed (a gateway restart or
-   * hand-over): the pod's socket, with the same per-pod client id, and the reconcile on connect take them over.
+   * hand-over): the reconcile on connect reads what the pod runs, and a listening socket under the client
+   * id they were submitted with hears their events.
    */
   private adopt(w: Worker): void {
-    for (const r of this.open.values()) {
+    for (const r of this.ledger.open.values()) {
       if (r.state !== "dispatched" || r.pod !== w.key || this.workerOf(r.id)) continue;
-      w.slots.set(r.id, { id: r.id, attempt: r.attempt, started: false, lastEventAt: this.now(), submitted: true });
+      const podClient = r.podClient ?? w.clientId;
+      w.slots.set(r.id, { id: r.id, attempt: r.attempt, podClient, started: false, lastEventAt: this.now(), submitted: true, adopted: true });
+      w.listenAs(podClient);
       this.orphanSince.delete(r.id);
     }
     if (w.slots.size) this.o.onPodLoad?.(w.key, w.slots.size);
@@ -136,36 +177,26 @@ export class Dispatcher implements WorkerEvents {
   private removeWorker(w: Worker, reason: string): void {
     this.workers.delete(w.key);
     void w.close();
-    for (const s of [...w.slots.values()]) void this.takeBack(w, s, reason, true);
+    // Counted: with the pod out of sight, nothing shows that its buffered prompt did not start.
+    this.serial(w, async () => {
+      for (const s of [...w.slots.values()]) await this.takeBack(w, s, reason, true);
+    });
   }
 
-  /** A new prompt was stored: place it. */
+  /** A new prompt was stored (by this or another replica): place it. */
   submitted(r: PromptRecord): void {
-    this.open.set(r.id, r);
-    this.o.sink.queueChanged(this.open.size);
+    if (!this.ledger.add(r)) return;
+    this.o.sink.queueChanged(this.ledger.open.size);
     this.observe(this.now());
     this.kick();
   }
 
-  private observe(now: number): void {
-    if (!this.o.observer) return;
-    let oldest: number | undefined;
-    for (const r of this.open.values()) if (r.state === "queued" && (oldest === undefined || r.createdAt < oldest)) oldest = r.createdAt;
-    this.o.observer.queueState({ anyReady: [...this.workers.values()].some((w) => w.ready), oldestQueuedAt: oldest, open: this.open.size }, now);
-  }
-
-  private runStarted(r: PromptRecord, now: number): void {
-    if (this.startedAt.has(r.id)) return;
-    this.startedAt.set(r.id, now);
-    this.o.observer?.started(r, now);
-  }
-
-  deleted(ids: string[]): void {
-    for (const id of ids) {
-      this.open.delete(id);
-      this.startedAt.delete(id);
-    }
-    if (ids.length) this.o.sink.queueChanged(this.open.size);
+  /** Queued prompts a client deleted (the store write is done). */
+  deleted(ids: readonly string[]): void {
+    const known = ids.filter((id) => this.ledger.open.has(id));
+    this.ledger.forget(known);
+    for (const id of known) this.startedAt.delete(id);
+    if (known.length) this.o.sink.queueChanged(this.ledger.open.size);
   }
 
   workerOf(promptId: string): Worker | undefined {
@@ -173,61 +204,69 @@ export class Dispatcher implements WorkerEvents {
     return undefined;
   }
 
+  /** ComfyUI's /queue: the running prompts, and the pending ones (a prompt buffered on a pod has not started: it is pending). */
+  async queueView(): Promise<{ running: PromptMeta[]; pending: PromptMeta[]; bodies: Map<string, PromptBody> }> {
+    const running: PromptMeta[] = [];
+    const buffered: PromptMeta[] = [];
+    const queued: PromptMeta[] = [];
+    for (const m of this.ledger.open.values()) {
+      if (m.state === "queued") queued.push(m);
+      else {
+        const slot = this.workerOf(m.id)?.slots.get(m.id);
+        (slot && !slot.started && !slot.adopted ? buffered : running).push(m);
+      }
+    }
+    queued.sort((a, b) => a.number - b.number || a.seq - b.seq);
+    const pending = [...buffered, ...queued];
+    return { running, pending, bodies: await this.ledger.bodiesOf([...running, ...pending].map((m) => m.id)) };
+  }
+
   // ---- placement ---------------------------------------------------------------------------------
 
+  /**
+   * Places every prompt that has a free slot, now: each placement reserves its slot at once and its
+   * claim and submit run on their own, so one slow pod or store call holds back no other placement.
+   */
   kick(): void {
-    if (this.stopped) return;
-    if (this.kicking) {
-      this.kickAgain = true;
-      return;
-    }
-    this.kicking = true;
-    void this.place().finally(() => {
-      this.kicking = false;
-      if (this.kickAgain) {
-        this.kickAgain = false;
-        this.kick();
-      }
-    });
-  }
-
-  private async place(): Promise<void> {
     for (;;) {
-      if (this.stopped) return;
+      if (!this.leading) return;
       // Prefer an empty pod so a batch spreads over every GPU before any pod gets a buffered prompt.
-      const candidates = [...this.workers.values()].filter((w) => w.free > 0).sort((a, b) => a.slots.size - b.slots.size);
-      const w = candidates[0];
+      let w: Worker | undefined;
+      for (const c of this.workers.values()) if (c.free > 0 && (!w || c.slots.size < w.slots.size)) w = c;
       if (!w) return;
-      const queued = [...this.open.values()].filter((r) => r.state === "queued");
+      const queued: PromptMeta[] = [];
       const running = new Map<string, number>();
-      for (const r of this.open.values()) if (r.state === "dispatched") running.set(r.clientId ?? "", (running.get(r.clientId ?? "") ?? 0) + 1);
+      for (const r of this.ledger.open.values()) {
+        if (r.state === "queued" && !this.claiming.has(r.id)) queued.push(r);
+        else running.set(r.clientId ?? "", (running.get(r.clientId ?? "") ?? 0) + 1);
+      }
       const next = pickNext(queued, running, this.lastServed);
       if (!next) return;
-      await this.dispatch(w, next);
+      const now = this.now();
+      this.claiming.add(next.id);
+      this.lastServed.set(next.clientId ?? "", now);
+      const slot: Slot = { id: next.id, attempt: next.attempt + 1, podClient: w.clientId, started: false, lastEventAt: now, submitted: false };
+      w.slots.set(next.id, slot);
+      void this.dispatch(w, slot);
     }
   }
 
-  private async dispatch(w: Worker, r: PromptRecord): Promise<void> {
-    const now = this.now();
-    let claimed = false;
-    try {
-      claimed = await this.o.store.claim(r.id, r.attempt, w.key, now);
-    } catch (err: unknown) {
-      this.o.log.error({ err, promptId: r.id }, "store claim failed");
-      await new Promise((res) => setTimeout(res, 200));
+  private async dispatch(w: Worker, slot: Slot): Promise<void> {
+    const claimed = await this.ledger.claim(slot.id, w.key, w.clientId);
+    this.claiming.delete(slot.id);
+    if (!claimed.ok) {
+      w.slots.delete(slot.id);
+      // Another writer placed it: if that is a pod we hold, its worker adopts it.
+      const now = claimed.now;
+      if (now?.state === "dispatched" && now.pod) {
+        const owner = this.workers.get(now.pod);
+        if (owner && !owner.slots.has(now.id) && (await this.ledger.adopt(now.id))) this.adopt(owner);
+      }
+      this.kick();
       return;
     }
-    if (!claimed) {
-      // Another process moved it (hand-over): take the store's word.
-      const fresh = await this.o.store.get(r.id).catch(() => undefined);
-      if (!fresh || fresh.state === "done") this.open.delete(r.id);
-      else this.open.set(r.id, fresh);
-      return;
-    }
-    Object.assign(r, { state: "dispatched", attempt: r.attempt + 1, pod: w.key, dispatchedAt: now });
-    this.lastServed.set(r.clientId ?? "", now);
-    const slot: Slot = { id: r.id, attempt: r.attempt, started: false, lastEventAt: now, submitted: false };
-    w.slots.set(r.id, slot);
+    const r = claimed.value;
+    slot.attempt = r.attempt;
     this.o.onPodLoad?.(w.key, w.slots.size);
     const log = this.o.log.child({ promptId: r.id, pod: w.key, attempt: r.attempt });
     try {
@@ -237,14 +276,19 @@ export class Dispatcher implements WorkerEvents {
       if (r.extraData.__partial_execution_targets) body.partial_execution_targets = r.extraData.__partial_execution_targets;
       delete extra.__partial_execution_targets;
       const res = await w.client.json<Record<string, unknown>>("POST", "/prompt", body);
+      if (w.slots.get(r.id) !== slot) return; // taken back meanwhile (pod removed)
       if (res.status !== 200) {
         log.info({ status: res.status }, "pod refused the prompt");
-        w.slots.delete(r.id);
-        await this.finish(r, slot.attempt, this.errorEntry(r, `ComfyUI pod refused the prompt: ${JSON.stringify(res.json)}`), undefined);
+        w.release(r.id);
+        this.o.onPodLoad?.(w.key, w.slots.size);
+        await this.end(r, slot.attempt, this.ledger.errorEntry(r.id, `ComfyUI pod refused the prompt: ${JSON.stringify(res.json)}`));
         return;
       }
+      // A buffered prompt does not restart the stall clock of a pod that is already working on one.
+      if (![...w.slots.values()].some((s) => s !== slot && s.submitted)) w.lastSignAt = this.now();
       slot.submitted = true;
       log.debug("dispatched");
+      if (slot.cancelRequested) this.serial(w, async () => void (await this.cancelOn(w, slot)));
     } catch (err: unknown) {
       log.warn({ err: (err as Error).message }, "dispatch failed; prompt goes back to the queue");
       await this.takeBack(w, slot, `dispatch to ${w.key} failed: ${(err as Error).message}`, false);
@@ -276,59 +320,43 @@ export class Dispatcher implements WorkerEvents {
   }
 
   /** The prompt leaves this pod unfinished: back to the queue (or failed past the attempt limit). */
-  private async takeBack(w: Worker, slot: { id: string; attempt: number }, reason: string, countAttempt: boolean): Promise<void> {
-    w.slots.delete(slot.id);
-    if (w.runningId === slot.id) w.runningId = undefined;
+  private async takeBack(w: Worker, slot: Slot, reason: string, countAttempt: boolean): Promise<void> {
+    if (w.slots.get(slot.id) === slot) w.release(slot.id);
     this.o.onPodLoad?.(w.key, w.slots.size);
-    const r = this.open.get(slot.id);
+    const r = this.ledger.open.get(slot.id);
     if (!r || r.attempt !== slot.attempt || r.state !== "dispatched") return;
+    this.startedAt.delete(r.id);
     if (countAttempt && r.attempt >= this.o.maxAttempts) {
-      await this.finish(r, slot.attempt, this.errorEntry(r, `prompt failed after ${r.attempt} attempts; last: ${reason}`), undefined);
+      await this.end(r, slot.attempt, this.ledger.errorEntry(r.id, `prompt failed after ${r.attempt} attempts; last: ${reason}`));
       return;
     }
-    const ok = await this.o.store.requeue(r.id, slot.attempt, reason, countAttempt).catch((err: unknown) => {
-      this.o.log.error({ err, promptId: r.id }, "requeue failed");
-      return false;
-    });
-    if (ok) {
-      Object.assign(r, { state: "queued", lastError: reason, attempt: countAttempt ? r.attempt : r.attempt - 1 });
-      delete r.pod;
-      this.startedAt.delete(r.id);
-      this.o.log.info({ promptId: r.id, pod: w.key, reason }, "prompt queued again");
-    } else await this.resync(r.id);
+    const res = await this.ledger.requeue(r.id, slot.attempt, reason, countAttempt);
+    if (res.ok) this.o.log.info({ promptId: r.id, pod: w.key, reason }, "prompt queued again");
     this.kick();
   }
 
-  /**
-   * A conditional write was refused (or failed): this process's copy of the prompt is not the
-   * store's. Take the store's word, as dispatch does, so a prompt can never sit "dispatched" here
-   * while nothing holds it: done leaves the mirror, anything else replaces it (a queued one is placed).
-   */
-  private async resync(id: string): Promise<void> {
-    const fresh = await this.o.store.get(id).catch(() => undefined);
-    if (!fresh) return; // unreachable store: the orphan check tries again
-    this.startedAt.delete(id);
-    if (fresh.state === "done") this.open.delete(id);
-    else if (this.open.has(id)) this.open.set(id, fresh);
-    this.o.log.info({ promptId: id, state: fresh.state, attempt: fresh.attempt }, "prompt re-read from the store after a refused write");
+  /** Takes a submitted, unstarted prompt off the pod's queue; false when the pod already runs it. */
+  private async removeFromPod(w: Worker, slot: Slot): Promise<boolean> {
+    w.takenBack.add(slot.id);
+    try {
+      await w.client.request("POST", "/queue", { delete: [slot.id] }, 3000);
+      const q = await w.client.json<{ queue_running: unknown[][] }>("GET", "/queue");
+      if (q.json.queue_running.some((i) => i[1] === slot.id)) {
+        w.takenBack.delete(slot.id);
+        slot.started = true;
+        return false;
+      }
+    } catch {
+      // unreachable: it is going anyway
+    }
+    return true;
   }
 
   /** Terminating pod: its buffered prompt goes back to the queue; the running one may finish. */
   private async unbuffer(w: Worker): Promise<void> {
     for (const s of [...w.slots.values()]) {
-      if (s.started) continue;
-      w.takenBack.add(s.id);
-      try {
-        await w.client.request("POST", "/queue", { delete: [s.id] }, 3000);
-        const q = await w.client.json<{ queue_running: unknown[][] }>("GET", "/queue");
-        if (q.json.queue_running.some((i) => i[1] === s.id)) {
-          w.takenBack.delete(s.id);
-          continue;
-        }
-      } catch {
-        // unreachable: the pod is going anyway
-      }
-      await this.takeBack(w, s, `pod ${w.key} is terminating`, false);
+      if (s.started || !s.submitted) continue;
+      if (await this.removeFromPod(w, s)) await this.takeBack(w, s, `pod ${w.key} is terminating`, false);
     }
   }
 
@@ -337,8 +365,59 @@ export class Dispatcher implements WorkerEvents {
     const w = this.workers.get(podKey);
     if (!w) return [];
     w.terminating = true;
-    await this.unbuffer(w);
+    await new Promise<void>((resolve) => this.serial(w, async () => {
+      await this.unbuffer(w);
+      resolve();
+    }));
     return [...w.slots.keys()];
+  }
+
+  /** A drained pod that answers again (its endpoint is ready, not terminating) is back in rotation. */
+  undrain(podKey: string): boolean {
+    const w = this.workers.get(podKey);
+    if (!w || !w.terminating) return false;
+    w.terminating = false;
+    this.kick();
+    return true;
+  }
+
+  /** Queue delete of prompts that are buffered on a pod (not started): taken off the pod, then removed. */
+  async cancel(ids: readonly string[]): Promise<string[]> {
+    const done: string[] = [];
+    await Promise.all(ids.map(async (id) => {
+      const w = this.workerOf(id);
+      const slot = w?.slots.get(id);
+      if (!w || !slot || slot.started) return;
+      if (!slot.submitted) {
+        slot.cancelRequested = true;
+        return;
+      }
+      await new Promise<void>((resolve) => this.serial(w, async () => {
+        if (await this.cancelOn(w, slot)) done.push(id);
+        resolve();
+      }));
+    }));
+    return done;
+  }
+
+  private async cancelOn(w: Worker, slot: Slot): Promise<boolean> {
+    if (w.slots.get(slot.id) !== slot || slot.started) return false;
+    if (!(await this.removeFromPod(w, slot))) return false;
+    w.release(slot.id);
+    this.o.onPodLoad?.(w.key, w.slots.size);
+    const res = await this.ledger.cancel(slot.id, slot.attempt);
+    this.o.sink.queueChanged(this.ledger.open.size);
+    this.kick();
+    return res.ok;
+  }
+
+  /** /interrupt: only a prompt a pod is running (ComfyUI ignores an interrupt for one that is pending). */
+  async interrupt(ids: readonly string[]): Promise<void> {
+    await Promise.all(ids.map(async (id) => {
+      const w = this.workerOf(id);
+      if (!w || !w.slots.get(id)?.started) return;
+      await w.client.request("POST", "/interrupt", { prompt_id: id }, 5000).catch((err: unknown) => this.o.log.warn({ promptId: id, err: (err as Error).message }, "interrupt failed"));
+    }));
   }
 
   // ---- pod events ------------------------------------------------------------------------------------
@@ -371,6 +450,9 @@ export class Dispatcher implements WorkerEvents {
     const prev = this.chains.get(w) ?? Promise.resolve();
     const next = prev.then(fn).catch((err: unknown) => this.o.log.error({ err, pod: w.key }, "pod event handling failed"));
     this.chains.set(w, next);
+    void next.then(() => {
+      if (this.chains.get(w) === next) this.chains.delete(w);
+    });
   }
 
   private async handle(w: Worker, buf: Buffer, isBinary: boolean): Promise<void> {
@@ -385,9 +467,11 @@ export class Dispatcher implements WorkerEvents {
           /* keep running id */
         }
       }
+      if (!pid || !w.slots.has(pid)) return;
+      w.lastSignAt = this.now();
       // Only types clients understand (protocol §3.2); type 4 needs negotiation, so it goes out as-is only to
       // the prompt's client (the hub drops it for sockets that did not negotiate).
-      if (pid && (type === 1 || type === 3 || type === 4)) this.o.sink.toClient(this.open.get(pid)?.clientId ?? null, buf, { broadcastIfNoClient: true });
+      if (type === 1 || type === 3 || type === 4) this.o.sink.toClient(this.ledger.open.get(pid)?.clientId ?? null, buf, { broadcastIfNoClient: true });
       return;
     }
     let msg: { type?: string; data?: Record<string, unknown> };
@@ -402,19 +486,22 @@ export class Dispatcher implements WorkerEvents {
     if (type === "status" || type === "feature_flags" || type === "logs") return; // the gateway's own status is studio-wide
     if (!pid) return;
     const slot = w.slots.get(pid);
-    const r = this.open.get(pid);
-    if (!slot || !r || r.attempt !== slot.attempt) return;
-    slot.lastEventAt = this.now();
+    const r = this.ledger.open.get(pid);
+    if (!slot || !r || r.attempt !== slot.attempt || w.takenBack.has(pid)) return;
+    const now = this.now();
+    slot.lastEventAt = now;
+    w.lastSignAt = now;
     if (type === "execution_start") {
       slot.started = true;
       w.runningId = pid;
       this.startedAt.delete(pid); // a new run (attempt) of this prompt
-      this.runStarted(r, this.now());
+      this.runStarted(r, now);
     }
-    if (w.takenBack.has(pid) && type === "execution_interrupted") return;
+    // The ending is told once, from what was written (see end()): never a success the store then refuses.
+    if (TERMINAL.has(type)) return;
     if (type === "executed") {
-      await this.copyFiles(w, pid, fileRefs(data.output), slot);
-      const out = { ...data, output: rewriteOutput(pid, data.output) };
+      const copied = await this.copyFiles(w, pid, fileRefs(data.output), slot);
+      const out = { ...data, output: rewriteOutput(pid, data.output, (f) => copied.has(storeKey(pid, f))) };
       this.o.sink.toClient(r.clientId, j(type, out));
       return;
     }
@@ -422,74 +509,99 @@ export class Dispatcher implements WorkerEvents {
       await this.completeFromPod(w, slot);
       return;
     }
-    const broadcast = type === "progress" || type === "progress_state" || type === "execution_interrupted";
+    const broadcast = type === "progress" || type === "progress_state";
     this.o.sink.toClient(r.clientId, j(type, data), { broadcastIfNoClient: broadcast });
   }
 
-  private async copyFiles(w: Worker, pid: string, refs: { filename: string; subfolder: string; type: string }[], slot: Slot): Promise<void> {
-    for (const ref of refs) {
-      const key = storeKey(pid, ref);
-      if (slot.copied?.has(key)) continue;
-      const q = new URLSearchParams({ filename: ref.filename, subfolder: ref.subfolder ?? "", type: ref.type });
-      const res = await w.client.request("GET", `/view?${q}`, undefined, 30000);
-      if (res.status !== 200) throw new Error(`pod /view ${ref.filename} answered ${res.status}`);
-      const target = ref.type === "temp" ? this.o.files.temp : this.o.files.output;
-      await target.put(key.split("/").slice(1).join("/"), res.body);
-      (slot.copied ??= new Set()).add(key);
-    }
+  private runStarted(r: PromptMeta, now: number): void {
+    if (this.startedAt.has(r.id)) return;
+    this.startedAt.set(r.id, now);
+    this.o.observer?.started(r, now);
   }
 
-  /** Completion: the pod's history entry (outputs copied first), written once, then `executing null`. */
+  /**
+   * Copies this run's files from the pod into the store, each tried `copyAttempts` times; returns the keys
+   * that are in the store. A file that never arrives is named in slot.copyFailures (the ending says so).
+   */
+  private async copyFiles(w: Worker, pid: string, refs: FileRef[], slot: Slot): Promise<Set<string>> {
+    const ok = new Set<string>();
+    const attempts = this.o.copyAttempts ?? 3;
+    for (const ref of refs) {
+      const key = storeKey(pid, ref);
+      if (slot.copied?.has(key)) {
+        ok.add(key);
+        continue;
+      }
+      if (slot.copyFailures?.some((f) => f.startsWith(`${ref.filename}:`))) continue;
+      let last = "";
+      for (let i = 0; i < attempts; i++) {
+        try {
+          const q = new URLSearchParams({ filename: ref.filename, subfolder: ref.subfolder ?? "", type: ref.type });
+          const res = await w.client.request("GET", `/view?${q}`, undefined, 120_000);
+          if (res.status !== 200) throw new Error(`pod /view answered ${res.status}`);
+          const target = ref.type === "temp" ? this.o.files.temp : this.o.files.output;
+          await target.put(key.split("/").slice(1).join("/"), res.body);
+          (slot.copied ??= new Set()).add(key);
+          ok.add(key);
+          last = "";
+          break;
+        } catch (err: unknown) {
+          last = (err as Error).message;
+          if (i + 1 < attempts) await sleep(250 * 2 ** i);
+        }
+      }
+      if (last) {
+        this.o.log.warn({ promptId: pid, pod: w.key, file: ref.filename, err: last }, "output not copied from the pod");
+        (slot.copyFailures ??= []).push(`${ref.filename}: ${last}`);
+      }
+    }
+    return ok;
+  }
+
+  /** Completion: the pod's history entry (outputs copied first), written once, then told. */
   private async completeFromPod(w: Worker, slot: Slot): Promise<void> {
     const pid = slot.id;
-    const r = this.open.get(pid);
+    const r = this.ledger.open.get(pid);
     if (!r) return;
     let entry: Record<string, unknown> | undefined;
     for (let i = 0; i < 5 && !entry; i++) {
       const h = await w.client.json<Record<string, Record<string, unknown>>>("GET", `/history/${encodeURIComponent(pid)}`);
       entry = h.json?.[pid];
-      if (!entry) await new Promise((res) => setTimeout(res, 100));
+      if (!entry) await sleep(100);
     }
     if (!entry) throw new Error(`pod ${w.key} reported ${pid} finished but has no history for it`);
     const outputs = (entry.outputs ?? {}) as Record<string, unknown>;
     for (const o of Object.values(outputs)) await this.copyFiles(w, pid, fileRefs(o), slot);
-    const status = (entry.status ?? { status_str: "success", completed: true, messages: [] }) as HistoryEntry["status"];
-    const history: HistoryEntry = {
-      prompt: [r.number, r.id, r.prompt, r.extraData, r.outputs],
-      outputs: rewriteOutputs(pid, outputs),
-      status,
-      meta: (entry.meta ?? {}) as Record<string, unknown>,
-    };
-    w.slots.delete(pid);
-    if (w.runningId === pid) w.runningId = undefined;
+    let status = (entry.status ?? { status_str: "success", completed: true, messages: [] }) as HistoryEntry["status"];
+    if (slot.copyFailures?.length) {
+      // The run succeeded on the pod but files are not kept: the history says which, once, as an error.
+      const reason = `outputs not saved: ${slot.copyFailures.join("; ")}`;
+      const err = { prompt_id: pid, node_id: null, node_type: null, executed: [], exception_message: reason, exception_type: "GatewayError", traceback: [], current_inputs: {}, current_outputs: {}, timestamp: this.now() };
+      status = { status_str: "error", completed: false, messages: [...status.messages.filter(([t]) => !TERMINAL.has(t)), ["execution_error", err]] };
+    }
+    const kept = (f: FileRef) => slot.copied?.has(storeKey(pid, f)) ?? false;
+    const history: HistoryEntry = { prompt: [], outputs: rewriteOutputs(pid, outputs, kept), status, meta: (entry.meta ?? {}) as Record<string, unknown> };
+    w.release(pid);
     this.o.onPodLoad?.(w.key, w.slots.size);
-    await this.finish(r, slot.attempt, history, undefined);
+    await this.end(r, slot.attempt, history);
   }
 
-  private errorEntry(r: PromptRecord, reason: string): HistoryEntry {
-    const ts = this.now();
-    const err = { prompt_id: r.id, node_id: null, node_type: null, executed: [], exception_message: reason, exception_type: "GatewayError", traceback: [], current_inputs: {}, current_outputs: {}, timestamp: ts };
-    return { prompt: [r.number, r.id, r.prompt, r.extraData, r.outputs], outputs: {}, status: { status_str: "error", completed: false, messages: [["execution_error", err]] }, meta: {} };
-  }
-
-  /** Writes the completion (conditional), then tells the client, then frees the queue slot. */
-  private async finish(r: PromptRecord, attempt: number, history: HistoryEntry, _w: Worker | undefined): Promise<void> {
-    const ok = await this.o.store.complete(r.id, attempt, history, this.now(), this.o.historyTtlSeconds);
-    if (!ok) {
+  /** Writes the ending (conditional), then tells the client — its terminal event as written, then `executing null`. */
+  private async end(r: PromptMeta, attempt: number, history: HistoryEntry): Promise<void> {
+    const res = await this.ledger.complete(r.id, attempt, history);
+    if (!res.ok) {
       this.o.log.info({ promptId: r.id, attempt }, "completion refused by the store (already completed or moved on)");
-      const fresh = await this.o.store.get(r.id).catch(() => undefined);
-      if (!fresh || fresh.state === "done") this.open.delete(r.id);
+      this.kick();
       return;
     }
-    this.open.delete(r.id);
     const startedAt = this.startedAt.get(r.id);
     this.startedAt.delete(r.id);
+    this.orphanSince.delete(r.id);
     this.o.observer?.finished(r, history, startedAt, this.now());
-    if (history.status.status_str === "error" && history.status.messages.some(([t, d]) => t === "execution_error" && (d as { exception_type?: string }).exception_type === "GatewayError")) {
-      const [, d] = history.status.messages.find(([t]) => t === "execution_error")!;
-      this.o.sink.toClient(r.clientId, j("execution_error", d));
-    }
-    this.o.sink.queueChanged(this.open.size);
+    const terminal = [...history.status.messages].reverse().find(([t]) => TERMINAL.has(t));
+    const told = terminal ?? (history.status.status_str === "success" ? ["execution_success", { prompt_id: r.id, timestamp: this.now() }] : undefined);
+    if (told) this.o.sink.toClient(r.clientId, j(told[0] as string, told[1]), { broadcastIfNoClient: told[0] === "execution_interrupted" });
+    this.o.sink.queueChanged(this.ledger.open.size);
     this.o.sink.toClient(r.clientId, j("executing", { node: null, prompt_id: r.id }));
     this.kick();
   }
@@ -505,14 +617,16 @@ export class Dispatcher implements WorkerEvents {
     } catch {
       return;
     }
-    const onPod = new Set([...q.queue_running, ...q.queue_pending].map((i) => i[1] as string));
+    const running = new Set(q.queue_running.map((i) => i[1] as string));
+    const onPod = new Set([...running, ...q.queue_pending.map((i) => i[1] as string)]);
     for (const s of judged) {
       if (w.slots.get(s.id) !== s) continue;
       if (onPod.has(s.id)) {
-        if (q.queue_running.some((i) => i[1] === s.id)) {
+        s.adopted = false;
+        if (running.has(s.id) && !s.started) {
           s.started = true;
           w.runningId = s.id;
-          const r = this.open.get(s.id);
+          const r = this.ledger.open.get(s.id);
           if (r) this.runStarted(r, this.now());
         }
         continue;
@@ -523,12 +637,55 @@ export class Dispatcher implements WorkerEvents {
     }
   }
 
+  /**
+   * A pod holding prompts that shows no sign of progress for the stall time is hung (its socket may still
+   * be open): both its prompts are taken back — the running one interrupted and counted, the buffered one
+   * off its queue, not counted — and it gets no work until a probe finds it idle.
+   */
+  private async hung(w: Worker): Promise<void> {
+    if (w.suspect || w.slots.size === 0 || this.now() - w.lastSignAt <= this.o.stallMs) return;
+    const reason = `no progress from pod ${w.key} for ${Math.round(this.o.stallMs / 1000)} s`;
+    w.suspect = reason;
+    this.o.log.warn({ pod: w.key, prompts: [...w.slots.keys()] }, "pod hung: its prompts run elsewhere, it gets no work until it answers again");
+    for (const s of [...w.slots.values()]) {
+      w.takenBack.add(s.id);
+      // The buffered one counts no attempt only when the pod's queue shows it never started.
+      const unstarted = !s.started && s.submitted && (await this.removeFromPod(w, s));
+      if (!unstarted) void w.client.request("POST", "/interrupt", { prompt_id: s.id }, 3000).catch(() => undefined);
+      w.takenBack.add(s.id);
+      await this.takeBack(w, s, reason, !unstarted);
+    }
+  }
+
+  /** A suspect pod is back when it runs nothing we did not give it: an idle queue. */
+  private async probe(w: Worker): Promise<void> {
+    if (!w.suspect) return;
+    try {
+      const q = (await w.client.json<{ queue_running: unknown[][]; queue_pending: unknown[][] }>("GET", "/queue")).json;
+      if (q.queue_running.length === 0 && q.queue_pending.length === 0) {
+        this.o.log.info({ pod: w.key }, "pod answers again: back in rotation");
+        w.suspect = undefined;
+        w.lastSignAt = this.now();
+        this.kick();
+      }
+    } catch {
+      /* still away */
+    }
+  }
+
   // ---- periodic checks ----------------------------------------------------------------------------------
+
+  private observe(now: number): void {
+    if (!this.o.observer) return;
+    let oldest: number | undefined;
+    for (const r of this.ledger.open.values()) if (r.state === "queued" && (oldest === undefined || r.createdAt < oldest)) oldest = r.createdAt;
+    this.o.observer.queueState({ anyReady: [...this.workers.values()].some((w) => w.ready), oldestQueuedAt: oldest, open: this.ledger.open.size }, now);
+  }
 
   /** A prompt left on a pod that is gone (not listed) runs again elsewhere after `orphanMs` (counts an attempt). */
   private async reclaimOrphans(now: number): Promise<void> {
-    for (const r of [...this.open.values()]) {
-      if (r.state !== "dispatched" || this.workerOf(r.id)) {
+    for (const r of [...this.ledger.open.values()]) {
+      if (r.state !== "dispatched" || this.workerOf(r.id) || this.claiming.has(r.id)) {
         this.orphanSince.delete(r.id);
         continue;
       }
@@ -541,46 +698,52 @@ export class Dispatcher implements WorkerEvents {
       this.orphanSince.delete(r.id);
       const reason = `pod ${r.pod ?? "?"} is gone`;
       if (r.attempt >= this.o.maxAttempts) {
-        await this.finish(r, r.attempt, this.errorEntry(r, `prompt failed after ${r.attempt} attempts; last: ${reason}`), undefined).catch((err: unknown) =>
-          this.o.log.error({ err, promptId: r.id }, "failing an orphaned prompt failed"));
+        await this.end(r, r.attempt, this.ledger.errorEntry(r.id, `prompt failed after ${r.attempt} attempts; last: ${reason}`));
         continue;
       }
-      const ok = await this.o.store.requeue(r.id, r.attempt, reason, true).catch(() => false);
-      if (ok) {
-        Object.assign(r, { state: "queued", lastError: reason });
-        delete r.pod;
-        this.startedAt.delete(r.id);
-        this.o.log.info({ promptId: r.id, reason }, "orphaned prompt queued again");
-      } else await this.resync(r.id);
+      if ((await this.ledger.requeue(r.id, r.attempt, reason, true)).ok) this.o.log.info({ promptId: r.id, reason }, "orphaned prompt queued again");
       this.kick();
     }
   }
 
   private async tick(): Promise<void> {
-    if (this.stopped) return;
-    const now = this.now();
-    for (const w of this.workers.values()) {
-      if (!w.connected) continue;
-      for (const s of w.slots.values()) {
-        if (s.started && now - s.lastEventAt > this.o.stallMs) {
-          w.takenBack.add(s.id);
-          void w.client.request("POST", "/interrupt", { prompt_id: s.id }, 3000).catch(() => undefined);
-          this.serial(w, () => this.takeBack(w, s, `no progress from pod ${w.key} for ${Math.round(this.o.stallMs / 1000)} s`, true));
+    if (this.ticking || !this.leading) return;
+    this.ticking = true;
+    try {
+      const now = this.now();
+      for (const w of this.workers.values()) {
+        if (!w.connected) continue;
+        if (w.suspect) this.serial(w, () => this.probe(w));
+        else if (w.slots.size > 0 && now - w.lastSignAt > this.o.stallMs) this.serial(w, () => this.hung(w));
+        // Fallback for missed events: a pod with prompts is asked every tick.
+        else if (w.slots.size > 0) this.serial(w, () => this.reconcile(w));
+      }
+      await this.reclaimOrphans(now);
+      if (now - this.lastSweepAt >= (this.o.sweepMs ?? 5000)) {
+        this.lastSweepAt = now;
+        // Prompts other replicas accepted whose notification was lost; a minute of overlap covers clock skew.
+        const fresh = await this.ledger.sweep(this.sweepFrom).catch(() => []);
+        this.sweepFrom = Math.max(this.sweepFrom, now - 60_000);
+        if (fresh.length) {
+          this.o.sink.queueChanged(this.ledger.open.size);
+          this.kick();
         }
       }
-      // Fallback for missed events: a pod with prompts is asked every tick.
-      if (w.slots.size > 0) this.serial(w, () => this.reconcile(w));
-    }
-    await this.reclaimOrphans(now);
-    this.observe(now);
-    const anyReady = [...this.workers.values()].some((w) => w.ready);
-    if (!anyReady) {
-      for (const r of [...this.open.values()]) {
-        if (r.state === "queued" && now - r.createdAt > this.o.startupDeadlineMs && this.lastPodReadyAt < r.createdAt) {
-          await this.finish(r, r.attempt, this.errorEntry(r, `no ComfyUI pod became ready within ${Math.round(this.o.startupDeadlineMs / 1000)} s`), undefined).catch((err: unknown) =>
-            this.o.log.error({ err, promptId: r.id }, "failing a prompt past the startup deadline failed"));
+      const waiting = new Set([...this.ledger.open.values()].map((r) => r.clientId ?? ""));
+      for (const c of [...this.lastServed.keys()]) if (!waiting.has(c)) this.lastServed.delete(c);
+      this.observe(now);
+      if (![...this.workers.values()].some((w) => w.ready)) {
+        for (const r of [...this.ledger.open.values()]) {
+          if (r.state === "queued" && now - r.createdAt > this.o.startupDeadlineMs && this.lastPodReadyAt < r.createdAt) {
+            await this.end(r, r.attempt, this.ledger.errorEntry(r.id, `no ComfyUI pod became ready within ${Math.round(this.o.startupDeadlineMs / 1000)} s`));
+          }
         }
       }
+      this.kick();
+    } catch (err: unknown) {
+      this.o.log.error({ err }, "dispatcher tick failed");
+    } finally {
+      this.ticking = false;
     }
   }
 }

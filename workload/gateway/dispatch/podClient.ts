@@ -23,9 +23,11 @@ export class PodClient {
 }
 
 /**
- * The client_id the gateway submits with on one pod: derived from the pod's identity only, so a new
- * gateway process reconnects with the same id and ComfyUI routes a running prompt's events to it.
+ * The client_id the gateway submits with on one pod under one leadership: ComfyUI keeps one socket per
+ * client_id and drops the registration when any socket under that id closes (server.py
+ * `websocket_handler` pops the sid in its `finally`, a125cd84), so a new leader must never share the old
+ * one's id — the old process's late close would cut the new leader's events.
  */
-export function podClientId(podKey: string): string {
-  return "gateway-" + createHash("sha256").update(podKey).digest("hex").slice(0, 24);
+export function podClientId(podKey: string, epoch: number): string {
+  return "gateway-" + createHash("sha256").update(`${podKey}\n${epoch}`).digest("hex").slice(0, 24);
 }

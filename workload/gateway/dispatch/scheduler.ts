@@ -1,4 +1,4 @@
-import type { PromptRecord } from "../store/types";
+import type { PromptMeta } from "../store/types";
 
 /**
  * Fair share across clients: the client with the fewest prompts running goes first, ties broken by who
@@ -6,14 +6,14 @@ import type { PromptRecord } from "../store/types";
  * (lowest `number` first — `front` is negative — then acceptance order). So one client's 500-prompt batch
  * takes turns with an artist's single prompt instead of holding it back.
  */
-export function pickNext(queued: PromptRecord[], runningPerClient: Map<string, number>, lastServed: Map<string, number>): PromptRecord | undefined {
-  const heads = new Map<string, PromptRecord>();
+export function pickNext(queued: PromptMeta[], runningPerClient: Map<string, number>, lastServed: Map<string, number>): PromptMeta | undefined {
+  const heads = new Map<string, PromptMeta>();
   for (const r of queued) {
     const c = r.clientId ?? "";
     const h = heads.get(c);
     if (!h || r.number < h.number || (r.number === h.number && r.seq < h.seq)) heads.set(c, r);
   }
-  let best: { c: string; r: PromptRecord } | undefined;
+  let best: { c: string; r: PromptMeta } | undefined;
   for (const [c, r] of heads) {
     if (!best) {
       best = { c, r };

@@ -10,11 +10,15 @@ export class KubeClient {
     this.agent = baseUrl.startsWith("https:") ? new https.Agent({ ca, keepAlive: true }) : new http.Agent({ keepAlive: true });
   }
 
-  /** In-cluster: service account token + CA (mounted by the kubelet). */
-  static inCluster(): KubeClient {
+  /**
+   * In-cluster: service account token + CA (mounted by the kubelet). `GATEWAY_KUBE_API_URL` (plain http,
+   * no token) points at another API server instead: the tests' fake one.
+   */
+  static inCluster(env: NodeJS.ProcessEnv = process.env): KubeClient {
+    if (env.GATEWAY_KUBE_API_URL) return new KubeClient(env.GATEWAY_KUBE_API_URL);
     const dir = "/var/run/secrets/kubernetes.io/serviceaccount";
-    const host = process.env.KUBERNETES_SERVICE_HOST;
-    const port = process.env.KUBERNETES_SERVICE_PORT ?? "443";
+    const host = env.KUBERNETES_SERVICE_HOST;
+    const port = env.KUBERNETES_SERVICE_PORT ?? "443";
     if (!host) throw new Error("KUBERNETES_SERVICE_HOST is not set: not running in a pod");
     return new KubeClient(`https://${host.includes(":") ? `[${host}]` : host}:${port}`, fs.readFileSync(`${dir}/token`, "utf8").trim(), fs.readFileSync(`${dir}/ca.crt`));
   }

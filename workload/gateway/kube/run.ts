@@ -12,10 +12,11 @@ import { EndpointSliceSource, patchDeletionCost, podImageId, podNodeStart } from
 
 /** Kubernetes mode: DynamoDB + S3 through the pod's role, pods from EndpointSlices, one leader by Lease. */
 export async function startKubernetes(config: GatewayConfig, log: Logger): Promise<{ close(): Promise<void> }> {
-  const kube = KubeClient.inCluster();
+  const kube = KubeClient.inCluster(process.env);
   const ns = config.namespace!;
   const ddb = new DynamoDBClient({ region: config.region });
-  const s3 = new S3Client({ region: config.region });
+  // A custom S3 endpoint (the tests' s3rver, MinIO) answers path-style requests only.
+  const s3 = new S3Client({ region: config.region, forcePathStyle: process.env.AWS_ENDPOINT_URL_S3 !== undefined });
   const store = new DynamoStore({ table: config.table, client: ddb });
   const lastLoad = new Map<string, number>();
   const gateway = await buildApp(config, {
@@ -34,7 +35,19 @@ export async function startKubernetes(config: GatewayConfig, log: Logger): Promi
     nodeStartOf: (pod) => podNodeStart(kube, ns, pod),
   });
   const pods = new EndpointSliceSource(kube, ns, config.comfyuiService, config.comfyuiPortName, (p) => gateway.setPods(p), log.child({ component: "pods" }));
-  const elector = new LeaseElector(kube, ns, config.leaseName, config.podName, { onLead: () => gateway.lead(), onLose: () => gateway.standDown() }, log.child({ component: "lease" }));
+  const address = `http://${config.podIp!.includes(":") ? `[${config.podIp}]` : config.podIp}:${config.adminPort}`;
+  const elector: LeaseElector = new LeaseElector(kube, ns, config.leaseName, config.podName, {
+    onLead: () => {
+      // A fencing token from the store, then lead while the Lease holds; every write carries the token.
+      void store.takeEpoch().then(
+        (epoch) => (elector.isLeader() ? gateway.lead({ epoch }, () => elector.isLeader()) : undefined),
+        (err: unknown) => log.error({ err: (err as Error).message }, "no fencing token from the store: not leading this round"),
+      ).catch((err: unknown) => log.error({ err }, "taking the lead failed"));
+    },
+    onLose: () => void gateway.standDown(),
+    onLeader: (url) => gateway.follow(url),
+  }, log.child({ component: "lease" }), {}, address);
+  await gateway.admin.listen({ port: config.adminPort, host: config.host });
   await gateway.app.listen({ port: config.port, host: config.host });
   await pods.start();
   elector.start();
@@ -42,7 +55,9 @@ export async function startKubernetes(config: GatewayConfig, log: Logger): Promi
   return {
     close() {
       closing ??= (async () => {
-        gateway.ctx.closing = true;
+        // Stop dispatching and close the pod sockets (a close handshake, so ComfyUI has dropped this
+        // leadership's client ids) before the Lease is released and the next leader connects.
+        gateway.services.closing = true;
         await gateway.standDown();
         await elector.release().catch((err: unknown) => log.warn({ err: (err as Error).message }, "lease release failed"));
         pods.stop();

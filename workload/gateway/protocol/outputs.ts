@@ -23,20 +23,25 @@ export function fileRefs(output: unknown): FileRef[] {
   return out;
 }
 
-/** A copy of a UI output dict with every output/temp file moved under the prompt's subfolder. */
-export function rewriteOutput(promptId: string, output: unknown): unknown {
+/**
+ * A copy of a UI output dict with every output/temp file moved under the prompt's subfolder; files for
+ * which `kept` is false (not copied from the pod) are left out, so no client is pointed at a missing file.
+ */
+export function rewriteOutput(promptId: string, output: unknown, kept: (f: FileRef) => boolean = () => true): unknown {
   if (!output || typeof output !== "object") return output;
   const res: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(output as Record<string, unknown>)) {
     res[k] = Array.isArray(v)
-      ? v.map((item) => (isFileRef(item) && (item.type === "output" || item.type === "temp") ? { ...item, subfolder: rewriteSubfolder(promptId, item.subfolder) } : item))
+      ? v
+          .filter((item) => !(isFileRef(item) && (item.type === "output" || item.type === "temp")) || kept(item))
+          .map((item) => (isFileRef(item) && (item.type === "output" || item.type === "temp") ? { ...item, subfolder: rewriteSubfolder(promptId, item.subfolder) } : item))
       : v;
   }
   return res;
 }
 
-export function rewriteOutputs(promptId: string, outputs: Record<string, unknown>): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(outputs ?? {}).map(([node, o]) => [node, rewriteOutput(promptId, o)]));
+export function rewriteOutputs(promptId: string, outputs: Record<string, unknown>, kept?: (f: FileRef) => boolean): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(outputs ?? {}).map(([node, o]) => [node, rewriteOutput(promptId, o, kept)]));
 }
 
 /** Object key of a pod file in the gateway's store: "<type>/<prompt_id>/<subfolder>/<filename>". */

@@ -1,12 +1,12 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest, RouteHandlerMethod } from "fastify";
+import type { FastifyReply, FastifyRequest } from "fastify";
 import { GatewayError } from "../protocol/errors";
+import type { Services } from "../services";
 
-type Method = "GET" | "POST" | "DELETE" | "PUT" | "PATCH";
-
-/** ComfyUI serves every route bare and under /api (protocol §1). */
-export function both(app: FastifyInstance, method: Method, path: string, handler: RouteHandlerMethod): void {
-  app.route({ method, url: path, handler });
-  app.route({ method, url: `/api${path}`, handler });
+declare module "fastify" {
+  interface FastifyInstance {
+    /** The gateway's shared services (store, files, discovery, the leader or the link to it). */
+    gw: Services;
+  }
 }
 
 /** JSON body regardless of Content-Type, as ComfyUI parses it. */

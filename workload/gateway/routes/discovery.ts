@@ -1,9 +1,11 @@
-import type { FastifyInstance, FastifyReply } from "fastify";
-import type { GatewayContext } from "../context";
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply } from "fastify";
 import { GatewayError } from "../protocol/errors";
-import { both, safeRelPath } from "./common";
+import type { Services } from "../services";
+import { safeRelPath } from "./common";
 
 export const GPU_STATUS_EXTENSION = "/extensions/comfyui-gateway/gpu-status.js";
+/** What the extension polls: ready GPU pods and the cold-start estimate (public; the /gateway/* routes are internal). */
+export const GPU_STATUS_PATH = "/extensions/comfyui-gateway/status";
 
 // A small frontend extension: while no GPU pod is ready the queue still accepts prompts; say so in
 // the UI, with how long a start takes here (the median of measured cold starts once the gateway has
@@ -24,7 +26,7 @@ const GPU_STATUS_JS = `// comfyui-gateway: tells the user that a GPU is starting
   let el;
   async function poll() {
     try {
-      const r = await fetch("/gateway/pods");
+      const r = await fetch(${JSON.stringify(GPU_STATUS_PATH)});
       const s = await r.json();
       if (!el) { el = document.createElement("div"); el.style.cssText = "position:fixed;bottom:8px;left:8px;z-index:9999;padding:4px 8px;border-radius:4px;background:#333;color:#fff;font:12px sans-serif"; document.body.appendChild(el); }
       const text = gpuStatusText(s);
@@ -37,73 +39,92 @@ const GPU_STATUS_JS = `// comfyui-gateway: tells the user that a GPU is starting
 })();
 `;
 
-function readyWorker(ctx: GatewayContext) {
-  return [...(ctx.dispatcher?.workers.values() ?? [])].find((w) => w.ready);
-}
-
-async function cached(ctx: GatewayContext, reply: FastifyReply, name: string, podPath: string, transform?: (v: unknown) => unknown) {
-  const w = readyWorker(ctx);
+/**
+ * A read-only discovery answer: from a ready pod when this replica leads one (and cached), else from the
+ * cache, else from the leader (a follower has no pod of its own), else 503 no_pod.
+ */
+async function cached(gw: Services, reply: FastifyReply, name: string, podPath: string, transform?: (v: unknown) => unknown) {
+  const w = gw.readyWorker();
   let body: Buffer | undefined;
   if (w) {
     const r = await w.client.request("GET", podPath).catch(() => undefined);
     if (r?.status === 200) {
       body = r.body;
-      await ctx.discovery.put(name, body).catch(() => undefined);
+      await gw.discovery.put(name, body).catch(() => undefined);
     } else if (r?.status === 404) throw new GatewayError("GW_ERR_NOT_FOUND", podPath);
   }
-  body ??= await ctx.discovery.get(name);
+  body ??= await gw.discovery.get(name);
+  if (!body && !gw.leading) {
+    const r = await gw.askLeader<{ status: number; type: string; body: string }>("GET", `/gateway/leader/passthrough?path=${encodeURIComponent(podPath)}`);
+    if (r?.status === 200) body = Buffer.from(r.body, "base64");
+  }
   if (!body) throw new GatewayError("GW_ERR_NO_POD", podPath);
   const value = JSON.parse(body.toString("utf8"));
   return reply.send(transform ? transform(value) : value);
 }
 
-export function discoveryRoutes(app: FastifyInstance, ctx: GatewayContext): void {
-  both(app, "GET", "/object_info", async (_req, reply) => cached(ctx, reply, "object_info.json", "/object_info"));
-  both(app, "GET", "/object_info/:cls", async (req, reply) => {
+/** ComfyUI's discovery routes (object_info, models, embeddings, extensions, system_stats, features). */
+export const discoveryRoutes: FastifyPluginAsync = async (app) => {
+  const gw = app.gw;
+  app.get("/object_info", async (_req, reply) => cached(gw, reply, "object_info.json", "/object_info"));
+  app.get("/object_info/:cls", async (req, reply) => {
     const { cls } = req.params as { cls: string };
-    const info = await ctx.discovery.objectInfo();
+    const info = await gw.discovery.objectInfo();
     // Unknown classes answer {} with 200 (the saintno SDK's probe relies on it).
     if (info) return reply.send(cls in info ? { [cls]: info[cls] } : {});
-    return cached(ctx, reply, "object_info.json", "/object_info", (v) => ((v as Record<string, unknown>)[cls] ? { [cls]: (v as Record<string, unknown>)[cls] } : {}));
+    return cached(gw, reply, "object_info.json", "/object_info", (v) => ((v as Record<string, unknown>)[cls] ? { [cls]: (v as Record<string, unknown>)[cls] } : {}));
   });
-  both(app, "GET", "/embeddings", async (_req, reply) => cached(ctx, reply, "embeddings.json", "/embeddings"));
-  both(app, "GET", "/models", async (_req, reply) => cached(ctx, reply, "models.json", "/models"));
-  both(app, "GET", "/models/:folder", async (req, reply) => {
+  app.get("/embeddings", async (_req, reply) => cached(gw, reply, "embeddings.json", "/embeddings"));
+  app.get("/models", async (_req, reply) => cached(gw, reply, "models.json", "/models"));
+  app.get("/models/:folder", async (req, reply) => {
     const { folder } = req.params as { folder: string };
     if (!safeRelPath(folder) || folder.includes("/")) throw new GatewayError("GW_ERR_NOT_FOUND", folder);
-    return cached(ctx, reply, `models/${folder}.json`, `/models/${encodeURIComponent(folder)}`);
+    return cached(gw, reply, `models/${folder}.json`, `/models/${encodeURIComponent(folder)}`);
   });
-  both(app, "GET", "/extensions", async (_req, reply) =>
-    cached(ctx, reply, "extensions.json", "/extensions", (v) => [...(Array.isArray(v) ? v : []), GPU_STATUS_EXTENSION]).catch((err: unknown) => {
+  app.get("/extensions", async (_req, reply) =>
+    cached(gw, reply, "extensions.json", "/extensions", (v) => [...(Array.isArray(v) ? v : []), GPU_STATUS_EXTENSION]).catch((err: unknown) => {
       if (err instanceof GatewayError && err.code === "GW_ERR_NO_POD") return reply.send([GPU_STATUS_EXTENSION]);
       throw err;
     }));
-  both(app, "GET", "/system_stats", async (_req, reply) => cached(ctx, reply, "system_stats.json", "/system_stats"));
-  both(app, "GET", "/features", async (_req, reply) => cached(ctx, reply, "features.json", "/features", (v) => ({ ...(v as object), max_upload_size: ctx.maxUploadBytes })));
+  app.get("/system_stats", async (_req, reply) => cached(gw, reply, "system_stats.json", "/system_stats"));
+  app.get("/features", async (_req, reply) => cached(gw, reply, "features.json", "/features", (v) => ({ ...(v as object), max_upload_size: gw.maxUploadBytes })));
+};
+
+/** The gateway's own routes outside ComfyUI's /api twins: the GPU-status extension, /internal/*, and the frontend's static files. */
+export function staticRoutes(app: FastifyInstance): void {
+  const gw = app.gw;
   app.get(GPU_STATUS_EXTENSION, async (_req, reply) => reply.type("application/javascript").header("cache-control", "no-cache").send(GPU_STATUS_JS));
+  app.get(GPU_STATUS_PATH, async () => gw.gpuStatus());
   // /internal/* has no /api twin (protocol §2.4); logs are not relayed, subscribing is a no-op.
   app.patch("/internal/logs/subscribe", async (_req, reply) => reply.code(200).send(""));
 
-  // The frontend's static files: from a ready pod (and cached), else from the cache.
+  // The frontend's static files: from a ready pod (and cached), else from the cache, else from the leader.
   app.setNotFoundHandler(async (req, reply) => {
     if (req.method !== "GET" && req.method !== "HEAD") return reply.code(404).send({ error: "not found" });
     const url = new URL(req.url, "http://x");
     const p = url.pathname === "/" ? "/index.html" : url.pathname;
     if (!safeRelPath(decodeURIComponent(p.slice(1)))) return reply.code(404).send({ error: "not found" });
     const name = `static${p}`;
-    const w = readyWorker(ctx);
+    const w = gw.readyWorker();
     if (w) {
       const r = await w.client.request("GET", url.pathname + url.search).catch(() => undefined);
       if (r && r.status === 200) {
-        await ctx.discovery.put(name, r.body).catch(() => undefined);
-        await ctx.discovery.put(`${name}.type`, Buffer.from(r.headers.get("content-type") ?? "application/octet-stream")).catch(() => undefined);
+        await gw.discovery.put(name, r.body).catch(() => undefined);
+        await gw.discovery.put(`${name}.type`, Buffer.from(r.headers.get("content-type") ?? "application/octet-stream")).catch(() => undefined);
         return reply.type(r.headers.get("content-type") ?? "application/octet-stream").send(r.body);
       }
       if (r) return reply.code(r.status).type(r.headers.get("content-type") ?? "text/plain").send(r.body);
     }
-    const body = await ctx.discovery.get(name);
+    let body = await gw.discovery.get(name);
+    let type = (await gw.discovery.get(`${name}.type`))?.toString("utf8");
+    if (!body && !gw.leading) {
+      const r = await gw.askLeader<{ status: number; type: string; body: string }>("GET", `/gateway/leader/passthrough?path=${encodeURIComponent(url.pathname + url.search)}&cache=${encodeURIComponent(name)}`);
+      if (r?.status === 200) {
+        body = Buffer.from(r.body, "base64");
+        type = r.type;
+      }
+    }
     if (!body) return reply.code(404).send({ error: "not found" });
-    const type = (await ctx.discovery.get(`${name}.type`))?.toString("utf8") ?? "application/octet-stream";
-    return reply.type(type).send(body);
+    return reply.type(type ?? "application/octet-stream").send(body);
   });
 }

@@ -1,28 +1,79 @@
-import type { FastifyInstance, FastifyRequest } from "fastify";
-import type { GatewayContext } from "../context";
+import contentDisposition from "content-disposition";
+import type { FastifyPluginAsync, FastifyRequest } from "fastify";
+import { createHash, randomUUID } from "node:crypto";
+import { createWriteStream, promises as fsp } from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { GatewayError } from "../protocol/errors";
-import { both, safeRelPath, viewMime } from "./common";
+import type { Services } from "../services";
+import { sha256Of } from "../store/objects";
+import { safeRelPath } from "./common";
 
-function typeStore(ctx: GatewayContext, type: string) {
-  if (type === "output") return ctx.files.output;
-  if (type === "input") return ctx.files.input;
-  if (type === "temp") return ctx.files.temp;
+/** What /view shows in the browser: raster images, audio, video. Anything else is a download (see viewHeaders). */
+const INLINE: Record<string, string> = {
+  png: "image/png", jpg: "image/jpeg", jpeg: "image/jpeg", webp: "image/webp", gif: "image/gif", bmp: "image/bmp", avif: "image/avif",
+  mp4: "video/mp4", webm: "video/webm", mov: "video/quicktime", m4v: "video/mp4", mkv: "video/x-matroska",
+  mp3: "audio/mpeg", wav: "audio/wav", flac: "audio/flac", ogg: "audio/ogg", opus: "audio/ogg", m4a: "audio/mp4", aac: "audio/aac",
+};
+
+/**
+ * Uploads: only what ComfyUI's loaders read — images (LoadImage, masks), video and audio (LoadVideo,
+ * LoadAudio), 3D models (Load3D's `3d/` subfolder). An .svg or .html in the input folder could run script
+ * in the studio's origin when viewed; it is refused with the extension named.
+ */
+export const UPLOAD_EXTENSIONS = new Set([...Object.keys(INLINE), "tif", "tiff", "avi", "glb", "gltf", "obj", "fbx", "stl"]);
+
+const ext = (name: string) => (name.includes(".") ? name.toLowerCase().split(".").pop()! : "");
+
+/**
+ * /view's headers: media inline with its type; everything else `application/octet-stream` as an
+ * attachment; never sniffed, and sandboxed should anything be opened as a page (ComfyUI serves an .svg
+ * inline as image/svg+xml, which runs script in the site's origin: server.py `view_image`).
+ */
+export function viewHeaders(filename: string): Record<string, string> {
+  const type = INLINE[ext(filename)];
+  return {
+    "content-type": type ?? "application/octet-stream",
+    "content-disposition": contentDisposition(filename, { type: type ? "inline" : "attachment" }),
+    "x-content-type-options": "nosniff",
+    "content-security-policy": "sandbox; default-src 'none'; img-src 'self' data:; media-src 'self'; style-src 'unsafe-inline'",
+  };
+}
+
+function typeStore(gw: Services, type: string) {
+  if (type === "output") return gw.files.output;
+  if (type === "input") return gw.files.input;
+  if (type === "temp") return gw.files.temp;
   return undefined;
 }
 
-async function formOf(req: FastifyRequest): Promise<FormData> {
-  const ct = req.headers["content-type"] ?? "";
-  if (!ct.startsWith("multipart/form-data")) throw new GatewayError("GW_ERR_BAD_PATH", "expected multipart/form-data");
-  try {
-    // Node's own WHATWG multipart parser (undici), on the size-limited body.
-    return await new Response(new Uint8Array(req.body as Buffer), { headers: { "content-type": ct } }).formData();
-  } catch (err: unknown) {
-    throw new GatewayError("GW_ERR_BAD_PATH", "malformed multipart body", { cause: err });
+/**
+ * ComfyUI /view's path rules (server.py view_image): a name starting with "/" or containing ".." → 400;
+ * the subfolder is joined as the OS would (empty segments and "." vanish) and may not leave the root → 403.
+ * Returns the store key, or the status to answer.
+ */
+export function viewKey(filename: string, subfolder: string | undefined): string | number {
+  if (filename.startsWith("/") || filename.includes("..") || filename.includes("\\")) return 400;
+  // A NUL makes os.path.isfile false in ComfyUI: a plain 404.
+  if (filename.includes("\0") || (subfolder ?? "").includes("\0")) return 404;
+  const base = filename.split("/").pop()!; // os.path.basename
+  if (!base) return 404;
+  const segs: string[] = [];
+  for (const s of (subfolder ?? "").split("/")) {
+    if (s === "" || s === ".") continue;
+    if (s === ".." || s.includes("\\")) return 403;
+    segs.push(s);
   }
+  return [...segs, base].join("/");
 }
 
-export function fileRoutes(app: FastifyInstance, ctx: GatewayContext): void {
-  both(app, "GET", "/view", async (req, reply) => {
+/** ComfyUI's /view, /upload/image and /upload/mask over the gateway's object stores (every replica). */
+export const fileRoutes: FastifyPluginAsync = async (app) => {
+  const gw = app.gw;
+
+  app.get("/view", async (req, reply) => {
     const q = req.query as Record<string, string | undefined>;
     let filename = q.filename;
     if (!filename) return reply.code(404).send("");
@@ -32,47 +83,97 @@ export function fileRoutes(app: FastifyInstance, ctx: GatewayContext): void {
       filename = m[1];
       type = m[2];
     }
-    // ComfyUI /view: a leading "/" or ".." in the name → 400; a subfolder escaping the root → 403.
-    if (filename.startsWith("/") || filename.includes("..") || filename.includes("\\")) return reply.code(400).send("");
-    const sub = q.subfolder ?? "";
-    if (sub && !safeRelPath(sub)) return reply.code(403).send("");
-    const store = typeStore(ctx, type);
+    const key = viewKey(filename, q.subfolder);
+    if (typeof key === "number") return reply.code(key).send("");
+    const store = typeStore(gw, type);
     if (!store) return reply.code(400).send("");
-    const key = sub ? `${sub}/${filename}` : filename;
-    const body = await store.get(key);
-    if (!body) return reply.code(404).send("");
-    return reply.type(viewMime(filename)).header("content-disposition", `filename="${filename.replace(/"/g, "")}"`).send(body);
+    const file = await store.stream(key);
+    if (!file) return reply.code(404).send("");
+    return reply.headers({ ...viewHeaders(key.split("/").pop()!), "content-length": String(file.size) }).send(file.body);
   });
 
   const upload = async (req: FastifyRequest) => {
-    ctx.requireLeader();
-    const form = await formOf(req);
-    const file = form.get("image");
-    if (!file || typeof file === "string" || !file.name) throw new GatewayError("GW_ERR_BAD_PATH", "no image file");
-    const type = String(form.get("type") ?? "input") || "input";
-    if (type !== "input") throw new GatewayError("GW_ERR_BAD_PATH", `upload type ${type} is not supported (input only)`);
-    const subfolder = String(form.get("subfolder") ?? "");
-    const overwrite = ["true", "1"].includes(String(form.get("overwrite") ?? "").toLowerCase());
-    const name = file.name;
-    if (!safeRelPath(name) || name.includes("/") || (subfolder && !safeRelPath(subfolder))) throw new GatewayError("GW_ERR_BAD_PATH", `${subfolder}/${name}`);
-    const data = Buffer.from(await file.arrayBuffer());
-    const dot = name.lastIndexOf(".");
-    const [stem, ext] = dot > 0 ? [name.slice(0, dot), name.slice(dot)] : [name, ""];
-    let final = name;
-    if (!overwrite) {
-      // ComfyUI: identical bytes reuse the name, different bytes get "name (1).ext", "name (2).ext" …
-      for (let i = 1; ; i++) {
-        const existing = await ctx.files.input.get(subfolder ? `${subfolder}/${final}` : final);
-        if (!existing || existing.equals(data)) break;
-        final = `${stem} (${i})${ext}`;
+    const got = await receive(req, gw.maxUploadBytes);
+    try {
+      const { fields, file } = got;
+      const type = fields.type || "input";
+      if (type !== "input") throw new GatewayError("GW_ERR_BAD_PATH", `upload type ${type} is not supported (input only)`);
+      const subfolder = fields.subfolder ?? "";
+      const overwrite = ["true", "1"].includes((fields.overwrite ?? "").toLowerCase());
+      const name = file.name;
+      if (!safeRelPath(name) || name.includes("/") || (subfolder && !safeRelPath(subfolder))) throw new GatewayError("GW_ERR_BAD_PATH", `${subfolder}/${name}`);
+      if (!UPLOAD_EXTENSIONS.has(ext(name))) throw new GatewayError("GW_ERR_BAD_TYPE", `.${ext(name) || "(none)"} (${name}); allowed: ${[...UPLOAD_EXTENSIONS].sort().join(", ")}`);
+      const dot = name.lastIndexOf(".");
+      const [stem, suffix] = dot > 0 ? [name.slice(0, dot), name.slice(dot)] : [name, ""];
+      const at = (n: string) => (subfolder ? `${subfolder}/${n}` : n);
+      let final = name;
+      let duplicate = false;
+      if (!overwrite) {
+        // ComfyUI: identical bytes reuse the name, different bytes get "name (1).ext", "name (2).ext" …
+        for (let i = 1; ; i++) {
+          const existing = await sha256Of(gw.files.input, at(final));
+          if (existing === undefined) break;
+          if (existing === file.sha256) {
+            duplicate = true;
+            break;
+          }
+          final = `${stem} (${i})${suffix}`;
+        }
       }
+      if (!duplicate) await gw.files.input.putFile(at(final), file.path, { sha256: file.sha256 });
+      return { name: final, subfolder, type };
+    } finally {
+      await fsp.rm(got.dir, { recursive: true, force: true });
     }
-    const key = subfolder ? `${subfolder}/${final}` : final;
-    const existing = overwrite ? undefined : await ctx.files.input.get(key);
-    if (!existing) await ctx.files.input.put(key, data);
-    return { name: final, subfolder, type };
   };
-  both(app, "POST", "/upload/image", upload);
+  app.post("/upload/image", upload);
   // The mask is stored as uploaded (ComfyUI composites it onto original_ref's alpha; see README).
-  both(app, "POST", "/upload/mask", upload);
+  app.post("/upload/mask", upload);
+};
+
+/**
+ * The multipart body, streamed: the `image` part goes to a temporary file (hashed on the way), never
+ * into memory whole; other fields are collected. Over the size limit → 413.
+ */
+async function receive(req: FastifyRequest, limit: number): Promise<{ dir: string; fields: Record<string, string>; file: { name: string; path: string; sha256: string; size: number } }> {
+  if (!req.isMultipart()) throw new GatewayError("GW_ERR_BAD_PATH", "expected multipart/form-data");
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), "gw-upload-"));
+  const fields: Record<string, string> = {};
+  let file: { name: string; path: string; sha256: string; size: number } | undefined;
+  try {
+    // preservePath: the name as the client sent it, so "../x.png" is refused as ComfyUI refuses it, not trimmed.
+    for await (const part of req.parts({ preservePath: true, limits: { fileSize: limit, files: 4, fields: 20, fieldSize: 64 * 1024 } })) {
+      if (part.type === "field") {
+        fields[part.fieldname] = String(part.value);
+        continue;
+      }
+      if (part.fieldname !== "image" || file) {
+        part.file.resume();
+        continue;
+      }
+      const target = path.join(dir, randomUUID());
+      const hash = createHash("sha256");
+      let size = 0;
+      const tap = new Transform({
+        transform(chunk: Buffer, _enc, done) {
+          hash.update(chunk);
+          size += chunk.length;
+          done(null, chunk);
+        },
+      });
+      await pipeline(part.file, tap, createWriteStream(target));
+      if (part.file.truncated) throw Object.assign(new Error(`upload larger than ${limit} bytes`), { statusCode: 413 });
+      file = { name: part.filename, path: target, sha256: hash.digest("hex"), size };
+    }
+  } catch (err: unknown) {
+    await fsp.rm(dir, { recursive: true, force: true });
+    if ((err as { code?: string }).code === "FST_REQ_FILE_TOO_LARGE") throw Object.assign(new Error(`upload larger than ${limit} bytes`), { statusCode: 413 });
+    if (err instanceof GatewayError || (err as { statusCode?: number }).statusCode === 413) throw err;
+    throw new GatewayError("GW_ERR_BAD_PATH", `malformed multipart body: ${(err as Error).message}`, { cause: err });
+  }
+  if (!file || !file.name) {
+    await fsp.rm(dir, { recursive: true, force: true });
+    throw new GatewayError("GW_ERR_BAD_PATH", "no image file");
+  }
+  return { dir, fields, file };
 }

@@ -1,7 +1,6 @@
-import type { FastifyInstance } from "fastify";
-import type { GatewayContext } from "../context";
+import type { FastifyPluginAsync } from "fastify";
 import { GatewayError } from "../protocol/errors";
-import { both, safeRelPath } from "./common";
+import { jsonBody, safeRelPath } from "./common";
 
 // Single user "default", ComfyUI's layout user/default/… (app/user_manager.py, app/app_settings.py).
 const ROOT = "default/";
@@ -12,26 +11,30 @@ function userPath(p: string): string {
   return ROOT + p;
 }
 
-export function userRoutes(app: FastifyInstance, ctx: GatewayContext): void {
-  const u = ctx.files.user;
-  const readSettings = async () => JSON.parse((await u.get(SETTINGS))?.toString("utf8") ?? "{}") as Record<string, unknown>;
+/** ComfyUI's user state (settings, saved workflows, user files) in the user bucket (every replica). */
+export const userRoutes: FastifyPluginAsync = async (app) => {
+  const u = app.gw.files.user;
+  const parse = (b: Buffer | undefined) => JSON.parse(b?.toString("utf8") ?? "{}") as Record<string, unknown>;
+  const readSettings = async () => parse(await u.get(SETTINGS));
+  // One conditional read-modify-write per change: concurrent saves of different keys all land.
+  const changeSettings = (patch: Record<string, unknown>) => u.update(SETTINGS, (cur) => Buffer.from(JSON.stringify({ ...parse(cur), ...patch }, null, 4)));
 
-  both(app, "GET", "/users", async () => ({ storage: "server", migrated: true }));
-  both(app, "GET", "/settings", async () => readSettings());
-  both(app, "GET", "/settings/:id", async (req, reply) => reply.type("application/json").send(JSON.stringify((await readSettings())[(req.params as { id: string }).id] ?? null)));
-  both(app, "POST", "/settings", async (req, reply) => {
-    const body = JSON.parse((req.body as Buffer).toString("utf8"));
+  app.get("/users", async () => ({ storage: "server", migrated: true }));
+  app.get("/settings", async () => readSettings());
+  app.get("/settings/:id", async (req, reply) => reply.type("application/json").send(JSON.stringify((await readSettings())[(req.params as { id: string }).id] ?? null)));
+  app.post("/settings", async (req, reply) => {
+    const body = jsonBody<unknown>(req);
     if (!body || typeof body !== "object" || Array.isArray(body)) throw new GatewayError("GW_ERR_INVALID_JSON", "settings must be an object");
-    await u.put(SETTINGS, Buffer.from(JSON.stringify({ ...(await readSettings()), ...body }, null, 4)));
+    await changeSettings(body as Record<string, unknown>);
     return reply.code(200).send("");
   });
-  both(app, "POST", "/settings/:id", async (req, reply) => {
-    const value = JSON.parse((req.body as Buffer).toString("utf8"));
-    await u.put(SETTINGS, Buffer.from(JSON.stringify({ ...(await readSettings()), [(req.params as { id: string }).id]: value }, null, 4)));
+  app.post("/settings/:id", async (req, reply) => {
+    const value = jsonBody<unknown>(req);
+    await changeSettings({ [(req.params as { id: string }).id]: value });
     return reply.code(200).send("");
   });
 
-  both(app, "GET", "/userdata", async (req, reply) => {
+  app.get("/userdata", async (req, reply) => {
     const q = req.query as Record<string, string>;
     const dir = q.dir;
     if (!dir || !safeRelPath(dir)) return reply.code(400).send({ error: "invalid dir" });
@@ -46,7 +49,7 @@ export function userRoutes(app: FastifyInstance, ctx: GatewayContext): void {
     });
   });
 
-  both(app, "GET", "/v2/userdata", async (req) => {
+  app.get("/v2/userdata", async (req) => {
     const p = (req.query as Record<string, string>).path ?? "";
     if (p && !safeRelPath(p)) throw new GatewayError("GW_ERR_BAD_PATH", p);
     const base = p ? `${ROOT}${p.replace(/\/$/, "")}/` : ROOT;
@@ -61,12 +64,12 @@ export function userRoutes(app: FastifyInstance, ctx: GatewayContext): void {
     return [...entries.values()];
   });
 
-  both(app, "GET", "/userdata/:file", async (req, reply) => {
+  app.get("/userdata/:file", async (req, reply) => {
     const body = await u.get(userPath((req.params as { file: string }).file));
     if (!body) return reply.code(404).send("");
     return reply.type((req.params as { file: string }).file.endsWith(".json") ? "application/json" : "application/octet-stream").send(body);
   });
-  both(app, "POST", "/userdata/:file", async (req, reply) => {
+  app.post("/userdata/:file", async (req, reply) => {
     const file = (req.params as { file: string }).file;
     const key = userPath(file);
     const q = req.query as Record<string, string>;
@@ -75,21 +78,24 @@ export function userRoutes(app: FastifyInstance, ctx: GatewayContext): void {
     await u.put(key, body);
     return reply.type("application/json").send(JSON.stringify(q.full_info === "true" ? { path: file, size: body.length, modified: Date.now() / 1000 } : file));
   });
-  both(app, "DELETE", "/userdata/:file", async (req, reply) => {
+  app.delete("/userdata/:file", async (req, reply) => {
     const key = userPath((req.params as { file: string }).file);
     if (!(await u.get(key))) return reply.code(404).send("");
     await u.delete(key);
     return reply.code(204).send();
   });
-  both(app, "POST", "/userdata/:file/move/:dest", async (req, reply) => {
+  app.post("/userdata/:file/move/:dest", async (req, reply) => {
     const { file, dest } = req.params as { file: string; dest: string };
     const src = userPath(file);
     const dst = userPath(dest);
     const body = await u.get(src);
     if (!body) return reply.code(404).send("");
     if ((req.query as Record<string, string>).overwrite === "false" && (await u.get(dst))) return reply.code(409).send("");
-    await u.put(dst, body);
-    await u.delete(src);
+    // ComfyUI's os.replace(src, dst) onto itself changes nothing; writing then deleting would lose the file.
+    if (src !== dst) {
+      await u.put(dst, body);
+      await u.delete(src);
+    }
     return reply.type("application/json").send(JSON.stringify(dest));
   });
-}
+};

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import type { FastifyInstance } from "fastify";
+import type { FastifyPluginAsync } from "fastify";
 import "@fastify/websocket";
 import type WebSocket from "ws";
 import type { EventSink } from "../dispatch/dispatcher";
@@ -16,7 +16,7 @@ export class Hub implements EventSink {
   private readonly clients = new Map<string, Set<Client>>();
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly opts: { pingMs: number; keepaliveMs: number; maxUploadBytes: number; queueRemaining: () => number }) {}
+  constructor(private readonly opts: { pingMs: number; keepaliveMs: number; maxUploadBytes: number; queueRemaining: () => number; maxBacklogBytes?: number }) {}
 
   start(): void {
     const every = Math.min(this.opts.pingMs, this.opts.keepaliveMs, 1000);
@@ -60,6 +60,12 @@ export class Hub implements EventSink {
 
   private send(c: Client, msg: string | Buffer): void {
     if (c.ws.readyState !== 1) return;
+    // A client that does not read (a stalled tab, a slow link) is dropped before its backlog grows without
+    // bound; ComfyUI's frontend reconnects and reads the queue and history afresh.
+    if (c.ws.bufferedAmount > (this.opts.maxBacklogBytes ?? 8 * 1024 * 1024)) {
+      c.ws.terminate();
+      return;
+    }
     if (Buffer.isBuffer(msg)) {
       const type = msg.readUInt32BE(0);
       if (type === 4 && !c.metadata) return;
@@ -111,13 +117,11 @@ export class Hub implements EventSink {
     for (const set of this.clients.values()) for (const c of set) this.send(c, msg);
   }
 
-  runningFor(): undefined {
-    return undefined;
-  }
 }
 
-export function wsRoutes(app: FastifyInstance, hub: Hub): void {
-  for (const url of ["/ws", "/api/ws"]) {
-    app.get(url, { websocket: true }, (socket, req) => hub.attach(socket, (req.query as Record<string, string>).clientId));
-  }
+/** ComfyUI's /ws (registered bare and under /api). */
+export function wsRoutes(hub: Hub): FastifyPluginAsync {
+  return async (app) => {
+    app.get("/ws", { websocket: true }, (socket, req) => hub.attach(socket, (req.query as Record<string, string>).clientId));
+  };
 }

@@ -5,9 +5,9 @@ import {
   DynamoDBClient,
   ResourceNotFoundException,
 } from "@aws-sdk/client-dynamodb";
-import { DeleteCommand, DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand } from "@aws-sdk/lib-dynamodb";
+import { BatchGetCommand, DeleteCommand, DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand } from "@aws-sdk/lib-dynamodb";
 import { gunzipSync, gzipSync } from "node:zlib";
-import type { HistoryEntry, PromptRecord, PromptState, Store } from "./types";
+import type { Fence, HistoryEntry, HistoryQuery, PromptBody, PromptMeta, PromptRecord, PromptState, Store } from "./types";
 
 /**
  * DynamoDB Store (AWS, and dynalite in local mode and tests). Layout is the README's contract: one item
@@ -27,6 +27,10 @@ export class PromptTooLarge extends Error {
 const pad = (n: number) => String(Math.max(0, Math.floor(n))).padStart(16, "0");
 const zip = (v: unknown) => gzipSync(Buffer.from(JSON.stringify(v)));
 const unzip = (v: unknown) => JSON.parse(gunzipSync(Buffer.from(v as Uint8Array)).toString("utf8"));
+/** Every attribute but the body: what the dispatcher's mirror holds. */
+const META_ATTRIBUTES = ["id", "number", "seq", "clientId", "state", "attempt", "pod", "podClient", "createdAt", "dispatchedAt", "lastError", "fence"];
+/** The fence rule of every leader write: no record is written by an epoch older than the last one that wrote it. */
+const FENCE_OK = "(attribute_not_exists(fence) OR fence <= :e)";
 const isConflict = (err: unknown) => err instanceof ConditionalCheckFailedException || (err as { name?: string })?.name === "ConditionalCheckFailedException";
 
 export interface DynamoStoreOptions {
@@ -85,23 +89,25 @@ export class DynamoStore implements Store {
     if (body.length > MAX_ITEM_BYTES) throw new PromptTooLarge(body.length);
     const item: Record<string, unknown> = {
       pk: `P#${r.id}`, sk: "P", id: r.id, number: r.number, seq: r.seq, clientId: r.clientId ?? undefined, body,
-      state: r.state, attempt: r.attempt, pod: r.pod, createdAt: r.createdAt, dispatchedAt: r.dispatchedAt, lastError: r.lastError,
+      state: r.state, attempt: r.attempt, pod: r.pod, podClient: r.podClient, createdAt: r.createdAt, dispatchedAt: r.dispatchedAt, lastError: r.lastError, fence: r.fence,
     };
     if (r.state !== "done") Object.assign(item, { open: "Q", openKey: pad(r.seq) });
     return item;
   }
 
-  private fromItem(i: Record<string, unknown>): PromptRecord {
-    const body = unzip(i.body);
-    const r: PromptRecord = {
+  private metaFromItem(i: Record<string, unknown>): PromptMeta {
+    const m: PromptMeta = {
       id: i.id as string, number: i.number as number, seq: i.seq as number, clientId: (i.clientId as string) ?? null,
-      prompt: body.prompt, extraData: body.extraData, outputs: body.outputs, state: i.state as PromptState, attempt: i.attempt as number,
-      createdAt: i.createdAt as number,
+      state: i.state as PromptState, attempt: i.attempt as number, createdAt: i.createdAt as number,
     };
-    if (i.pod !== undefined) r.pod = i.pod as string;
-    if (i.dispatchedAt !== undefined) r.dispatchedAt = i.dispatchedAt as number;
+    for (const k of ["pod", "podClient", "dispatchedAt", "lastError", "fence"] as const) if (i[k] !== undefined) (m as unknown as Record<string, unknown>)[k] = i[k];
+    return m;
+  }
+
+  private fromItem(i: Record<string, unknown>): PromptRecord {
+    const body = unzip(i.body) as PromptBody;
+    const r: PromptRecord = { ...this.metaFromItem(i), prompt: body.prompt, extraData: body.extraData, outputs: body.outputs };
     if (i.completedAt !== undefined) r.completedAt = i.completedAt as number;
-    if (i.lastError !== undefined) r.lastError = i.lastError as string;
     if (i.hidden) r.hidden = true;
     if (i.hdata !== undefined) {
       const h = unzip(i.hdata) as Omit<HistoryEntry, "prompt">;
@@ -116,17 +122,11 @@ export class DynamoStore implements Store {
       return { created: true, record: rec };
     } catch (err: unknown) {
       if (!isConflict(err)) throw err;
+      // A client's retry with the same prompt_id: the read happens only on this path.
       const existing = await this.get(rec.id);
       if (!existing) throw new Error(`prompt ${rec.id} exists but cannot be read`, { cause: err });
       return { created: false, record: existing };
     }
-  }
-
-  async nextNumber() {
-    const out = await this.send<{ Attributes?: { n: number } }>(
-      new UpdateCommand({ TableName: this.table, Key: { pk: "META", sk: "counter" }, UpdateExpression: "ADD n :one", ExpressionAttributeValues: { ":one": 1 }, ReturnValues: "UPDATED_NEW" }),
-    );
-    return (out.Attributes?.n ?? 1) - 1;
   }
 
   async get(id: string) {
@@ -134,31 +134,99 @@ export class DynamoStore implements Store {
     return out.Item ? this.fromItem(out.Item) : undefined;
   }
 
-  private async queryAll(index: "open" | "history", key: string, value: string, projection?: string): Promise<Record<string, unknown>[]> {
-    const items: Record<string, unknown>[] = [];
+  async getBodies(ids: readonly string[]) {
+    const out = new Map<string, PromptBody>();
+    const unique = [...new Set(ids)];
+    for (let i = 0; i < unique.length; i += 100) {
+      let keys: Record<string, unknown>[] | undefined = unique.slice(i, i + 100).map((id) => ({ pk: `P#${id}`, sk: "P" }));
+      for (let round = 0; keys && keys.length && round < 5; round++) {
+        const res: { Responses?: Record<string, Record<string, unknown>[]>; UnprocessedKeys?: Record<string, { Keys?: Record<string, unknown>[] }> } = await this.send(
+          new BatchGetCommand({ RequestItems: { [this.table]: { Keys: keys, ProjectionExpression: "#i, body", ExpressionAttributeNames: { "#i": "id" } } } }),
+        );
+        for (const item of res.Responses?.[this.table] ?? []) out.set(item.id as string, unzip(item.body) as PromptBody);
+        keys = res.UnprocessedKeys?.[this.table]?.Keys;
+        if (keys?.length) await new Promise((r) => setTimeout(r, 50 * 2 ** round));
+      }
+    }
+    return out;
+  }
+
+  /** Every page of a query on one of the sparse indexes. */
+  private async *query(index: "open" | "history", key: string, value: string, o: { projection?: string[]; from?: string; descending?: boolean; pageSize?: number } = {}): AsyncIterable<Record<string, unknown>[]> {
+    const names: Record<string, string> = { "#k": key };
+    const values: Record<string, unknown> = { ":v": value };
+    let cond = "#k = :v";
+    if (o.from !== undefined) {
+      names["#r"] = index === "open" ? "openKey" : "histKey";
+      values[":r"] = o.from;
+      cond += " AND #r >= :r";
+    }
+    const projection = o.projection?.map((p, n) => {
+      names[`#p${n}`] = p;
+      return `#p${n}`;
+    });
     let start: Record<string, unknown> | undefined;
     do {
       const out = await this.send<{ Items?: Record<string, unknown>[]; LastEvaluatedKey?: Record<string, unknown> }>(
         new QueryCommand({
-          TableName: this.table, IndexName: index, KeyConditionExpression: "#k = :v", ExpressionAttributeNames: { "#k": key, ...(projection?.includes("#s") ? { "#s": "state" } : {}), ...(projection?.includes("#i") ? { "#i": "id" } : {}) },
-          ExpressionAttributeValues: { ":v": value }, ExclusiveStartKey: start, ...(projection ? { ProjectionExpression: projection } : {}),
+          TableName: this.table, IndexName: index, KeyConditionExpression: cond, ExpressionAttributeNames: names, ExpressionAttributeValues: values,
+          ExclusiveStartKey: start, ScanIndexForward: !o.descending, ...(o.pageSize ? { Limit: o.pageSize } : {}), ...(projection ? { ProjectionExpression: projection.join(", ") } : {}),
         }),
       );
-      items.push(...(out.Items ?? []));
+      yield out.Items ?? [];
       start = out.LastEvaluatedKey;
     } while (start);
-    return items;
   }
 
-  async listOpen() {
-    return (await this.queryAll("open", "open", "Q")).map((i) => this.fromItem(i)).filter((r) => r.state !== "done");
+  async listOpen(opts: { sinceSeq?: number } = {}) {
+    const out: PromptMeta[] = [];
+    for await (const page of this.query("open", "open", "Q", { projection: META_ATTRIBUTES, from: opts.sinceSeq !== undefined ? pad(opts.sinceSeq) : undefined })) {
+      for (const i of page) if (i.state !== "done") out.push(this.metaFromItem(i));
+    }
+    return out;
   }
 
-  private async update(id: string, update: string, condition: string, values: Record<string, unknown>, names: Record<string, string> = {}): Promise<boolean> {
+  private async update(id: string, update: string, condition: string, values: Record<string, unknown>, names: Record<string, string> = {}, returnNew = false): Promise<Record<string, unknown> | undefined> {
     try {
-      await this.send(new UpdateCommand({
+      const out = await this.send<{ Attributes?: Record<string, unknown> }>(new UpdateCommand({
         TableName: this.table, Key: { pk: `P#${id}`, sk: "P" }, UpdateExpression: update,
         ConditionExpression: `attribute_exists(pk) AND ${condition}`, ExpressionAttributeValues: values, ExpressionAttributeNames: { "#s": "state", ...names },
+        ...(returnNew ? { ReturnValues: "ALL_NEW" } : {}),
+      }));
+      return out.Attributes ?? {};
+    } catch (err: unknown) {
+      if (isConflict(err)) return undefined;
+      throw err;
+    }
+  }
+
+  async claim(id: string, expectedAttempt: number, pod: string, podClient: string, now: number, fence: Fence) {
+    // ALL_NEW brings the body back with the claim: the dispatcher needs no second read.
+    const item = await this.update(id, "SET #s = :d, attempt = :next, pod = :pod, podClient = :pc, dispatchedAt = :now, fence = :e", `#s = :q AND attempt = :a AND ${FENCE_OK}`,
+      { ":d": "dispatched", ":q": "queued", ":a": expectedAttempt, ":next": expectedAttempt + 1, ":pod": pod, ":pc": podClient, ":now": now, ":e": fence.epoch }, {}, true);
+    return item ? this.fromItem(item) : undefined;
+  }
+
+  async requeue(id: string, attempt: number, reason: string, countAttempt: boolean, fence: Fence) {
+    return (await this.update(id, "SET #s = :q, attempt = :next, lastError = :r, fence = :e REMOVE pod, podClient", `#s = :d AND attempt = :a AND ${FENCE_OK}`,
+      { ":d": "dispatched", ":q": "queued", ":a": attempt, ":next": countAttempt ? attempt : attempt - 1, ":r": reason, ":e": fence.epoch })) !== undefined;
+  }
+
+  async complete(id: string, attempt: number, history: HistoryEntry, now: number, ttlSeconds: number, fence: Fence) {
+    // The prompt array is rebuilt from the record on read: not stored twice.
+    const rest: Partial<HistoryEntry> = { ...history };
+    delete rest.prompt;
+    return (await this.update(id, "SET #s = :done, hdata = :h, completedAt = :now, hist = :H, histKey = :hk, expiresAt = :exp, fence = :e REMOVE #o, openKey, pod, podClient",
+      `#s <> :done AND attempt = :a AND ${FENCE_OK}`,
+      { ":done": "done", ":a": attempt, ":h": zip(rest), ":now": now, ":H": "H", ":hk": `${pad(now)}#${id}`, ":exp": Math.floor(now / 1000) + ttlSeconds, ":e": fence.epoch },
+      { "#o": "open" })) !== undefined;
+  }
+
+  async cancel(id: string, attempt: number, fence: Fence) {
+    try {
+      await this.send(new DeleteCommand({
+        TableName: this.table, Key: { pk: `P#${id}`, sk: "P" }, ConditionExpression: `#s = :d AND attempt = :a AND ${FENCE_OK}`,
+        ExpressionAttributeNames: { "#s": "state" }, ExpressionAttributeValues: { ":d": "dispatched", ":a": attempt, ":e": fence.epoch },
       }));
       return true;
     } catch (err: unknown) {
@@ -167,27 +235,12 @@ export class DynamoStore implements Store {
     }
   }
 
-  claim(id: string, expectedAttempt: number, pod: string, now: number) {
-    return this.update(id, "SET #s = :d, attempt = :next, pod = :pod, dispatchedAt = :now", "#s = :q AND attempt = :a",
-      { ":d": "dispatched", ":q": "queued", ":a": expectedAttempt, ":next": expectedAttempt + 1, ":pod": pod, ":now": now });
+  async adopt(id: string, fence: Fence) {
+    const item = await this.update(id, "SET fence = :e", `#s <> :done AND ${FENCE_OK}`, { ":done": "done", ":e": fence.epoch }, {}, true);
+    return item ? this.metaFromItem(item) : undefined;
   }
 
-  requeue(id: string, attempt: number, reason: string, countAttempt: boolean) {
-    return this.update(id, "SET #s = :q, attempt = :next, lastError = :r REMOVE pod", "#s = :d AND attempt = :a",
-      { ":d": "dispatched", ":q": "queued", ":a": attempt, ":next": countAttempt ? attempt : attempt - 1, ":r": reason });
-  }
-
-  complete(id: string, attempt: number, history: HistoryEntry, now: number, ttlSeconds: number) {
-    // The prompt array is rebuilt from the record on read: not stored twice.
-    const rest: Partial<HistoryEntry> = { ...history };
-    delete rest.prompt;
-    return this.update(id, "SET #s = :done, hdata = :h, completedAt = :now, hist = :H, histKey = :hk, expiresAt = :exp REMOVE #o, openKey, pod",
-      "#s <> :done AND attempt = :a",
-      { ":done": "done", ":a": attempt, ":h": zip(rest), ":now": now, ":H": "H", ":hk": `${pad(now)}#${id}`, ":exp": Math.floor(now / 1000) + ttlSeconds },
-      { "#o": "open" });
-  }
-
-  async deleteQueued(ids?: string[]) {
+  async deleteQueued(ids?: readonly string[]) {
     const targets = ids ?? (await this.listOpen()).filter((r) => r.state === "queued").map((r) => r.id);
     const out: string[] = [];
     for (const id of targets) {
@@ -201,12 +254,40 @@ export class DynamoStore implements Store {
     return out;
   }
 
-  async listHistory() {
-    return (await this.queryAll("history", "hist", "H")).map((i) => this.fromItem(i));
+  async listHistory(q: HistoryQuery = {}) {
+    const max = q.maxItems;
+    const offset = q.offset ?? -1;
+    if (max !== undefined && max <= 0) return [];
+    if (max !== undefined && offset < 0) {
+      // "The newest max_items": read that many from the newest end, answer them oldest first.
+      const out: PromptRecord[] = [];
+      for await (const page of this.query("history", "hist", "H", { descending: true, pageSize: Math.min(max, 1000) })) {
+        for (const i of page) if (out.length < max) out.push(this.fromItem(i));
+        if (out.length >= max) break;
+      }
+      return out.reverse();
+    }
+    const skip = Math.max(0, offset);
+    const out: PromptRecord[] = [];
+    let seen = 0;
+    for await (const page of this.query("history", "hist", "H", { pageSize: max !== undefined ? Math.min(skip + max, 1000) : 1000 })) {
+      for (const i of page) {
+        if (seen++ < skip) continue;
+        if (max === undefined || out.length < max) out.push(this.fromItem(i));
+      }
+      if (max !== undefined && out.length >= max) break;
+    }
+    return out;
   }
 
-  async hideHistory(ids?: string[]) {
-    const targets = ids ?? (await this.queryAll("history", "hist", "H", "#i, #s")).map((i) => i.id as string);
+  async *historyPages(pageSize = 100) {
+    for await (const page of this.query("history", "hist", "H", { pageSize })) if (page.length) yield page.map((i) => this.fromItem(i));
+  }
+
+  async hideHistory(ids?: readonly string[]) {
+    let targets = ids ? [...ids] : [];
+    if (!ids) for await (const page of this.query("history", "hist", "H", { projection: ["id"] })) targets.push(...page.map((i) => i.id as string));
+    targets = [...new Set(targets)];
     for (const id of targets) {
       // HIDDEN is a DynamoDB reserved word.
       await this.update(id, "SET #h = :t REMOVE hist, histKey", "#s = :done", { ":t": true, ":done": "done" }, { "#h": "hidden" });
@@ -214,12 +295,13 @@ export class DynamoStore implements Store {
   }
 
   async counts() {
-    const items = await this.queryAll("open", "open", "Q", "#s");
     let waiting = 0;
     let running = 0;
-    for (const i of items) {
-      if (i.state === "queued") waiting++;
-      else if (i.state === "dispatched") running++;
+    for await (const page of this.query("open", "open", "Q", { projection: ["state"] })) {
+      for (const i of page) {
+        if (i.state === "queued") waiting++;
+        else if (i.state === "dispatched") running++;
+      }
     }
     return { waiting, running };
   }
@@ -235,6 +317,13 @@ export class DynamoStore implements Store {
     } catch (err: unknown) {
       if (!isConflict(err)) throw err;
     }
+  }
+
+  async takeEpoch() {
+    const out = await this.send<{ Attributes?: { v: number } }>(
+      new UpdateCommand({ TableName: this.table, Key: { pk: "META", sk: "epoch" }, UpdateExpression: "ADD v :one", ExpressionAttributeValues: { ":one": 1 }, ReturnValues: "UPDATED_NEW" }),
+    );
+    return out.Attributes?.v ?? 1;
   }
 
   async close() {

@@ -1,0 +1,103 @@
+/**
+ * The gateway's own endpoints, on the internal port only (the Ingress never routes it): probes, KEDA's
+ * figure, the pod view, the drain hook, and the leader's side of the replica link (replicas/link.ts).
+ */
+import type { FastifyPluginAsync } from "fastify";
+import type { Dispatcher } from "../dispatch/dispatcher";
+import { GatewayError } from "../protocol/errors";
+import { LINK_PATH, type LinkHub } from "../replicas/link";
+import type { PromptRecord } from "../store/types";
+
+export const ADMIN = {
+  health: "/gateway/health",
+  ready: "/gateway/ready",
+  scaling: "/gateway/scaling",
+  pods: "/gateway/pods",
+  drain: "/gateway/drain",
+  link: LINK_PATH,
+} as const;
+
+export interface AdminDeps {
+  linkHub: LinkHub;
+  /** KEDA's figure (never an error status). */
+  scaling(): Promise<{ prompts: number; waiting: number; running: number }>;
+  /** Pods and the cold-start estimate, as the leader sees them. */
+  pods(): unknown;
+  /** Serving? (not closing, store answering) — undefined when yes, else the reason. */
+  notReady(): Promise<string | undefined>;
+}
+
+const idList = { type: "array", items: { type: "string", maxLength: 128 }, maxItems: 10000 } as const;
+
+export function adminRoutes(deps: AdminDeps): FastifyPluginAsync {
+  return async (app) => {
+    const gw = app.gw;
+    const leader = (): Dispatcher => {
+      if (!gw.dispatcher) throw new GatewayError("GW_ERR_NOT_LEADER");
+      return gw.dispatcher;
+    };
+
+    app.get(ADMIN.health, async () => ({ ok: true }));
+    // Ready = serving clients: every replica, leader or not (leadership only decides who dispatches).
+    app.get(ADMIN.ready, async (_req, reply) => {
+      const why = await deps.notReady();
+      if (why) return reply.code(503).send({ ready: false, reason: why, role: gw.role });
+      return { ready: true, role: gw.role };
+    });
+    app.get(ADMIN.scaling, async () => deps.scaling());
+    app.get(ADMIN.pods, async () => (gw.dispatcher ? deps.pods() : gw.requireLeader("GET", ADMIN.pods)));
+    app.post(ADMIN.drain, { schema: { querystring: { type: "object", required: ["pod"], properties: { pod: { type: "string", minLength: 1, maxLength: 253 } } } } }, async (req) => {
+      const { pod } = req.query as { pod: string };
+      if (gw.dispatcher) return { running: await gw.dispatcher.drain(pod) };
+      return gw.requireLeader("POST", `${ADMIN.drain}?pod=${encodeURIComponent(pod)}`);
+    });
+
+    // ---- the leader's side of the replica link ----
+    app.get(LINK_PATH, { websocket: true }, (socket) => {
+      if (!gw.dispatcher) {
+        socket.close(1013, "not the leader");
+        return;
+      }
+      deps.linkHub.attach(socket);
+    });
+    app.post("/gateway/leader/submitted", { schema: { body: { type: "object", required: ["id", "state"], properties: { id: { type: "string" }, state: { type: "string" } } } } }, async (req) => {
+      leader().submitted(req.body as PromptRecord);
+      return { ok: true };
+    });
+    app.get("/gateway/leader/queue", async () => {
+      leader();
+      return gw.queue();
+    });
+    app.post("/gateway/leader/queue", { schema: { body: { type: "object", properties: { deleted: idList, cancel: { anyOf: [idList, { const: "all" }] } } } } }, async (req) => {
+      const d = leader();
+      const body = req.body as { deleted?: string[]; cancel?: string[] | "all" };
+      d.deleted(body.deleted ?? []);
+      const cancel = body.cancel === "all" ? [...d.open.keys()] : body.cancel ?? [];
+      return { cancelled: cancel.length ? await d.cancel(cancel) : [] };
+    });
+    app.post("/gateway/leader/interrupt", { schema: { body: { type: "object", properties: { ids: idList, clientId: { type: "string", maxLength: 256 } } } } }, async (req) => {
+      leader();
+      await gw.interrupt(req.body as { ids?: string[]; clientId?: string });
+      return { ok: true };
+    });
+    app.post("/gateway/leader/free", async (req) => {
+      leader();
+      await gw.free(req.body);
+      return { ok: true };
+    });
+    // A discovery answer or frontend file a follower has not cached: read from one of the leader's pods.
+    app.get("/gateway/leader/passthrough", { schema: { querystring: { type: "object", required: ["path"], properties: { path: { type: "string", pattern: "^/" }, cache: { type: "string" } } } } }, async (req) => {
+      leader();
+      const { path, cache } = req.query as { path: string; cache?: string };
+      const w = gw.readyWorker();
+      if (!w) throw new GatewayError("GW_ERR_NO_POD", path);
+      const r = await w.client.request("GET", path);
+      const type = r.headers.get("content-type") ?? "application/octet-stream";
+      if (r.status === 200 && cache) {
+        await gw.discovery.put(cache, r.body).catch(() => undefined);
+        await gw.discovery.put(`${cache}.type`, Buffer.from(type)).catch(() => undefined);
+      }
+      return { status: r.status, type, body: r.body.toString("base64") };
+    });
+  };
+}
