@@ -1,6 +1,6 @@
 /**
  * The gateway as deployed: its DynamoDB table, its Pod Identity role, RBAC, the Deployment of two
- * replicas on the system nodes (one leader, one hot standby through a Lease), its Services and PDB.
+ * replicas on the system nodes (both serve; one leads through a Lease and dispatches), its Services and PDB.
  * Everything here follows the contract in workload/gateway/README.md, which the gateway's code keeps.
  */
 import * as aws from "@pulumi/aws";
@@ -11,6 +11,8 @@ import { PodIdentityRole, Statement } from "../cluster/iam";
 import { GATEWAY_STREAM_PREFIX } from "../observability/metrics";
 
 export const GATEWAY_PORT = 8188;
+/** The internal port: probes, KEDA's figure, the drain hook and the replica link; the Ingress never routes it. */
+export const GATEWAY_ADMIN_PORT = 8189;
 
 /**
  * The gateway image's build context, relative to the repository root (workload/gateway/Dockerfile's
@@ -28,6 +30,8 @@ export const GATEWAY_METRICS_SERVICE = "comfyui-gateway-metrics";
 export const GATEWAY_SCALING_PATH = "/gateway/scaling";
 export const GATEWAY_SCALING_FIELD = "prompts";
 export const GATEWAY_READY_PATH = "/gateway/ready";
+/** The ALB's health check on the public port (workload/gateway/app.ts PUBLIC_HEALTH_PATH). */
+export const GATEWAY_PUBLIC_HEALTH_PATH = "/healthz";
 export const GATEWAY_HEALTH_PATH = "/gateway/health";
 /** Key prefixes the gateway writes in the outputs and user buckets (README "Configuration"). */
 export const GATEWAY_OUTPUTS_PREFIX = "gateway/";
@@ -93,7 +97,8 @@ export const GATEWAY_TABLE_ACTIONS = [
   "dynamodb:UpdateItem",
   "dynamodb:DeleteItem",
   "dynamodb:Query",
-  "dynamodb:BatchWriteItem",
+  // The bodies of several waiting prompts in one call (the queue view; store/dynamo.ts getBodies).
+  "dynamodb:BatchGetItem",
 ] as const;
 
 /** Everything the gateway's role may do: its table, its prefixes of three buckets, its metrics streams. Nothing else. */
@@ -261,6 +266,7 @@ export class ComfyGateway extends pulumi.ComponentResource {
     const env: Record<string, pulumi.Input<string>> = {
       GATEWAY_MODE: "kubernetes",
       GATEWAY_PORT: String(GATEWAY_PORT),
+      GATEWAY_ADMIN_PORT: String(GATEWAY_ADMIN_PORT),
       GATEWAY_TABLE: table.name,
       AWS_REGION: args.region,
       GATEWAY_OUTPUTS_BUCKET: args.outputsBucket,
@@ -282,7 +288,8 @@ export class ComfyGateway extends pulumi.ComponentResource {
         spec: {
           replicas: args.replicas ?? 2,
           selector: { matchLabels: GATEWAY_LABELS },
-          // Surge first: the new replica is the standby that takes the Lease when the old leader leaves.
+          // Surge first: every replica serves (a new one follows the leader and is Ready), so the old one
+          // goes once the new one is Ready; a leader that leaves hands the Lease over at once.
           strategy: { type: "RollingUpdate", rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } },
           template: {
             metadata: { labels: { ...GATEWAY_LABELS } },
@@ -303,17 +310,23 @@ export class ComfyGateway extends pulumi.ComponentResource {
                 {
                   name: "gateway",
                   image: args.imageUri,
-                  ports: [{ name: "http", containerPort: GATEWAY_PORT }],
+                  ports: [
+                    { name: "http", containerPort: GATEWAY_PORT },
+                    { name: "internal", containerPort: GATEWAY_ADMIN_PORT },
+                  ],
                   env: [
                     ...Object.entries(env).map(([n, value]) => ({ name: n, value })),
                     { name: "POD_NAME", valueFrom: { fieldRef: { fieldPath: "metadata.name" } } },
+                    // Written on the Lease while this replica leads: where the others follow it.
+                    { name: "POD_IP", valueFrom: { fieldRef: { fieldPath: "status.podIP" } } },
                     { name: "POD_NAMESPACE", valueFrom: { fieldRef: { fieldPath: "metadata.namespace" } } },
                   ],
                   resources: { requests: { cpu: "250m", memory: "256Mi" }, limits: { memory: "1Gi" } },
                   securityContext: RESTRICTED_CONTAINER,
-                  // Only the Lease holder is Ready: the ALB and every client talk to the leader.
-                  readinessProbe: { httpGet: { path: GATEWAY_READY_PATH, port: "http" }, periodSeconds: 2, failureThreshold: 1 },
-                  livenessProbe: { httpGet: { path: GATEWAY_HEALTH_PATH, port: "http" }, periodSeconds: 10, failureThreshold: 3 },
+                  // Ready = serving, on every replica (leader or follower): `pulumi up`'s wait and a rollout
+                  // finish (Kubernetes completes a Deployment when every replica is available).
+                  readinessProbe: { httpGet: { path: GATEWAY_READY_PATH, port: "internal" }, periodSeconds: 2, failureThreshold: 2 },
+                  livenessProbe: { httpGet: { path: GATEWAY_HEALTH_PATH, port: "internal" }, periodSeconds: 10, failureThreshold: 3 },
                   volumeMounts: [{ name: "tmp", mountPath: "/tmp" }],
                 },
               ],
@@ -343,14 +356,15 @@ export class ComfyGateway extends pulumi.ComponentResource {
           // Every replica answers the scaling figure from the store: during a hand-over the trigger
           // must not see zero endpoints (an erroring trigger blocks KEDA's scale to zero).
           publishNotReadyAddresses: true,
-          ports: [{ name: "http", port: GATEWAY_PORT, targetPort: "http" }],
+          ports: [{ name: "internal", port: GATEWAY_ADMIN_PORT, targetPort: "internal" }],
         },
       },
       { ...k, dependsOn: args.dependsOn },
     );
     new k8s.policy.v1.PodDisruptionBudget(
       `${name}-pdb`,
-      { metadata: { name: GATEWAY_NAME, namespace: args.namespace }, spec: { minAvailable: 1, selector: { matchLabels: GATEWAY_LABELS } } },
+      // One replica may go at a time (a drain, a node group upgrade); the other serves meanwhile.
+      { metadata: { name: GATEWAY_NAME, namespace: args.namespace }, spec: { maxUnavailable: 1, selector: { matchLabels: GATEWAY_LABELS } } },
       { ...k, dependsOn: args.dependsOn },
     );
 
@@ -367,7 +381,7 @@ export function gatewayScalingTrigger(namespace: string, promptsPerPod: number):
     type: "metrics-api",
     name: "gateway-prompts",
     metadata: {
-      url: `http://${GATEWAY_METRICS_SERVICE}.${namespace}.svc.cluster.local:${GATEWAY_PORT}${GATEWAY_SCALING_PATH}`,
+      url: `http://${GATEWAY_METRICS_SERVICE}.${namespace}.svc.cluster.local:${GATEWAY_ADMIN_PORT}${GATEWAY_SCALING_PATH}`,
       format: "json",
       valueLocation: GATEWAY_SCALING_FIELD,
       targetValue: String(promptsPerPod),

@@ -15,7 +15,7 @@ import { GPU_POOL_LABEL, GPU_TAINT, NODE_MODELS_DIR } from "../karpenter/nodeCon
 import { SYSTEM_NODE_LABEL } from "../cluster";
 import { COMFYUI_GID, COMFYUI_UID } from "../storage";
 import { scaledObjectSpec, KEDA_CHART } from "./autoscaling";
-import { ComfyGateway, GatewayInputs, RESTRICTED_CONTAINER, GATEWAY_LABELS, GATEWAY_NAME, GATEWAY_PORT, GATEWAY_READY_PATH } from "./gatewayDeployment";
+import { ComfyGateway, GatewayInputs, RESTRICTED_CONTAINER, GATEWAY_ADMIN_PORT, GATEWAY_LABELS, GATEWAY_NAME, GATEWAY_PORT, GATEWAY_PUBLIC_HEALTH_PATH } from "./gatewayDeployment";
 
 export { KEDA_CHART } from "./autoscaling";
 
@@ -286,7 +286,7 @@ export class ComfyWorkload extends pulumi.ComponentResource {
             "alb.ingress.kubernetes.io/security-groups": albSg.id,
             "alb.ingress.kubernetes.io/manage-backend-security-group-rules": "true",
             // Only the Lease holder answers 200: the ALB sends every client to the leader.
-            "alb.ingress.kubernetes.io/healthcheck-path": GATEWAY_READY_PATH,
+            "alb.ingress.kubernetes.io/healthcheck-path": GATEWAY_PUBLIC_HEALTH_PATH,
             "alb.ingress.kubernetes.io/success-codes": "200",
             "alb.ingress.kubernetes.io/healthcheck-interval-seconds": "5",
             "alb.ingress.kubernetes.io/healthcheck-timeout-seconds": "3",
@@ -336,7 +336,9 @@ export class ComfyWorkload extends pulumi.ComponentResource {
           ingress: [
             // The ALB lives in the VPC's subnets (its own security group admits only CloudFront).
             { from: [{ ipBlock: { cidr: args.vpcCidr } }], ports: [{ protocol: "TCP", port: GATEWAY_PORT }] },
-            { from: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "keda" } } }], ports: [{ protocol: "TCP", port: GATEWAY_PORT }] },
+            // The internal port: KEDA's figure, and the replica link between the gateway's own pods.
+            { from: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "keda" } } }], ports: [{ protocol: "TCP", port: GATEWAY_ADMIN_PORT }] },
+            { from: [{ podSelector: { matchLabels: GATEWAY_LABELS } }], ports: [{ protocol: "TCP", port: GATEWAY_ADMIN_PORT }] },
           ],
         },
       },

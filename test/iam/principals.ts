@@ -500,9 +500,9 @@ export function gatewayTable(f: Facts): PrincipalTable {
     principal: "gateway",
     role: g.role,
     allowed: [
-      ...["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Query", "dynamodb:BatchWriteItem"].map((action) => ({ action, resource: table })),
+      ...["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Query", "dynamodb:BatchGetItem"].map((action) => ({ action, resource: table })),
       // Of these actions only Query can address an index (Service Authorization Reference, DynamoDB:
-      // GetItem/PutItem/UpdateItem/DeleteItem/BatchWriteItem take the table alone), and it is what
+      // GetItem/PutItem/UpdateItem/DeleteItem/BatchGetItem take the table alone), and it is what
       // store/dynamo.ts sends with IndexName.
       ...g.indexes.map((index) => ({ action: "dynamodb:Query", resource: `${table}/index/${index}` })),
       ...objectRw.map((action) => ({ action, resource: `${outputs}/${g.outputsPrefix}output/ComfyUI_00001_.png` })),
@@ -529,6 +529,8 @@ export function gatewayTable(f: Facts): PrincipalTable {
       { action: "dynamodb:DeleteTable", resource: table },
       { action: "dynamodb:Scan", resource: table },
       { action: "dynamodb:Scan", resource: `${table}/index/${g.indexes[0]}` },
+      // Nothing batch-writes: deletes go one conditional write at a time (store/dynamo.ts).
+      { action: "dynamodb:BatchWriteItem", resource: table },
       { action: "dynamodb:CreateTable", resource: otherTable },
       // ComfyUI's own outputs (the mountpoint's) are outside the gateway's prefix.
       { action: "s3:GetObject", resource: `${outputs}/ComfyUI_00001_.png` },

@@ -65,7 +65,8 @@ describe("Kubernetes objects of the whole program", function () {
     assert.doesNotMatch(a["alb.ingress.kubernetes.io/target-group-attributes"], /stickiness/);
     const idle = Number(/idle_timeout\.timeout_seconds=(\d+)/.exec(a["alb.ingress.kubernetes.io/load-balancer-attributes"])![1]);
     assert.ok(idle >= 3600 && idle <= 4000);
-    assert.equal(a["alb.ingress.kubernetes.io/healthcheck-path"], "/gateway/ready", "only the gateway leader is a healthy target");
+    assert.equal(a["alb.ingress.kubernetes.io/healthcheck-path"], "/healthz", "every serving replica is a healthy target, on the public port (the /gateway/* routes are internal)");
+    assert.equal(a["alb.ingress.kubernetes.io/healthcheck-port"], undefined, "the traffic port: the ALB never reaches the internal one");
     assert.equal(ing.spec.ingressClassName, "alb");
     assert.deepEqual(ing.spec.defaultBackend, { service: { name: "comfyui-gateway", port: { number: 8188 } } });
     assert.equal(ing.spec.rules, undefined, "no path goes anywhere else");
@@ -84,20 +85,28 @@ describe("Kubernetes objects of the whole program", function () {
     assert.ok(Object.entries(gwSelector).some(([k, v]) => comfy[k] !== v), "ComfyUI pods must not match the gateway Service");
   });
 
-  it("runs two gateway replicas on the system nodes with a PDB, leader-only readiness and least RBAC", () => {
+  it("runs two gateway replicas on the system nodes that are all Ready when serving, a PDB that lets one go, and least RBAC", () => {
     const gw = p.rec.ofType("kubernetes:apps/v1:Deployment").find((d) => d.inputs.metadata.name === "comfyui-gateway")!.inputs;
     assert.ok(gw.spec.replicas >= 2);
     assert.deepEqual(gw.spec.template.spec.nodeSelector, { "comfyui.studio/pool": "system" });
     const c = gw.spec.template.spec.containers[0];
     assert.equal(c.readinessProbe.httpGet.path, "/gateway/ready");
+    assert.equal(c.readinessProbe.httpGet.port, "internal");
     assert.equal(c.livenessProbe.httpGet.path, "/gateway/health");
+    assert.deepEqual(c.ports, [{ name: "http", containerPort: 8188 }, { name: "internal", containerPort: 8189 }]);
+    assert.deepEqual(c.env.find((e: { name: string }) => e.name === "POD_IP").valueFrom, { fieldRef: { fieldPath: "status.podIP" } }, "the leader's address on the Lease");
+    // Pulumi waits for the Deployment (no skipAwait): it completes once every replica is available, which
+    // holds because readiness means serving, not leading (kubernetes pkg/controller/deployment/util DeploymentComplete).
+    assert.equal(gw.metadata.annotations?.["pulumi.com/skipAwait"], undefined);
+    assert.deepEqual(gw.spec.strategy.rollingUpdate, { maxSurge: 1, maxUnavailable: 0 });
     assert.equal(c.securityContext.runAsNonRoot, true);
     const env = Object.fromEntries(c.env.filter((e: { value?: string }) => e.value !== undefined).map((e: { name: string; value: string }) => [e.name, e.value]));
     assert.equal(env.GATEWAY_MODE, "kubernetes");
     assert.equal(env.GATEWAY_COMFYUI_SERVICE, "comfyui-queue");
     for (const k of ["GATEWAY_TABLE", "GATEWAY_OUTPUTS_BUCKET", "GATEWAY_INPUTS_BUCKET", "GATEWAY_USERDATA_BUCKET", "AWS_REGION"]) assert.ok(env[k], k);
     const pdb = p.rec.ofType("kubernetes:policy/v1:PodDisruptionBudget").find((d) => d.inputs.metadata.name === "comfyui-gateway")!;
-    assert.equal(pdb.inputs.spec.minAvailable, 1);
+    assert.equal(pdb.inputs.spec.maxUnavailable, 1, "a drain of the node that hosts the leader finishes: the other replica serves");
+    assert.equal(pdb.inputs.spec.minAvailable, undefined);
     const role = p.rec.ofType("kubernetes:rbac.authorization.k8s.io/v1:Role").find((r) => r.inputs.metadata.name === "comfyui-gateway")!;
     const verbs = Object.fromEntries(role.inputs.rules.map((r: { resources: string[]; verbs: string[] }) => [r.resources[0], r.verbs]));
     assert.deepEqual(verbs, { endpointslices: ["list", "watch"], pods: ["get", "patch"], leases: ["get", "create", "update"] });
@@ -132,7 +141,7 @@ describe("Kubernetes objects of the whole program", function () {
     assert.equal(so.triggers.length, 1);
     const [t] = so.triggers;
     assert.equal(t.type, "metrics-api");
-    assert.equal(t.metadata.url, "http://comfyui-gateway-metrics.comfyui.svc.cluster.local:8188/gateway/scaling");
+    assert.equal(t.metadata.url, "http://comfyui-gateway-metrics.comfyui.svc.cluster.local:8189/gateway/scaling");
     assert.equal(t.metadata.valueLocation, "prompts");
     assert.equal(t.metadata.aggregateFromKubeServiceEndpoints, undefined, "one studio-wide figure, not a per-pod sum");
     assert.equal(t.metadata.targetValue, "2");

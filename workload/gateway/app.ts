@@ -19,6 +19,11 @@ import { PrefixedStore } from "./store/objects";
 import type { Fence, Store } from "./store/types";
 import { ColdStarts, NO_METRICS, Telemetry, type MetricsSink, type NodeStart } from "./telemetry";
 
+/** The ALB's health check path on the public port. */
+export const PUBLIC_HEALTH_PATH = "/healthz";
+/** Longest a replica serves without a reachable leader (a hand-over is at most the Lease's 15 s). */
+export const NO_LEADER_GRACE_MS = 30_000;
+
 export interface GatewayDeps {
   store: Store;
   /** One object store; the gateway uses the prefixes output/, temp/, cache/, metrics/ in it. */
@@ -130,6 +135,39 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
       return reply.code(500).send({ error: "internal error" });
     });
 
+  /**
+   * Serving = not closing, the store answers, and either leading, following a leader, or without one for
+   * less than NO_LEADER_GRACE_MS (a hand-over takes at most the Lease's 15 s). Past that, this replica's
+   * clients could wait forever for events: it reports not ready and closes their sockets with 1012
+   * (service restart) so they reconnect through the load balancer to a replica that serves.
+   */
+  let noLeaderSince: number | undefined = Date.now();
+  const notReady = async (): Promise<string | undefined> => {
+    if (gw.closing) return "shutting down";
+    if (noLeaderSince !== undefined && Date.now() - noLeaderSince > NO_LEADER_GRACE_MS) return `no gateway leader for ${Math.round((Date.now() - noLeaderSince) / 1000)} s`;
+    try {
+      await deps.store.getMeta("podReadyAt");
+    } catch (err: unknown) {
+      return `store: ${(err as Error).message}`;
+    }
+    return undefined;
+  };
+  let clientsClosed = false;
+  const leaderWatch = setInterval(() => {
+    if (gw.dispatcher || gw.link?.up) {
+      noLeaderSince = undefined;
+      clientsClosed = false;
+      return;
+    }
+    noLeaderSince ??= Date.now();
+    if (!clientsClosed && Date.now() - noLeaderSince > NO_LEADER_GRACE_MS) {
+      clientsClosed = true;
+      log.warn({ seconds: Math.round((Date.now() - noLeaderSince) / 1000) }, "no gateway leader reachable: closing client sockets so they reconnect elsewhere");
+      hub.disconnectAll(1012);
+    }
+  }, 1000);
+  leaderWatch.unref();
+
   // ---- the public server: ComfyUI's protocol ----
   const app: FastifyInstance = Fastify({ loggerInstance: log as unknown as FastifyBaseLogger, bodyLimit: gw.maxUploadBytes, return503OnClosing: true });
   app.decorate("gw", gw);
@@ -150,6 +188,11 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
       await scope.register(wsRoutes(hub));
     }, { prefix });
   }
+  // The ALB's health check (the traffic port; /gateway/* is internal): 200 while this replica serves.
+  app.get(PUBLIC_HEALTH_PATH, async (_req, reply) => {
+    const why = await notReady();
+    return why ? reply.code(503).send({ ok: false }) : { ok: true };
+  });
   staticRoutes(app);
 
   // ---- the internal server ----
@@ -170,15 +213,7 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
       }
       return lastScaling;
     },
-    notReady: async () => {
-      if (gw.closing) return "shutting down";
-      try {
-        await deps.store.getMeta("podReadyAt");
-      } catch (err: unknown) {
-        return `store: ${(err as Error).message}`;
-      }
-      return undefined;
-    },
+    notReady,
   }));
 
   gw.onAccepted = () => telemetry.promptAccepted();
@@ -249,6 +284,7 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
     close() {
       closing ??= (async () => {
         gw.closing = true;
+        clearInterval(leaderWatch);
         await g.standDown();
         gw.link?.stop();
         hub.close();

@@ -44,6 +44,11 @@ export class Hub implements EventSink {
 
   close(code = 1012): void {
     if (this.timer) clearInterval(this.timer);
+    this.disconnectAll(code);
+  }
+
+  /** Closes every client socket (1012: service restart; ComfyUI's frontend and the npm clients reconnect). */
+  disconnectAll(code = 1012): void {
     for (const set of this.clients.values()) for (const c of set) c.ws.close(code, "gateway restarting");
     this.clients.clear();
   }
