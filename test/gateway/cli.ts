@@ -84,12 +84,12 @@ export async function spawnGateway(args: string[], opts: { via?: "npm" | "node";
   };
   let line: string;
   try {
-    line = await waitForLine(/^comfyui-gateway serving ComfyUI at (http:\/\/\S+) over /, opts.startTimeoutMs ?? 60000);
+    line = await waitForLine(/^comfyui-gateway serving ComfyUI at (http:\/\/\S+) /, opts.startTimeoutMs ?? 60000);
   } catch (err) {
     await killGroup("SIGKILL");
     throw err;
   }
-  const url = /at (http:\/\/\S+) over/.exec(line)![1];
+  const url = /at (http:\/\/\S+) /.exec(line)![1];
   const adminUrl = /\(internal: (http:\/\/[^)\s]+)\)/.exec(line)![1];
   // pino writes the process's pid into every line; the address line comes after the first log line.
   const pidLine = await waitForLine(/^\{.*"pid":\d+/, 5000);

@@ -229,8 +229,9 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
       if (gw.dispatcher) return;
       const mine = ++leadership;
       gw.link?.follow(undefined);
-      await discovery.load();
-      await coldStarts.load();
+      // Caches only: a failed read leaves them empty (the next pod refresh fills them), leading goes on.
+      await discovery.load().catch((err: unknown) => log.warn({ err: (err as Error).message }, "discovery cache not loaded"));
+      await coldStarts.load().catch((err: unknown) => log.warn({ err: (err as Error).message }, "cold-start history not loaded"));
       if (mine !== leadership || !isLeader()) return;
       telemetry.resetCounters(); // a former follower's counts are not the leader's figures
       const d = new Dispatcher({
@@ -255,7 +256,13 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
       });
       // Set before the (slow) load, so a stand-down while loading stops this dispatcher.
       gw.dispatcher = d;
-      await d.start();
+      try {
+        await d.start();
+      } catch (err: unknown) {
+        if (gw.dispatcher === d) gw.dispatcher = undefined;
+        await d.stop();
+        throw err;
+      }
       if (gw.dispatcher !== d) return;
       d.setPods(pods);
       hub.queueChanged(d.queueRemaining());

@@ -26,6 +26,10 @@ export interface GatewayConfig {
   readonly comfyuiService: string;
   readonly comfyuiPortName: string;
   readonly leaseName: string;
+  /** Leader election (client-go's defaults): the Lease's validity, the leader's renew deadline, the retry period. */
+  readonly leaseSeconds: number;
+  readonly leaseRenewDeadlineSeconds: number;
+  readonly leaseRetrySeconds: number;
   readonly maxAttempts: number;
   readonly startupDeadlineSeconds: number;
   readonly stallSeconds: number;
@@ -125,6 +129,9 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Gat
     comfyuiService: v.GATEWAY_COMFYUI_SERVICE ?? "comfyui-queue",
     comfyuiPortName: v.GATEWAY_COMFYUI_PORT_NAME ?? "http",
     leaseName: v.GATEWAY_LEASE_NAME ?? "comfyui-gateway",
+    leaseSeconds: int("GATEWAY_LEASE_SECONDS", 15, 1, 300),
+    leaseRenewDeadlineSeconds: int("GATEWAY_LEASE_RENEW_DEADLINE_SECONDS", 10, 0.5, 300),
+    leaseRetrySeconds: int("GATEWAY_LEASE_RETRY_SECONDS", 2, 0.1, 60),
     maxAttempts: int("GATEWAY_MAX_ATTEMPTS", 3, 1, 100),
     startupDeadlineSeconds: int("GATEWAY_STARTUP_DEADLINE_SECONDS", 900, 0.1, 86400),
     stallSeconds: int("GATEWAY_STALL_SECONDS", 900, 0.1, 86400),
@@ -143,6 +150,9 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Gat
   if (cfg.metricsLogGroup !== undefined && !/^[.\-_/#A-Za-z0-9]{1,512}$/.test(cfg.metricsLogGroup)) {
     problems.push(`GATEWAY_METRICS_LOG_GROUP ${JSON.stringify(cfg.metricsLogGroup)} is not a CloudWatch Logs group name (1-512 of a-z A-Z 0-9 . - _ / #)`);
   }
+  if (cfg.leaseRenewDeadlineSeconds >= cfg.leaseSeconds) problems.push(`GATEWAY_LEASE_RENEW_DEADLINE_SECONDS (${cfg.leaseRenewDeadlineSeconds}) must be shorter than GATEWAY_LEASE_SECONDS (${cfg.leaseSeconds}): a leader must stop before another may take over`);
+  if (cfg.leaseRetrySeconds >= cfg.leaseRenewDeadlineSeconds) problems.push(`GATEWAY_LEASE_RETRY_SECONDS (${cfg.leaseRetrySeconds}) must be shorter than GATEWAY_LEASE_RENEW_DEADLINE_SECONDS (${cfg.leaseRenewDeadlineSeconds})`);
+  if (cfg.port !== 0 && cfg.port === cfg.adminPort) problems.push(`GATEWAY_PORT and GATEWAY_ADMIN_PORT must differ (both ${cfg.port})`);
   if (problems.length) throw new ConfigError(problems);
   return Object.freeze(cfg);
 }

@@ -71,7 +71,9 @@ async function main(): Promise<void> {
     console.log(`comfyui-gateway serving ComfyUI at ${r.url} over ${config.comfyuiUrls.join(", ")} (internal: ${r.adminUrl})`);
   } else {
     const { startKubernetes } = await import("./kube/run");
-    running = await startKubernetes(config, log);
+    const r = await startKubernetes(config, log);
+    running = r;
+    console.log(`comfyui-gateway serving ComfyUI at ${r.url} as ${config.podName} in ${config.namespace} (internal: ${r.adminUrl})`);
   }
   const stop = (sig: string) => {
     log.info({ sig }, "shutting down");

@@ -11,7 +11,7 @@ import { metricsSinkFor } from "../telemetry";
 import { EndpointSliceSource, patchDeletionCost, podImageId, podNodeStart } from "./pods";
 
 /** Kubernetes mode: DynamoDB + S3 through the pod's role, pods from EndpointSlices, one leader by Lease. */
-export async function startKubernetes(config: GatewayConfig, log: Logger): Promise<{ close(): Promise<void> }> {
+export async function startKubernetes(config: GatewayConfig, log: Logger): Promise<{ url: string; adminUrl: string; close(): Promise<void> }> {
   const kube = KubeClient.inCluster(process.env);
   const ns = config.namespace!;
   const ddb = new DynamoDBClient({ region: config.region });
@@ -35,24 +35,36 @@ export async function startKubernetes(config: GatewayConfig, log: Logger): Promi
     nodeStartOf: (pod) => podNodeStart(kube, ns, pod),
   });
   const pods = new EndpointSliceSource(kube, ns, config.comfyuiService, config.comfyuiPortName, (p) => gateway.setPods(p), log.child({ component: "pods" }));
+  // A fencing token from the store, then lead while the Lease holds (every write carries the token); a
+  // store that does not answer is retried while this replica still holds the Lease.
+  const takeTheLead = async () => {
+    for (let delay = 500; elector.isLeader() && !gateway.services.dispatcher && !gateway.services.closing; delay = Math.min(delay * 2, 5000)) {
+      try {
+        const epoch = await store.takeEpoch();
+        if (elector.isLeader()) await gateway.lead({ epoch }, () => elector.isLeader());
+        return;
+      } catch (err: unknown) {
+        log.error({ err: (err as Error).message }, "taking the lead failed; retrying while the Lease holds");
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  };
   const address = `http://${config.podIp!.includes(":") ? `[${config.podIp}]` : config.podIp}:${config.adminPort}`;
   const elector: LeaseElector = new LeaseElector(kube, ns, config.leaseName, config.podName, {
-    onLead: () => {
-      // A fencing token from the store, then lead while the Lease holds; every write carries the token.
-      void store.takeEpoch().then(
-        (epoch) => (elector.isLeader() ? gateway.lead({ epoch }, () => elector.isLeader()) : undefined),
-        (err: unknown) => log.error({ err: (err as Error).message }, "no fencing token from the store: not leading this round"),
-      ).catch((err: unknown) => log.error({ err }, "taking the lead failed"));
-    },
+    onLead: () => void takeTheLead(),
     onLose: () => void gateway.standDown(),
     onLeader: (url) => gateway.follow(url),
-  }, log.child({ component: "lease" }), {}, address);
-  await gateway.admin.listen({ port: config.adminPort, host: config.host });
-  await gateway.app.listen({ port: config.port, host: config.host });
+  }, log.child({ component: "lease" }), {
+    durationSeconds: config.leaseSeconds, renewDeadlineMs: config.leaseRenewDeadlineSeconds * 1000, retryMs: config.leaseRetrySeconds * 1000,
+  }, address);
+  const adminUrl = await gateway.admin.listen({ port: config.adminPort, host: config.host });
+  const url = await gateway.app.listen({ port: config.port, host: config.host });
   await pods.start();
   elector.start();
   let closing: Promise<void> | undefined;
   return {
+    url,
+    adminUrl,
     close() {
       closing ??= (async () => {
         // Stop dispatching and close the pod sockets (a close handshake, so ComfyUI has dropped this
