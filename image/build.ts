@@ -47,6 +47,12 @@ export interface WaitOptions {
   log: (message: string) => void;
   sleep: (ms: number) => Promise<void>;
   now: () => number;
+  /** Called once CodeBuild has a build id, with the call that stops it (the provider's cancel hooks hold it). */
+  onStarted?: (id: string, stop: () => Promise<unknown>) => void;
+  /** Called when this module stops waiting for the build, whatever the outcome. */
+  onFinished?: (id: string) => void;
+  /** Why the update was cancelled, once it was (then the build is stopped and the wait ends). */
+  cancelled?: () => string | undefined;
 }
 
 export const DIGEST_PATTERN = /^sha256:[0-9a-f]{64}$/;
@@ -113,7 +119,7 @@ export async function buildAndWait(req: BuildRequest, clients: BuildClients, opt
   for (let attempt = 0; ; attempt++) {
     const outcome = await runOnce(req, clients, opts);
     if ("result" in outcome) return outcome.result;
-    if (attempt < retries && isEarlyAccessFailure(outcome.build)) {
+    if (attempt < retries && !opts.cancelled?.() && isEarlyAccessFailure(outcome.build)) {
       const { phase, message } = failingPhase(outcome.build);
       opts.log(`image build ${outcome.build.id} was refused in ${phase} (${message || "access denied"}); IAM may still be propagating, starting again`);
       await opts.sleep(opts.pollMs * (attempt + 1));
@@ -140,9 +146,28 @@ async function runOnce(req: BuildRequest, clients: BuildClients, opts: WaitOptio
   });
   if (!first?.id) throw new Error(`CodeBuild did not start a build for project ${req.projectName}`);
   const id = first.id;
+  opts.onStarted?.(id, () => clients.stopBuild(id));
+  try {
+    return await waitFor(id, req, clients, opts, started);
+  } finally {
+    opts.onFinished?.(id);
+  }
+}
+
+async function waitFor(id: string, req: BuildRequest, clients: BuildClients, opts: WaitOptions, started: number): Promise<{ result: BuildResult } | { build: Build; error: Error }> {
   opts.log(`image build ${id} started for ${req.repositoryUrl}:${req.imageTag}`);
   let lastPhase = "";
   for (;;) {
+    const reason = opts.cancelled?.();
+    if (reason !== undefined) {
+      // Cancelled (Ctrl-C, Pulumi's cancel, a signal): nothing may keep building and pushing.
+      const stopped = await clients.stopBuild(id).then(
+        () => "StopBuild sent",
+        (e: unknown) => `StopBuild failed: ${e instanceof Error ? e.message : String(e)}`,
+      );
+      opts.log(`image build ${id} cancelled (${reason}); ${stopped}`);
+      return { build: { id, buildStatus: "STOPPED" }, error: new Error(`image build ${id} cancelled (${reason}) after ${elapsed(opts.now() - started)}; ${stopped}`) };
+    }
     const { builds } = await clients.batchGetBuilds([id]);
     const build = builds?.[0];
     if (!build) throw new Error(`image build ${id} is no longer known to CodeBuild`);

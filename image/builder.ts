@@ -11,9 +11,20 @@ import { secureBucketSettings } from "../storage";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { AwsSettings, ConfigReader, stackAwsSettings } from "./awsSettings";
 import { buildspecYaml, encodeBuildArgs } from "./buildspec";
 import { collectContext, contextArchive, contextHash } from "./context";
 import { ImageBuild } from "./provider";
+
+/** The stack's configuration by full key ("aws:profile"), as the provider's configure sees it. */
+export function stackConfig(): ConfigReader {
+  return {
+    get: (key) => {
+      const i = key.indexOf(":");
+      return new pulumi.Config(key.slice(0, i)).get(key.slice(i + 1));
+    },
+  };
+}
 
 /** Repository root: where every ImageSpec path starts. */
 export const REPO_ROOT = path.join(__dirname, "..");
@@ -36,6 +47,8 @@ export interface ImageSpec {
 
 export interface ImageBuilderArgs {
   images: ImageSpec[];
+  /** The AWS settings the builds' provider uses. @defaultValue the stack's aws:profile and aws:assumeRoles (image/awsSettings.ts) */
+  aws?: AwsSettings;
   /** CodeBuild's build timeout in minutes. Default 90 (a cold ComfyUI build downloads ~4 GB of wheels). */
   timeoutMinutes?: number;
   tags: Record<string, string>;
@@ -234,6 +247,8 @@ export class ImageBuilder extends pulumi.ComponentResource {
         `${name}-${spec.name}`,
         {
           region,
+          // The stack's profile and roles: the provider calls CodeBuild as @pulumi/aws does (no secret here).
+          aws: args.aws ?? stackAwsSettings(stackConfig()),
           projectName: this.projectName,
           sourceLocation: pulumi.interpolate`${bucket.bucket}/${ctx.key}`,
           contextHash: ctx.hash,

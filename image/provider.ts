@@ -9,12 +9,20 @@
  *   Dockerfile, context folder, repository, tag, project); each changed input is named.
  * - read (`pulumi refresh`): returns the recorded state; the image in ECR is immutable by digest.
  * - delete: nothing to undo; the image goes with its repository (forceDelete) or the lifecycle policy.
+ * - credentials: the stack's AWS settings, never just the provider process's default chain
+ *   (image/awsSettings.ts): region, profile and roles as inputs, static keys through `configure`.
+ * - cancel: Pulumi's cancel, SIGINT or SIGTERM stop the running CodeBuild build (image/cancel.ts).
  */
 import * as pulumi from "@pulumi/pulumi";
+import { AwsSettings, ConfigReader, StaticKeys, credentialChain, staticKeysFrom } from "./awsSettings";
 import { BuildClients, DIGEST_PATTERN, buildAndWait } from "./build";
+import { cancelState, cancellableSleep, installCancelHooks } from "./cancel";
 
 export interface ImageBuildInputs {
+  /** The stack's region (aws:region): CodeBuild, CloudWatch Logs and STS are called there. */
   region: string;
+  /** The stack's aws:profile and aws:assumeRoles (image/awsSettings.ts); no secret. */
+  aws?: AwsSettings;
   projectName: string;
   sourceLocation: string;
   contextHash: string;
@@ -60,17 +68,31 @@ export function checkInputs(news: Partial<ImageBuildInputs>): { property: string
   need("imageTag", typeof news.imageTag === "string" && /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/.test(news.imageTag), `imageTag '${news.imageTag}' is not a valid Docker tag`);
   need("dockerfile", typeof news.dockerfile === "string" && news.dockerfile.length > 0 && !news.dockerfile.startsWith("/"), "dockerfile must be a path relative to the context archive");
   need("timeoutMinutes", typeof news.timeoutMinutes === "number" && news.timeoutMinutes >= 5 && news.timeoutMinutes <= 2160, "timeoutMinutes must be 5..2160 (CodeBuild's build timeout range)");
+  const roles = news.aws?.assumeRoles ?? [];
+  need("aws", roles.every((r) => typeof r?.roleArn === "string" && /^arn:aws[a-z-]*:iam::\d{12}:role\/.+$/.test(r.roleArn)), "every aws.assumeRoles entry needs an IAM role ARN (arn:aws:iam::<account>:role/<name>)");
+  need("aws", news.aws?.profile === undefined || (typeof news.aws.profile === "string" && news.aws.profile.length > 0), "aws.profile must be a profile name");
   return failures;
 }
 
-/** SDK v3 clients behind the BuildClients interface (requires inside: this runs in the provider). */
-export function awsBuildClients(region: string): BuildClients {
+/** Static keys the engine handed `configure` (process-wide, in memory only; see image/awsSettings.ts). */
+export function configuredKeys(): { keys?: StaticKeys } {
+  const g = globalThis as { __comfyuiImageBuildKeys?: { keys?: StaticKeys } };
+  g.__comfyuiImageBuildKeys ??= {};
+  return g.__comfyuiImageBuildKeys;
+}
+
+/**
+ * SDK v3 clients behind the BuildClients interface (requires inside: this runs in the provider),
+ * in the stack's region with the stack's credentials (credentialChain).
+ */
+export function awsBuildClients(region: string, settings?: AwsSettings, keys?: StaticKeys): BuildClients {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const cb = require("@aws-sdk/client-codebuild") as typeof import("@aws-sdk/client-codebuild");
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const cwl = require("@aws-sdk/client-cloudwatch-logs") as typeof import("@aws-sdk/client-cloudwatch-logs");
-  const codebuild = new cb.CodeBuildClient({ region });
-  const logs = new cwl.CloudWatchLogsClient({ region });
+  const credentials = credentialChain(region, settings, keys);
+  const codebuild = new cb.CodeBuildClient({ region, ...(credentials ? { credentials } : {}) });
+  const logs = new cwl.CloudWatchLogsClient({ region, ...(credentials ? { credentials } : {}) });
   return {
     startBuild: (input) => codebuild.send(new cb.StartBuildCommand(input)),
     batchGetBuilds: (ids) => codebuild.send(new cb.BatchGetBuildsCommand({ ids })),
@@ -85,6 +107,9 @@ export function awsBuildClients(region: string): BuildClients {
 async function runBuild(inputs: ImageBuildInputs, clients?: BuildClients): Promise<ImageBuildOutputs> {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const log = (require("@pulumi/pulumi") as typeof import("@pulumi/pulumi")).log;
+  const cancel = cancelState();
+  installCancelHooks(cancel, (m) => log.warn(m));
+  if (cancel.reason !== undefined) throw new Error(`image build not started: ${cancel.reason}`);
   const result = await buildAndWait(
     {
       projectName: inputs.projectName,
@@ -95,22 +120,34 @@ async function runBuild(inputs: ImageBuildInputs, clients?: BuildClients): Promi
       contextDir: inputs.contextDir,
       buildArgs: inputs.buildArgs,
     },
-    clients ?? awsBuildClients(inputs.region),
+    clients ?? awsBuildClients(inputs.region, inputs.aws, configuredKeys().keys),
     {
       pollMs: 15_000,
       // CodeBuild's own timeout ends the build first; ours only guards against a build that hangs in QUEUED.
       timeoutMs: (inputs.timeoutMinutes + 15) * 60_000,
       logLines: 40,
       log: (m) => log.info(m),
-      sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
+      sleep: (ms) => cancellableSleep(cancel, ms),
       now: () => Date.now(),
+      onStarted: (id, stop) => void cancel.running.set(id, stop),
+      onFinished: (id) => void cancel.running.delete(id),
+      cancelled: () => cancel.reason,
     },
   );
   return { ...inputs, imageUri: result.imageUri, digest: result.digest, buildId: result.buildId, logLink: result.logLink };
 }
 
+/** Inputs that change who builds, not what: recorded without a build (region, timeout, the AWS settings). */
+export function bookkeepingChanged(olds: Partial<ImageBuildInputs>, news: Partial<ImageBuildInputs>): boolean {
+  return olds.region !== news.region || olds.timeoutMinutes !== news.timeoutMinutes || JSON.stringify(olds.aws ?? {}) !== JSON.stringify(news.aws ?? {});
+}
+
 /** The provider object Pulumi serializes. */
 export const imageBuildProvider: pulumi.dynamic.ResourceProvider<ImageBuildInputs, ImageBuildOutputs> = {
+  async configure(req: { config: ConfigReader }) {
+    // The stack's static keys, if any: held in this process's memory, never an input or an output.
+    configuredKeys().keys = staticKeysFrom(req.config);
+  },
   async check(_olds, news) {
     return { inputs: news, failures: checkInputs(news) };
   },
@@ -120,8 +157,8 @@ export const imageBuildProvider: pulumi.dynamic.ResourceProvider<ImageBuildInput
       // eslint-disable-next-line @typescript-eslint/no-require-imports
       (require("@pulumi/pulumi") as typeof import("@pulumi/pulumi")).log.info(`image ${news.repositoryUrl} will be rebuilt: ${changed.join("; ")}`);
     }
-    // region and timeout alone do not change the image: recorded, no build.
-    return { changes: changed.length > 0 || olds.region !== news.region || olds.timeoutMinutes !== news.timeoutMinutes, replaces: [], deleteBeforeReplace: false };
+    // Region, timeout and credentials alone do not change the image: recorded, no build.
+    return { changes: changed.length > 0 || bookkeepingChanged(olds, news), replaces: [], deleteBeforeReplace: false };
   },
   async create(inputs) {
     const outs = await runBuild(inputs);
@@ -129,7 +166,7 @@ export const imageBuildProvider: pulumi.dynamic.ResourceProvider<ImageBuildInput
   },
   async update(_id, olds, news) {
     if (changedInputs(olds, news).length === 0 && DIGEST_PATTERN.test(olds.digest)) {
-      // Only region/timeout bookkeeping changed: keep the image that exists.
+      // Only region/timeout/credential bookkeeping changed: keep the image that exists.
       return { outs: { ...olds, ...news, imageUri: olds.imageUri, digest: olds.digest, buildId: olds.buildId, logLink: olds.logLink } };
     }
     return { outs: await runBuild(news) };
