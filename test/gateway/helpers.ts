@@ -4,6 +4,7 @@ import * as path from "node:path";
 import pino from "pino";
 import WebSocket from "ws";
 import { loadConfig } from "../../workload/gateway/config";
+import type { GatewayDeps } from "../../workload/gateway/app";
 import { startLocal, type Running } from "../../workload/gateway/main";
 
 export const quiet = pino({ level: process.env.GATEWAY_TEST_LOG ?? "silent" });
@@ -12,9 +13,9 @@ export function tmpDir(prefix = "gw-"): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
-export async function startGateway(urls: string[], extra: string[] = [], dataDir = tmpDir()): Promise<Running & { dataDir: string }> {
+export async function startGateway(urls: string[], extra: string[] = [], dataDir = tmpDir(), overrides: Partial<GatewayDeps> = {}): Promise<Running & { dataDir: string }> {
   const cfg = loadConfig(["--port", "0", "--data-dir", dataDir, ...urls.flatMap((u) => ["--comfyui", u]), ...extra], {});
-  const r = await startLocal(cfg, quiet);
+  const r = await startLocal(cfg, quiet, overrides);
   return Object.assign(r, { dataDir });
 }
 

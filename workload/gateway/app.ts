@@ -1,6 +1,7 @@
 import fastifyMultipart from "@fastify/multipart";
 import fastifyWebsocket from "@fastify/websocket";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
+import { monitorEventLoopDelay } from "node:perf_hooks";
 import type { Logger } from "pino";
 import type { GatewayConfig } from "./config";
 import { Dispatcher, type PodInfo } from "./dispatch/dispatcher";
@@ -200,8 +201,18 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
   admin.decorate("gw", gw);
   await admin.register(fastifyWebsocket, { options: { maxPayload: 1024 * 1024 } });
   errorHandler(admin);
+  // The event loop's lateness over 10 s windows (the previous window's maximum is what /gateway/health says).
+  const loop = monitorEventLoopDelay({ resolution: 10 });
+  loop.enable();
+  let lastWindowMaxMs = 0;
+  const loopWindow = setInterval(() => {
+    lastWindowMaxMs = loop.max / 1e6;
+    loop.reset();
+  }, 10_000);
+  loopWindow.unref();
   await admin.register(adminRoutes({
     linkHub,
+    loopDelayMs: () => Math.round(Math.max(lastWindowMaxMs, loop.max / 1e6)),
     pods: podsView,
     // KEDA's figure: from the store so every replica answers the same; never an error status.
     scaling: async () => {
@@ -292,6 +303,8 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
       closing ??= (async () => {
         gw.closing = true;
         clearInterval(leaderWatch);
+        clearInterval(loopWindow);
+        loop.disable();
         await g.standDown();
         gw.link?.stop();
         hub.close();

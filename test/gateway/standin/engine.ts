@@ -360,8 +360,21 @@ export class Engine {
       this.opts.onCrash();
       throw new Stopped();
     }
-    await new Promise<void>((r) => this.stopWaiters.add(r));
-    throw new Stopped();
+    await new Promise<void>((r) => {
+      this.stopWaiters.add(r);
+      this.hangRelease = r;
+    });
+    this.hangRelease = undefined;
+    if (this.stopped) throw new Stopped();
+    // recover(): the stuck GPU comes back and the interrupt it was sent takes effect.
+    throw new Interrupted();
+  }
+
+  private hangRelease: (() => void) | undefined;
+
+  /** A hung prompt gives up: it ends as interrupted, and the stand-in is idle again. */
+  recover(): void {
+    this.hangRelease?.();
   }
 
   private signatures(prompt: Prompt): Map<string, string> {

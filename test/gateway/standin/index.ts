@@ -33,6 +33,8 @@ export interface StandIn {
   port: number;
   dataDir: string;
   setFault(f: Fault | undefined): void;
+  /** A prompt stuck on a `hang` fault ends as interrupted (the GPU came back); the stand-in is idle again. */
+  recover(): void;
   /** prompt ids executed (started) so far, in order — lets tests check "never run twice" and spreading */
   executed(): string[];
   close(): Promise<void>;
@@ -174,6 +176,7 @@ export async function startStandIn(opts: StandInOptions = {}): Promise<StandIn> 
     port,
     dataDir,
     setFault: (f) => (eng.fault = f),
+    recover: () => eng.recover(),
     executed: () => [...eng.started],
     close: () =>
       (closing ??= (async () => {

@@ -25,6 +25,8 @@ export interface AdminDeps {
   pods(): unknown;
   /** Serving? (not closing, store answering) — undefined when yes, else the reason. */
   notReady(): Promise<string | undefined>;
+  /** The longest the event loop was held up in the last window (timer lateness), in ms. */
+  loopDelayMs(): number;
 }
 
 const idList = { type: "array", items: { type: "string", maxLength: 128 }, maxItems: 10000 } as const;
@@ -37,7 +39,8 @@ export function adminRoutes(deps: AdminDeps): FastifyPluginAsync {
       return gw.dispatcher;
     };
 
-    app.get(ADMIN.health, async () => ({ ok: true }));
+    // Liveness; also says how long the event loop was last held up (a blocked loop delays every answer and renewal).
+    app.get(ADMIN.health, async () => ({ ok: true, eventLoopDelayMaxMs: deps.loopDelayMs() }));
     // Ready = serving clients: every replica, leader or not (leadership only decides who dispatches).
     app.get(ADMIN.ready, async (_req, reply) => {
       const why = await deps.notReady();
