@@ -7,6 +7,7 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import prices from "./data/gpu-prices.json";
+import { gpuNodeOverhead } from "./nodeDaemonSets";
 
 /** The facts of one type this program uses (EC2 DescribeInstanceTypes through aws.ec2.getInstanceType). */
 export interface GpuTypeFacts {
@@ -93,19 +94,22 @@ export function allocatable(f: Pick<GpuTypeFacts, "vcpu" | "memoryMiB" | "maxPod
 }
 
 /**
- * Room kept on every GPU node for its DaemonSets (VPC CNI with the network policy agent, kube-proxy,
- * EKS Pod Identity agent, NVIDIA device plugin, Mountpoint CSI node driver and its mount pods) —
- * a budget above their requests, so their upgrades do not squeeze a ComfyUI pod off the node.
+ * What every GPU node keeps for its DaemonSets: the requests of each one the stack installs there
+ * (nodeDaemonSets.ts, from the pinned charts: VPC CNI with the network policy agent, kube-proxy,
+ * EKS Pod Identity agent, NVIDIA device plugin, Mountpoint CSI node driver, and the CloudWatch
+ * add-on's agent, dcgm-exporter and Fluent Bit), plus memory headroom for their use above them.
  */
-export const DAEMONSET_BUDGET = { cpuMilli: 600, memoryMiB: 1536 } as const;
+export const DAEMONSET_BUDGET: { readonly cpuMilli: number; readonly memoryMiB: number } = gpuNodeOverhead();
 
 /** The uploader sidecar's requests (workload/index.ts), part of every ComfyUI pod. */
 export const SIDECAR_REQUESTS = { cpuMilli: 100, memoryMiB: 128 } as const;
 
 /**
  * Requests of one ComfyUI container (one GPU): each GPU's share of the allocatable CPU and memory
- * after the DaemonSets and the sidecar, on the type where that share is smallest. The same pod then
- * fits k times on every configured type with k GPUs, so pods fill a node before another launches.
+ * after the DaemonSets (DAEMONSET_BUDGET) and the sidecar, on the type where that share is
+ * smallest, rounded down to 100m and 256Mi. The same pod then fits k times on every configured type
+ * with k GPUs, so pods fill a node before another launches. g6.xlarge / g5.xlarge (4 vCPU, 16 GiB;
+ * allocatable 3920m / 14162Mi): 3000m and 12544Mi; g6.2xlarge / g5.2xlarge: 7000m and 27648Mi.
  */
 export function podResourcesPerGpu(types: readonly GpuTypeFacts[]): { cpu: string; memory: string } {
   if (types.length === 0) throw new Error("podResourcesPerGpu: no GPU instance type");

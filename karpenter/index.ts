@@ -29,6 +29,7 @@ function quotaFamilies(types: readonly string[]): ("g" | "p")[] {
 
 export { nvidiaAmiParameter, quotaWarning, GPU_VCPU_QUOTAS } from "./preflight";
 export * from "./gpuTypes";
+export * from "./nodeDaemonSets";
 
 /** Karpenter chart version (controller and CRDs move together): an upgrade is a reviewed change. */
 export const KARPENTER_VERSION = "1.14.1";
