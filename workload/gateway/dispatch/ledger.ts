@@ -46,6 +46,9 @@ export class BodyCache {
   }
 }
 
+/** Longer than a sweep's look-back (60 s) plus a slow listing: how long an ended prompt stays remembered. */
+const ENDED_MEMORY_MS = 5 * 60_000;
+
 export interface LedgerOptions {
   store: Store;
   fence: Fence;
@@ -74,6 +77,8 @@ export class Ledger {
   readonly open = new Map<string, PromptMeta>();
   readonly bodies: BodyCache;
   private readonly now: () => number;
+  /** When prompts left the open set here: a sweep's snapshot older than that does not resurrect them. */
+  private readonly ended = new Map<string, number>();
 
   constructor(private readonly o: LedgerOptions) {
     this.bodies = new BodyCache(o.bodyCacheBytes ?? 64 * 1024 * 1024);
@@ -102,14 +107,20 @@ export class Ledger {
     await Promise.all(Array.from({ length: Math.min(concurrency, listed.length) }, work));
   }
 
-  /** Prompts accepted by any replica since the last look (a notification lost in a hand-over): added, not stamped until acted on. */
+  /**
+   * Prompts accepted by any replica since the last look (a notification lost in a hand-over): added, not
+   * stamped until acted on. The listing is a snapshot: a prompt this leader ended while it was being read
+   * is not brought back (`ended`).
+   */
   async sweep(sinceSeq: number): Promise<PromptMeta[]> {
     const fresh: PromptMeta[] = [];
+    const asOf = this.now();
     for (const m of await this.o.store.listOpen({ sinceSeq })) {
-      if (this.open.has(m.id)) continue;
+      if (this.open.has(m.id) || (this.ended.get(m.id) ?? -Infinity) >= asOf - ENDED_MEMORY_MS) continue;
       this.open.set(m.id, m);
       fresh.push(m);
     }
+    for (const [id, t] of this.ended) if (t < asOf - ENDED_MEMORY_MS) this.ended.delete(id);
     return fresh;
   }
 
@@ -121,11 +132,13 @@ export class Ledger {
     return true;
   }
 
-  /** Queued prompts deleted by a client. */
+  /** Prompts that left the open set (finished, deleted): out of the mirror, and not brought back by a sweep. */
   forget(ids: readonly string[]): void {
+    const now = this.now();
     for (const id of ids) {
       this.open.delete(id);
       this.bodies.delete(id);
+      this.ended.set(id, now);
     }
   }
 
@@ -178,8 +191,7 @@ export class Ledger {
   async complete(id: string, attempt: number, history: HistoryEntry): Promise<Written> {
     const ok = await this.write(id, () => this.o.store.complete(id, attempt, history, this.now(), this.o.historyTtlSeconds, this.o.fence));
     if (!ok) return this.refused(id);
-    this.open.delete(id);
-    this.bodies.delete(id);
+    this.forget([id]);
     return { ok: true, value: true };
   }
 
