@@ -172,6 +172,33 @@ describe("gateway limits and user data", function () {
     assert.ok([...d.workers.values()].every((w) => w.takenBack.size === 0));
   });
 
+  it("a prompt costs 2 store calls before it reaches its pod (create, claim with the body) and 1 after (complete)", async () => {
+    const pod = await startStandIn({ stepMs: 1 });
+    const store = new MemoryStore();
+    const gw = await startGateway([pod.url], [], tmpDir(), { store });
+    cleanup.push(() => gw.close(), () => pod.close());
+    await until(async () => (await get(gw.adminUrl, "/gateway/pods")).json.ready === 1);
+    await until(async () => (await get(gw.url, "/object_info/KSampler")).json.KSampler);
+    // Between the answer to POST /prompt and the pod's POST /prompt, count what the prompt's path costs.
+    const seen: string[] = [];
+    const podSaw = new Promise<void>((resolve) => {
+      for (const m of ["create", "get", "claim", "complete", "requeue", "getBodies"] as const) {
+        const f = (store[m] as (...a: unknown[]) => Promise<unknown>).bind(store);
+        (store as unknown as Record<string, unknown>)[m] = async (...a: unknown[]) => {
+          seen.push(m);
+          const out = await f(...a);
+          if (m === "claim") setImmediate(resolve);
+          return out;
+        };
+      }
+    });
+    const id = (await post(gw.url, "/prompt", { prompt: t2i(3) })).json.prompt_id;
+    await podSaw;
+    assert.deepEqual(seen, ["create", "claim"], "before the pod");
+    await until(async () => (await get(gw.url, `/history/${id}`)).json[id], 10000, 50);
+    assert.deepEqual(seen.slice(2).filter((m) => m !== "get"), ["complete"], "after the pod (the client's /history reads aside)");
+  });
+
   it("a WebSocket client that stops reading is dropped past its backlog limit", () => {
     const hub = new Hub({ pingMs: 60000, keepaliveMs: 60000, maxUploadBytes: 1, queueRemaining: () => 0, maxBacklogBytes: 1024 * 1024 });
     const sent: string[] = [];
