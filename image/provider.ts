@@ -2,8 +2,9 @@
  * ImageBuild: a Pulumi dynamic resource whose create/update runs one CodeBuild build and records
  * the pushed digest. Pulumi serializes the provider object into the state (closure capture: every
  * captured function's source and the values it references; modules from node_modules become
- * `require` calls). So the provider captures only plain functions of image/build.ts and this file
- * and requires the AWS SDK and @pulumi/pulumi inside its methods.
+ * `require` calls). So the provider captures only plain functions of image/build.ts,
+ * image/awsSettings.ts, image/cancel.ts and this file, requires the AWS SDK and @pulumi/pulumi inside
+ * its methods, and keeps per-process state (static keys, running builds) on globalThis.
  *
  * - diff: rebuild only when what the image is made of changed (context hash, build args,
  *   Dockerfile, context folder, repository, tag, project); each changed input is named.
