@@ -9,10 +9,13 @@ import * as pulumi from "@pulumi/pulumi";
 import { SYSTEM_NODE_LABEL } from "../cluster";
 import { PodIdentityRole, Statement } from "../cluster/iam";
 import { GATEWAY_STREAM_PREFIX } from "../observability/metrics";
+import { NAMES, PATHS, PORTS, PREFIXES, SCALING_FIELD, settingsEnv } from "./gateway/contract";
 
-export const GATEWAY_PORT = 8188;
+// Ports, paths, prefixes and names come from the gateway's own contract (workload/gateway/contract.ts),
+// which its loader parses; the env below is written from the same settings table.
+export const GATEWAY_PORT = PORTS.public;
 /** The internal port: probes, KEDA's figure, the drain hook and the replica link; the Ingress never routes it. */
-export const GATEWAY_ADMIN_PORT = 8189;
+export const GATEWAY_ADMIN_PORT = PORTS.internal;
 
 /**
  * The gateway image's build context, relative to the repository root (workload/gateway/Dockerfile's
@@ -23,19 +26,19 @@ export const GATEWAY_IMAGE = {
   context: ["package.json", "package-lock.json", "tsconfig.json", "workload/gateway", "observability/metrics.ts"],
   dockerfile: "workload/gateway/Dockerfile",
 } as const;
-export const GATEWAY_NAME = "comfyui-gateway";
-/** Service over the gateway pods for KEDA: publishes not-ready addresses, so a standby answers too. */
-export const GATEWAY_METRICS_SERVICE = "comfyui-gateway-metrics";
+export const GATEWAY_NAME = NAMES.gateway;
+/** Service over the gateway pods' internal port for KEDA: publishes not-ready addresses, so every replica answers. */
+export const GATEWAY_METRICS_SERVICE = NAMES.metricsService;
 /** The path and JSON field KEDA's metrics-api scaler reads (README "Process, ports, probes"). */
-export const GATEWAY_SCALING_PATH = "/gateway/scaling";
-export const GATEWAY_SCALING_FIELD = "prompts";
-export const GATEWAY_READY_PATH = "/gateway/ready";
-/** The ALB's health check on the public port (workload/gateway/app.ts PUBLIC_HEALTH_PATH). */
-export const GATEWAY_PUBLIC_HEALTH_PATH = "/healthz";
-export const GATEWAY_HEALTH_PATH = "/gateway/health";
+export const GATEWAY_SCALING_PATH = PATHS.scaling;
+export const GATEWAY_SCALING_FIELD = SCALING_FIELD;
+export const GATEWAY_READY_PATH = PATHS.ready;
+/** The ALB's health check on the public port. */
+export const GATEWAY_PUBLIC_HEALTH_PATH = PATHS.publicHealth;
+export const GATEWAY_HEALTH_PATH = PATHS.health;
 /** Key prefixes the gateway writes in the outputs and user buckets (README "Configuration"). */
-export const GATEWAY_OUTPUTS_PREFIX = "gateway/";
-export const GATEWAY_USERDATA_PREFIX = "user/";
+export const GATEWAY_OUTPUTS_PREFIX = PREFIXES.outputs;
+export const GATEWAY_USERDATA_PREFIX = PREFIXES.userdata;
 
 /** Pod Security "restricted" for a container: no escalation, read-only root, non-root, no capabilities. */
 export const RESTRICTED_CONTAINER = {
@@ -263,24 +266,7 @@ export class ComfyGateway extends pulumi.ComponentResource {
       { ...k, dependsOn: [clusterRole, sa] },
     );
 
-    const env: Record<string, pulumi.Input<string>> = {
-      GATEWAY_MODE: "kubernetes",
-      GATEWAY_PORT: String(GATEWAY_PORT),
-      GATEWAY_ADMIN_PORT: String(GATEWAY_ADMIN_PORT),
-      GATEWAY_TABLE: table.name,
-      AWS_REGION: args.region,
-      GATEWAY_OUTPUTS_BUCKET: args.outputsBucket,
-      GATEWAY_OUTPUTS_PREFIX: GATEWAY_OUTPUTS_PREFIX,
-      GATEWAY_INPUTS_BUCKET: args.inputsBucket,
-      GATEWAY_USERDATA_BUCKET: args.userdataBucket,
-      GATEWAY_COMFYUI_SERVICE: args.comfyuiService,
-      GATEWAY_LEASE_NAME: GATEWAY_NAME,
-      GATEWAY_MAX_UPLOAD_MB: String(args.maxUploadMb),
-      GATEWAY_STARTUP_DEADLINE_SECONDS: String(args.startupDeadlineSeconds),
-      GATEWAY_HISTORY_TTL_DAYS: String(args.historyDays),
-      GATEWAY_CLUSTER_NAME: args.clusterName,
-      ...(args.metricsLogGroupName ? { GATEWAY_METRICS_LOG_GROUP: args.metricsLogGroupName } : {}),
-    };
+    const env = gatewayEnv(args, table.name);
     this.deployment = new k8s.apps.v1.Deployment(
       `${name}-deploy`,
       {
@@ -373,6 +359,33 @@ export class ComfyGateway extends pulumi.ComponentResource {
     this.serviceName = service.metadata.name;
     this.registerOutputs({ tableName: this.tableName, serviceName: this.serviceName });
   }
+}
+
+/**
+ * The gateway container's env, named by the gateway's settings table (contract.ts); POD_NAME, POD_NAMESPACE
+ * and POD_IP come from the downward API. test/program renders it and loads it with the gateway's loader.
+ */
+export function gatewayEnv(args: GatewayArgs, tableName: pulumi.Input<string>): Record<string, pulumi.Input<string>> {
+  return {
+    GATEWAY_MODE: "kubernetes",
+    ...settingsEnv<pulumi.Input<string>>({
+      port: String(GATEWAY_PORT),
+      adminPort: String(GATEWAY_ADMIN_PORT),
+      table: tableName,
+      region: args.region,
+      outputsBucket: args.outputsBucket,
+      outputsPrefix: GATEWAY_OUTPUTS_PREFIX,
+      inputsBucket: args.inputsBucket,
+      userdataBucket: args.userdataBucket,
+      comfyuiService: args.comfyuiService,
+      leaseName: GATEWAY_NAME,
+      maxUploadMb: String(args.maxUploadMb),
+      startupDeadlineSeconds: String(args.startupDeadlineSeconds),
+      historyTtlDays: String(args.historyDays),
+      clusterName: args.clusterName,
+      metricsLogGroup: args.metricsLogGroupName,
+    }),
+  };
 }
 
 /** The KEDA trigger on the gateway's figure: never an error, 0 when idle, able to wake from zero. */

@@ -187,7 +187,7 @@ describe("gateway chaos (processes, SIGKILL)", function () {
     const failed = Object.entries(history).filter(([, e]) => e.status.status_str !== "success");
     for (const [id, e] of failed) {
       const err = e.status.messages.find(([t]) => t === "execution_error")?.[1];
-      assert.match(err?.exception_message ?? "", new RegExp(`prompt failed after ${MAX_ATTEMPTS} attempts; last: `), `${id} failed with its reason`);
+      assert.match(err?.exception_message ?? "", new RegExp(`prompt failed after ${MAX_ATTEMPTS} attempts; last: `), `${id} failed with its reason: ${err?.exception_message}`);
     }
     assert.deepEqual((await get(base, "/queue")).json, { queue_running: [], queue_pending: [] });
     assert.equal((await get(admin, "/gateway/scaling")).json.prompts, 0);

@@ -4,6 +4,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import type { Logger } from "pino";
 import type { GatewayConfig } from "./config";
+import { PATHS } from "./contract";
 import { Dispatcher, type PodInfo } from "./dispatch/dispatcher";
 import { Discovery } from "./discovery";
 import { GatewayError } from "./protocol/errors";
@@ -21,7 +22,7 @@ import type { Fence, Store } from "./store/types";
 import { ColdStarts, NO_METRICS, Telemetry, type MetricsSink, type NodeStart } from "./telemetry";
 
 /** The ALB's health check path on the public port. */
-export const PUBLIC_HEALTH_PATH = "/healthz";
+export const PUBLIC_HEALTH_PATH = PATHS.publicHealth;
 /** Longest a replica serves without a reachable leader (a hand-over is at most the Lease's 15 s). */
 export const NO_LEADER_GRACE_MS = 30_000;
 

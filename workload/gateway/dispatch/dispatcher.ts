@@ -521,7 +521,8 @@ export class Dispatcher implements WorkerEvents {
 
   /**
    * Copies this run's files from the pod into the store, each tried `copyAttempts` times; returns the keys
-   * that are in the store. A file that never arrives is named in slot.copyFailures (the ending says so).
+   * that are in the store. A file the pod refuses or the store will not take is named in slot.copyFailures
+   * (the ending says so); an unreachable pod throws (its prompts follow the lost-pod path).
    */
   private async copyFiles(w: Worker, pid: string, refs: FileRef[], slot: Slot): Promise<Set<string>> {
     const ok = new Set<string>();
@@ -534,10 +535,18 @@ export class Dispatcher implements WorkerEvents {
       }
       if (slot.copyFailures?.some((f) => f.startsWith(`${ref.filename}:`))) continue;
       let last = "";
+      let unreachable = false;
       for (let i = 0; i < attempts; i++) {
         try {
           const q = new URLSearchParams({ filename: ref.filename, subfolder: ref.subfolder ?? "", type: ref.type });
-          const res = await w.client.request("GET", `/view?${q}`, undefined, 120_000);
+          let res: Awaited<ReturnType<typeof w.client.request>>;
+          try {
+            res = await w.client.request("GET", `/view?${q}`, undefined, 120_000);
+            unreachable = false;
+          } catch (err: unknown) {
+            unreachable = true;
+            throw err;
+          }
           if (res.status !== 200) throw new Error(`pod /view answered ${res.status}`);
           const target = ref.type === "temp" ? this.o.files.temp : this.o.files.output;
           await target.put(key.split("/").slice(1).join("/"), res.body);
@@ -550,6 +559,9 @@ export class Dispatcher implements WorkerEvents {
           if (i + 1 < attempts) await sleep(250 * 2 ** i);
         }
       }
+      // A pod that does not answer at all is gone or restarting, not refusing one file: the run is judged
+      // like any lost pod's (reconcile; taken back and run again if the pod never comes back with it).
+      if (last && unreachable) throw new Error(`pod ${w.key} unreachable while copying ${ref.filename}: ${last}`);
       if (last) {
         this.o.log.warn({ promptId: pid, pod: w.key, file: ref.filename, err: last }, "output not copied from the pod");
         (slot.copyFailures ??= []).push(`${ref.filename}: ${last}`);

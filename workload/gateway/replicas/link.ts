@@ -12,9 +12,10 @@
  */
 import type { Logger } from "pino";
 import WebSocket from "ws";
+import { PATHS } from "../contract";
 import type { EventSink } from "../dispatch/dispatcher";
 
-export const LINK_PATH = "/gateway/link";
+export const LINK_PATH = PATHS.link;
 /** A follower that cannot keep up is dropped (it reconnects and its clients see the next events). */
 const MAX_BACKLOG_BYTES = 16 * 1024 * 1024;
 

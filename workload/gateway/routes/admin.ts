@@ -5,17 +5,11 @@
 import type { FastifyPluginAsync } from "fastify";
 import type { Dispatcher } from "../dispatch/dispatcher";
 import { GatewayError } from "../protocol/errors";
+import { PATHS } from "../contract";
 import { LINK_PATH, type LinkHub } from "../replicas/link";
 import type { PromptRecord } from "../store/types";
 
-export const ADMIN = {
-  health: "/gateway/health",
-  ready: "/gateway/ready",
-  scaling: "/gateway/scaling",
-  pods: "/gateway/pods",
-  drain: "/gateway/drain",
-  link: LINK_PATH,
-} as const;
+export const ADMIN = PATHS;
 
 export interface AdminDeps {
   linkHub: LinkHub;
