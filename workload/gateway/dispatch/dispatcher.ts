@@ -79,6 +79,8 @@ export class Dispatcher implements WorkerEvents {
   private readonly orphanSince = new Map<string, number>();
   /** Prompts whose claim is in flight. */
   private readonly claiming = new Set<string>();
+  /** Pods with a periodic check (reconcile, stall, probe) queued or running. */
+  private readonly checking = new Set<Worker>();
   private readonly o: DispatcherOptions;
   private timer: NodeJS.Timeout | undefined;
   private ticking = false;
@@ -445,10 +447,13 @@ export class Dispatcher implements WorkerEvents {
     this.serial(w, () => this.handle(w, buf, isBinary));
   }
 
-  /** Per-pod event order is kept by running each pod's handlers one after the other. */
+  /**
+   * Per-pod event order is kept by running each pod's handlers one after the other. Once stopped, what is
+   * still queued is skipped: stopping waits only for the step in flight (each bounded by its timeouts).
+   */
   private serial(w: Worker, fn: () => Promise<void>): void {
     const prev = this.chains.get(w) ?? Promise.resolve();
-    const next = prev.then(fn).catch((err: unknown) => this.o.log.error({ err, pod: w.key }, "pod event handling failed"));
+    const next = prev.then(() => (this.stopped ? undefined : fn())).catch((err: unknown) => this.o.log.error({ err, pod: w.key }, "pod event handling failed"));
     this.chains.set(w, next);
     void next.then(() => {
       if (this.chains.get(w) === next) this.chains.delete(w);
@@ -724,11 +729,13 @@ export class Dispatcher implements WorkerEvents {
     try {
       const now = this.now();
       for (const w of this.workers.values()) {
-        if (!w.connected) continue;
-        if (w.suspect) this.serial(w, () => this.probe(w));
-        else if (w.slots.size > 0 && now - w.lastSignAt > this.o.stallMs) this.serial(w, () => this.hung(w));
+        // One periodic check per pod at a time: a pod slower than the tick never grows a backlog of them.
+        if (!w.connected || this.checking.has(w)) continue;
+        const check = w.suspect ? () => this.probe(w) : w.slots.size > 0 && now - w.lastSignAt > this.o.stallMs ? () => this.hung(w) : w.slots.size > 0 ? () => this.reconcile(w) : undefined;
+        if (!check) continue;
+        this.checking.add(w);
         // Fallback for missed events: a pod with prompts is asked every tick.
-        else if (w.slots.size > 0) this.serial(w, () => this.reconcile(w));
+        this.serial(w, () => check().finally(() => this.checking.delete(w)));
       }
       await this.reclaimOrphans(now);
       if (now - this.lastSweepAt >= (this.o.sweepMs ?? 5000)) {
