@@ -79,7 +79,8 @@ export type StandInState = "down" | "starting" | "ready";
  * the listener (connection refused), "starting" answers 503, "ready" answers like ComfyUI.
  */
 export class ComfyStandIn {
-  readonly requests: { method: string; url: string; accept: string }[] = [];
+  /** Every request, when it came and (for GET /prompt) the queue figure it was answered with. */
+  readonly requests: { method: string; url: string; accept: string; at: number; queue?: number }[] = [];
   private server = http.createServer((req, res) => this.handle(req, res));
   private state: StandInState = "down";
   private queue = 0;
@@ -114,7 +115,8 @@ export class ComfyStandIn {
 
   private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
     req.resume();
-    this.requests.push({ method: req.method ?? "", url: req.url ?? "", accept: String(req.headers.accept ?? "") });
+    const seen: { method: string; url: string; accept: string; at: number; queue?: number } = { method: req.method ?? "", url: req.url ?? "", accept: String(req.headers.accept ?? ""), at: Date.now() };
+    this.requests.push(seen);
     const json = (status: number, value: unknown) => {
       res.writeHead(status, { "content-type": "application/json" });
       res.end(JSON.stringify(value));
@@ -126,6 +128,7 @@ export class ComfyStandIn {
     }
     const path = (req.url ?? "/").split("?")[0];
     if (req.method === "GET" && (path === "/prompt" || path === "/api/prompt")) {
+      seen.queue = this.queue;
       json(200, { exec_info: { queue_remaining: this.queue } });
     } else if (req.method === "GET" && (path === "/queue" || path === "/api/queue")) {
       json(200, { queue_running: [], queue_pending: [] });
