@@ -91,9 +91,8 @@ export async function spawnGateway(args: string[], opts: { via?: "npm" | "node";
   }
   const url = /at (http:\/\/\S+) /.exec(line)![1];
   const adminUrl = /\(internal: (http:\/\/[^)\s]+)\)/.exec(line)![1];
-  // pino writes the process's pid into every line; the address line comes after the first log line.
-  const pidLine = await waitForLine(/^\{.*"pid":\d+/, 5000);
-  const gatewayPid = (JSON.parse(pidLine) as { pid: number }).pid;
+  // Under node the child is the gateway itself; under npm it is npm, and pino's lines carry the gateway's pid.
+  const gatewayPid = via === "npm" && !opts.compiledMain ? (JSON.parse(await waitForLine(/^\{.*"pid":\d+/, 5000)) as { pid: number }).pid : child.pid!;
   return {
     url,
     adminUrl,

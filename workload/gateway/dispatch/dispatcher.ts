@@ -173,7 +173,7 @@ export class Dispatcher implements WorkerEvents {
       w.listenAs(podClient);
       this.orphanSince.delete(r.id);
     }
-    if (w.slots.size) this.o.onPodLoad?.(w.key, w.slots.size);
+    if (w.slots.size) this.o.onPodLoad?.(w.key, w.load);
   }
 
   private removeWorker(w: Worker, reason: string): void {
@@ -234,7 +234,7 @@ export class Dispatcher implements WorkerEvents {
       if (!this.leading) return;
       // Prefer an empty pod so a batch spreads over every GPU before any pod gets a buffered prompt.
       let w: Worker | undefined;
-      for (const c of this.workers.values()) if (c.free > 0 && (!w || c.slots.size < w.slots.size)) w = c;
+      for (const c of this.workers.values()) if (c.free > 0 && (!w || c.load < w.load)) w = c;
       if (!w) return;
       const queued: PromptMeta[] = [];
       const running = new Map<string, number>();
@@ -269,7 +269,7 @@ export class Dispatcher implements WorkerEvents {
     }
     const r = claimed.value;
     slot.attempt = r.attempt;
-    this.o.onPodLoad?.(w.key, w.slots.size);
+    this.o.onPodLoad?.(w.key, w.load);
     const log = this.o.log.child({ promptId: r.id, pod: w.key, attempt: r.attempt });
     try {
       if (this.o.pushInputs) await this.pushInputs(w, r);
@@ -282,7 +282,7 @@ export class Dispatcher implements WorkerEvents {
       if (res.status !== 200) {
         log.info({ status: res.status }, "pod refused the prompt");
         w.release(r.id);
-        this.o.onPodLoad?.(w.key, w.slots.size);
+        this.o.onPodLoad?.(w.key, w.load);
         await this.end(r, slot.attempt, this.ledger.errorEntry(r.id, `ComfyUI pod refused the prompt: ${JSON.stringify(res.json)}`));
         return;
       }
@@ -324,7 +324,7 @@ export class Dispatcher implements WorkerEvents {
   /** The prompt leaves this pod unfinished: back to the queue (or failed past the attempt limit). */
   private async takeBack(w: Worker, slot: Slot, reason: string, countAttempt: boolean): Promise<void> {
     if (w.slots.get(slot.id) === slot) w.release(slot.id);
-    this.o.onPodLoad?.(w.key, w.slots.size);
+    this.o.onPodLoad?.(w.key, w.load);
     const r = this.ledger.open.get(slot.id);
     if (!r || r.attempt !== slot.attempt || r.state !== "dispatched") return;
     this.startedAt.delete(r.id);
@@ -406,7 +406,7 @@ export class Dispatcher implements WorkerEvents {
     if (w.slots.get(slot.id) !== slot || slot.started) return false;
     if (!(await this.removeFromPod(w, slot))) return false;
     w.release(slot.id);
-    this.o.onPodLoad?.(w.key, w.slots.size);
+    this.o.onPodLoad?.(w.key, w.load);
     const res = await this.ledger.cancel(slot.id, slot.attempt);
     this.o.sink.queueChanged(this.ledger.open.size);
     this.kick();
@@ -511,6 +511,11 @@ export class Dispatcher implements WorkerEvents {
       return;
     }
     if (type === "executing" && data.node === null) {
+      // The pod is done with it: its place in the pod's queue is free now; reading its history and files
+      // (and writing the ending) go on meanwhile, so the next prompt need not wait for them.
+      slot.finishing = true;
+      this.o.onPodLoad?.(w.key, w.load);
+      this.kick();
       await this.completeFromPod(w, slot);
       return;
     }
@@ -599,7 +604,7 @@ export class Dispatcher implements WorkerEvents {
     const kept = (f: FileRef) => slot.copied?.has(storeKey(pid, f)) ?? false;
     const history: HistoryEntry = { prompt: [], outputs: rewriteOutputs(pid, outputs, kept), status, meta: (entry.meta ?? {}) as Record<string, unknown> };
     w.release(pid);
-    this.o.onPodLoad?.(w.key, w.slots.size);
+    this.o.onPodLoad?.(w.key, w.load);
     await this.end(r, slot.attempt, history);
   }
 
@@ -665,6 +670,7 @@ export class Dispatcher implements WorkerEvents {
     w.suspect = reason;
     this.o.log.warn({ pod: w.key, prompts: [...w.slots.keys()] }, "pod hung: its prompts run elsewhere, it gets no work until it answers again");
     for (const s of [...w.slots.values()]) {
+      if (s.finishing) continue; // the pod finished it: its ending is read by the reconcile, not run again
       w.takenBack.add(s.id);
       // The buffered one counts no attempt only when the pod's queue shows it never started.
       const unstarted = !s.started && s.submitted && (await this.removeFromPod(w, s));

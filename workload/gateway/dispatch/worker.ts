@@ -18,6 +18,8 @@ export interface Slot {
   copyFailures?: string[];
   /** Taken over from an earlier leader: running or buffered is unknown until the pod's queue is read. */
   adopted?: boolean;
+  /** The pod ended it (`executing null`): no longer in the pod's queue, its history and files are being read. */
+  finishing?: boolean;
   /** The client deleted it while its claim or submit was in flight: take it back once submitted. */
   cancelRequested?: boolean;
 }
@@ -150,8 +152,14 @@ export class Worker {
   get ready(): boolean {
     return this.connected && !this.terminating && !this.closed && !this.suspect;
   }
+  /** Prompts in the pod's queue (running or buffered); one being finished is out of it already. */
+  get load(): number {
+    let n = 0;
+    for (const s of this.slots.values()) if (!s.finishing) n++;
+    return n;
+  }
   get free(): number {
-    return this.ready ? this.capacity - this.slots.size : 0;
+    return this.ready ? this.capacity - this.load : 0;
   }
 
   start(): void {

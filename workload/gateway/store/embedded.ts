@@ -29,8 +29,12 @@ export async function startEmbeddedStore(opts: { dbPath?: string; table?: string
       closing ??= (async () => {
         await store.close();
         client.destroy();
-        // dynalite's close() also closes its LevelDB (the lock a restarted process needs).
-        await new Promise<void>((r) => server.close(() => r()));
+        // dynalite's close() also closes its LevelDB (the lock a restarted process needs). A request still
+        // in flight (a timed-out call the client gave up on) must not hold the close open.
+        await new Promise<void>((r) => {
+          server.close(() => r());
+          server.closeAllConnections();
+        });
       })();
       return closing;
     },
