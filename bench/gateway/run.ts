@@ -1,6 +1,6 @@
 /**
  * Gateway benchmark (on demand, not in npm test):
- *   npx ts-node --transpile-only bench/gateway/run.ts [--latency 300] [--prompts 1000] [--pods 4] [--sockets 1000] [--concurrency 64]
+ *   npx ts-node --transpile-only bench/gateway/run.ts [--latency 300] [--prompts 1000] [--pods 4] [--sockets 1000] [--concurrency 64] [--step-ms 0]
  *
  * Everything runs as separate processes on this machine: stand-ins (test/gateway/standin, stepMs 0), the
  * gateway (compiled with workload/gateway/tsconfig.build.json and run by node, as the image does; local mode,
@@ -35,6 +35,8 @@ const PROMPTS = flag("prompts", 1000);
 const PODS = flag("pods", 4);
 const SOCKETS = flag("sockets", 1000);
 const CONCURRENCY = flag("concurrency", 64);
+/** The stand-ins' time per sampler step (the graph has one): 0 makes the gateway's own work the whole cost. */
+const STEP_MS = process.argv.includes("--step-ms") ? Number(process.argv[process.argv.indexOf("--step-ms") + 1]) : 0;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -119,8 +121,10 @@ async function storeCallMs(n: number): Promise<{ perCallMs: number; calls: numbe
 }
 
 /** Starts the compiled gateway over `pods` on a fresh data dir; resolves once every pod is ready and object_info is cached. */
-async function startGateway(dist: string, dataDir: string, pods: StandInProcess[]): Promise<GatewayProcess> {
-  const gw = await spawnGateway(["--port", "0", "--data-dir", dataDir, ...pods.flatMap((p) => ["--comfyui", p.url])], { compiledMain: path.join(dist, "workload/gateway/main.js"), env: { GATEWAY_LOG_LEVEL: "warn" } });
+async function startGateway(dist: string, dataDir: string, pods: StandInProcess[], profileDir?: string): Promise<GatewayProcess> {
+  const gw = await spawnGateway(["--port", "0", "--data-dir", dataDir, ...pods.flatMap((p) => ["--comfyui", p.url])], {
+    compiledMain: path.join(dist, "workload/gateway/main.js"), env: { GATEWAY_LOG_LEVEL: "warn" }, nodeArgs: profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [],
+  });
   for (;;) {
     const r = await fetch(gw.adminUrl + "/gateway/pods").then((x) => x.json() as Promise<{ ready: number }>);
     const o = pods.length ? await fetch(gw.url + "/object_info/KSampler").then((x) => x.json() as Promise<Record<string, unknown>>) : { KSampler: true };
@@ -161,10 +165,10 @@ async function main(): Promise<void> {
   const gws: GatewayProcess[] = [];
   const result: Record<string, unknown> = {
     date: new Date().toISOString(), node: process.version, cpus: os.cpus().length, cpu: os.cpus()[0]?.model,
-    latencyN: LATENCY_N, prompts: PROMPTS, pods: PODS, sockets: SOCKETS, concurrency: CONCURRENCY,
+    latencyN: LATENCY_N, prompts: PROMPTS, pods: PODS, sockets: SOCKETS, concurrency: CONCURRENCY, stepMs: STEP_MS,
   };
   try {
-    for (let i = 0; i < PODS; i++) pods.push(await spawnStandIn({ stepMs: 0 }));
+    for (let i = 0; i < PODS; i++) pods.push(await spawnStandIn({ stepMs: STEP_MS }));
     // Compiled as the image builds it (tsconfig.build.json) and run by plain node, as in the container
     // (the image's CMD is `node dist/workload/gateway/main.js`).
     const dist = path.join(dataDir, "dist");
@@ -173,7 +177,7 @@ async function main(): Promise<void> {
 
     // 3 first, on a fresh process: idle WebSockets and the gateway's memory (no prompt has grown its heap).
     {
-      const fresh = await startGateway(dist, path.join(dataDir, "fresh"), []);
+      const fresh = await startGateway(dist, path.join(dataDir, "fresh"), pods.slice(0, 1));
       gws.push(fresh);
       await sleep(1000);
       const before = rssMb(fresh.gatewayPid);
@@ -194,7 +198,9 @@ async function main(): Promise<void> {
       await fresh.kill("SIGTERM");
     }
 
-    const gw = await startGateway(dist, path.join(dataDir, "data"), pods);
+    // --profile DIR: a V8 CPU profile of this gateway process (written when it exits), to see where the time goes.
+    const profileDir = process.argv.includes("--profile") ? process.argv[process.argv.indexOf("--profile") + 1] : undefined;
+    const gw = await startGateway(dist, path.join(dataDir, "data"), pods, profileDir);
     gws.push(gw);
     const base = gw.url;
 
@@ -250,7 +256,7 @@ async function main(): Promise<void> {
   console.log(`
 | measure | result | target | met |
 |---|---|---|---|
-| sustained prompts/s through the gateway, ${PODS} stand-ins (${PROMPTS} prompts, ${CONCURRENCY} in flight: ${t.seconds} s) vs the same stand-ins fed directly (${d.promptsPerSecond}/s, ${d.seconds} s) | ${t.promptsPerSecond}/s = ${ratio} % | ≥ 90 % | ${ratio >= 90 ? "yes" : "no"} |
+| sustained prompts/s through the gateway, ${PODS} stand-ins at ${STEP_MS} ms per prompt (${PROMPTS} prompts, ${CONCURRENCY} in flight: ${t.seconds} s) vs the same stand-ins fed directly (${d.promptsPerSecond}/s, ${d.seconds} s) | ${t.promptsPerSecond}/s = ${ratio} % | ≥ 90 % | ${ratio >= 90 ? "yes" : "no"} |
 | added latency p50, submit → \`executing null\`, one at a time, interleaved (direct ${l.directP50} ms, through the gateway ${l.gatewayP50} ms) | ${l.addedP50} ms | ≤ 3 store calls × ${sc.perCallMs.toFixed(2)} ms + 5 ms = ${budget} ms | ${l.addedP50 <= budget ? "yes" : "no"} |
 | p99, same runs (direct ${l.directP99} ms, through the gateway ${l.gatewayP99} ms) | — | reported | — |
 | gateway RSS with ${s.open} idle WebSockets on a fresh process (before: ${s.rssBeforeMb} MB; ${s.perSocketKb} KB each) | ${s.rssWithSocketsMb} MB | ≤ 150 MB | ${s.rssWithSocketsMb <= 150 ? "yes" : "no"} |

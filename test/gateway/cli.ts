@@ -33,12 +33,12 @@ export interface GatewayProcess {
  * the pid is the gateway's own, so SIGKILL hits it and not a wrapper), or a compiled main.js (as the image runs it). Types are checked by `npm test`'s
  * tsc, so ts-node only transpiles here (a type-checking start takes ~30 s on this machine).
  */
-export async function spawnGateway(args: string[], opts: { via?: "npm" | "node"; startTimeoutMs?: number; env?: NodeJS.ProcessEnv; compiledMain?: string } = {}): Promise<GatewayProcess> {
+export async function spawnGateway(args: string[], opts: { via?: "npm" | "node"; startTimeoutMs?: number; env?: NodeJS.ProcessEnv; compiledMain?: string; nodeArgs?: string[] } = {}): Promise<GatewayProcess> {
   const via = opts.via ?? "node";
   const env = { ...process.env, TS_NODE_TRANSPILE_ONLY: "true", GATEWAY_LOG_LEVEL: process.env.GATEWAY_TEST_LOG ?? "info", ...opts.env };
   const child: ChildProcess =
     opts.compiledMain
-      ? spawn(process.execPath, [opts.compiledMain, ...args], { cwd: ROOT, env: { ...env, NODE_PATH: path.join(ROOT, "node_modules") }, stdio: ["ignore", "pipe", "pipe"], detached: true })
+      ? spawn(process.execPath, [...(opts.nodeArgs ?? []), opts.compiledMain, ...args], { cwd: ROOT, env: { ...env, NODE_PATH: path.join(ROOT, "node_modules") }, stdio: ["ignore", "pipe", "pipe"], detached: true })
       : via === "npm"
       ? spawn("npm", ["run", "--silent", "gateway", "--", ...args], { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"], detached: true })
       : spawn(process.execPath, ["-r", "ts-node/register/transpile-only", MAIN, ...args], { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"], detached: true });
