@@ -13,8 +13,8 @@ export function tmpDir(prefix = "gw-"): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
-export async function startGateway(urls: string[], extra: string[] = [], dataDir = tmpDir(), overrides: Partial<GatewayDeps> = {}): Promise<Running & { dataDir: string }> {
-  const cfg = loadConfig(["--port", "0", "--data-dir", dataDir, ...urls.flatMap((u) => ["--comfyui", u]), ...extra], {});
+export async function startGateway(urls: string[], extra: string[] = [], dataDir = tmpDir(), overrides: Partial<GatewayDeps> = {}, env: NodeJS.ProcessEnv = {}): Promise<Running & { dataDir: string }> {
+  const cfg = loadConfig(["--port", "0", "--data-dir", dataDir, ...urls.flatMap((u) => ["--comfyui", u]), ...extra], env);
   const r = await startLocal(cfg, quiet, overrides);
   return Object.assign(r, { dataDir });
 }

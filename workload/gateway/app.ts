@@ -5,6 +5,8 @@ import { monitorEventLoopDelay } from "node:perf_hooks";
 import type { Logger } from "pino";
 import type { GatewayConfig } from "./config";
 import { PATHS } from "./contract";
+import { Auth, type AuthStore } from "./auth";
+import { MemoryAuthStore } from "./auth/stores";
 import { Dispatcher, type PodInfo } from "./dispatch/dispatcher";
 import { Discovery } from "./discovery";
 import { GatewayError } from "./protocol/errors";
@@ -28,6 +30,8 @@ export const NO_LEADER_GRACE_MS = 30_000;
 
 export interface GatewayDeps {
   store: Store;
+  /** Sessions, API keys and tickets. @defaultValue in memory (nothing survives the process) */
+  auth?: AuthStore;
   /** One object store; the gateway uses the prefixes output/, temp/, cache/, metrics/ in it. */
   objects: ObjectStore;
   /** The inputs every pod sees. */
@@ -180,6 +184,21 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
   await app.register(fastifyMultipart);
   errorHandler(app);
   app.addHook("onResponse", async (_req, reply) => telemetry.response(reply.statusCode));
+  // Sign-in and the same-origin rule before any route (auth/index.ts).
+  const auth = new Auth(
+    {
+      mode: config.auth as "none" | "keys" | "oidc",
+      ...(config.oidcIssuer && config.oidcClientId && config.publicUrl
+        ? { oidc: { issuer: config.oidcIssuer, clientId: config.oidcClientId, clientSecret: config.oidcClientSecret, publicUrl: config.publicUrl, scopes: config.oidcScopes, groupsClaim: config.oidcGroupsClaim, adminGroup: config.oidcAdminGroup } }
+        : {}),
+      ...(config.oidcFile ? { oidcFile: config.oidcFile } : {}),
+      sessionIdleMinutes: config.sessionIdleMinutes, sessionMaxHours: config.sessionMaxHours, refreshMinutes: config.sessionRefreshMinutes,
+    },
+    deps.auth ?? new MemoryAuthStore(),
+    log.child({ component: "auth" }),
+  );
+  await auth.start();
+  auth.register(app);
   // Every ComfyUI route bare and under /api (protocol §1).
   for (const prefix of ["", "/api"]) {
     await app.register(async (scope) => {
@@ -303,6 +322,7 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
     close() {
       closing ??= (async () => {
         gw.closing = true;
+        auth.stop();
         clearInterval(leaderWatch);
         clearInterval(loopWindow);
         loop.disable();

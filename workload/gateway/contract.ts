@@ -105,6 +105,21 @@ export const SETTINGS = {
     doc: "CloudWatch Logs group for the EMF lines, stream `gateway/<POD_NAME>`; none: no metrics",
   },
   metricsIntervalSeconds: { env: "GATEWAY_METRICS_SECONDS", kind: num(1, 3600), default: 60, doc: "how often the leader writes its snapshot" },
+  auth: {
+    env: "GATEWAY_AUTH", flag: "--auth", kind: { type: "choice" as const, of: ["none", "keys", "oidc"] }, default: { local: "none", kubernetes: "keys" },
+    doc: "who may call: `none` (local mode on loopback only), `keys` (API keys), `oidc` (sign-in with OpenID Connect, and API keys)",
+  },
+  oidcIssuer: { env: "GATEWAY_OIDC_ISSUER", flag: "--oidc-issuer", kind: text, doc: "the OpenID Connect issuer URL (with `auth=oidc`)" },
+  oidcClientId: { env: "GATEWAY_OIDC_CLIENT_ID", flag: "--oidc-client-id", kind: text, doc: "the client id registered at the issuer" },
+  oidcClientSecret: { env: "GATEWAY_OIDC_CLIENT_SECRET", kind: text, doc: "its secret, if it has one (from a Kubernetes Secret, never a plain value)" },
+  publicUrl: { env: "GATEWAY_PUBLIC_URL", flag: "--public-url", kind: text, doc: "the site's origin as browsers see it (the callback is `<it>/auth/callback`)" },
+  oidcFile: { env: "GATEWAY_OIDC_FILE", kind: text, doc: "a JSON file `{issuer, clientId, clientSecret, publicUrl}` read now and every 15 s (a Secret mounted once the stack has made the client)" },
+  oidcScopes: { env: "GATEWAY_OIDC_SCOPES", kind: text, default: "openid email profile", doc: "scopes asked for" },
+  oidcGroupsClaim: { env: "GATEWAY_OIDC_GROUPS_CLAIM", kind: text, default: "cognito:groups", doc: "the ID token claim listing the user's groups" },
+  oidcAdminGroup: { env: "GATEWAY_OIDC_ADMIN_GROUP", kind: text, default: "admin", doc: "members of this group see and act on everyone's work" },
+  sessionIdleMinutes: { env: "GATEWAY_SESSION_IDLE_MINUTES", kind: num(5, 43200), default: 480, doc: "a session ends after this long without a request" },
+  sessionMaxHours: { env: "GATEWAY_SESSION_MAX_HOURS", kind: num(1, 8760), default: 168, doc: "a session ends this long after sign-in, whatever the activity" },
+  sessionRefreshMinutes: { env: "GATEWAY_SESSION_REFRESH_MINUTES", kind: num(0.01, 1440), default: 5, doc: "how often a session asks the IdP again (a user disabled there loses access then)" },
   coldStartBudgetSeconds: { env: "GATEWAY_COLD_START_BUDGET_SECONDS", flag: "--cold-start-budget", kind: num(1, 86400), default: COLD_START_BUDGET_SECONDS, doc: "what the UI promises for a GPU start until 3 cold starts are measured (then the median of the last 20)" },
 } as const satisfies Record<string, Setting>;
 
@@ -201,6 +216,17 @@ export function parseSettings(argv: readonly string[], env: Readonly<Record<stri
   const cfg = out as GatewayConfig;
   if (cfg.leaseRenewDeadlineSeconds >= cfg.leaseSeconds) problems.push(`GATEWAY_LEASE_RENEW_DEADLINE_SECONDS (${cfg.leaseRenewDeadlineSeconds}) must be shorter than GATEWAY_LEASE_SECONDS (${cfg.leaseSeconds}): a leader must stop before another may take over`);
   if (cfg.leaseRetrySeconds >= cfg.leaseRenewDeadlineSeconds) problems.push(`GATEWAY_LEASE_RETRY_SECONDS (${cfg.leaseRetrySeconds}) must be shorter than GATEWAY_LEASE_RENEW_DEADLINE_SECONDS (${cfg.leaseRenewDeadlineSeconds})`);
+  if (cfg.auth === "none" && !["127.0.0.1", "::1", "localhost"].includes(cfg.host)) problems.push(`GATEWAY_AUTH=none serves without sign-in: only on loopback (GATEWAY_HOST is ${cfg.host}); use keys or oidc`);
+  if (cfg.auth === "oidc" && !cfg.oidcFile && !(cfg.oidcIssuer && cfg.oidcClientId && cfg.publicUrl)) problems.push("GATEWAY_AUTH=oidc needs GATEWAY_OIDC_ISSUER, GATEWAY_OIDC_CLIENT_ID and GATEWAY_PUBLIC_URL, or GATEWAY_OIDC_FILE");
+  for (const [name, v] of [["GATEWAY_OIDC_ISSUER", cfg.oidcIssuer], ["GATEWAY_PUBLIC_URL", cfg.publicUrl]] as const) {
+    if (v === undefined) continue;
+    try {
+      const u = new URL(v);
+      if (u.protocol !== "https:" && !(u.protocol === "http:" && /^(127\.0\.0\.1|localhost|\[::1\]|.*\.localhost)$/.test(u.hostname))) problems.push(`${name} ${v} must be https (http only on loopback)`);
+    } catch {
+      problems.push(`${name} ${JSON.stringify(v)} is not a URL`);
+    }
+  }
   if (cfg.port !== 0 && cfg.port === cfg.adminPort) problems.push(`GATEWAY_PORT and GATEWAY_ADMIN_PORT must differ (both ${cfg.port})`);
   if (problems.length) throw new ConfigError(problems);
   return Object.freeze(cfg);

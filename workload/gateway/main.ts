@@ -25,6 +25,7 @@ export async function startLocal(config: GatewayConfig, log = pino({ level: conf
   const db = await startEmbeddedStore({ dbPath: path.join(dir, "db"), table: config.table });
   const gateway = await buildApp(config, {
     store: db.store,
+    auth: db.store.authStore(),
     objects: new LocalObjectStore(path.join(dir, "objects", "gateway")),
     inputs: new LocalObjectStore(path.join(dir, "objects", "inputs")),
     users: new LocalObjectStore(path.join(dir, "objects", "users")),

@@ -21,6 +21,7 @@ export async function startKubernetes(config: GatewayConfig, log: Logger): Promi
   const lastLoad = new Map<string, number>();
   const gateway = await buildApp(config, {
     store,
+    auth: store.authStore(),
     objects: new S3ObjectStore(s3, config.outputsBucket!, config.outputsPrefix),
     inputs: new S3ObjectStore(s3, config.inputsBucket!, config.inputsPrefix),
     users: new S3ObjectStore(s3, config.userdataBucket!, ""),

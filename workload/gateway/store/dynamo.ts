@@ -7,6 +7,7 @@ import {
 } from "@aws-sdk/client-dynamodb";
 import { BatchGetCommand, DeleteCommand, DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand } from "@aws-sdk/lib-dynamodb";
 import { gunzipSync, gzipSync } from "node:zlib";
+import { DynamoAuthStore } from "../auth/stores";
 import type { Fence, HistoryEntry, HistoryQuery, PromptBody, PromptMeta, PromptRecord, PromptState, Store } from "./types";
 
 /**
@@ -324,6 +325,11 @@ export class DynamoStore implements Store {
       new UpdateCommand({ TableName: this.table, Key: { pk: "META", sk: "epoch" }, UpdateExpression: "ADD v :one", ExpressionAttributeValues: { ":one": 1 }, ReturnValues: "UPDATED_NEW" }),
     );
     return out.Attributes?.v ?? 1;
+  }
+
+  /** Sessions, API keys, tickets and login states in the same table. */
+  authStore(): DynamoAuthStore {
+    return new DynamoAuthStore(this.doc, this.table, this.timeoutMs);
   }
 
   async close() {

@@ -1,0 +1,165 @@
+// Sign-in, API keys and the same-origin rule, at the HTTP level: a real OpenID Connect provider
+// (oidc-provider) on loopback, the gateway in front of a stand-in, and a cookie-keeping client walking the
+// redirects as a browser does. (The browser tests drive the real frontend in Chromium.)
+import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+import { strict as assert } from "node:assert";
+import WebSocket from "ws";
+import { MemoryAuthStore } from "../../workload/gateway/auth/stores";
+import { mintKey } from "../../workload/gateway/auth/keys";
+import { run as keysCli } from "../../workload/gateway/keys";
+import { DynamoStore, startEmbeddedStore } from "../../workload/gateway/store";
+import { freePort } from "./cli";
+import { get, startGateway, t2i, tmpDir, until } from "./helpers";
+import { Browser, startIdp, type Idp } from "./oidcHarness";
+import { startStandIn, type StandIn } from "./standin";
+
+const json = (b: unknown) => ({ method: "POST", body: JSON.stringify(b), headers: { "content-type": "application/json" } });
+
+describe("gateway sign-in, API keys and the same-origin rule", function () {
+  this.timeout(60000);
+  let idp: Idp;
+  let pod: StandIn;
+  let gw: Awaited<ReturnType<typeof startGateway>>;
+  let base: string;
+  const auth = new MemoryAuthStore();
+
+  before(async () => {
+    const port = await freePort();
+    base = `http://127.0.0.1:${port}`;
+    idp = await startIdp([`${base}/auth/callback`], [`${base}/`]);
+    idp.accounts.set("alice", { sub: "alice", name: "Alice", email: "alice@studio.example", groups: ["artist"] });
+    idp.accounts.set("root", { sub: "root", name: "Root", email: "root@studio.example", groups: ["admin"] });
+    pod = await startStandIn({ stepMs: 1 });
+    // The client secret comes from the environment (a Kubernetes Secret), never a flag.
+    gw = await startGateway([pod.url], ["--port", String(port), "--auth", "oidc", "--oidc-issuer", idp.issuer, "--oidc-client-id", idp.clientId, "--public-url", base], tmpDir(), { auth }, { GATEWAY_OIDC_CLIENT_SECRET: idp.clientSecret });
+    await until(async () => (await get(gw.adminUrl, "/gateway/pods")).json.ready === 1);
+  });
+  after(async () => {
+    await gw?.close();
+    await pod?.close();
+    await idp?.close();
+  });
+
+  it("nothing is served without a credential: a page sends the browser to sign in, an API call gets 401", async () => {
+    const page = await fetch(base + "/", { headers: { accept: "text/html" }, redirect: "manual" });
+    assert.equal(page.status, 302);
+    assert.equal(page.headers.get("location"), "/auth/login?return_to=%2F");
+    for (const p of ["/queue", "/api/object_info", "/view?filename=x.png", "/api/gateway/me"]) assert.equal((await fetch(base + p)).status, 401, p);
+    assert.equal((await fetch(base + "/prompt", json({ prompt: t2i(1) }))).status, 401);
+    const ws = new WebSocket(base.replace("http", "ws") + "/ws?clientId=x");
+    assert.equal(await new Promise((r) => ws.on("unexpected-response", (_q, res) => r(res.statusCode)).on("open", () => r(101))), 401);
+    assert.equal((await fetch(base + "/healthz")).status, 200, "the ALB's health check stays open");
+  });
+
+  it("an artist signs in through the authorization-code flow and works same-origin; another site cannot act for them", async () => {
+    const b = new Browser();
+    const landed = await b.signIn(base + "/queue", "alice");
+    assert.equal(landed.status, 200, await landed.clone().text());
+    assert.ok(b.cookies(base).has("__Host-comfyui-session"));
+    const me = await (await b.fetch(base + "/api/gateway/me", { site: "same-origin" })).json();
+    assert.deepEqual(me, { user: "alice", name: "Alice", admin: false, via: "session", scopes: ["submit", "read"] });
+    const ok = await b.fetch(base + "/prompt", { ...json({ prompt: t2i(2), client_id: "alice-tab" }), site: "same-origin" });
+    assert.equal(ok.status, 200, await ok.clone().text());
+    // The same request made by a page of another site: the browser says so, and the cookie does not help.
+    const forged = await b.fetch(base + "/prompt", { ...json({ prompt: t2i(3) }), site: "cross-site", headers: { "content-type": "application/json", origin: "http://evil.localhost" } });
+    assert.equal(forged.status, 403);
+    const oldBrowser = await b.fetch(base + "/queue", { method: "POST", body: JSON.stringify({ clear: true }), headers: { "content-type": "application/json", origin: "http://evil.localhost" } });
+    assert.equal(oldBrowser.status, 403, "Origin of another host, without Sec-Fetch-Site");
+    const bare = await b.fetch(base + "/history", { method: "POST", body: JSON.stringify({ clear: true }), headers: { "content-type": "application/json" } });
+    assert.equal(bare.status, 403, "a cookie without Origin or Sec-Fetch-Site is not a browser's same-origin request");
+    const form = await b.fetch(base + "/prompt", { method: "POST", body: JSON.stringify({ prompt: t2i(4) }), headers: { "content-type": "text/plain" }, site: "same-origin" });
+    assert.equal(form.status, 415, "cookie-authenticated JSON routes take application/json only");
+    const sock = await new Promise<number>((r) => {
+      const ws = new WebSocket(base.replace("http", "ws") + "/ws?clientId=alice-tab", { headers: { cookie: `__Host-comfyui-session=${b.cookies(base).get("__Host-comfyui-session")}`, origin: "http://evil.localhost" } });
+      ws.on("unexpected-response", (_q, res) => r(res.statusCode!)).on("open", () => (ws.close(), r(101)));
+    });
+    assert.equal(sock, 403, "a WebSocket from another site is refused");
+    const own = await new Promise<number>((r) => {
+      const ws = new WebSocket(base.replace("http", "ws") + "/ws?clientId=alice-tab", { headers: { cookie: `__Host-comfyui-session=${b.cookies(base).get("__Host-comfyui-session")}`, origin: base } });
+      ws.on("unexpected-response", (_q, res) => r(res.statusCode!)).on("open", () => (ws.close(), r(101)));
+    });
+    assert.equal(own, 101);
+  });
+
+  it("logout ends the session; a revoked user and a user disabled at the IdP lose access", async () => {
+    const b = new Browser();
+    await b.signIn(base + "/", "alice");
+    const cookie = b.cookies(base).get("__Host-comfyui-session")!;
+    const q = (c: string) => fetch(base + "/queue", { headers: { cookie: `__Host-comfyui-session=${c}` } });
+    assert.equal((await q(cookie)).status, 200);
+    assert.equal((await b.fetch(base + "/auth/logout", { method: "POST", site: "cross-site" })).status, 403, "no logout from another site");
+    assert.equal((await b.fetch(base + "/auth/logout", { method: "POST", site: "same-origin" })).status, 200);
+    assert.equal((await q(cookie)).status, 401, "the old cookie is refused");
+
+    const c2 = new Browser();
+    await c2.signIn(base + "/", "alice");
+    const cookie2 = c2.cookies(base).get("__Host-comfyui-session")!;
+    await auth.revokeUser("alice", Date.now());
+    assert.equal((await q(cookie2)).status, 401, "revoked per user");
+
+    const c3 = new Browser();
+    await c3.signIn(base + "/", "alice");
+    const cookie3 = c3.cookies(base).get("__Host-comfyui-session")!;
+    assert.equal((await q(cookie3)).status, 200);
+    idp.accounts.get("alice")!.disabled = true;
+    // The next refresh (due at once here) asks the IdP, which no longer knows the user.
+    const s = await auth.getSession((await import("../../workload/gateway/auth/keys")).sha256(cookie3));
+    await auth.updateSession(s!.id, { refreshAt: 0 });
+    assert.equal((await q(cookie3)).status, 401, "disabled at the IdP: gone at the next refresh");
+    idp.accounts.get("alice")!.disabled = false;
+  });
+
+  it("API keys: a Bearer key works on HTTP and /ws, a one-time ticket opens /ws for a browser, a revoked key is refused at once", async () => {
+    const { token, record } = mintKey({ owner: "pipeline-1", name: "render farm", scopes: ["submit", "read"], days: 30 });
+    await auth.putKey(record);
+    const h = { authorization: `Bearer ${token}` };
+    assert.equal((await fetch(base + "/queue", { headers: h })).status, 200);
+    const r = await fetch(base + "/prompt", { method: "POST", body: JSON.stringify({ prompt: t2i(5) }), headers: { ...h } });
+    assert.equal(r.status, 200, "a non-browser client with a key needs no Origin or Content-Type");
+    const opened = await new Promise<number>((res) => {
+      const ws = new WebSocket(base.replace("http", "ws") + "/ws?clientId=farm", { headers: h });
+      ws.on("unexpected-response", (_q, x) => res(x.statusCode!)).on("open", () => (ws.close(), res(101)));
+    });
+    assert.equal(opened, 101);
+    const { ticket } = await (await fetch(base + "/api/gateway/ws-ticket", { method: "POST", headers: h })).json() as { ticket: string };
+    const withTicket = (t: string) => new Promise<number>((res) => {
+      const ws = new WebSocket(base.replace("http", "ws") + `/ws?clientId=farm&ticket=${t}`);
+      ws.on("unexpected-response", (_q, x) => res(x.statusCode!)).on("open", () => (ws.close(), res(101)));
+    });
+    assert.equal(await withTicket(ticket), 101);
+    assert.equal(await withTicket(ticket), 401, "a ticket opens one socket");
+    assert.equal((await fetch(base + "/queue", { headers: { authorization: "Bearer cgw_notarealkeyid0000.notarealsecret000000000000000000000000000000" } })).status, 401);
+    await auth.revokeKey(record.id, Date.now());
+    assert.equal((await fetch(base + "/queue", { headers: h })).status, 401, "revoked: refused at once");
+  });
+
+  it("npm run keys: create prints the key once, the store keeps only its hash; list and revoke", async () => {
+    const db = await startEmbeddedStore({});
+    const env = { AWS_ENDPOINT_URL_DYNAMODB: db.endpoint, AWS_ACCESS_KEY_ID: "local", AWS_SECRET_ACCESS_KEY: "local" };
+    const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
+    Object.assign(process.env, env);
+    try {
+      const out: string[] = [];
+      await keysCli(["create", "--owner", "bob", "--scope", "read", "--days", "7", "--table", "comfyui-gateway", "--region", "local"], (l) => out.push(l));
+      const token = out[1].trim();
+      assert.match(token, /^cgw_[\w-]{16}\.[\w-]{43}$/);
+      const client = new DynamoDBClient({ endpoint: db.endpoint, region: "local", credentials: { accessKeyId: "local", secretAccessKey: "local" } });
+      const keys = await new DynamoStore({ table: "comfyui-gateway", client }).authStore().listKeys();
+      client.destroy();
+      assert.equal(keys.length, 1);
+      assert.ok(!JSON.stringify(keys).includes(token.split(".")[1]), "the secret is not stored");
+      const listed: string[] = [];
+      await keysCli(["list", "--table", "comfyui-gateway", "--region", "local"], (l) => listed.push(l));
+      assert.match(listed[0], new RegExp(`^${keys[0].id}\\tbob\\tbob\\tread\\texpires `));
+      const revoked: string[] = [];
+      await keysCli(["revoke", keys[0].id, "--table", "comfyui-gateway", "--region", "local"], (l) => revoked.push(l));
+      await keysCli(["list", "--table", "comfyui-gateway", "--region", "local"], (l) => revoked.push(l));
+      assert.match(revoked[1], /\trevoked /);
+      await assert.rejects(keysCli(["create", "--table", "comfyui-gateway", "--region", "local"], () => undefined), /--owner/);
+    } finally {
+      for (const [k, v] of Object.entries(saved)) if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+      await db.close();
+    }
+  });
+});
