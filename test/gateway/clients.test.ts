@@ -16,15 +16,29 @@ describe("npm ComfyUI clients through the gateway (2 stand-ins)", function () {
   let pods: StandIn[] = [];
   let gw: Awaited<ReturnType<typeof startGateway>>;
 
+  // The saintno SDK binds its progress and preview listeners only after `executing` and then a
+  // GET /history/{id} of its own; a prompt's first sampler step waits until its client has asked that
+  // (seen on the way out of this process), however busy the machine, instead of racing it on the clock.
+  const asked = new Map<string, () => void>();
+  const askedFor = (id: string) => new Promise<void>((r) => asked.set(id, r));
+  const realFetch = globalThis.fetch;
+  let gateSaintno = false;
   before(async () => {
-    // Binary previews on (type 1 frames): the gateway relays them to the prompt's client. Steps of 100 ms: the
-    // saintno SDK binds its progress listener only after an HTTP round trip that follows `executing`.
-    pods = await Promise.all([startStandIn({ stepMs: 100, previewMethod: "auto" }), startStandIn({ stepMs: 100, previewMethod: "auto" })]);
+    globalThis.fetch = (async (input: Parameters<typeof fetch>[0], init?: RequestInit) => {
+      const res = await realFetch(input, init);
+      const m = /\/history\/([0-9a-f-]{36})/.exec(String(input instanceof Request ? input.url : input));
+      if (m) asked.get(m[1])?.();
+      return res;
+    }) as typeof fetch;
+    const beforeStep = (id: string, step: number) => (step === 0 && gateSaintno ? askedFor(id) : Promise.resolve());
+    // Binary previews on (type 1 frames): the gateway relays them to the prompt's client.
+    pods = await Promise.all([startStandIn({ stepMs: 20, previewMethod: "auto", beforeStep }), startStandIn({ stepMs: 20, previewMethod: "auto", beforeStep })]);
     gw = await startGateway(pods.map((p) => p.url));
     await until(async () => (await get(gw.adminUrl, "/gateway/pods")).json.ready === 2);
     await until(async () => (await get(gw.url, "/object_info/KSampler")).json.KSampler);
   });
   after(async () => {
+    globalThis.fetch = realFetch;
     await gw?.close();
     await Promise.all(pods.map((p) => p.close()));
   });
@@ -36,6 +50,7 @@ describe("npm ComfyUI clients through the gateway (2 stand-ins)", function () {
     // of its client id that arrives before the call's own output (it checks no prompt_id there), which one
     // ComfyUI never triggers (it runs a client's prompts one at a time) but a gateway over several pods does.
     const apis = [0, 1, 2, 3].map((i) => new ComfyApi(gw.url, `saintno-gw-${i}`));
+    gateSaintno = true;
     try {
       await Promise.all(apis.map((api) => api.init(3, 200).waitForReady()));
       const before = pods.map((p) => p.executed().length);
@@ -79,6 +94,7 @@ describe("npm ComfyUI clients through the gateway (2 stand-ins)", function () {
       const ran = pods.map((p, i) => p.executed().length - before[i]);
       assert.ok(ran.every((n) => n >= 1), `both pods ran some: ${ran}`);
     } finally {
+      gateSaintno = false;
       for (const api of apis) api.destroy();
     }
   });

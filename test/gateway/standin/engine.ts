@@ -169,6 +169,8 @@ interface UiEntry {
 
 export interface EngineOptions {
   stepMs: number;
+  /** In-process only: awaited before each sampler step (a test holds a prompt at a known point). */
+  beforeStep?: (promptId: string, step: number) => Promise<void>;
   /** --preview-method: "none" (ComfyUI's default) sends no preview frames */
   previewMethod: "none" | "auto" | "latent2rgb" | "taesd";
   dirs: Dirs;
@@ -511,6 +513,7 @@ export class Engine {
           nodeId: id,
           step: async (value, max, latent) => {
             await this.faultPoint(stepsDone);
+            await this.opts.beforeStep?.(promptId, stepsDone);
             await this.sleep(this.opts.stepMs);
             stepsDone++;
             // main.py hijack_progress hook: interrupt check, progress_state (+ a type-4 preview for clients

@@ -16,6 +16,8 @@ export interface StandInOptions {
   port?: number;
   host?: string;
   stepMs?: number;
+  /** In-process only: awaited before each sampler step, so a test can hold a prompt until its client is ready. */
+  beforeStep?: (promptId: string, step: number) => Promise<void>;
   models?: Record<string, string[]>;
   dataDir?: string;
   readyAfterMs?: number;
@@ -159,7 +161,7 @@ export async function startStandIn(opts: StandInOptions = {}): Promise<StandIn> 
     modelFolders: () => FOLDERS.map(([k]) => k),
     engine: () => engine as Engine,
   });
-  engine = new Engine({ stepMs: opts.stepMs ?? 10, previewMethod: opts.previewMethod ?? "none", dirs, ctx, hub: server.hub, onCrash: () => (opts.crashBy === "sigkill" ? process.kill(process.pid, "SIGKILL") : server.destroyAll()) });
+  engine = new Engine({ stepMs: opts.stepMs ?? 10, beforeStep: opts.beforeStep, previewMethod: opts.previewMethod ?? "none", dirs, ctx, hub: server.hub, onCrash: () => (opts.crashBy === "sigkill" ? process.kill(process.pid, "SIGKILL") : server.destroyAll()) });
   engine.fault = opts.fault;
 
   await new Promise<void>((resolve, reject) => {
