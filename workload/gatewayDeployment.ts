@@ -211,10 +211,13 @@ export class ComfyGateway extends pulumi.ComponentResource {
           { name: "openKey", type: "S" },
           { name: "hist", type: "S" },
           { name: "histKey", type: "S" },
+          { name: "uhist", type: "S" },
         ],
         globalSecondaryIndexes: [
           { name: "open", hashKey: "open", rangeKey: "openKey", projectionType: "ALL" },
           { name: "history", hashKey: "hist", rangeKey: "histKey", projectionType: "ALL" },
+          // Each user's own history, a page at a time (store/dynamo.ts listHistory with an owner).
+          { name: "userHistory", hashKey: "uhist", rangeKey: "histKey", projectionType: "ALL" },
         ],
         ttl: { attributeName: "expiresAt", enabled: true },
         pointInTimeRecovery: { enabled: true },

@@ -109,6 +109,67 @@ describe("gateway sign-in, API keys and the same-origin rule", function () {
     idp.accounts.get("alice")!.disabled = false;
   });
 
+  it("every artist sees only their own prompts, history, outputs, events and saved files; an admin sees everyone's", async () => {
+    idp.accounts.set("bob", { sub: "bob", name: "Bob", email: "bob@studio.example", groups: ["artist"] });
+    const [alice, bob, root] = [new Browser(), new Browser(), new Browser()];
+    await alice.signIn(base + "/", "alice");
+    await bob.signIn(base + "/", "bob");
+    await root.signIn(base + "/", "root");
+    const call = (b: Browser, p: string, init: RequestInit = {}) => b.fetch(base + p, { ...init, site: "same-origin" });
+    const jsonOf = async (b: Browser, p: string) => (await call(b, p)).json() as Promise<any>;
+    const socket = async (b: Browser, clientId: string) => {
+      const got: any[] = [];
+      const ws = new WebSocket(base.replace("http", "ws") + `/ws?clientId=${clientId}`, { headers: { cookie: `__Host-comfyui-session=${b.cookies(base).get("__Host-comfyui-session")}`, origin: base } });
+      ws.on("message", (d, bin) => !bin && got.push(JSON.parse(d.toString())));
+      await new Promise((r) => ws.once("open", r));
+      return { ws, got };
+    };
+    // Both listen on the same client id: ids name sockets of their own user only.
+    const [aSock, bSock] = [await socket(alice, "tab-1"), await socket(bob, "tab-1")];
+    try {
+      // Long enough (1,000 steps of the 1 ms stand-in each) that both are still open while the others look.
+      const a = await (await call(alice, "/prompt", json({ prompt: t2i(11, undefined, 1000), client_id: "tab-1" }))).json() as { prompt_id: string };
+      const waiting = await (await call(alice, "/prompt", json({ prompt: t2i(12, undefined, 1000), client_id: "tab-1" }))).json() as { prompt_id: string };
+      await call(bob, "/prompt", json({ prompt: t2i(13), client_id: "tab-1" }));
+      const ids = (q: any) => [...q.queue_running, ...q.queue_pending].map((i: unknown[]) => i[1]);
+      const bobQueue = await jsonOf(bob, "/queue");
+      const rootQueue = await jsonOf(root, "/queue");
+      assert.ok(ids(rootQueue).includes(a.prompt_id) && ids(rootQueue).includes(waiting.prompt_id), "the admin's queue shows everyone's");
+      assert.ok(!ids(bobQueue).includes(a.prompt_id) && !ids(bobQueue).includes(waiting.prompt_id), "bob's queue shows none of alice's prompts");
+      assert.ok((await jsonOf(bob, "/prompt")).exec_info.queue_remaining >= 2, "but they count in the queue figure");
+      // Bob's clear and delete reach only his own.
+      assert.equal((await call(bob, "/queue", json({ clear: true }))).status, 200);
+      assert.equal((await call(bob, "/queue", json({ delete: [waiting.prompt_id] }))).status, 200);
+      assert.equal((await call(bob, "/interrupt", json({ prompt_id: a.prompt_id }))).status, 200);
+      const done = await until(async () => (await jsonOf(alice, `/history/${a.prompt_id}`))[a.prompt_id], 30000, 100);
+      assert.equal(done.status.status_str, "success", "bob's interrupt did not touch it");
+      // Bob's clear and delete did not touch alice's waiting prompt: it ran.
+      assert.equal((await until(async () => (await jsonOf(alice, `/history/${waiting.prompt_id}`))[waiting.prompt_id], 30000, 100)).status.status_str, "success");
+      assert.deepEqual(await jsonOf(bob, `/history/${a.prompt_id}`), {}, "another's history entry is unknown");
+      assert.ok(!(a.prompt_id in (await jsonOf(bob, "/history"))));
+      assert.ok(a.prompt_id in (await jsonOf(root, "/history")) && a.prompt_id in (await jsonOf(alice, "/history?max_items=10")));
+      const img = done.outputs["9"].images[0];
+      const view = (bw: Browser) => call(bw, `/view?filename=${encodeURIComponent(img.filename)}&subfolder=${encodeURIComponent(img.subfolder)}&type=output`);
+      assert.equal((await view(alice)).status, 200);
+      assert.equal((await view(bob)).status, 404, "another's output is not there for him");
+      assert.equal((await view(root)).status, 200, "the admin sees it");
+      assert.ok(aSock.got.some((m) => m.data?.prompt_id === a.prompt_id), "alice's socket got her events");
+      assert.ok(!bSock.got.some((m) => m.data?.prompt_id === a.prompt_id || m.data?.prompt_id === waiting.prompt_id), "bob's socket with the same client id got none of them");
+      // Saved workflows and settings are per user.
+      assert.equal((await call(alice, "/userdata/workflows%2Fsecret.json", { method: "POST", body: JSON.stringify({ nodes: [] }) })).status, 200);
+      assert.equal((await call(alice, "/settings/Comfy.ColorPalette", { method: "POST", body: JSON.stringify("dark") })).status, 200);
+      assert.equal((await call(bob, "/userdata/workflows%2Fsecret.json")).status, 404);
+      assert.equal((await call(bob, "/userdata?dir=workflows")).status, 404);
+      assert.deepEqual(await jsonOf(alice, "/userdata?dir=workflows"), ["secret.json"]);
+      assert.equal((await jsonOf(bob, "/settings"))["Comfy.ColorPalette"], undefined);
+      assert.equal((await jsonOf(alice, "/settings"))["Comfy.ColorPalette"], "dark");
+      assert.equal((await call(alice, "/free", json({ unload_models: true }))).status, 403, "unloading every GPU's models is an admin's call");
+    } finally {
+      aSock.ws.close();
+      bSock.ws.close();
+    }
+  });
+
   it("API keys: a Bearer key works on HTTP and /ws, a one-time ticket opens /ws for a browser, a revoked key is refused at once", async () => {
     const { token, record } = mintKey({ owner: "pipeline-1", name: "render farm", scopes: ["submit", "read"], days: 30 });
     await auth.putKey(record);

@@ -101,7 +101,7 @@ describe("gateway leadership: one dispatcher at a time", function () {
     const b = replica("b", kube.url);
     const submit = async (n: number) => {
       for (let i = 0; i < n; i++) {
-        const rec: PromptRecord = { id: randomUUID(), number: i, seq: Date.now() * 1000 + i, clientId: "c", prompt: t2i(i), extraData: {}, outputs: ["9"], state: "queued", attempt: 0, createdAt: Date.now() };
+        const rec: PromptRecord = { id: randomUUID(), number: i, seq: Date.now() * 1000 + i, clientId: "c", owner: "u", prompt: t2i(i), extraData: {}, outputs: ["9"], state: "queued", attempt: 0, createdAt: Date.now() };
         await store.create(rec);
       }
     };
@@ -131,7 +131,7 @@ describe("gateway leadership: one dispatcher at a time", function () {
       assert.ok(claims.filter((c) => c.epoch === eB).every((c) => c.at >= bLead.at), "b placed nothing before it led");
 
       // A write of the old epoch on a prompt the new leader holds is refused.
-      const rec: PromptRecord = { id: randomUUID(), number: 0, seq: 1, clientId: "c", prompt: t2i(9), extraData: {}, outputs: ["9"], state: "queued", attempt: 0, createdAt: Date.now() };
+      const rec: PromptRecord = { id: randomUUID(), number: 0, seq: 1, clientId: "c", owner: "u", prompt: t2i(9), extraData: {}, outputs: ["9"], state: "queued", attempt: 0, createdAt: Date.now() };
       await store.create(rec);
       assert.ok(await claim(rec.id, 0, "pod-1", "x", Date.now(), { epoch: eB }));
       assert.equal(await store.requeue(rec.id, 1, "stale", true, { epoch: eA }), false);

@@ -6,7 +6,7 @@ import { MemoryStore, type PromptRecord } from "../../workload/gateway/store";
 import { quiet, t2i } from "./helpers";
 
 const rec = (over: Partial<PromptRecord> = {}): PromptRecord => ({
-  id: randomUUID(), number: 0, seq: 1000, clientId: "c", prompt: t2i(1), extraData: {}, outputs: ["9"], state: "queued", attempt: 0, createdAt: 0, ...over,
+  id: randomUUID(), number: 0, seq: 1000, clientId: "c", owner: "u", prompt: t2i(1), extraData: {}, outputs: ["9"], state: "queued", attempt: 0, createdAt: 0, ...over,
 });
 const ok = { prompt: [], outputs: {}, status: { status_str: "success" as const, completed: true, messages: [] as [string, unknown][] }, meta: {} };
 

@@ -15,7 +15,7 @@ import { get, post, quiet, startGateway, t2i, tmpDir, until } from "./helpers";
 import { startStandIn } from "./standin";
 
 const rec = (over: Partial<PromptRecord> = {}): PromptRecord => ({
-  id: randomUUID(), number: 0, seq: Date.now(), clientId: "c", prompt: t2i(1), extraData: {}, outputs: ["9"], state: "queued", attempt: 0, createdAt: Date.now(), ...over,
+  id: randomUUID(), number: 0, seq: Date.now(), clientId: "c", owner: "u", prompt: t2i(1), extraData: {}, outputs: ["9"], state: "queued", attempt: 0, createdAt: Date.now(), ...over,
 });
 const success = { prompt: [], outputs: {}, status: { status_str: "success" as const, completed: true, messages: [] as [string, unknown][] }, meta: {} };
 
@@ -167,8 +167,8 @@ describe("gateway limits and user data", function () {
     const ids = [];
     for (let i = 0; i < 30; i++) ids.push((await post(gw.url, "/prompt", { prompt: t2i(i), client_id: `client-${i}` })).json.prompt_id);
     for (const id of ids) await until(async () => (await get(gw.url, `/history/${id}`)).json[id], 20000, 50);
-    const d = gw.gateway.services.dispatcher as unknown as { lastServed: Map<string, number>; workers: Map<string, { takenBack: Set<string> }> };
-    await until(async () => d.lastServed.size === 0, 5000);
+    const d = gw.gateway.services.dispatcher as unknown as { lastServed: { users: Map<string, number>; clients: Map<string, number> }; workers: Map<string, { takenBack: Set<string> }> };
+    await until(async () => d.lastServed.users.size === 0 && d.lastServed.clients.size === 0, 5000);
     assert.ok([...d.workers.values()].every((w) => w.takenBack.size === 0));
   });
 
@@ -215,11 +215,11 @@ describe("gateway limits and user data", function () {
       on: () => undefined,
     });
     let backlog = 0;
-    hub.attach(fake(() => backlog) as never, "slow");
-    hub.toClient("slow", "{}");
+    hub.attach(fake(() => backlog) as never, "slow", "u");
+    hub.toClient({ owner: "u", clientId: "slow" }, "{}");
     assert.equal(terminated, false);
     backlog = 2 * 1024 * 1024;
-    hub.toClient("slow", "{}");
+    hub.toClient({ owner: "u", clientId: "slow" }, "{}");
     assert.equal(terminated, true, "terminated instead of queueing without bound");
     assert.equal(sent.length, 2, "status on attach, then one event; nothing after the limit");
   });

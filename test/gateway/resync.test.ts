@@ -15,7 +15,7 @@ describe("gateway: a refused write makes the leader take the store's word", func
       await gw.gateway.standDown();
       const id = randomUUID();
       await store.create({
-        id, number: 1, seq: 1, clientId: null, prompt: t2i(7), extraData: {}, outputs: ["9"], state: "queued", attempt: 0, createdAt: Date.now(),
+        id, number: 1, seq: 1, clientId: null, owner: "default", prompt: t2i(7), extraData: {}, outputs: ["9"], state: "queued", attempt: 0, createdAt: Date.now(),
       });
       const fence = { epoch: await store.takeEpoch() };
       assert.ok(await store.claim(id, 0, "pod-gone", "gw", Date.now(), fence));

@@ -3,7 +3,7 @@ import { randomUUID } from "node:crypto";
 import { MemoryStore, startEmbeddedStore, type PromptRecord, type Store } from "../../workload/gateway/store";
 
 const rec = (over: Partial<PromptRecord> = {}): PromptRecord => ({
-  id: randomUUID(), number: 0, seq: 0, clientId: "c", prompt: { "1": { class_type: "X", inputs: {} } }, extraData: { client_id: "c" }, outputs: ["1"],
+  id: randomUUID(), number: 0, seq: 0, clientId: "c", owner: "u", prompt: { "1": { class_type: "X", inputs: {} } }, extraData: { client_id: "c" }, outputs: ["1"],
   state: "queued", attempt: 0, createdAt: Date.now(), ...over,
 });
 const entry = (r: PromptRecord) => ({ prompt: [r.number, r.id, r.prompt, r.extraData, r.outputs], outputs: { "1": { images: [] } }, status: { status_str: "success" as const, completed: true, messages: [] as [string, unknown][] }, meta: {} });

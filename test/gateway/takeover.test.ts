@@ -39,7 +39,11 @@ describe("gateway take-over and reconcile", function () {
   this.timeout(60000);
   const cleanup: (() => Promise<void>)[] = [];
   afterEach(async () => {
-    for (const c of cleanup.splice(0).reverse()) await c();
+    for (const c of cleanup.splice(0).reverse()) {
+      const t = Date.now();
+      await c();
+      if (process.env.CLEANUP_DEBUG) console.log(`cleanup ${c.toString().slice(0, 60)} ${Date.now() - t} ms`);
+    }
   });
 
   it("a prompt whose submit to the pod is still in flight is not taken for lost and never runs twice", async () => {

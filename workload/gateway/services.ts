@@ -4,7 +4,11 @@ import type { Discovery } from "./discovery";
 import { GatewayError } from "./protocol/errors";
 import type { LeaderLink } from "./replicas/link";
 import type { ObjectStore } from "./store/objects";
+import type { Caller } from "./auth/types";
+import { ownerPrefix } from "./protocol/outputs";
 import { PromptClock, type PromptBody, type PromptMeta, type PromptRecord, type Store } from "./store/types";
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 export type Files = { output: ObjectStore; temp: ObjectStore; input: ObjectStore; user: ObjectStore };
 
@@ -32,6 +36,7 @@ export class Services {
   /** Ready GPU pods and the cold-start estimate, for the UI extension (set by the app). */
   gpuStatus: () => Promise<unknown> = async () => ({ ready: 0, pods: [] });
   readonly clock = new PromptClock();
+  private readonly owners = new Map<string, string>();
 
   constructor(
     readonly store: Store,
@@ -66,40 +71,50 @@ export class Services {
     return c.waiting + c.running;
   }
 
-  /** The queue as ComfyUI shows it. */
-  async queue(): Promise<QueueView> {
+  /**
+   * The queue as ComfyUI shows it, of one user's prompts (`owner`), or everyone's (undefined: admins).
+   * Everyone's prompts count in `queue_remaining` (positions stay honest); only one's own are shown.
+   */
+  async queue(owner: string | undefined): Promise<QueueView> {
+    const mine = (m: PromptMeta) => owner === undefined || m.owner === owner;
     if (this.dispatcher) {
       const v = await this.dispatcher.queueView();
-      return { queue_running: v.running.map((m) => queueItem(m, v.bodies.get(m.id))), queue_pending: v.pending.map((m) => queueItem(m, v.bodies.get(m.id))) };
+      return { queue_running: v.running.filter(mine).map((m) => queueItem(m, v.bodies.get(m.id))), queue_pending: v.pending.filter(mine).map((m) => queueItem(m, v.bodies.get(m.id))) };
     }
-    const fromLeader = await this.askLeader<QueueView>("GET", "/gateway/leader/queue");
+    const fromLeader = await this.askLeader<QueueView>("GET", `/gateway/leader/queue${owner === undefined ? "" : `?owner=${encodeURIComponent(owner)}`}`);
     if (fromLeader) return fromLeader;
     // No leader: the store's view (a prompt buffered on a pod shows as running).
-    const open = await this.store.listOpen();
+    const open = (await this.store.listOpen()).filter(mine);
     const bodies = await this.store.getBodies(open.map((m) => m.id));
     const pending = open.filter((m) => m.state === "queued").sort((a, b) => a.number - b.number || a.seq - b.seq);
     return { queue_running: open.filter((m) => m.state === "dispatched").map((m) => queueItem(m, bodies.get(m.id))), queue_pending: pending.map((m) => queueItem(m, bodies.get(m.id))) };
   }
 
   /**
-   * Queue delete (`ids`) or clear (undefined): waiting prompts are deleted in the store by whichever
-   * replica is asked; prompts already buffered on a pod are taken off it by the leader.
+   * Queue delete (`ids`) or clear (undefined) of `owner`'s prompts (undefined: anyone's, admins): waiting
+   * prompts are deleted in the store by whichever replica is asked; prompts already buffered on a pod are
+   * taken off it by the leader.
    */
-  async deleteFromQueue(ids: readonly string[] | undefined): Promise<void> {
-    const deleted = await this.store.deleteQueued(ids);
+  async deleteFromQueue(ids: readonly string[] | undefined, owner: string | undefined): Promise<void> {
+    const deleted = await this.store.deleteQueued(ids, owner);
     if (this.dispatcher) {
       this.dispatcher.deleted(deleted);
-      const rest = ids ? ids.filter((id) => !deleted.includes(id)) : [...this.dispatcher.open.keys()];
+      const candidates = ids ? ids.filter((id) => !deleted.includes(id)) : [...this.dispatcher.open.keys()];
+      const rest = candidates.filter((id) => {
+        const m = this.dispatcher!.open.get(id);
+        return m !== undefined && (owner === undefined || m.owner === owner);
+      });
       if (rest.length) await this.dispatcher.cancel(rest);
       return;
     }
-    await this.askLeader("POST", "/gateway/leader/queue", { deleted, cancel: ids ? ids.filter((id) => !deleted.includes(id)) : "all" });
+    await this.askLeader("POST", "/gateway/leader/queue", { deleted, cancel: ids ? ids.filter((id) => !deleted.includes(id)) : "all", ...(owner === undefined ? {} : { owner }) });
   }
 
-  /** Interrupts running prompts: `ids`, or the running prompts of `clientId`. Needs the leader. */
-  async interrupt(q: { ids?: string[]; clientId?: string }): Promise<void> {
+  /** Interrupts running prompts — `ids`, or the running prompts of `clientId` — of `owner` only (undefined: anyone's). */
+  async interrupt(q: { ids?: string[]; clientId?: string; owner?: string }): Promise<void> {
     if (this.dispatcher) {
-      const ids = q.ids ?? [...this.dispatcher.open.values()].filter((r) => r.clientId === q.clientId && r.state === "dispatched").map((r) => r.id);
+      const open = [...this.dispatcher.open.values()].filter((r) => q.owner === undefined || r.owner === q.owner);
+      const ids = q.ids ? open.filter((r) => q.ids!.includes(r.id)).map((r) => r.id) : open.filter((r) => r.clientId === q.clientId && r.state === "dispatched").map((r) => r.id);
       await this.dispatcher.interrupt(ids);
       return;
     }
@@ -120,14 +135,40 @@ export class Services {
     return [...(this.dispatcher?.workers.values() ?? [])].find((w) => w.ready);
   }
 
-  /** "x.png", "sub/x.png", "x.png [output]": exists in the gateway's stores? */
-  async fileExists(v: string): Promise<boolean> {
+  /** Who submitted a prompt (cached: it never changes), or undefined when `id` is no prompt of the store. */
+  async ownerOf(id: string): Promise<string | undefined> {
+    const hit = this.owners.get(id);
+    if (hit !== undefined) return hit;
+    if (!UUID.test(id)) return undefined;
+    const r = await this.store.get(id);
+    if (!r) return undefined;
+    if (this.owners.size >= 10_000) this.owners.delete(this.owners.keys().next().value!);
+    this.owners.set(id, r.owner);
+    return r.owner;
+  }
+
+  /**
+   * An output or temp file for `caller`: its key starts with the prompt id, and the prompt's owner (or an
+   * admin) may read it, from the owner's prefix (or the layout before per-user prefixes).
+   */
+  async outputFile(caller: Caller, type: "output" | "temp", key: string) {
+    const owner = await this.ownerOf(key.split("/")[0]);
+    if (owner === undefined ? !caller.admin : owner !== caller.userId && !caller.admin) return undefined;
+    const store = this.files[type];
+    return (owner !== undefined ? await store.stream(`${ownerPrefix(owner)}/${key}`) : undefined) ?? (await store.stream(key));
+  }
+
+  /** "x.png", "sub/x.png", "x.png [output]": exists in the gateway's stores for `caller`? */
+  async fileExists(v: string, caller: Caller): Promise<boolean> {
     const m = /^(.*) \[(input|output|temp)\]$/.exec(v);
     const type = (m?.[2] ?? "input") as "input" | "output" | "temp";
     const name = m ? m[1] : v;
     if (!name || name.startsWith("/") || name.split("/").includes("..")) return false;
     try {
-      return (await this.files[type].get(name)) !== undefined;
+      if (type === "input") return (await this.files.input.stat(name)) !== undefined;
+      const f = await this.outputFile(caller, type, name);
+      f?.body.destroy();
+      return f !== undefined;
     } catch {
       return false;
     }

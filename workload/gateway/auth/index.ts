@@ -184,6 +184,11 @@ export class Auth {
           error: { type: "unauthorized", message: this.settings.mode === "oidc" ? "Sign in at /auth/login, or send an API key as Authorization: Bearer" : "Send an API key as Authorization: Bearer", details: "", extra_info: {} },
         });
       }
+      // A key acts within its scopes: read for looking, submit for anything that changes something.
+      const need: Scope = unsafe ? "submit" : "read";
+      if (!caller.scopes.has(need)) {
+        return reply.code(403).send({ error: { type: "forbidden", message: `This key lacks the ${need} scope`, details: "", extra_info: {} } });
+      }
       req.caller = caller;
     });
 

@@ -2,17 +2,22 @@ import type { Logger } from "pino";
 import type WebSocket from "ws";
 import type { ObjectStore } from "../store/objects";
 import type { Fence, HistoryEntry, PromptBody, PromptMeta, PromptRecord, Store } from "../store/types";
-import { fileRefs, rewriteOutput, rewriteOutputs, storeKey, type FileRef } from "../protocol/outputs";
+import { fileRefs, ownerPrefix, rewriteOutput, rewriteOutputs, storeKey, type FileRef } from "../protocol/outputs";
 import { Ledger } from "./ledger";
 import { podClientId } from "./podClient";
-import { pickNext } from "./scheduler";
+import { clientKey, pickNext } from "./scheduler";
 import { Worker, type Slot, type WorkerEvents } from "./worker";
+
+/** Whose sockets an event is for: the prompt's owner, and the client id it was submitted with (null: every socket of the owner). */
+export interface Recipient { owner: string; clientId: string | null }
 
 /** Where client-facing events go (the WebSocket hub, and through the replica link every other replica's). */
 export interface EventSink {
-  toClient(clientId: string | null, message: string | Buffer, opts?: { broadcastIfNoClient?: boolean }): void;
+  toClient(to: Recipient, message: string | Buffer, opts?: { broadcastIfNoClient?: boolean }): void;
   queueChanged(remaining: number): void;
 }
+
+const to = (r: PromptMeta): Recipient => ({ owner: r.owner, clientId: r.clientId });
 
 export interface PodInfo { key: string; url: string; ready: boolean; terminating: boolean }
 
@@ -73,8 +78,8 @@ export class Dispatcher implements WorkerEvents {
   readonly ledger: Ledger;
   readonly workers = new Map<string, Worker>();
   private readonly chains = new Map<Worker, Promise<void>>();
-  /** When each client was last served (fair share); pruned to clients with open prompts. */
-  private readonly lastServed = new Map<string, number>();
+  /** When each user and each client was last served (fair share); pruned to those with open prompts. */
+  private readonly lastServed = { users: new Map<string, number>(), clients: new Map<string, number>() };
   /** Dispatched prompts no worker holds (their pod is not among the pods), since when. */
   private readonly orphanSince = new Map<string, number>();
   /** Prompts whose claim is in flight. */
@@ -237,16 +242,21 @@ export class Dispatcher implements WorkerEvents {
       for (const c of this.workers.values()) if (c.free > 0 && (!w || c.load < w.load)) w = c;
       if (!w) return;
       const queued: PromptMeta[] = [];
-      const running = new Map<string, number>();
+      const users = new Map<string, number>();
+      const clients = new Map<string, number>();
       for (const r of this.ledger.open.values()) {
         if (r.state === "queued" && !this.claiming.has(r.id)) queued.push(r);
-        else running.set(r.clientId ?? "", (running.get(r.clientId ?? "") ?? 0) + 1);
+        else {
+          users.set(r.owner, (users.get(r.owner) ?? 0) + 1);
+          clients.set(clientKey(r), (clients.get(clientKey(r)) ?? 0) + 1);
+        }
       }
-      const next = pickNext(queued, running, this.lastServed);
+      const next = pickNext(queued, { running: users, lastServed: this.lastServed.users }, { running: clients, lastServed: this.lastServed.clients });
       if (!next) return;
       const now = this.now();
       this.claiming.add(next.id);
-      this.lastServed.set(next.clientId ?? "", now);
+      this.lastServed.users.set(next.owner, now);
+      this.lastServed.clients.set(clientKey(next), now);
       const slot: Slot = { id: next.id, attempt: next.attempt + 1, podClient: w.clientId, started: false, lastEventAt: now, submitted: false };
       w.slots.set(next.id, slot);
       void this.dispatch(w, slot);
@@ -476,7 +486,8 @@ export class Dispatcher implements WorkerEvents {
       w.lastSignAt = this.now();
       // Only types clients understand (protocol §3.2); type 4 needs negotiation, so it goes out as-is only to
       // the prompt's client (the hub drops it for sockets that did not negotiate).
-      if (type === 1 || type === 3 || type === 4) this.o.sink.toClient(this.ledger.open.get(pid)?.clientId ?? null, buf, { broadcastIfNoClient: true });
+      const r = this.ledger.open.get(pid);
+      if (r && (type === 1 || type === 3 || type === 4)) this.o.sink.toClient(to(r), buf, { broadcastIfNoClient: true });
       return;
     }
     let msg: { type?: string; data?: Record<string, unknown> };
@@ -507,7 +518,7 @@ export class Dispatcher implements WorkerEvents {
     if (type === "executed") {
       const copied = await this.copyFiles(w, pid, fileRefs(data.output), slot);
       const out = { ...data, output: rewriteOutput(pid, data.output, (f) => copied.has(storeKey(pid, f))) };
-      this.o.sink.toClient(r.clientId, j(type, out));
+      this.o.sink.toClient(to(r), j(type, out));
       return;
     }
     if (type === "executing" && data.node === null) {
@@ -520,7 +531,7 @@ export class Dispatcher implements WorkerEvents {
       return;
     }
     const broadcast = type === "progress" || type === "progress_state";
-    this.o.sink.toClient(r.clientId, j(type, data), { broadcastIfNoClient: broadcast });
+    this.o.sink.toClient(to(r), j(type, data), { broadcastIfNoClient: broadcast });
   }
 
   private runStarted(r: PromptMeta, now: number): void {
@@ -535,6 +546,7 @@ export class Dispatcher implements WorkerEvents {
    * (the ending says so); an unreachable pod throws (its prompts follow the lost-pod path).
    */
   private async copyFiles(w: Worker, pid: string, refs: FileRef[], slot: Slot): Promise<Set<string>> {
+    const owner = this.ledger.open.get(pid)?.owner ?? "default";
     const ok = new Set<string>();
     const attempts = this.o.copyAttempts ?? 3;
     for (const ref of refs) {
@@ -559,7 +571,7 @@ export class Dispatcher implements WorkerEvents {
           }
           if (res.status !== 200) throw new Error(`pod /view answered ${res.status}`);
           const target = ref.type === "temp" ? this.o.files.temp : this.o.files.output;
-          await target.put(key.split("/").slice(1).join("/"), res.body);
+          await target.put(`${ownerPrefix(owner)}/${key.split("/").slice(1).join("/")}`, res.body);
           (slot.copied ??= new Set()).add(key);
           ok.add(key);
           last = "";
@@ -622,9 +634,9 @@ export class Dispatcher implements WorkerEvents {
     this.o.observer?.finished(r, history, startedAt, this.now());
     const terminal = [...history.status.messages].reverse().find(([t]) => TERMINAL.has(t));
     const told = terminal ?? (history.status.status_str === "success" ? ["execution_success", { prompt_id: r.id, timestamp: this.now() }] : undefined);
-    if (told) this.o.sink.toClient(r.clientId, j(told[0] as string, told[1]), { broadcastIfNoClient: told[0] === "execution_interrupted" });
+    if (told) this.o.sink.toClient(to(r), j(told[0] as string, told[1]), { broadcastIfNoClient: told[0] === "execution_interrupted" });
     this.o.sink.queueChanged(this.ledger.open.size);
-    this.o.sink.toClient(r.clientId, j("executing", { node: null, prompt_id: r.id }));
+    this.o.sink.toClient(to(r), j("executing", { node: null, prompt_id: r.id }));
     this.kick();
   }
 
@@ -754,8 +766,10 @@ export class Dispatcher implements WorkerEvents {
           this.kick();
         }
       }
-      const waiting = new Set([...this.ledger.open.values()].map((r) => r.clientId ?? ""));
-      for (const c of [...this.lastServed.keys()]) if (!waiting.has(c)) this.lastServed.delete(c);
+      const owners = new Set([...this.ledger.open.values()].map((r) => r.owner));
+      const keys = new Set([...this.ledger.open.values()].map(clientKey));
+      for (const c of [...this.lastServed.users.keys()]) if (!owners.has(c)) this.lastServed.users.delete(c);
+      for (const c of [...this.lastServed.clients.keys()]) if (!keys.has(c)) this.lastServed.clients.delete(c);
       this.observe(now);
       if (![...this.workers.values()].some((w) => w.ready)) {
         for (const r of [...this.ledger.open.values()]) {

@@ -1,27 +1,46 @@
 import type { PromptMeta } from "../store/types";
 
-/**
- * Fair share across clients: the client with the fewest prompts running goes first, ties broken by who
- * was served longest ago, then by the oldest waiting prompt; within a client ComfyUI's order holds
- * (lowest `number` first — `front` is negative — then acceptance order). So one client's 500-prompt batch
- * takes turns with an artist's single prompt instead of holding it back.
- */
-export function pickNext(queued: PromptMeta[], runningPerClient: Map<string, number>, lastServed: Map<string, number>): PromptMeta | undefined {
-  const heads = new Map<string, PromptMeta>();
-  for (const r of queued) {
-    const c = r.clientId ?? "";
-    const h = heads.get(c);
-    if (!h || r.number < h.number || (r.number === h.number && r.seq < h.seq)) heads.set(c, r);
-  }
-  let best: { c: string; r: PromptMeta } | undefined;
-  for (const [c, r] of heads) {
+/** Running prompts and when each was last served, per user (owner) and per client of a user. */
+export interface Shares {
+  running: Map<string, number>;
+  lastServed: Map<string, number>;
+}
+
+/** The fair-share key of a client within its owner. */
+export const clientKey = (r: Pick<PromptMeta, "owner" | "clientId">) => `${r.owner}\n${r.clientId ?? ""}`;
+
+/** Of `heads` (one candidate per key), the key with the fewest running, then served longest ago, then the oldest prompt. */
+function fairest(heads: Map<string, PromptMeta>, s: Shares): PromptMeta | undefined {
+  let best: { k: string; r: PromptMeta } | undefined;
+  for (const [k, r] of heads) {
     if (!best) {
-      best = { c, r };
+      best = { k, r };
       continue;
     }
-    const a = [runningPerClient.get(c) ?? 0, lastServed.get(c) ?? -1, r.seq];
-    const b = [runningPerClient.get(best.c) ?? 0, lastServed.get(best.c) ?? -1, best.r.seq];
-    if (a[0] < b[0] || (a[0] === b[0] && (a[1] < b[1] || (a[1] === b[1] && a[2] < b[2])))) best = { c, r };
+    const a = [s.running.get(k) ?? 0, s.lastServed.get(k) ?? -1, r.seq];
+    const b = [s.running.get(best.k) ?? 0, s.lastServed.get(best.k) ?? -1, best.r.seq];
+    if (a[0] < b[0] || (a[0] === b[0] && (a[1] < b[1] || (a[1] === b[1] && a[2] < b[2])))) best = { k, r };
   }
   return best?.r;
+}
+
+/**
+ * Fair share, first across users, then across each user's clients: the user with the fewest prompts
+ * running goes first, ties broken by who was served longest ago, then by the oldest waiting prompt; within
+ * that user, the same rule picks the client; within a client ComfyUI's order holds (lowest `number` first
+ * — `front` is negative — then acceptance order). So one artist's 500-prompt batch takes turns with another
+ * artist's single prompt, and a pipeline's many clients count as one user.
+ */
+export function pickNext(queued: PromptMeta[], users: Shares, clients: Shares): PromptMeta | undefined {
+  const byUser = new Map<string, Map<string, PromptMeta>>();
+  for (const r of queued) {
+    let heads = byUser.get(r.owner);
+    if (!heads) byUser.set(r.owner, (heads = new Map()));
+    const k = clientKey(r);
+    const h = heads.get(k);
+    if (!h || r.number < h.number || (r.number === h.number && r.seq < h.seq)) heads.set(k, r);
+  }
+  const userHeads = new Map<string, PromptMeta>();
+  for (const [owner, heads] of byUser) userHeads.set(owner, fairest(heads, clients)!);
+  return fairest(userHeads, users);
 }

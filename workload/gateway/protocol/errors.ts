@@ -7,6 +7,7 @@ export const ERRORS = {
   GW_ERR_PROMPT_TOO_LARGE: { status: 413, type: "prompt_too_large", message: "Prompt too large to store" },
   GW_ERR_BAD_PATH: { status: 400, type: "invalid_path", message: "Invalid file path" },
   GW_ERR_BAD_TYPE: { status: 400, type: "unsupported_file_type", message: "This kind of file is not accepted" },
+  GW_ERR_FORBIDDEN: { status: 403, type: "forbidden", message: "Not allowed" },
   GW_ERR_NOT_FOUND: { status: 404, type: "not_found", message: "Not found" },
   GW_ERR_NO_POD: { status: 503, type: "no_pod", message: "No ComfyUI pod is ready and nothing is cached for this request yet" },
   GW_ERR_NO_LEADER: { status: 503, type: "no_leader", message: "No gateway leader answers right now (a hand-over takes a few seconds); retry" },

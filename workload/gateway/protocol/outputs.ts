@@ -48,3 +48,11 @@ export function rewriteOutputs(promptId: string, outputs: Record<string, unknown
 export function storeKey(promptId: string, ref: FileRef): string {
   return [ref.type, promptId, ...(ref.subfolder ? ref.subfolder.split("/") : []), ref.filename].join("/");
 }
+
+/**
+ * The owner's prefix inside the outputs and temp stores: every user's files under their own key prefix
+ * ("u-" keeps "." and ".." out; the id is URI-encoded into one path segment).
+ */
+export function ownerPrefix(owner: string): string {
+  return `u-${encodeURIComponent(owner)}`;
+}

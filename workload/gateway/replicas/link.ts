@@ -5,29 +5,29 @@
  * HTTP routes (`/gateway/leader/…`) for what only the leader knows (the live queue, what a pod runs).
  *
  * Frames, leader → follower:
- * - text `{"c": clientId|null, "b": broadcastIfNoClient, "m": "<ComfyUI message JSON>"}` — one event;
+ * - text `{"o": owner, "c": clientId|null, "b": broadcastIfNoClient, "m": "<ComfyUI message JSON>"}` — one event;
  * - text `{"q": N}` — the studio-wide queue figure changed;
  * - text `{"d": "<version>"}` — the discovery cache moved to another ComfyUI image;
- * - binary: 4-byte big-endian header length, header JSON `{"c", "b"}`, then the ComfyUI binary frame.
+ * - binary: 4-byte big-endian header length, header JSON `{"o", "c", "b"}`, then the ComfyUI binary frame.
  */
 import type { Logger } from "pino";
 import WebSocket from "ws";
 import { PATHS } from "../contract";
-import type { EventSink } from "../dispatch/dispatcher";
+import type { EventSink, Recipient } from "../dispatch/dispatcher";
 
 export const LINK_PATH = PATHS.link;
 /** A follower that cannot keep up is dropped (it reconnects and its clients see the next events). */
 const MAX_BACKLOG_BYTES = 16 * 1024 * 1024;
 
 export interface LinkEvents {
-  event(clientId: string | null, message: string | Buffer, broadcastIfNoClient: boolean): void;
+  event(to: Recipient, message: string | Buffer, broadcastIfNoClient: boolean): void;
   queue(remaining: number): void;
   discovery(version: string): void;
 }
 
-export function encodeEvent(clientId: string | null, message: string | Buffer, broadcast: boolean): string | Buffer {
-  if (typeof message === "string") return JSON.stringify({ c: clientId, b: broadcast, m: message });
-  const head = Buffer.from(JSON.stringify({ c: clientId, b: broadcast }));
+export function encodeEvent(to: Recipient, message: string | Buffer, broadcast: boolean): string | Buffer {
+  if (typeof message === "string") return JSON.stringify({ o: to.owner, c: to.clientId, b: broadcast, m: message });
+  const head = Buffer.from(JSON.stringify({ o: to.owner, c: to.clientId, b: broadcast }));
   const len = Buffer.alloc(4);
   len.writeUInt32BE(head.length);
   return Buffer.concat([len, head, message]);
@@ -36,12 +36,12 @@ export function encodeEvent(clientId: string | null, message: string | Buffer, b
 export function decodeFrame(data: Buffer, isBinary: boolean, on: LinkEvents): void {
   if (isBinary) {
     const n = data.readUInt32BE(0);
-    const head = JSON.parse(data.subarray(4, 4 + n).toString("utf8")) as { c: string | null; b: boolean };
-    on.event(head.c, data.subarray(4 + n), head.b);
+    const head = JSON.parse(data.subarray(4, 4 + n).toString("utf8")) as { o: string; c: string | null; b: boolean };
+    on.event({ owner: head.o, clientId: head.c }, data.subarray(4 + n), head.b);
     return;
   }
-  const f = JSON.parse(data.toString("utf8")) as { c?: string | null; b?: boolean; m?: string; q?: number; d?: string };
-  if (typeof f.m === "string") on.event(f.c ?? null, f.m, f.b === true);
+  const f = JSON.parse(data.toString("utf8")) as { o?: string; c?: string | null; b?: boolean; m?: string; q?: number; d?: string };
+  if (typeof f.m === "string" && typeof f.o === "string") on.event({ owner: f.o, clientId: f.c ?? null }, f.m, f.b === true);
   else if (typeof f.q === "number") on.queue(f.q);
   else if (typeof f.d === "string") on.discovery(f.d);
 }
@@ -71,8 +71,8 @@ export class LinkHub implements EventSink {
     }
   }
 
-  toClient(clientId: string | null, message: string | Buffer, opts?: { broadcastIfNoClient?: boolean }): void {
-    if (this.followers.size) this.send(encodeEvent(clientId, message, opts?.broadcastIfNoClient === true));
+  toClient(to: Recipient, message: string | Buffer, opts?: { broadcastIfNoClient?: boolean }): void {
+    if (this.followers.size) this.send(encodeEvent(to, message, opts?.broadcastIfNoClient === true));
   }
 
   queueChanged(remaining: number): void {

@@ -61,20 +61,20 @@ export function adminRoutes(deps: AdminDeps): FastifyPluginAsync {
       leader().submitted(req.body as PromptRecord);
       return { ok: true };
     });
-    app.get("/gateway/leader/queue", async () => {
+    app.get("/gateway/leader/queue", { schema: { querystring: { type: "object", properties: { owner: { type: "string", maxLength: 256 } } } } }, async (req) => {
       leader();
-      return gw.queue();
+      return gw.queue((req.query as { owner?: string }).owner);
     });
-    app.post("/gateway/leader/queue", { schema: { body: { type: "object", properties: { deleted: idList, cancel: { anyOf: [idList, { const: "all" }] } } } } }, async (req) => {
+    app.post("/gateway/leader/queue", { schema: { body: { type: "object", properties: { deleted: idList, cancel: { anyOf: [idList, { const: "all" }] }, owner: { type: "string", maxLength: 256 } } } } }, async (req) => {
       const d = leader();
-      const body = req.body as { deleted?: string[]; cancel?: string[] | "all" };
+      const body = req.body as { deleted?: string[]; cancel?: string[] | "all"; owner?: string };
       d.deleted(body.deleted ?? []);
-      const cancel = body.cancel === "all" ? [...d.open.keys()] : body.cancel ?? [];
+      const cancel = (body.cancel === "all" ? [...d.open.keys()] : body.cancel ?? []).filter((id) => body.owner === undefined || d.open.get(id)?.owner === body.owner);
       return { cancelled: cancel.length ? await d.cancel(cancel) : [] };
     });
-    app.post("/gateway/leader/interrupt", { schema: { body: { type: "object", properties: { ids: idList, clientId: { type: "string", maxLength: 256 } } } } }, async (req) => {
+    app.post("/gateway/leader/interrupt", { schema: { body: { type: "object", properties: { ids: idList, clientId: { type: "string", maxLength: 256 }, owner: { type: "string", maxLength: 256 } } } } }, async (req) => {
       leader();
-      await gw.interrupt(req.body as { ids?: string[]; clientId?: string });
+      await gw.interrupt(req.body as { ids?: string[]; clientId?: string; owner?: string });
       return { ok: true };
     });
     app.post("/gateway/leader/free", async (req) => {

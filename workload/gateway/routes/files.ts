@@ -87,7 +87,8 @@ export const fileRoutes: FastifyPluginAsync = async (app) => {
     if (typeof key === "number") return reply.code(key).send("");
     const store = typeStore(gw, type);
     if (!store) return reply.code(400).send("");
-    const file = await store.stream(key);
+    // Outputs and previews belong to the prompt's owner (another user's answer as missing); inputs are shared.
+    const file = type === "input" ? await store.stream(key) : await gw.outputFile(req.caller, type as "output" | "temp", key);
     if (!file) return reply.code(404).send("");
     return reply.headers({ ...viewHeaders(key.split("/").pop()!), "content-length": String(file.size) }).send(file.body);
   });

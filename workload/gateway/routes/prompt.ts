@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
-import type { FastifyPluginAsync } from "fastify";
+import type { FastifyPluginAsync, FastifyRequest } from "fastify";
 import { Readable } from "node:stream";
+import type { Caller } from "../auth/types";
 import type { Services } from "../services";
 import { GatewayError, UUID_RE } from "../protocol/errors";
 import { validatePrompt, type ApiPrompt, type CustomValidator } from "../protocol/validate";
@@ -29,7 +30,7 @@ export const promptRoutes: FastifyPluginAsync = async (app) => {
     let nodeErrors = {};
     const info = await gw.discovery.objectInfo();
     if (info) {
-      const custom = await imageValidators(gw, prompt);
+      const custom = await imageValidators(gw, prompt, req.caller);
       const partial = Array.isArray(body.partial_execution_targets) ? (body.partial_execution_targets as unknown[]).map(String) : undefined;
       const v = validatePrompt(prompt, info, { custom, partialTargets: partial });
       if (!v.ok) {
@@ -48,21 +49,26 @@ export const promptRoutes: FastifyPluginAsync = async (app) => {
     if (typeof body.client_id === "string") extraData.client_id = body.client_id;
     extraData.create_time = Date.now();
     const rec: PromptRecord = {
-      id: id ?? randomUUID(), number, seq: n, clientId: typeof body.client_id === "string" ? body.client_id : null,
+      id: id ?? randomUUID(), number, seq: n, clientId: typeof body.client_id === "string" ? body.client_id : null, owner: req.caller.userId,
       prompt: prompt as Record<string, unknown>, extraData, outputs, state: "queued", attempt: 0, createdAt: Date.now(),
     };
     // One conditional write: a retry with the same prompt_id answers with the stored prompt, never queues it twice.
     const { created, record } = await gw.store.create(rec);
+    // Another user's id (a collision, or a guess): not theirs to see or answer for.
+    if (!created && record.owner !== rec.owner) throw new GatewayError("GW_ERR_INVALID_PROMPT_ID", "already used");
     if (created) gw.submitted(record);
     return { prompt_id: record.id, number: record.number, node_errors: created ? nodeErrors : {} };
   });
 
-  app.get("/queue", async () => gw.queue());
+  // Everything below acts on the caller's own prompts; an admin's reach everyone's.
+  const scope = (req: FastifyRequest) => (req.caller.admin ? undefined : req.caller.userId);
+
+  app.get("/queue", async (req) => gw.queue(scope(req)));
 
   app.post("/queue", async (req, reply) => {
     const body = jsonBody(req);
-    if (body.clear) await gw.deleteFromQueue(undefined);
-    if (Array.isArray(body.delete)) await gw.deleteFromQueue(body.delete.map(String));
+    if (body.clear) await gw.deleteFromQueue(undefined, scope(req));
+    if (Array.isArray(body.delete)) await gw.deleteFromQueue(body.delete.map(String), scope(req));
     return emptyOk(reply);
   });
 
@@ -74,24 +80,24 @@ export const promptRoutes: FastifyPluginAsync = async (app) => {
     if (Number.isNaN(offset)) offset = -1;
     if (maxItems !== undefined || offset >= 0) {
       // Only the page asked for is read (the store's completion order), as ComfyUI's get_history slices it.
-      const page = await gw.store.listHistory({ maxItems, offset });
+      const page = await gw.store.listHistory({ maxItems, offset, owner: scope(req) });
       return Object.fromEntries(page.map((r) => [r.id, r.history]));
     }
     // Everything: streamed a page at a time, so a long history never sits in memory whole.
-    return reply.type("application/json; charset=utf-8").send(Readable.from(historyJson(gw.store.historyPages(200))));
+    return reply.type("application/json; charset=utf-8").send(Readable.from(historyJson(gw.store.historyPages(200, scope(req)))));
   });
 
   app.get("/history/:id", async (req) => {
     const { id } = req.params as { id: string };
     const r = await gw.store.get(id);
-    // ComfyUI answers {} both for unknown and for unfinished prompts.
-    return r && r.state === "done" && !r.hidden ? { [id]: r.history } : {};
+    // ComfyUI answers {} both for unknown and for unfinished prompts; another user's is unknown here.
+    return r && r.state === "done" && !r.hidden && (scope(req) === undefined || r.owner === scope(req)) ? { [id]: r.history } : {};
   });
 
   app.post("/history", async (req, reply) => {
     const body = jsonBody(req);
-    if (body.clear) await gw.store.hideHistory();
-    if (Array.isArray(body.delete)) await gw.store.hideHistory(body.delete.map(String));
+    if (body.clear) await gw.store.hideHistory(undefined, scope(req));
+    if (Array.isArray(body.delete)) await gw.store.hideHistory(body.delete.map(String), scope(req));
     return emptyOk(reply);
   });
 
@@ -99,12 +105,14 @@ export const promptRoutes: FastifyPluginAsync = async (app) => {
     const body = jsonBody(req, { allowEmpty: true });
     const clientId = (req.query as Record<string, string>).clientId ?? (typeof body.client_id === "string" ? body.client_id : undefined);
     // Only a named prompt, or the caller's own running prompts: never another client's by accident.
-    if (typeof body.prompt_id === "string") await gw.interrupt({ ids: [body.prompt_id] });
-    else if (clientId) await gw.interrupt({ clientId });
+    if (typeof body.prompt_id === "string") await gw.interrupt({ ids: [body.prompt_id], owner: scope(req) });
+    else if (clientId) await gw.interrupt({ clientId, owner: req.caller.userId });
     return emptyOk(reply);
   });
 
+  // Unloading models on every pod slows everyone's next prompt: admins only.
   app.post("/free", async (req, reply) => {
+    if (!req.caller.admin) throw new GatewayError("GW_ERR_FORBIDDEN", "/free unloads models on every GPU: admins only");
     await gw.free(jsonBody(req));
     return emptyOk(reply);
   });
@@ -123,13 +131,13 @@ async function* historyJson(pages: AsyncIterable<PromptRecord[]>): AsyncGenerato
 }
 
 /** ComfyUI's LoadImage VALIDATE_INPUTS: the file must exist in the input store ("x.png [output]" allowed). */
-async function imageValidators(gw: Services, prompt: ApiPrompt): Promise<Record<string, CustomValidator>> {
+async function imageValidators(gw: Services, prompt: ApiPrompt, caller: Caller): Promise<Record<string, CustomValidator>> {
   const known = new Map<string, boolean>();
   for (const node of Object.values(prompt)) {
     if (!node || (node.class_type !== "LoadImage" && node.class_type !== "LoadImageMask")) continue;
     const v = node.inputs?.image;
     if (typeof v !== "string" || known.has(v)) continue;
-    known.set(v, await gw.fileExists(v));
+    known.set(v, await gw.fileExists(v, caller));
   }
   const check: CustomValidator = (v) => (known.get(String(v)) ? true : `Invalid image file: ${String(v)}`);
   return { "LoadImage.image": check, "LoadImageMask.image": check };

@@ -2,13 +2,17 @@ import { randomBytes } from "node:crypto";
 import type { FastifyPluginAsync } from "fastify";
 import "@fastify/websocket";
 import type WebSocket from "ws";
-import type { EventSink } from "../dispatch/dispatcher";
+import type { EventSink, Recipient } from "../dispatch/dispatcher";
 
-interface Client { ws: WebSocket; id: string; metadata: boolean; lastSent: number; alive: boolean }
+interface Client { ws: WebSocket; id: string; owner: string; metadata: boolean; lastSent: number; alive: boolean }
+
+/** Sockets are filed under their user and client id together: a client id names a socket of that user only. */
+const keyOf = (owner: string, clientId: string) => `${owner}\n${clientId}`;
 
 /**
- * Client WebSockets (/ws?clientId=): each prompt's events go to its submitter; `status` (studio-wide
- * queue) to all. Ping frames every `pingMs` (CloudFront drops sockets silent for 10 min; ComfyUI never
+ * Client WebSockets (/ws?clientId=): each prompt's events go to its owner's sockets under the client id it
+ * was submitted with — another user opening a socket with the same client id hears nothing of it;
+ * `status` (the studio-wide queue figure, counted for everyone) to all. Ping frames every `pingMs` (CloudFront drops sockets silent for 10 min; ComfyUI never
  * pings) and a `status` to a socket that got nothing for `keepaliveMs` (the saintno SDK reconnects
  * after 10 s without a message).
  */
@@ -79,11 +83,12 @@ export class Hub implements EventSink {
     c.ws.send(msg, { binary: Buffer.isBuffer(msg) });
   }
 
-  attach(ws: WebSocket, requested: string | undefined): void {
+  attach(ws: WebSocket, requested: string | undefined, owner: string): void {
     const id = requested && requested.length <= 256 ? requested : randomBytes(16).toString("hex");
-    const c: Client = { ws, id, metadata: false, lastSent: 0, alive: true };
-    let set = this.clients.get(id);
-    if (!set) this.clients.set(id, (set = new Set()));
+    const c: Client = { ws, id, owner, metadata: false, lastSent: 0, alive: true };
+    const key = keyOf(owner, id);
+    let set = this.clients.get(key);
+    if (!set) this.clients.set(key, (set = new Set()));
     set.add(c);
     let first = true;
     ws.on("pong", () => (c.alive = true));
@@ -102,18 +107,19 @@ export class Hub implements EventSink {
     });
     ws.on("close", () => {
       set!.delete(c);
-      if (set!.size === 0 && this.clients.get(id) === set) this.clients.delete(id);
+      if (set!.size === 0 && this.clients.get(key) === set) this.clients.delete(key);
     });
     this.send(c, this.status(id));
   }
 
-  toClient(clientId: string | null, message: string | Buffer, opts?: { broadcastIfNoClient?: boolean }): void {
-    if (clientId === null) {
+  toClient(to: Recipient, message: string | Buffer, opts?: { broadcastIfNoClient?: boolean }): void {
+    if (to.clientId === null) {
+      // ComfyUI broadcasts a prompt without a client id to every socket; here: every socket of its owner.
       if (!opts?.broadcastIfNoClient) return;
-      for (const set of this.clients.values()) for (const c of set) this.send(c, message);
+      for (const set of this.clients.values()) for (const c of set) if (c.owner === to.owner) this.send(c, message);
       return;
     }
-    for (const c of this.clients.get(clientId) ?? []) this.send(c, message);
+    for (const c of this.clients.get(keyOf(to.owner, to.clientId)) ?? []) this.send(c, message);
   }
 
   queueChanged(remaining: number): void {
@@ -127,6 +133,6 @@ export class Hub implements EventSink {
 /** ComfyUI's /ws (registered bare and under /api). */
 export function wsRoutes(hub: Hub): FastifyPluginAsync {
   return async (app) => {
-    app.get("/ws", { websocket: true }, (socket, req) => hub.attach(socket, (req.query as Record<string, string>).clientId));
+    app.get("/ws", { websocket: true }, (socket, req) => hub.attach(socket, (req.query as Record<string, string>).clientId, req.caller.userId));
   };
 }

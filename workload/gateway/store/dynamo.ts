@@ -29,7 +29,7 @@ const pad = (n: number) => String(Math.max(0, Math.floor(n))).padStart(16, "0");
 const zip = (v: unknown) => gzipSync(Buffer.from(JSON.stringify(v)));
 const unzip = (v: unknown) => JSON.parse(gunzipSync(Buffer.from(v as Uint8Array)).toString("utf8"));
 /** Every attribute but the body: what the dispatcher's mirror holds. */
-const META_ATTRIBUTES = ["id", "number", "seq", "clientId", "state", "attempt", "pod", "podClient", "createdAt", "dispatchedAt", "lastError", "fence"];
+const META_ATTRIBUTES = ["id", "number", "seq", "clientId", "owner", "state", "attempt", "pod", "podClient", "createdAt", "dispatchedAt", "lastError", "fence"];
 /** The fence rule of every leader write: no record is written by an epoch older than the last one that wrote it. */
 const FENCE_OK = "(attribute_not_exists(fence) OR fence <= :e)";
 const isConflict = (err: unknown) => err instanceof ConditionalCheckFailedException || (err as { name?: string })?.name === "ConditionalCheckFailedException";
@@ -64,11 +64,12 @@ export class DynamoStore implements Store {
       new CreateTableCommand({
         TableName: this.table,
         BillingMode: "PAY_PER_REQUEST",
-        AttributeDefinitions: ["pk", "sk", "open", "openKey", "hist", "histKey"].map((n) => ({ AttributeName: n, AttributeType: "S" })),
+        AttributeDefinitions: ["pk", "sk", "open", "openKey", "hist", "histKey", "uhist"].map((n) => ({ AttributeName: n, AttributeType: "S" })),
         KeySchema: [{ AttributeName: "pk", KeyType: "HASH" }, { AttributeName: "sk", KeyType: "RANGE" }],
         GlobalSecondaryIndexes: [
           { IndexName: "open", KeySchema: [{ AttributeName: "open", KeyType: "HASH" }, { AttributeName: "openKey", KeyType: "RANGE" }], Projection: { ProjectionType: "ALL" } },
           { IndexName: "history", KeySchema: [{ AttributeName: "hist", KeyType: "HASH" }, { AttributeName: "histKey", KeyType: "RANGE" }], Projection: { ProjectionType: "ALL" } },
+          { IndexName: "userHistory", KeySchema: [{ AttributeName: "uhist", KeyType: "HASH" }, { AttributeName: "histKey", KeyType: "RANGE" }], Projection: { ProjectionType: "ALL" } },
         ],
       }),
     );
@@ -89,7 +90,7 @@ export class DynamoStore implements Store {
     const body = zip({ prompt: r.prompt, extraData: r.extraData, outputs: r.outputs });
     if (body.length > MAX_ITEM_BYTES) throw new PromptTooLarge(body.length);
     const item: Record<string, unknown> = {
-      pk: `P#${r.id}`, sk: "P", id: r.id, number: r.number, seq: r.seq, clientId: r.clientId ?? undefined, body,
+      pk: `P#${r.id}`, sk: "P", id: r.id, number: r.number, seq: r.seq, clientId: r.clientId ?? undefined, owner: r.owner, body,
       state: r.state, attempt: r.attempt, pod: r.pod, podClient: r.podClient, createdAt: r.createdAt, dispatchedAt: r.dispatchedAt, lastError: r.lastError, fence: r.fence,
     };
     if (r.state !== "done") Object.assign(item, { open: "Q", openKey: pad(r.seq) });
@@ -99,6 +100,8 @@ export class DynamoStore implements Store {
   private metaFromItem(i: Record<string, unknown>): PromptMeta {
     const m: PromptMeta = {
       id: i.id as string, number: i.number as number, seq: i.seq as number, clientId: (i.clientId as string) ?? null,
+      // Prompts from before per-user scope belong to ComfyUI's single user.
+      owner: (i.owner as string) ?? "default",
       state: i.state as PromptState, attempt: i.attempt as number, createdAt: i.createdAt as number,
     };
     for (const k of ["pod", "podClient", "dispatchedAt", "lastError", "fence"] as const) if (i[k] !== undefined) (m as unknown as Record<string, unknown>)[k] = i[k];
@@ -153,7 +156,7 @@ export class DynamoStore implements Store {
   }
 
   /** Every page of a query on one of the sparse indexes. */
-  private async *query(index: "open" | "history", key: string, value: string, o: { projection?: string[]; from?: string; descending?: boolean; pageSize?: number } = {}): AsyncIterable<Record<string, unknown>[]> {
+  private async *query(index: "open" | "history" | "userHistory", key: string, value: string, o: { projection?: string[]; from?: string; descending?: boolean; pageSize?: number } = {}): AsyncIterable<Record<string, unknown>[]> {
     const names: Record<string, string> = { "#k": key };
     const values: Record<string, unknown> = { ":v": value };
     let cond = "#k = :v";
@@ -217,10 +220,11 @@ export class DynamoStore implements Store {
     // The prompt array is rebuilt from the record on read: not stored twice.
     const rest: Partial<HistoryEntry> = { ...history };
     delete rest.prompt;
-    return (await this.update(id, "SET #s = :done, hdata = :h, completedAt = :now, hist = :H, histKey = :hk, expiresAt = :exp, fence = :e REMOVE #o, openKey, pod, podClient",
+    // uhist (the per-user history index's key) is copied from the record's owner in the same write.
+    return (await this.update(id, "SET #s = :done, hdata = :h, completedAt = :now, hist = :H, uhist = if_not_exists(#ow, :dflt), histKey = :hk, expiresAt = :exp, fence = :e REMOVE #o, openKey, pod, podClient",
       `#s <> :done AND attempt = :a AND ${FENCE_OK}`,
-      { ":done": "done", ":a": attempt, ":h": zip(rest), ":now": now, ":H": "H", ":hk": `${pad(now)}#${id}`, ":exp": Math.floor(now / 1000) + ttlSeconds, ":e": fence.epoch },
-      { "#o": "open" })) !== undefined;
+      { ":done": "done", ":a": attempt, ":h": zip(rest), ":now": now, ":H": "H", ":dflt": "default", ":hk": `${pad(now)}#${id}`, ":exp": Math.floor(now / 1000) + ttlSeconds, ":e": fence.epoch },
+      { "#o": "open", "#ow": "owner" })) !== undefined;
   }
 
   async cancel(id: string, attempt: number, fence: Fence) {
@@ -241,12 +245,15 @@ export class DynamoStore implements Store {
     return item ? this.metaFromItem(item) : undefined;
   }
 
-  async deleteQueued(ids?: readonly string[]) {
-    const targets = ids ?? (await this.listOpen()).filter((r) => r.state === "queued").map((r) => r.id);
+  async deleteQueued(ids?: readonly string[], owner?: string) {
+    const targets = ids ?? (await this.listOpen()).filter((r) => r.state === "queued" && (owner === undefined || r.owner === owner)).map((r) => r.id);
     const out: string[] = [];
     for (const id of targets) {
       try {
-        await this.send(new DeleteCommand({ TableName: this.table, Key: { pk: `P#${id}`, sk: "P" }, ConditionExpression: "#s = :q", ExpressionAttributeNames: { "#s": "state" }, ExpressionAttributeValues: { ":q": "queued" } }));
+        await this.send(new DeleteCommand({
+          TableName: this.table, Key: { pk: `P#${id}`, sk: "P" }, ConditionExpression: owner === undefined ? "#s = :q" : "#s = :q AND #ow = :ow",
+          ExpressionAttributeNames: { "#s": "state", ...(owner === undefined ? {} : { "#ow": "owner" }) }, ExpressionAttributeValues: { ":q": "queued", ...(owner === undefined ? {} : { ":ow": owner }) },
+        }));
         out.push(id);
       } catch (err: unknown) {
         if (!isConflict(err)) throw err;
@@ -256,13 +263,14 @@ export class DynamoStore implements Store {
   }
 
   async listHistory(q: HistoryQuery = {}) {
+    const [index, key, value] = q.owner === undefined ? (["history", "hist", "H"] as const) : (["userHistory", "uhist", q.owner] as const);
     const max = q.maxItems;
     const offset = q.offset ?? -1;
     if (max !== undefined && max <= 0) return [];
     if (max !== undefined && offset < 0) {
       // "The newest max_items": read that many from the newest end, answer them oldest first.
       const out: PromptRecord[] = [];
-      for await (const page of this.query("history", "hist", "H", { descending: true, pageSize: Math.min(max, 1000) })) {
+      for await (const page of this.query(index, key, value, { descending: true, pageSize: Math.min(max, 1000) })) {
         for (const i of page) if (out.length < max) out.push(this.fromItem(i));
         if (out.length >= max) break;
       }
@@ -271,7 +279,7 @@ export class DynamoStore implements Store {
     const skip = Math.max(0, offset);
     const out: PromptRecord[] = [];
     let seen = 0;
-    for await (const page of this.query("history", "hist", "H", { pageSize: max !== undefined ? Math.min(skip + max, 1000) : 1000 })) {
+    for await (const page of this.query(index, key, value, { pageSize: max !== undefined ? Math.min(skip + max, 1000) : 1000 })) {
       for (const i of page) {
         if (seen++ < skip) continue;
         if (max === undefined || out.length < max) out.push(this.fromItem(i));
@@ -281,17 +289,22 @@ export class DynamoStore implements Store {
     return out;
   }
 
-  async *historyPages(pageSize = 100) {
-    for await (const page of this.query("history", "hist", "H", { pageSize })) if (page.length) yield page.map((i) => this.fromItem(i));
+  async *historyPages(pageSize = 100, owner?: string) {
+    const [index, key, value] = owner === undefined ? (["history", "hist", "H"] as const) : (["userHistory", "uhist", owner] as const);
+    for await (const page of this.query(index, key, value, { pageSize })) if (page.length) yield page.map((i) => this.fromItem(i));
   }
 
-  async hideHistory(ids?: readonly string[]) {
+  async hideHistory(ids?: readonly string[], owner?: string) {
     let targets = ids ? [...ids] : [];
-    if (!ids) for await (const page of this.query("history", "hist", "H", { projection: ["id"] })) targets.push(...page.map((i) => i.id as string));
+    if (!ids) {
+      const [index, key, value] = owner === undefined ? (["history", "hist", "H"] as const) : (["userHistory", "uhist", owner] as const);
+      for await (const page of this.query(index, key, value, { projection: ["id"] })) targets.push(...page.map((i) => i.id as string));
+    }
     targets = [...new Set(targets)];
     for (const id of targets) {
-      // HIDDEN is a DynamoDB reserved word.
-      await this.update(id, "SET #h = :t REMOVE hist, histKey", "#s = :done", { ":t": true, ":done": "done" }, { "#h": "hidden" });
+      // HIDDEN is a DynamoDB reserved word; another user's entry is left alone (the condition on the owner).
+      await this.update(id, "SET #h = :t REMOVE hist, uhist, histKey", owner === undefined ? "#s = :done" : "#s = :done AND #ow = :ow",
+        { ":t": true, ":done": "done", ...(owner === undefined ? {} : { ":ow": owner }) }, { "#h": "hidden", ...(owner === undefined ? {} : { "#ow": "owner" }) });
     }
   }
 

@@ -93,34 +93,34 @@ export class MemoryStore implements Store {
     this.fenced(r, fence);
     return metaOf(r);
   }
-  async deleteQueued(ids?: readonly string[]) {
+  async deleteQueued(ids?: readonly string[], owner?: string) {
     this.count("deleteQueued");
     const out: string[] = [];
     for (const r of [...this.prompts.values()]) {
-      if (r.state === "queued" && (!ids || ids.includes(r.id))) {
+      if (r.state === "queued" && (!ids || ids.includes(r.id)) && (owner === undefined || r.owner === owner)) {
         this.prompts.delete(r.id);
         out.push(r.id);
       }
     }
     return out;
   }
-  private finished(): PromptRecord[] {
-    return [...this.prompts.values()].filter((r) => r.state === "done" && !r.hidden).sort((a, b) => a.completedAt! - b.completedAt! || (a.id < b.id ? -1 : 1));
+  private finished(owner?: string): PromptRecord[] {
+    return [...this.prompts.values()].filter((r) => r.state === "done" && !r.hidden && (owner === undefined || r.owner === owner)).sort((a, b) => a.completedAt! - b.completedAt! || (a.id < b.id ? -1 : 1));
   }
   async listHistory(q: HistoryQuery = {}) {
     this.count("listHistory");
-    const all = this.finished();
+    const all = this.finished(q.owner);
     const { start, end } = historyWindow(all.length, q);
     return all.slice(start, end).map(clone);
   }
-  async *historyPages(pageSize = 100) {
+  async *historyPages(pageSize = 100, owner?: string) {
     this.count("historyPages");
-    const all = this.finished();
+    const all = this.finished(owner);
     for (let i = 0; i < all.length; i += pageSize) yield all.slice(i, i + pageSize).map(clone);
   }
-  async hideHistory(ids?: readonly string[]) {
+  async hideHistory(ids?: readonly string[], owner?: string) {
     this.count("hideHistory");
-    for (const r of this.prompts.values()) if (r.state === "done" && (!ids || ids.includes(r.id))) r.hidden = true;
+    for (const r of this.prompts.values()) if (r.state === "done" && (!ids || ids.includes(r.id)) && (owner === undefined || r.owner === owner)) r.hidden = true;
   }
   async counts() {
     this.count("counts");

@@ -22,6 +22,8 @@ export interface PromptMeta {
   /** Acceptance order (epoch milliseconds, strictly increasing per replica): a tie-breaker and the fair-share clock. */
   seq: number;
   clientId: string | null;
+  /** Who submitted it (the signed-in user or the key's owner): who may see it, and the fair-share unit. */
+  owner: string;
   state: PromptState;
   /** Runs started so far (dispatches). */
   attempt: number;
@@ -59,6 +61,8 @@ export interface Fence {
 export interface HistoryQuery {
   maxItems?: number;
   offset?: number;
+  /** Only this user's (undefined: everyone's, for admins). */
+  owner?: string;
 }
 
 export interface Store {
@@ -79,14 +83,14 @@ export interface Store {
   cancel(id: string, attempt: number, fence: Fence): Promise<boolean>;
   /** Stamps an open prompt with the fence (a new leader's take-over); undefined when it is done, gone or a newer leader holds it. */
   adopt(id: string, fence: Fence): Promise<PromptMeta | undefined>;
-  /** Deletes queued prompts among `ids` (all queued ones when undefined); returns those deleted. */
-  deleteQueued(ids?: readonly string[]): Promise<string[]>;
+  /** Deletes queued prompts among `ids` (all queued ones when undefined), only `owner`'s when given; returns those deleted. */
+  deleteQueued(ids?: readonly string[], owner?: string): Promise<string[]>;
   /** Finished, visible prompts in completion order, reading only the page asked for. */
   listHistory(q?: HistoryQuery): Promise<PromptRecord[]>;
-  /** Every finished, visible prompt, oldest first, a page at a time. */
-  historyPages(pageSize?: number): AsyncIterable<PromptRecord[]>;
-  /** Hides history entries (all when undefined). */
-  hideHistory(ids?: readonly string[]): Promise<void>;
+  /** Every finished, visible prompt (only `owner`'s when given), oldest first, a page at a time. */
+  historyPages(pageSize?: number, owner?: string): AsyncIterable<PromptRecord[]>;
+  /** Hides history entries (all when undefined), only `owner`'s when given. */
+  hideHistory(ids?: readonly string[], owner?: string): Promise<void>;
   /** waiting = queued, running = dispatched. */
   counts(): Promise<{ waiting: number; running: number }>;
   getMeta(key: string): Promise<number | undefined>;
@@ -98,7 +102,7 @@ export interface Store {
 
 /** The fields of a record that are not its body. */
 export function metaOf(r: PromptMeta): PromptMeta {
-  const m: PromptMeta = { id: r.id, number: r.number, seq: r.seq, clientId: r.clientId, state: r.state, attempt: r.attempt, createdAt: r.createdAt };
+  const m: PromptMeta = { id: r.id, number: r.number, seq: r.seq, clientId: r.clientId, owner: r.owner, state: r.state, attempt: r.attempt, createdAt: r.createdAt };
   if (r.pod !== undefined) m.pod = r.pod;
   if (r.podClient !== undefined) m.podClient = r.podClient;
   if (r.dispatchedAt !== undefined) m.dispatchedAt = r.dispatchedAt;
