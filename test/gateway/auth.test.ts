@@ -170,6 +170,28 @@ describe("gateway sign-in, API keys and the same-origin rule", function () {
     }
   });
 
+  it("the audit trail: one line per state change, naming the user, the action, its target and where it came from", async () => {
+    const b = new Browser();
+    await b.signIn(base + "/", "alice");
+    const id = ((await (await b.fetch(base + "/prompt", { ...json({ prompt: t2i(21) }), site: "same-origin" })).json()) as { prompt_id: string }).prompt_id;
+    await b.fetch(base + "/settings/Comfy.Audit", { method: "POST", body: "1", site: "same-origin" });
+    await b.fetch(base + "/userdata/workflows%2Faudited.json", { method: "POST", body: "{}", site: "same-origin" });
+    await b.fetch(base + "/history", { ...json({ clear: true }), site: "cross-site" }); // refused: a line too
+    const lines = async () => (await import("node:fs")).readFileSync(`${gw.dataDir}/audit.log`, "utf8").trim().split("\n").map((l) => JSON.parse(l));
+    await until(async () => (await lines()).some((l) => l.action === "prompt finished" && l.target === id), 20000, 100).catch(async (e) => { console.log(JSON.stringify((await lines()).slice(-3)), JSON.stringify(await (await b.fetch(base + "/queue", { site: "same-origin" })).json()).slice(0, 300), JSON.stringify(await (await b.fetch(base + "/history/" + id, { site: "same-origin" })).json()).slice(0, 500)); throw e; });
+    const all = await lines();
+    const mine = all.filter((l) => l.user === "alice");
+    assert.ok(mine.some((l) => l.action === "sign-in"), "sign-in");
+    assert.ok(mine.some((l) => l.action === "POST /prompt" && l.target === id && l.status === 200 && /127\.0\.0\.1/.test(l.from)), "the prompt, with where it came from");
+    assert.ok(mine.some((l) => l.action === "POST /settings/:id" && l.target === "Comfy.Audit"));
+    assert.ok(mine.some((l) => l.action === "POST /userdata/:file" && l.target === "workflows/audited.json"));
+    assert.ok(mine.some((l) => l.status === 403 && l.detail?.refused), "a refused cross-site request");
+    const finished = mine.find((l) => l.action === "prompt finished" && l.target === id)!;
+    assert.equal(finished.detail.outcome, "success");
+    assert.ok(finished.detail.gpuSeconds >= 0, "GPU-seconds recorded with the owner");
+    for (const l of all) assert.ok(typeof l.user === "string" && l.user && typeof l.time === "string", JSON.stringify(l));
+  });
+
   it("API keys: a Bearer key works on HTTP and /ws, a one-time ticket opens /ws for a browser, a revoked key is refused at once", async () => {
     const { token, record } = mintKey({ owner: "pipeline-1", name: "render farm", scopes: ["submit", "read"], days: 30 });
     await auth.putKey(record);

@@ -1,10 +1,11 @@
 import fastifyMultipart from "@fastify/multipart";
 import fastifyWebsocket from "@fastify/websocket";
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from "fastify";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import type { Logger } from "pino";
 import type { GatewayConfig } from "./config";
 import { PATHS } from "./contract";
+import { NO_AUDIT, type Audit } from "./audit";
 import { Auth, type AuthStore } from "./auth";
 import { MemoryAuthStore } from "./auth/stores";
 import { Dispatcher, type PodInfo } from "./dispatch/dispatcher";
@@ -46,6 +47,8 @@ export interface GatewayDeps {
   metrics?: MetricsSink;
   /** Kubernetes: the node of a pod that just turned Ready, for the per-node cold-start figures. */
   nodeStartOf?: (podKey: string) => Promise<NodeStart | undefined>;
+  /** Where the audit trail goes. @defaultValue none */
+  audit?: Audit;
 }
 
 export interface Gateway {
@@ -198,7 +201,20 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
     log.child({ component: "auth" }),
   );
   await auth.start();
-  auth.register(app);
+  const audit = deps.audit ?? NO_AUDIT;
+  const from = (req: FastifyRequest) => [req.socket.remoteAddress, req.headers["x-forwarded-for"]].filter(Boolean).join(" via ");
+  auth.register(app, {
+    onEvent: (req, action, user, detail) => audit.record({ user, via: "session", action, from: from(req), ...(detail ? { detail } : {}) }),
+    onDenied: (req, why, caller) => audit.record({ user: caller?.userId ?? "-", via: caller?.kind ?? "-", action: `${req.method} ${req.url.split("?")[0]}`, from: from(req), status: 403, detail: { refused: why } }),
+  });
+  // The audit trail: one line per state change a caller made (what routes call a target, or the route's params).
+  app.decorateRequest("auditTarget", undefined as unknown as string);
+  app.addHook("onResponse", async (req, reply) => {
+    if (!req.caller || !(["POST", "PUT", "PATCH", "DELETE"] as string[]).includes(req.method) || reply.statusCode >= 400) return;
+    const params = req.params as Record<string, string> | undefined;
+    const target = req.auditTarget ?? (params && Object.keys(params).length ? Object.values(params).join(" → ") : undefined);
+    audit.record({ user: req.caller.userId, via: req.caller.kind, action: `${req.method} ${req.routeOptions.url ?? req.url.split("?")[0]}`, ...(target ? { target } : {}), from: from(req), status: reply.statusCode });
+  });
   // Every ComfyUI route bare and under /api (protocol §1).
   for (const prefix of ["", "/api"]) {
     await app.register(async (scope) => {
@@ -268,7 +284,17 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
       const d = new Dispatcher({
         store: deps.store, fence, files, sink: fanOut(hub, linkHub), log: log.child({ component: "dispatch", epoch: fence.epoch }), maxAttempts: config.maxAttempts,
         startupDeadlineMs: config.startupDeadlineSeconds * 1000, stallMs: config.stallSeconds * 1000, historyTtlSeconds: config.historyTtlDays * 86400,
-        pushInputs: config.mode === "local", onPodLoad: deps.onPodLoad, orphanMs: config.orphanSeconds * 1000, observer: telemetry,
+        pushInputs: config.mode === "local", onPodLoad: deps.onPodLoad, orphanMs: config.orphanSeconds * 1000,
+        // Metrics, and the audit line of every ending: whose prompt, how it ended, the GPU-seconds it used.
+        observer: {
+          queueState: (st) => telemetry.queueState(st),
+          started: (r, now) => telemetry.started(r, now),
+          finished: (r, history, startedAt, now) => {
+            telemetry.finished(r, history, startedAt, now);
+            const gpuSeconds = startedAt !== undefined ? Math.round((now - startedAt) / 100) / 10 : 0;
+            audit.record({ user: r.owner, via: "gateway", action: "prompt finished", target: r.id, detail: { outcome: history.status.status_str, gpuSeconds, attempt: r.attempt } });
+          },
+        },
         bodyCacheBytes: config.promptCacheMb * 1024 * 1024,
         isLeader,
         onFencedOut: () => void g.standDown(),
@@ -331,6 +357,7 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
         hub.close();
         await Promise.all([app.close(), admin.close()]);
         await metrics.close();
+        await audit.close();
       })();
       return closing;
     },

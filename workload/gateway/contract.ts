@@ -120,6 +120,11 @@ export const SETTINGS = {
   sessionIdleMinutes: { env: "GATEWAY_SESSION_IDLE_MINUTES", kind: num(5, 43200), default: 480, doc: "a session ends after this long without a request" },
   sessionMaxHours: { env: "GATEWAY_SESSION_MAX_HOURS", kind: num(1, 8760), default: 168, doc: "a session ends this long after sign-in, whatever the activity" },
   sessionRefreshMinutes: { env: "GATEWAY_SESSION_REFRESH_MINUTES", kind: num(0.01, 1440), default: 5, doc: "how often a session asks the IdP again (a user disabled there loses access then)" },
+  auditLogGroup: {
+    env: "GATEWAY_AUDIT_LOG_GROUP", kind: { type: "text" as const, pattern: /^[.\-_/#A-Za-z0-9]{1,512}$/, patternDoc: "a CloudWatch Logs group name" },
+    doc: "CloudWatch Logs group of the audit trail (one JSON line per state change), stream `gateway/<POD_NAME>`",
+  },
+  auditFile: { env: "GATEWAY_AUDIT_FILE", flag: "--audit-file", kind: text, doc: "local mode: the audit trail's file (default `<data dir>/audit.log`)" },
   coldStartBudgetSeconds: { env: "GATEWAY_COLD_START_BUDGET_SECONDS", flag: "--cold-start-budget", kind: num(1, 86400), default: COLD_START_BUDGET_SECONDS, doc: "what the UI promises for a GPU start until 3 cold starts are measured (then the median of the last 20)" },
 } as const satisfies Record<string, Setting>;
 

@@ -5,6 +5,7 @@
 import * as path from "node:path";
 import pino from "pino";
 import { buildApp, type Gateway, type GatewayDeps } from "./app";
+import { fileAudit } from "./audit";
 import { metricsSinkFor } from "./telemetry";
 import { ConfigError, loadConfig, type GatewayConfig } from "./config";
 import { startEmbeddedStore } from "./store/embedded";
@@ -31,6 +32,7 @@ export async function startLocal(config: GatewayConfig, log = pino({ level: conf
     users: new LocalObjectStore(path.join(dir, "objects", "users")),
     log,
     metrics: metricsSinkFor(config, log),
+    audit: fileAudit(config.auditFile ?? path.join(dir, "audit.log")),
     ...overrides,
   });
   // One process owns a data dir: it leads, with a fencing token above any earlier process's.

@@ -32,6 +32,8 @@ declare module "fastify" {
   interface FastifyRequest {
     /** Who is asking (set by the auth hook on every route that is not public). */
     caller: Caller;
+    /** What a state change acted on, for the audit line (a prompt id, a file). */
+    auditTarget: string | undefined;
   }
 }
 
@@ -158,7 +160,7 @@ export class Auth {
     return via === "cookie" ? { ok: false, why: "no Origin on a cookie-authenticated request" } : { ok: true };
   }
 
-  register(app: FastifyInstance, opts: { onDenied?: (req: FastifyRequest, why: string) => void } = {}): void {
+  register(app: FastifyInstance, opts: { onDenied?: (req: FastifyRequest, why: string, caller: Caller | undefined) => void; onEvent?: (req: FastifyRequest, action: string, user: string, detail?: Record<string, unknown>) => void } = {}): void {
     void app.register(fastifyCookie);
     app.decorateRequest("caller", undefined as unknown as Caller);
     app.addHook("onRequest", async (req, reply) => {
@@ -169,7 +171,7 @@ export class Auth {
       if (unsafe) {
         const o = this.sameOrigin(req, via);
         if (!o.ok) {
-          opts.onDenied?.(req, `cross-site request refused (${o.why})`);
+          opts.onDenied?.(req, `cross-site request refused (${o.why})`, caller);
           return reply.code(403).send({ error: { type: "cross_site_request", message: "Requests from another site are refused", details: o.why ?? "", extra_info: {} } });
         }
         const bare = path.replace(/^\/api(?=\/)/, "");
@@ -229,6 +231,7 @@ export class Auth {
       };
       await this.store.putSession(session);
       req.log.info({ user: who.userId, admin: who.admin }, "signed in");
+      opts.onEvent?.(req, "sign-in", who.userId, { admin: who.admin, session: session.id.slice(0, 16) });
       reply.clearCookie(LOGIN_COOKIE, { path: "/" });
       cookie(reply, SESSION_COOKIE, token, this.settings.sessionMaxHours * 3600);
       return reply.redirect(st.returnTo, 302);
@@ -239,7 +242,11 @@ export class Auth {
       const o = this.sameOrigin(req, "cookie");
       if (!o.ok) return reply.code(403).send({ error: { type: "cross_site_request", message: "Requests from another site are refused", details: o.why ?? "", extra_info: {} } });
       const token = req.cookies[SESSION_COOKIE];
-      if (token) await this.store.deleteSession(sha256(token));
+      if (token) {
+        const s = await this.store.getSession(sha256(token));
+        await this.store.deleteSession(sha256(token));
+        if (s) opts.onEvent?.(req, "sign-out", s.userId);
+      }
       reply.clearCookie(SESSION_COOKIE, { path: "/" });
       const next = this.oidc ? await this.oidc.logoutUrl(undefined, `${this.oidc.s.publicUrl.replace(/\/$/, "")}/`).catch(() => undefined) : undefined;
       return { ok: true, ...(next ? { next } : {}) };

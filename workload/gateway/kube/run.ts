@@ -7,6 +7,7 @@ import { DynamoStore } from "../store/dynamo";
 import { S3ObjectStore } from "../store/objects";
 import { KubeClient } from "./client";
 import { LeaseElector } from "./lease";
+import { cloudWatchAudit } from "../audit";
 import { metricsSinkFor } from "../telemetry";
 import { EndpointSliceSource, patchDeletionCost, podImageId, podNodeStart } from "./pods";
 
@@ -33,6 +34,7 @@ export async function startKubernetes(config: GatewayConfig, log: Logger): Promi
     },
     imageIdOf: (pod) => podImageId(kube, ns, pod),
     metrics: metricsSinkFor(config, log),
+    audit: config.auditLogGroup ? cloudWatchAudit({ logGroup: config.auditLogGroup, region: config.region, podName: config.podName }, log) : undefined,
     nodeStartOf: (pod) => podNodeStart(kube, ns, pod),
   });
   const pods = new EndpointSliceSource(kube, ns, config.comfyuiService, config.comfyuiPortName, (p) => gateway.setPods(p), log.child({ component: "pods" }));

@@ -122,6 +122,7 @@ export const fileRoutes: FastifyPluginAsync = async (app) => {
         }
       }
       if (!duplicate) await gw.files.input.putFile(at(final), file.path, { sha256: file.sha256 });
+      req.auditTarget = `input/${at(final)}`;
       return { name: final, subfolder, type };
     } finally {
       await fsp.rm(got.dir, { recursive: true, force: true });

@@ -57,6 +57,7 @@ export const promptRoutes: FastifyPluginAsync = async (app) => {
     // Another user's id (a collision, or a guess): not theirs to see or answer for.
     if (!created && record.owner !== rec.owner) throw new GatewayError("GW_ERR_INVALID_PROMPT_ID", "already used");
     if (created) gw.submitted(record);
+    req.auditTarget = record.id;
     return { prompt_id: record.id, number: record.number, node_errors: created ? nodeErrors : {} };
   });
 
@@ -69,6 +70,7 @@ export const promptRoutes: FastifyPluginAsync = async (app) => {
     const body = jsonBody(req);
     if (body.clear) await gw.deleteFromQueue(undefined, scope(req));
     if (Array.isArray(body.delete)) await gw.deleteFromQueue(body.delete.map(String), scope(req));
+    req.auditTarget = body.clear ? "clear" : Array.isArray(body.delete) ? `delete ${body.delete.join(" ")}` : undefined;
     return emptyOk(reply);
   });
 
@@ -98,6 +100,7 @@ export const promptRoutes: FastifyPluginAsync = async (app) => {
     const body = jsonBody(req);
     if (body.clear) await gw.store.hideHistory(undefined, scope(req));
     if (Array.isArray(body.delete)) await gw.store.hideHistory(body.delete.map(String), scope(req));
+    req.auditTarget = body.clear ? "clear" : Array.isArray(body.delete) ? `delete ${body.delete.join(" ")}` : undefined;
     return emptyOk(reply);
   });
 
@@ -105,6 +108,7 @@ export const promptRoutes: FastifyPluginAsync = async (app) => {
     const body = jsonBody(req, { allowEmpty: true });
     const clientId = (req.query as Record<string, string>).clientId ?? (typeof body.client_id === "string" ? body.client_id : undefined);
     // Only a named prompt, or the caller's own running prompts: never another client's by accident.
+    req.auditTarget = typeof body.prompt_id === "string" ? body.prompt_id : clientId;
     if (typeof body.prompt_id === "string") await gw.interrupt({ ids: [body.prompt_id], owner: scope(req) });
     else if (clientId) await gw.interrupt({ clientId, owner: req.caller.userId });
     return emptyOk(reply);

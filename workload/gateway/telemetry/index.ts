@@ -2,7 +2,7 @@ import type { Logger } from "pino";
 import { coldStartEmf, gatewaySnapshotEmf, gpuFleetEmf, nodeReadyEmf, promptOutcomeEmf } from "../../../observability/metrics";
 import type { DispatchObserver } from "../dispatch/dispatcher";
 import { fileRefs } from "../protocol/outputs";
-import type { HistoryEntry, PromptRecord } from "../store/types";
+import type { HistoryEntry, PromptMeta } from "../store/types";
 import type { ColdStarts } from "./coldStarts";
 import type { MetricsSink } from "./sink";
 
@@ -104,7 +104,7 @@ export class Telemetry implements DispatchObserver {
     else if (s.open === 0 && this.o.coldStarts.underWay) this.o.coldStarts.cancel();
   }
 
-  started(r: PromptRecord, now: number): void {
+  started(r: PromptMeta, now: number): void {
     void this.o.coldStarts.started(now).then((seconds) => {
       if (seconds === undefined) return;
       this.o.log.info({ promptId: r.id, coldStartSeconds: seconds }, "cold start: first prompt running");
@@ -112,7 +112,7 @@ export class Telemetry implements DispatchObserver {
     });
   }
 
-  finished(r: PromptRecord, history: HistoryEntry, startedAt: number | undefined, now: number): void {
+  finished(r: PromptMeta, history: HistoryEntry, startedAt: number | undefined, now: number): void {
     const waitSeconds = Math.max(0, ((startedAt ?? now) - r.createdAt) / 1000);
     const runSeconds = startedAt !== undefined ? Math.max(0, (now - startedAt) / 1000) : undefined;
     const outcome = history.status.status_str === "success" ? "success" : "error";

@@ -52,7 +52,12 @@ export class CloudWatchLogsSink implements MetricsSink {
   }
 
   put(doc: EmfDocument): void {
-    this.buffer.push({ timestamp: doc._aws.Timestamp, message: JSON.stringify(doc) });
+    this.putLine(doc._aws.Timestamp, JSON.stringify(doc));
+  }
+
+  /** Any line (the audit trail uses the same sink). */
+  putLine(timestamp: number, message: string): void {
+    this.buffer.push({ timestamp, message });
     const max = this.o.maxBuffered ?? 5000;
     if (this.buffer.length > max) {
       this.dropped += this.buffer.length - max;
