@@ -2,6 +2,7 @@
 // front of stand-ins: a hung pod, a claim another writer won, a replica that loses the lead with clients
 // connected, an output copy that fails, a buffered prompt that is cancelled.
 import { strict as assert } from "node:assert";
+import * as http from "node:http";
 import { buildApp } from "../../workload/gateway/app";
 import { loadConfig } from "../../workload/gateway/config";
 import { LocalObjectStore, MemoryStore, PrefixedStore, type ObjectStore } from "../../workload/gateway/store";
@@ -94,7 +95,7 @@ describe("gateway fault paths", function () {
     const store = new MemoryStore();
     const root = tmpDir();
     const objects: ObjectStore = new LocalObjectStore(root);
-    const cfg = loadConfig(["--comfyui", pod.url, "--port", "0"], {});
+    const cfg = loadConfig(["--comfyui", pod.url, "--port", "0"], { GATEWAY_INTERNAL_TOKEN: "shared-by-the-replicas" });
     const deps = { store, objects, inputs: new PrefixedStore(objects, "inputs/"), users: new PrefixedStore(objects, "users/"), log: quiet };
     const a = await buildApp(cfg, deps);
     const b = await buildApp(cfg, deps);
@@ -106,6 +107,10 @@ describe("gateway fault paths", function () {
     b.setPods(pods);
     b.follow(aAdmin);
     await until(async () => a.services.readyWorker() !== undefined);
+    // The link and the leader's routes carry everyone's events and act for anyone: replicas only.
+    assert.equal((await fetch(aAdmin + "/gateway/leader/queue")).status, 401);
+    assert.equal((await fetch(aAdmin + "/gateway/leader/queue", { headers: { "x-gateway-token": "guess" } })).status, 401);
+    await until(async () => b.services.link?.up === true);
     const sock = await openWs(aUrl, "artist");
     cleanup.push(() => sock.close());
     const id = (await post(aUrl, "/prompt", { prompt: t2i(6, undefined, 100), client_id: "artist" })).json.prompt_id;
@@ -154,6 +159,30 @@ describe("gateway fault paths", function () {
     assert.equal(mine.filter((m) => m.type === "executing" && m.data.node === null).length, 1);
     assert.equal(failed, 3, "three tries, then it gave up");
     assert.deepEqual(pod.executed(), [id], "ran once");
+  });
+
+  it("the drain hook: only from the pod it names; the drain ends when the pod answers again", async () => {
+    // The stand-in on 127.0.0.2: its address is the pod's; 127.0.0.3 is some other pod of the cluster.
+    const pod = await standIn({ stepMs: 5, host: "127.0.0.2" });
+    const gw = await startGateway([pod.url]);
+    cleanup.push(() => gw.close());
+    await until(async () => (await get(gw.adminUrl, "/gateway/pods")).json.ready === 1);
+    const drain = (from: string, method = "POST") => new Promise<number>((resolve, reject) => {
+      const u = new URL(`${gw.adminUrl}/gateway/drain?pod=${encodeURIComponent(pod.url)}`);
+      const r = http.request(u, { method, localAddress: from, agent: false }, (res) => (res.resume(), resolve(res.statusCode!)));
+      r.on("error", reject).end();
+    });
+    assert.equal(await drain("127.0.0.3"), 403, "another pod cannot drain it");
+    assert.equal((await get(gw.adminUrl, "/gateway/pods")).json.ready, 1);
+    assert.equal(await drain("127.0.0.2"), 200, "the pod itself can");
+    assert.equal((await get(gw.adminUrl, "/gateway/pods")).json.ready, 0, "drained: no work for it");
+    // Its endpoint goes not ready (the pod restarts) and comes back: it answers again, the drain is over.
+    gw.gateway.setPods([{ key: pod.url, url: pod.url, ready: false, terminating: false }]);
+    gw.gateway.setPods([{ key: pod.url, url: pod.url, ready: true, terminating: false }]);
+    await until(async () => (await get(gw.adminUrl, "/gateway/pods")).json.ready === 1, 5000);
+    assert.equal(await drain("127.0.0.2"), 200);
+    assert.equal(await drain("127.0.0.2", "DELETE"), 200, "or the pod undoes it");
+    await until(async () => (await get(gw.adminUrl, "/gateway/pods")).json.ready === 1, 5000);
   });
 
   it("a prompt buffered on a pod is listed as pending and can be deleted: it leaves the pod's queue and never runs", async () => {

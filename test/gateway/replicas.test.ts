@@ -91,7 +91,7 @@ describe("gateway replicas (Kubernetes mode, processes)", function () {
     const g = await spawnGateway([], {
       env: {
         // Sign-in is tested on its own (auth.test.ts); here the replicas listen on loopback without it.
-        GATEWAY_MODE: "kubernetes", GATEWAY_AUTH: "none", GATEWAY_KUBE_API_URL: kube.url, POD_NAME: name, POD_NAMESPACE: NS, POD_IP: "127.0.0.1",
+        GATEWAY_MODE: "kubernetes", GATEWAY_AUTH: "none", GATEWAY_INTERNAL_TOKEN: "replicas-test-token", GATEWAY_KUBE_API_URL: kube.url, POD_NAME: name, POD_NAMESPACE: NS, POD_IP: "127.0.0.1",
         GATEWAY_PORT: String(port), GATEWAY_ADMIN_PORT: String(adminPort), GATEWAY_HOST: "127.0.0.1", GATEWAY_TABLE: "comfyui-gateway",
         AWS_REGION: "local", AWS_ACCESS_KEY_ID: "S3RVER", AWS_SECRET_ACCESS_KEY: "S3RVER", AWS_EC2_METADATA_DISABLED: "true",
         AWS_CONFIG_FILE: "/dev/null", AWS_SHARED_CREDENTIALS_FILE: "/dev/null",

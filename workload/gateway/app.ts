@@ -1,6 +1,7 @@
 import fastifyMultipart from "@fastify/multipart";
 import fastifyWebsocket from "@fastify/websocket";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from "fastify";
+import { randomBytes } from "node:crypto";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import type { Logger } from "pino";
 import type { GatewayConfig } from "./config";
@@ -88,6 +89,8 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
     queueRemaining: () => gw.dispatcher?.queueRemaining() ?? gw.remaining ?? 0,
   });
   const linkHub = new LinkHub();
+  // One process (local mode) has no other replica to share it with: a random one keeps its link closed.
+  const internalToken = config.internalToken ?? randomBytes(32).toString("base64url");
   gw.link = new LeaderLink(
     {
       event: (c, m, b) => hub.toClient(c, m, { broadcastIfNoClient: b }),
@@ -98,6 +101,7 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
       discovery: (v) => discovery.useVersion(v, true),
     },
     log.child({ component: "link" }),
+    internalToken,
   );
   discovery.onVersion = (v) => linkHub.discoveryChanged(v);
   let pods: PodInfo[] = [];
@@ -248,6 +252,7 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
   loopWindow.unref();
   await admin.register(adminRoutes({
     linkHub,
+    internalToken,
     loopDelayMs: () => Math.round(Math.max(lastWindowMaxMs, loop.max / 1e6)),
     pods: podsView,
     // KEDA's figure: from the store so every replica answers the same; never an error status.

@@ -120,6 +120,7 @@ export const SETTINGS = {
   sessionIdleMinutes: { env: "GATEWAY_SESSION_IDLE_MINUTES", kind: num(5, 43200), default: 480, doc: "a session ends after this long without a request" },
   sessionMaxHours: { env: "GATEWAY_SESSION_MAX_HOURS", kind: num(1, 8760), default: 168, doc: "a session ends this long after sign-in, whatever the activity" },
   sessionRefreshMinutes: { env: "GATEWAY_SESSION_REFRESH_MINUTES", kind: num(0.01, 1440), default: 5, doc: "how often a session asks the IdP again (a user disabled there loses access then)" },
+  internalToken: { env: "GATEWAY_INTERNAL_TOKEN", kind: text, requiredIn: "kubernetes", doc: "shared by the replicas (a Kubernetes Secret): the replica link and the leader's internal routes refuse any caller without it" },
   auditLogGroup: {
     env: "GATEWAY_AUDIT_LOG_GROUP", kind: { type: "text" as const, pattern: /^[.\-_/#A-Za-z0-9]{1,512}$/, patternDoc: "a CloudWatch Logs group name" },
     doc: "CloudWatch Logs group of the audit trail (one JSON line per state change), stream `gateway/<POD_NAME>`",

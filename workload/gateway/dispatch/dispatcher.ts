@@ -84,6 +84,8 @@ export class Dispatcher implements WorkerEvents {
   private readonly orphanSince = new Map<string, number>();
   /** Prompts whose claim is in flight. */
   private readonly claiming = new Set<string>();
+  /** Pods drained by the hook, and whether their endpoint has gone not ready since (then ready again = undrained). */
+  private readonly drained = new Map<string, boolean>();
   /** Pods with a periodic check (reconcile, stall, probe) queued or running. */
   private readonly checking = new Set<Worker>();
   private readonly o: DispatcherOptions;
@@ -161,8 +163,17 @@ export class Dispatcher implements WorkerEvents {
         w.terminating = true;
         this.serial(w, () => this.unbuffer(w!));
       }
+      // An explicit drain ends when the pod answers again: its endpoint went not ready (a restart) and came back.
+      if (this.drained.has(w.key)) {
+        if (!p.ready || p.terminating) this.drained.set(w.key, true);
+        else if (this.drained.get(w.key)) this.undrain(w.key);
+      }
     }
-    for (const w of [...this.workers.values()]) if (!seen.has(w.key)) this.removeWorker(w, "pod removed");
+    for (const w of [...this.workers.values()]) {
+      if (seen.has(w.key)) continue;
+      this.drained.delete(w.key);
+      this.removeWorker(w, "pod removed");
+    }
   }
 
   /**
@@ -377,6 +388,7 @@ export class Dispatcher implements WorkerEvents {
     const w = this.workers.get(podKey);
     if (!w) return [];
     w.terminating = true;
+    this.drained.set(podKey, false);
     await new Promise<void>((resolve) => this.serial(w, async () => {
       await this.unbuffer(w);
       resolve();
@@ -387,6 +399,7 @@ export class Dispatcher implements WorkerEvents {
   /** A drained pod that answers again (its endpoint is ready, not terminating) is back in rotation. */
   undrain(podKey: string): boolean {
     const w = this.workers.get(podKey);
+    this.drained.delete(podKey);
     if (!w || !w.terminating) return false;
     w.terminating = false;
     this.kick();

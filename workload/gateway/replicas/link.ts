@@ -115,7 +115,7 @@ export class LeaderLink {
   private stopped = false;
   up = false;
 
-  constructor(private readonly on: LinkEvents, private readonly log: Logger) {}
+  constructor(private readonly on: LinkEvents, private readonly log: Logger, private readonly token: string) {}
 
   /** The leader's internal base URL (`http://host:port`), or undefined while none is known. */
   get leaderUrl(): string | undefined {
@@ -141,7 +141,7 @@ export class LeaderLink {
   private connect(): void {
     const url = this.target;
     if (!url || this.stopped) return;
-    const ws = new WebSocket(url.replace(/^http/, "ws") + LINK_PATH, { handshakeTimeout: 5000 });
+    const ws = new WebSocket(url.replace(/^http/, "ws") + LINK_PATH, { handshakeTimeout: 5000, headers: { "x-gateway-token": this.token } });
     this.ws = ws;
     ws.on("open", () => {
       this.up = true;
@@ -170,7 +170,8 @@ export class LeaderLink {
     const res = await fetch(url + path, {
       method,
       signal: AbortSignal.timeout(timeoutMs),
-      ...(body !== undefined ? { body: JSON.stringify(body), headers: { "content-type": "application/json" } } : {}),
+      headers: { "x-gateway-token": this.token, ...(body !== undefined ? { "content-type": "application/json" } : {}) },
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
     });
     const text = await res.text();
     return { status: res.status, json: text ? JSON.parse(text) : undefined };

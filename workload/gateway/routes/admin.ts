@@ -2,7 +2,8 @@
  * The gateway's own endpoints, on the internal port only (the Ingress never routes it): probes, KEDA's
  * figure, the pod view, the drain hook, and the leader's side of the replica link (replicas/link.ts).
  */
-import type { FastifyPluginAsync } from "fastify";
+import type { FastifyPluginAsync, FastifyRequest } from "fastify";
+import { timingSafeEqual } from "node:crypto";
 import type { Dispatcher } from "../dispatch/dispatcher";
 import { GatewayError } from "../protocol/errors";
 import { PATHS } from "../contract";
@@ -13,6 +14,8 @@ export const ADMIN = PATHS;
 
 export interface AdminDeps {
   linkHub: LinkHub;
+  /** The replicas' shared secret: required on the link and the leader's routes. */
+  internalToken: string;
   /** KEDA's figure (never an error status). */
   scaling(): Promise<{ prompts: number; waiting: number; running: number }>;
   /** Pods and the cold-start estimate, as the leader sees them. */
@@ -35,6 +38,13 @@ export function adminRoutes(deps: AdminDeps): FastifyPluginAsync {
 
     // Liveness; also says how long the event loop was last held up (a blocked loop delays every answer and renewal).
     app.get(ADMIN.health, async () => ({ ok: true, eventLoopDelayMaxMs: deps.loopDelayMs() }));
+    // The link and the leader's routes carry every user's events and act for any user: replicas only.
+    const expected = Buffer.from(deps.internalToken);
+    app.addHook("onRequest", async (req, reply) => {
+      if (!req.url.startsWith("/gateway/leader/") && !req.url.startsWith(LINK_PATH)) return;
+      const got = Buffer.from(String(req.headers["x-gateway-token"] ?? ""));
+      if (got.length !== expected.length || !timingSafeEqual(got, expected)) return reply.code(401).send({ error: "replicas only" });
+    });
     // Ready = serving clients: every replica, leader or not (leadership only decides who dispatches).
     app.get(ADMIN.ready, async (_req, reply) => {
       const why = await deps.notReady();
@@ -43,10 +53,32 @@ export function adminRoutes(deps: AdminDeps): FastifyPluginAsync {
     });
     app.get(ADMIN.scaling, async () => deps.scaling());
     app.get(ADMIN.pods, async () => (gw.dispatcher ? deps.pods() : gw.requireLeader("GET", ADMIN.pods)));
-    app.post(ADMIN.drain, { schema: { querystring: { type: "object", required: ["pod"], properties: { pod: { type: "string", minLength: 1, maxLength: 253 } } } } }, async (req) => {
+    // The drain hook: from the pod it names (or this pod's own loopback: an operator's port-forward).
+    // It ends when the pod is gone or answers again (its endpoint not ready, then ready), or by DELETE.
+    const drainQuery = { schema: { querystring: { type: "object", required: ["pod"], properties: { pod: { type: "string", minLength: 1, maxLength: 253 } } } } };
+    const ipOf = (req: FastifyRequest) => (req.socket.remoteAddress ?? "").replace(/^::ffff:/, "");
+    const fromNamedPod = (ip: string, pod: string) => {
+      if (ip === "127.0.0.1" || ip === "::1") return true;
+      const w = gw.dispatcher?.workers.get(pod);
+      return w !== undefined && new URL(w.url).hostname.replace(/^\[|\]$/g, "") === ip;
+    };
+    app.post(ADMIN.drain, drainQuery, async (req, reply) => {
       const { pod } = req.query as { pod: string };
-      if (gw.dispatcher) return { running: await gw.dispatcher.drain(pod) };
-      return gw.requireLeader("POST", `${ADMIN.drain}?pod=${encodeURIComponent(pod)}`);
+      // A follower passes the caller's address on, over the token-protected leader route.
+      if (!gw.dispatcher) return gw.requireLeader("POST", "/gateway/leader/drain", { pod, from: ipOf(req) });
+      if (!fromNamedPod(ipOf(req), pod)) return reply.code(403).send({ error: "a pod may drain itself only" });
+      return { running: await gw.dispatcher.drain(pod) };
+    });
+    app.post("/gateway/leader/drain", { schema: { body: { type: "object", required: ["pod", "from"], properties: { pod: { type: "string" }, from: { type: "string" } } } } }, async (req, reply) => {
+      const { pod, from } = req.body as { pod: string; from: string };
+      if (!fromNamedPod(from, pod)) return reply.code(403).send({ error: "a pod may drain itself only" });
+      return { running: await leader().drain(pod) };
+    });
+    app.delete(ADMIN.drain, drainQuery, async (req, reply) => {
+      const { pod } = req.query as { pod: string };
+      if (!gw.dispatcher) return reply.code(503).send({ error: "not the leader" });
+      if (!fromNamedPod(ipOf(req), pod)) return reply.code(403).send({ error: "a pod may undo its own drain only" });
+      return { undrained: gw.dispatcher.undrain(pod) };
     });
 
     // ---- the leader's side of the replica link ----
