@@ -76,10 +76,21 @@ export interface StackConfig {
   modelsNoncurrentDays: number;
   /** CloudFront in front of the internal ALB. Default true. When false, reach ComfyUI with kubectl port-forward. */
   edgeEnabled: boolean;
-  /** User name for the edge login. Default "studio". */
-  edgeUsername: string;
-  /** Password for the edge login (secret); generated when not set. */
-  edgePassword: pulumi.Output<string> | undefined;
+  /**
+   * Who signs artists in: "cognito" (default: a user pool of the stack, with its managed login, optionally
+   * federated to the studio's IdP) or "oidc" (any OpenID Connect issuer instead).
+   */
+  signIn: "cognito" | "oidc";
+  /** With signIn=oidc: the issuer URL, the client id registered there, and its secret (a Pulumi secret). */
+  oidcIssuer: string | undefined;
+  oidcClientId: string | undefined;
+  oidcClientSecret: pulumi.Output<string> | undefined;
+  /** With signIn=cognito: the studio's IdP behind Cognito's login (OIDC or SAML); undefined: Cognito's own users only. */
+  cognitoFederation: CognitoFederation | undefined;
+  /** Its OIDC client secret (a Pulumi secret). */
+  cognitoFederationClientSecret: pulumi.Output<string> | undefined;
+  /** Where ComfyUI pods may open connections besides cluster DNS (custom nodes that call APIs). Default [] (none). */
+  comfyuiEgressCidrs: string[];
   /** CloudFront price class. Default PriceClass_100. */
   edgePriceClass: "PriceClass_100" | "PriceClass_200" | "PriceClass_All";
   /** Minimum ComfyUI pods outside working hours (0 = scale to zero). Default 0. */
@@ -108,6 +119,11 @@ export interface StackConfig {
   gpuMetrics: boolean;
 }
 
+/** The studio's IdP behind Cognito's managed login. */
+export type CognitoFederation =
+  | { type: "OIDC"; name: string; issuer: string; clientId: string; scopes: string }
+  | { type: "SAML"; name: string; metadataUrl: string };
+
 /** Thrown with every problem found, one line each, naming the key. */
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -134,7 +150,9 @@ const MODEL_KEY = /^[\p{L}\p{N}\p{M} ._\-+()[\],@='/]+$/u;
 export interface ConfigContext {
   project: string;
   stack: string;
-  edgePassword?: pulumi.Output<string>;
+  /** Secrets, read only as secret Outputs. */
+  oidcClientSecret?: pulumi.Output<string>;
+  cognitoFederationClientSecret?: pulumi.Output<string>;
   /** The day the configuration is judged on (support end dates). @defaultValue now */
   today?: Date;
   /** Receives warnings (e.g. extended-support billing); loadConfig passes pulumi.log.warn. @defaultValue ignore */
@@ -244,8 +262,46 @@ export function parseConfig(raw: RawConfig, ctx: ConfigContext): StackConfig {
   }
 
   const edgePriceClass = oneOf("edgePriceClass", "PriceClass_100", ["PriceClass_100", "PriceClass_200", "PriceClass_All"] as const);
-  const edgeUsername = str("edgeUsername", "studio");
-  if (!/^[A-Za-z0-9._-]{3,64}$/.test(edgeUsername)) bad("edgeUsername", "must be 3–64 letters, digits, '.', '_' or '-'");
+  for (const gone of ["edgeUsername", "edgePassword"]) {
+    if (raw[gone] !== undefined) bad(gone, "is no longer used: artists sign in with OpenID Connect (a Cognito user pool by default); remove it with pulumi config rm " + gone + " and see docs/security.md");
+  }
+  if (apiAllowedCidrs.includes("0.0.0.0/0")) {
+    ctx.warn?.("apiAllowedCidrs: the Kubernetes API endpoint is open to the whole internet (0.0.0.0/0); narrow it to your offices and CI: pulumi config set --path 'apiAllowedCidrs[0]' 203.0.113.0/24");
+  }
+  const signIn = oneOf("signIn", "cognito", ["cognito", "oidc"] as const);
+  const oidcIssuer = raw["oidcIssuer"] || undefined;
+  const oidcClientId = raw["oidcClientId"] || undefined;
+  if (signIn === "oidc") {
+    if (!oidcIssuer) bad("oidcIssuer", "is required with signIn=oidc (the issuer URL, e.g. https://login.microsoftonline.com/<tenant>/v2.0)");
+    else if (!/^https:\/\/[^\s]+$/.test(oidcIssuer)) bad("oidcIssuer", `must be an https URL, got "${oidcIssuer}"`);
+    if (!oidcClientId) bad("oidcClientId", "is required with signIn=oidc (the client id registered at the issuer)");
+  } else {
+    for (const k of ["oidcIssuer", "oidcClientId"]) if (raw[k]) bad(k, "is only read with signIn=oidc");
+  }
+  let cognitoFederation: CognitoFederation | undefined;
+  const fed = raw["cognitoFederation"];
+  if (fed !== undefined && fed !== "") {
+    try {
+      const o = JSON.parse(fed) as Record<string, unknown>;
+      const name = typeof o.name === "string" && /^[\w.-]{1,32}$/.test(o.name) ? o.name : undefined;
+      if (!name) bad("cognitoFederation.name", "must be 1-32 letters, digits, '.', '_' or '-' (shown on the login page)");
+      if (o.type === "OIDC") {
+        if (typeof o.issuer !== "string" || !/^https:\/\//.test(o.issuer)) bad("cognitoFederation.issuer", "must be the IdP's https issuer URL");
+        if (typeof o.clientId !== "string" || !o.clientId) bad("cognitoFederation.clientId", "is required");
+        if (name && typeof o.issuer === "string" && typeof o.clientId === "string") cognitoFederation = { type: "OIDC", name, issuer: o.issuer, clientId: o.clientId, scopes: typeof o.scopes === "string" ? o.scopes : "openid email profile" };
+      } else if (o.type === "SAML") {
+        if (typeof o.metadataUrl !== "string" || !/^https:\/\//.test(o.metadataUrl)) bad("cognitoFederation.metadataUrl", "must be the IdP's https SAML metadata URL");
+        else if (name) cognitoFederation = { type: "SAML", name, metadataUrl: o.metadataUrl };
+      } else bad("cognitoFederation.type", `must be OIDC or SAML, got ${JSON.stringify(o.type)}`);
+    } catch {
+      bad("cognitoFederation", "must be an object: pulumi config set cognitoFederation '{\"type\":\"OIDC\",\"name\":\"Google\",\"issuer\":\"https://accounts.google.com\",\"clientId\":\"…\"}'");
+    }
+    if (signIn !== "cognito") bad("cognitoFederation", "is only read with signIn=cognito");
+  }
+  if (cognitoFederation?.type === "OIDC" && !ctx.cognitoFederationClientSecret) bad("cognitoFederationClientSecret", "is required with an OIDC federation: pulumi config set --secret cognitoFederationClientSecret …");
+  if (signIn === "oidc" && !ctx.oidcClientSecret) bad("oidcClientSecret", "is required with signIn=oidc: pulumi config set --secret oidcClientSecret …");
+  const comfyuiEgressCidrs = list("comfyuiEgressCidrs", []);
+  for (const c of comfyuiEgressCidrs) if (!CIDR.test(c)) bad("comfyuiEgressCidrs", `"${c}" is not an IPv4 CIDR`);
 
   let workingHours: WorkingHours | undefined;
   const wh = raw["workingHours"];
@@ -293,8 +349,13 @@ export function parseConfig(raw: RawConfig, ctx: ConfigContext): StackConfig {
     outputsExpireDays: int("outputsExpireDays", 0, 0, 36500),
     modelsNoncurrentDays: int("modelsNoncurrentDays", 30, 1, 3650),
     edgeEnabled: bool("edgeEnabled", true),
-    edgeUsername,
-    edgePassword: ctx.edgePassword,
+    signIn,
+    oidcIssuer,
+    oidcClientId,
+    oidcClientSecret: ctx.oidcClientSecret,
+    cognitoFederation,
+    cognitoFederationClientSecret: ctx.cognitoFederationClientSecret,
+    comfyuiEgressCidrs,
     edgePriceClass,
     minReplicas: int("minReplicas", 0, 0, 100),
     maxReplicas: int("maxReplicas", 4, 1, 100),
@@ -353,7 +414,8 @@ export const CONFIG_KEYS = [
   "systemNodeCount", "gpuInstanceTypes", "gpuCapacityTypes", "gpuLimit", "gpuAmiAlias", "gpuConsolidateAfter",
   "gpuExpireAfter", "gpuRootVolumeGiB", "modelsHotSet", "modelsBootFillSeconds", "modelsParallelTransfers",
   "comfyuiVersion", "comfyuiCommit", "retainBucketsOnDestroy", "outputsExpireDays", "modelsNoncurrentDays",
-  "edgeEnabled", "edgeUsername", "edgePassword", "edgePriceClass", "minReplicas", "maxReplicas", "queuePerPod",
+  "edgeEnabled", "edgeUsername", "edgePassword", "signIn", "oidcIssuer", "oidcClientId", "oidcClientSecret", "cognitoFederation",
+  "cognitoFederationClientSecret", "comfyuiEgressCidrs", "edgePriceClass", "minReplicas", "maxReplicas", "queuePerPod",
   "idleMinutes", "workingHours", "drainSeconds", "mountpointAddonVersion", "imageBuild",
   "alertEmails", "gpuDailyBudgetUsd", "logRetentionDays", "gpuMetrics",
 ] as const;
@@ -362,16 +424,16 @@ export const CONFIG_KEYS = [
 export function loadConfig(): StackConfig {
   const cfg = new pulumi.Config();
   const raw: RawConfig = { "aws:region": new pulumi.Config("aws").get("region") };
-  // The password is read only as a secret Output, so it never passes through plain config values.
-  for (const key of CONFIG_KEYS) if (key !== "edgePassword") raw[key] = cfg.get(key);
-  const password = cfg.getSecret("edgePassword")?.apply((p) => {
-    if (p.length < 12) throw new ConfigError(["edgePassword: must be at least 12 characters"]);
-    return p;
-  });
+  // Secrets are read only as secret Outputs, so they never pass through plain config values.
+  const SECRETS = ["oidcClientSecret", "cognitoFederationClientSecret", "edgePassword"];
+  for (const key of CONFIG_KEYS) if (!SECRETS.includes(key)) raw[key] = cfg.get(key);
+  // Only whether it is still set (it is refused with how to remove it), never its value.
+  if (cfg.getSecret("edgePassword") !== undefined) raw["edgePassword"] = "(set)";
   return parseConfig(raw, {
     project: pulumi.getProject(),
     stack: pulumi.getStack(),
-    edgePassword: password,
+    oidcClientSecret: cfg.getSecret("oidcClientSecret"),
+    cognitoFederationClientSecret: cfg.getSecret("cognitoFederationClientSecret"),
     warn: (message) => void pulumi.log.warn(message),
   });
 }

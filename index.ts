@@ -7,13 +7,14 @@ import { Cluster } from "./cluster";
 import * as aws from "@pulumi/aws";
 import { loadConfig } from "./config";
 import { Edge, cloudFrontOriginPrefixListId } from "./edge";
+import { GROUPS, Identity } from "./edge/identity";
 import { ComfyImage } from "./image";
 import { GpuCapacity, KARPENTER_NAMESPACE, onDemandPrices, podResourcesPerGpu, resolveGpuTypes, vcpusPerGpu } from "./karpenter";
 import { metricsLogGroupName, Observability } from "./observability";
 import { Storage } from "./storage";
 import { ModelSync } from "./sync";
 import { ComfyWorkload } from "./workload";
-import { GATEWAY_IMAGE } from "./workload/gatewayDeployment";
+import { GATEWAY_IMAGE, gatewayOidcSecret } from "./workload/gatewayDeployment";
 
 const cfg = loadConfig();
 const base = `comfyui-${cfg.stack}`;
@@ -124,6 +125,13 @@ const imageParameter = new aws.ssm.Parameter(`${base}-comfyui-image`, {
   tags,
 });
 
+// The audit trail (one JSON line per state change: who, what, from where), kept as long as the other logs.
+const auditLogs = new aws.cloudwatch.LogGroup(`${base}-audit`, {
+  name: pulumi.interpolate`/comfyui/${cluster.clusterName}/audit`,
+  retentionInDays: cfg.logRetentionDays,
+  tags,
+});
+
 const workload = new ComfyWorkload(base, {
   namespace,
   imageUri: image.imageUri,
@@ -139,7 +147,11 @@ const workload = new ComfyWorkload(base, {
     userdataBucketArn: storage.userdataBucketArn,
     metricsLogGroupName: metricsLogs.name,
     metricsLogGroupArn: metricsLogs.arn,
+    auditLogGroupName: auditLogs.name,
+    auditLogGroupArn: auditLogs.arn,
+    auth: "oidc",
   },
+  comfyuiEgressCidrs: cfg.comfyuiEgressCidrs,
   outputsVolumeName: storage.outputsVolumeName,
   inputsVolumeName: storage.inputsVolumeName,
   podResources: gpuTypes.apply(podResourcesPerGpu),
@@ -160,9 +172,21 @@ const workload = new ComfyWorkload(base, {
   tags,
 });
 
-const edge = cfg.edgeEnabled
-  ? new Edge(base, { albName: workload.albName, username: cfg.edgeUsername, password: cfg.edgePassword, priceClass: cfg.edgePriceClass, tags })
-  : undefined;
+const edge = cfg.edgeEnabled ? new Edge(base, { albName: workload.albName, priceClass: cfg.edgePriceClass, tags }) : undefined;
+
+// Who the artists are: a Cognito user pool of the stack (optionally federated to the studio's IdP) or the
+// configured issuer. Its client's callback is the site's own, so it is made once the site's address is
+// known and handed to the gateway as a Secret it re-reads (workload/gatewayDeployment.ts). Without the
+// edge the site is the port-forward on this machine (loopback may be http).
+const localUrl = "http://localhost:8848";
+const identity = new Identity(base, {
+  publicUrl: edge ? edge.url : localUrl,
+  oidc: cfg.signIn === "oidc" ? { issuer: cfg.oidcIssuer!, clientId: cfg.oidcClientId!, clientSecret: cfg.oidcClientSecret! } : undefined,
+  federation: cfg.cognitoFederation,
+  federationClientSecret: cfg.cognitoFederationClientSecret,
+  tags,
+});
+gatewayOidcSecret(`${base}-gateway-oidc`, { namespace, oidc: identity.oidc, provider: cluster.provider, dependsOn: [workload] });
 
 // Dashboard, alarms to one SNS topic, Container Insights with GPU metrics, log retention.
 const observability = new Observability(base, {
@@ -195,9 +219,13 @@ const observability = new Observability(base, {
 
 const kubeconfigCommand = pulumi.interpolate`aws eks update-kubeconfig --region ${cfg.region} --name ${cluster.clusterName}`;
 
-export const url = edge ? edge.url : pulumi.output(`(edge disabled) kubectl -n ${namespace} port-forward svc/comfyui 8848:80, then http://localhost:8848`);
-export const edgeUsername = edge ? edge.username : undefined;
-export const edgePassword = edge ? edge.password : undefined;
+export const url = edge ? edge.url : pulumi.output(`(edge disabled) kubectl -n ${namespace} port-forward svc/comfyui-gateway 8848:8188, then ${localUrl}`);
+/** The Cognito user pool (signIn=cognito): where artists are added (commands.addArtist). */
+export const userPoolId = identity.userPoolId;
+/** Cognito's managed login page, where artists sign in (the site sends them there). */
+export const loginDomain = identity.loginDomain;
+/** Where the audit trail goes (one JSON line per state change). */
+export const auditLogGroup = auditLogs.name;
 export const clusterName = cluster.clusterName;
 export const dashboardUrl = observability.dashboardUrl;
 export const alarmTopicArn = observability.alarmTopicArn;
@@ -225,5 +253,14 @@ export const commands = {
   uploadModel: pulumi.interpolate`aws s3 cp ./sd_xl_base_1.0.safetensors s3://${storage.modelsBucket}/checkpoints/sd_xl_base_1.0.safetensors`,
   listOutputs: pulumi.interpolate`aws s3 ls --recursive s3://${storage.outputsBucket}/`,
   watchPods: pulumi.interpolate`kubectl -n ${namespace} get pods,scaledobject -w`,
-  showPassword: "pulumi stack output edgePassword --show-secrets",
+  ...(identity.userPoolId
+    ? {
+        // One command per artist: Cognito mails a temporary password; the first sign-in sets their own.
+        addArtist: pulumi.interpolate`aws cognito-idp admin-create-user --region ${cfg.region} --user-pool-id ${identity.userPoolId} --username artist@example.com --user-attributes Name=email,Value=artist@example.com Name=email_verified,Value=true && aws cognito-idp admin-add-user-to-group --region ${cfg.region} --user-pool-id ${identity.userPoolId} --username artist@example.com --group-name ${GROUPS.artist}`,
+        makeAdmin: pulumi.interpolate`aws cognito-idp admin-add-user-to-group --region ${cfg.region} --user-pool-id ${identity.userPoolId} --username artist@example.com --group-name ${GROUPS.admin}`,
+        disableUser: pulumi.interpolate`aws cognito-idp admin-disable-user --region ${cfg.region} --user-pool-id ${identity.userPoolId} --username artist@example.com`,
+      }
+    : {}),
+  createApiKey: pulumi.interpolate`npm run keys -- create --table ${workload.gatewayTableName} --region ${cfg.region} --owner pipeline@example.com --scope read,submit`,
+  tailAudit: pulumi.interpolate`aws logs tail --region ${cfg.region} --follow ${auditLogs.name}`,
 };

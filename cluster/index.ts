@@ -23,6 +23,8 @@ export const CHARTS = {
 
 /** Label carried by system nodes; controllers are pinned to them so GPU nodes can go to zero. */
 export const SYSTEM_NODE_LABEL = { "comfyui.studio/pool": "system" } as const;
+/** IMDS hops for the system nodes: 1 keeps instance credentials away from pods (see the launch template). */
+export const SYSTEM_NODE_IMDS_HOP_LIMIT = 1;
 
 export interface ClusterArgs {
   /** Physical EKS cluster name (stack-scoped, e.g. comfyui-dev). */
@@ -180,6 +182,22 @@ export class Cluster extends pulumi.ComponentResource {
       "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryPullOnly",
     ].map((policyArn, i) => new aws.iam.RolePolicyAttachment(`${name}-system-node-policy-${["worker", "cni", "ecr"][i]}`, { role: nodeRole.name, policyArn }, parent));
 
+    // Pods on the system nodes must not borrow the node role: IMDSv2 only, with a hop limit of 1 so a
+    // response never reaches a pod's network namespace (EKS Best Practices, Security, "Restrict access to
+    // the instance profile assigned to the worker node"). Everything there that calls AWS uses Pod
+    // Identity (the LB controller, Karpenter, the gateway, the add-ons); host-network pods (the CNI, the
+    // Pod Identity agent, fluent-bit) are one hop away and keep working. The template sets nothing else, so
+    // EKS still picks the AMI and writes the bootstrap (EKS User Guide, "Customize managed nodes with
+    // launch templates": an AMI-less template gets EKS's own user data merged in).
+    const systemTemplate = new aws.ec2.LaunchTemplate(
+      `${name}-system`,
+      {
+        metadataOptions: { httpEndpoint: "enabled", httpTokens: "required", httpPutResponseHopLimit: SYSTEM_NODE_IMDS_HOP_LIMIT },
+        tagSpecifications: [{ resourceType: "instance", tags: args.tags }],
+        tags: args.tags,
+      },
+      parent,
+    );
     // A managed node group gets its EKS access entry from EKS itself.
     const systemNodes = new aws.eks.NodeGroup(
       `${name}-system`,
@@ -193,6 +211,7 @@ export class Cluster extends pulumi.ComponentResource {
         scalingConfig: { desiredSize: args.systemNodeCount, minSize: args.systemNodeCount, maxSize: args.systemNodeCount + 1 },
         updateConfig: { maxUnavailable: 1 },
         labels: { ...SYSTEM_NODE_LABEL },
+        launchTemplate: { id: systemTemplate.id, version: systemTemplate.latestVersion.apply(String) },
         tags: args.tags,
       },
       { parent: this, dependsOn: [vpcCni, kubeProxy, ...nodePolicies] },

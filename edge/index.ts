@@ -1,15 +1,12 @@
 /**
  * The front door: CloudFront (HTTPS for viewers, WebSockets through, no caching of ComfyUI's
  * dynamic routes) whose only origin is the Ingress's internal ALB, reached through a CloudFront
- * VPC origin — the ALB has no public address at all. Access control is on: a CloudFront Function
- * checks the studio's credentials (a Pulumi secret) on every request, WebSocket handshakes included.
+ * VPC origin — the ALB has no public address at all. The edge knows no password: every request is
+ * checked by the gateway (OpenID Connect sessions and API keys, workload/gateway/auth), which sees the
+ * viewer's cookies, Authorization header, Origin and Host (the all-viewer origin request policy).
  */
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import * as random from "@pulumi/random";
-import * as crypto from "node:crypto";
-import * as fs from "node:fs";
-import * as path from "node:path";
 
 /** AWS-managed CloudFront policies (ids are global constants documented by CloudFront). */
 export const MANAGED_POLICIES = {
@@ -50,28 +47,9 @@ export function cloudFrontOriginPrefixListId(opts?: pulumi.InvokeOptions): pulum
   return aws.ec2.getManagedPrefixListOutput({ name: "com.amazonaws.global.cloudfront.origin-facing" }, opts).id;
 }
 
-/** The function code with the KeyValueStore id filled in. */
-export function authFunctionCode(kvsId: string): string {
-  return fs.readFileSync(path.join(__dirname, "auth.js"), "utf8").replace("__KVS_ID__", kvsId);
-}
-
-/** What the KeyValueStore holds for a user name and password (both derived, neither stored). */
-export function credentialRecords(username: string, password: string): { basicSha256: string; sessionKey: string } {
-  const basic = Buffer.from(`${username}:${password}`, "utf8").toString("base64");
-  return {
-    basicSha256: crypto.createHash("sha256").update(basic).digest("hex"),
-    // Changing the password changes the key, which ends every session signed with the old one.
-    sessionKey: crypto.createHash("sha256").update(`comfyui-session:${password}`).digest("hex"),
-  };
-}
-
 export interface EdgeArgs {
   /** Name of the ALB the Ingress produced (an Output that resolves once the ALB exists). */
   albName: pulumi.Input<string>;
-  /** User name for the login. */
-  username: string;
-  /** Password (secret); a random one is generated when undefined. */
-  password?: pulumi.Output<string>;
   priceClass: string;
   tags: Record<string, string>;
 }
@@ -82,8 +60,6 @@ export class Edge extends pulumi.ComponentResource {
   readonly distributionId: pulumi.Output<string>;
   /** The ALB's ARN, as the VPC origin uses it. */
   readonly albArn: pulumi.Output<string>;
-  readonly username: string;
-  readonly password: pulumi.Output<string>;
 
   constructor(name: string, args: EdgeArgs, opts?: pulumi.ComponentResourceOptions) {
     super("comfyui:edge:Edge", name, {}, opts);
@@ -91,29 +67,6 @@ export class Edge extends pulumi.ComponentResource {
 
     const alb = aws.lb.getLoadBalancerOutput({ name: args.albName }, parent);
     this.albArn = alb.arn;
-
-    const password = args.password ?? new random.RandomPassword(`${name}-password`, { length: 24, special: false }, parent).result;
-    this.password = pulumi.secret(password);
-    this.username = args.username;
-
-    const kvs = new aws.cloudfront.KeyValueStore(`${name}-auth-kvs`, { comment: "ComfyUI edge credentials (derived hashes only)" }, parent);
-    const records = this.password.apply((p) => credentialRecords(args.username, p));
-    const keys = [
-      new aws.cloudfront.KeyvaluestoreKey(`${name}-auth-basic`, { keyValueStoreArn: kvs.arn, key: "basic-sha256", value: pulumi.secret(records.basicSha256) }, parent),
-      new aws.cloudfront.KeyvaluestoreKey(`${name}-auth-session`, { keyValueStoreArn: kvs.arn, key: "session-key", value: pulumi.secret(records.sessionKey) }, parent),
-    ];
-    const kvsId = kvs.arn.apply((arn) => arn.split("/").pop() ?? "");
-    const fn = new aws.cloudfront.Function(
-      `${name}-auth`,
-      {
-        runtime: "cloudfront-js-2.0",
-        comment: "ComfyUI access control",
-        publish: true,
-        code: kvsId.apply(authFunctionCode),
-        keyValueStoreAssociations: [kvs.arn],
-      },
-      { parent: this, dependsOn: keys },
-    );
 
     const vpcOrigin = new aws.cloudfront.VpcOrigin(
       `${name}-vpc-origin`,
@@ -135,10 +88,6 @@ export class Edge extends pulumi.ComponentResource {
       { parent: this, customTimeouts: EDGE_TIMEOUTS.vpcOrigin },
     );
 
-    const functionAssociations = [
-      { eventType: "viewer-request", functionArn: fn.arn },
-      { eventType: "viewer-response", functionArn: fn.arn },
-    ];
     const allMethods = ["GET", "HEAD", "OPTIONS", "PUT", "POST", "PATCH", "DELETE"];
     const distribution = new aws.cloudfront.Distribution(
       `${name}-cdn`,
@@ -165,7 +114,6 @@ export class Edge extends pulumi.ComponentResource {
           // Queue, history, uploads, WebSockets: never cached; every viewer header (Sec-WebSocket-*, cookies) forwarded.
           cachePolicyId: MANAGED_POLICIES.cachingDisabled,
           originRequestPolicyId: MANAGED_POLICIES.allViewer,
-          functionAssociations,
         },
         // No cached path (an earlier /assets/* behaviour): ComfyUI sends its JS/CSS with
         // Cache-Control: no-cache (server.py cache_control middleware), so caching gained nothing and

@@ -410,6 +410,9 @@ export class GpuCapacity extends pulumi.ComponentResource {
           // On the system nodes, so the GPU pool can scale to zero without taking its own controller.
           nodeSelector: { ...SYSTEM_NODE_LABEL },
           controller: {
+            // Karpenter asks IMDS for the region when the SDK has none (pkg/operator/operator.go at v1.14.1),
+            // and the system nodes' hop limit of 1 keeps IMDS from pods (cluster/index.ts): so it is told.
+            env: [{ name: "AWS_REGION", value: args.region }],
             resources: {
               requests: { cpu: "250m", memory: "512Mi" },
               limits: { memory: "1Gi" },

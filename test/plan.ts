@@ -76,7 +76,7 @@ async function main(): Promise<void> {
   console.log(`\nby provider: ${[...counts].map(([k, v]) => `${k} ${v}`).join(", ")}`);
   console.log("\nstack outputs (placeholders where AWS would assign the value):");
   for (const [k, v] of Object.entries(outputs)) {
-    const secret = k === "kubeconfig" || k === "edgePassword";
+    const secret = k === "kubeconfig";
     console.log(`  ${k}: ${secret ? "[secret]" : short(v)}`);
   }
 }

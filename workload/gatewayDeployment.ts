@@ -6,10 +6,11 @@
 import * as aws from "@pulumi/aws";
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
+import * as random from "@pulumi/random";
 import { SYSTEM_NODE_LABEL } from "../cluster";
 import { PodIdentityRole, Statement } from "../cluster/iam";
 import { GATEWAY_STREAM_PREFIX } from "../observability/metrics";
-import { NAMES, PATHS, PORTS, PREFIXES, SCALING_FIELD, settingsEnv } from "./gateway/contract";
+import { NAMES, PATHS, PORTS, PREFIXES, SCALING_FIELD, SETTINGS, settingsEnv } from "./gateway/contract";
 
 // Ports, paths, prefixes and names come from the gateway's own contract (workload/gateway/contract.ts),
 // which its loader parses; the env below is written from the same settings table.
@@ -49,6 +50,14 @@ export const RESTRICTED_CONTAINER = {
   seccompProfile: { type: "RuntimeDefault" },
 };
 
+/** The Secret holding the replicas' shared token, and its key. */
+export const GATEWAY_INTERNAL_SECRET = `${NAMES.gateway}-internal`;
+export const GATEWAY_INTERNAL_SECRET_KEY = "token";
+/** The Secret holding the sign-in settings ({issuer, clientId, clientSecret, publicUrl}), mounted read-only. */
+export const GATEWAY_OIDC_SECRET = `${NAMES.gateway}-oidc`;
+export const GATEWAY_OIDC_DIR = "/etc/comfyui-gateway/oidc";
+export const GATEWAY_OIDC_FILE = "oidc.json";
+
 export const GATEWAY_LABELS = { "app.kubernetes.io/name": "comfyui", "app.kubernetes.io/component": "gateway" } as const;
 
 export interface GatewayArgs {
@@ -70,6 +79,19 @@ export interface GatewayArgs {
   metricsLogGroupName?: pulumi.Input<string>;
   /** Its ARN (without ":*"), for the role. Required with metricsLogGroupName. */
   metricsLogGroupArn?: pulumi.Input<string>;
+  /**
+   * The audit trail's log group (one JSON line per state change, stream `gateway/<pod>`); the role may
+   * write only those streams. @defaultValue none (audit lines are not kept)
+   */
+  auditLogGroupName?: pulumi.Input<string>;
+  /** Its ARN (without ":*"). Required with auditLogGroupName. */
+  auditLogGroupArn?: pulumi.Input<string>;
+  /**
+   * Who may call: "oidc" (artists sign in; the settings come from the Secret GATEWAY_OIDC_SECRET, which
+   * gatewayOidcSecret writes once the issuer's client exists, plus API keys) or "keys" (API keys only).
+   * @defaultValue "oidc"
+   */
+  auth?: "oidc" | "keys";
   /** Service whose EndpointSlices list the ComfyUI pods. */
   comfyuiService: string;
   /** Body limit of every request in MB (ComfyUI's --max-upload-size). */
@@ -90,7 +112,7 @@ export type GatewayInputs = Pick<
   GatewayArgs,
   "imageUri" | "clusterName" | "region" | "outputsBucket" | "outputsBucketArn" | "inputsBucket" | "inputsBucketArn" | "userdataBucket" | "userdataBucketArn"
 > &
-  Partial<Pick<GatewayArgs, "metricsLogGroupName" | "metricsLogGroupArn">> &
+  Partial<Pick<GatewayArgs, "metricsLogGroupName" | "metricsLogGroupArn" | "auditLogGroupName" | "auditLogGroupArn" | "auth">> &
   Partial<Pick<GatewayArgs, "startupDeadlineSeconds" | "historyDays">>;
 
 /** DynamoDB actions of the contract, on the table and its indexes only. */
@@ -111,20 +133,16 @@ export function gatewayStatements(p: {
   inputsBucketArn: pulumi.Input<string>;
   userdataBucketArn: pulumi.Input<string>;
   metricsLogGroupArn?: pulumi.Input<string>;
+  auditLogGroupArn?: pulumi.Input<string>;
 }): Statement[] {
-  const metrics: Statement[] = p.metricsLogGroupArn
-    ? [
-        {
-          // Streams gateway/<pod> of the one metrics group; never another writer's (node-boot/*).
-          Sid: "MetricsStreams",
-          Effect: "Allow",
-          Action: ["logs:CreateLogStream", "logs:PutLogEvents"],
-          Resource: pulumi.interpolate`${p.metricsLogGroupArn}:log-stream:${GATEWAY_STREAM_PREFIX}*`,
-        },
-      ]
-    : [];
+  // Streams gateway/<pod> of the metrics group (never another writer's, e.g. node-boot/*) and of the audit group.
+  const streams = (sid: string, arn: pulumi.Input<string> | undefined): Statement[] =>
+    arn
+      ? [{ Sid: sid, Effect: "Allow", Action: ["logs:CreateLogStream", "logs:PutLogEvents"], Resource: pulumi.interpolate`${arn}:log-stream:${GATEWAY_STREAM_PREFIX}*` }]
+      : [];
   return [
-    ...metrics,
+    ...streams("MetricsStreams", p.metricsLogGroupArn),
+    ...streams("AuditStreams", p.auditLogGroupArn),
     {
       Sid: "OwnTable",
       Effect: "Allow",
@@ -191,6 +209,9 @@ export class ComfyGateway extends pulumi.ComponentResource {
     if (args.metricsLogGroupName && !args.metricsLogGroupArn) {
       throw new pulumi.InputPropertyError({ propertyPath: "gateway.metricsLogGroupArn", reason: "required with metricsLogGroupName (the role is scoped to that group)" });
     }
+    if (args.auditLogGroupName && !args.auditLogGroupArn) {
+      throw new pulumi.InputPropertyError({ propertyPath: "gateway.auditLogGroupArn", reason: "required with auditLogGroupName (the role is scoped to that group)" });
+    }
     super("comfyui:workload:Gateway", name, {}, opts);
     const parent = { parent: this };
     const k = { parent: this, provider: args.provider };
@@ -239,6 +260,7 @@ export class ComfyGateway extends pulumi.ComponentResource {
           inputsBucketArn: args.inputsBucketArn,
           userdataBucketArn: args.userdataBucketArn,
           metricsLogGroupArn: args.metricsLogGroupName ? args.metricsLogGroupArn : undefined,
+          auditLogGroupArn: args.auditLogGroupName ? args.auditLogGroupArn : undefined,
         }),
         tags: args.tags,
       },
@@ -269,6 +291,16 @@ export class ComfyGateway extends pulumi.ComponentResource {
       { ...k, dependsOn: [clusterRole, sa] },
     );
 
+    // The replicas' shared token (the replica link and the leader's internal routes): random, only ever
+    // in a Secret and the state's secrets, never a plain env value.
+    const token = new random.RandomPassword(`${name}-internal-token`, { length: 48, special: false }, parent);
+    const tokenSecret = new k8s.core.v1.Secret(
+      `${name}-internal-token`,
+      { metadata: { name: GATEWAY_INTERNAL_SECRET, namespace: args.namespace, labels: GATEWAY_LABELS }, type: "Opaque", stringData: { [GATEWAY_INTERNAL_SECRET_KEY]: token.result } },
+      { ...k, dependsOn: args.dependsOn },
+    );
+
+    const auth = args.auth ?? "oidc";
     const env = gatewayEnv(args, table.name);
     this.deployment = new k8s.apps.v1.Deployment(
       `${name}-deploy`,
@@ -309,6 +341,7 @@ export class ComfyGateway extends pulumi.ComponentResource {
                     // Written on the Lease while this replica leads: where the others follow it.
                     { name: "POD_IP", valueFrom: { fieldRef: { fieldPath: "status.podIP" } } },
                     { name: "POD_NAMESPACE", valueFrom: { fieldRef: { fieldPath: "metadata.namespace" } } },
+                    { name: SETTINGS.internalToken.env, valueFrom: { secretKeyRef: { name: GATEWAY_INTERNAL_SECRET, key: GATEWAY_INTERNAL_SECRET_KEY } } },
                   ],
                   resources: { requests: { cpu: "250m", memory: "256Mi" }, limits: { memory: "1Gi" } },
                   securityContext: RESTRICTED_CONTAINER,
@@ -316,15 +349,27 @@ export class ComfyGateway extends pulumi.ComponentResource {
                   // finish (Kubernetes completes a Deployment when every replica is available).
                   readinessProbe: { httpGet: { path: GATEWAY_READY_PATH, port: "internal" }, periodSeconds: 2, failureThreshold: 2 },
                   livenessProbe: { httpGet: { path: GATEWAY_HEALTH_PATH, port: "internal" }, periodSeconds: 10, failureThreshold: 3 },
-                  volumeMounts: [{ name: "tmp", mountPath: "/tmp" }],
+                  volumeMounts: [
+                    { name: "tmp", mountPath: "/tmp" },
+                    ...(auth === "oidc" ? [{ name: "oidc", mountPath: GATEWAY_OIDC_DIR, readOnly: true }] : []),
+                  ],
                 },
               ],
-              volumes: [{ name: "tmp", emptyDir: { sizeLimit: "1Gi" } }],
+              volumes: [
+                { name: "tmp", emptyDir: { sizeLimit: "1Gi" } },
+                // The sign-in settings exist only once the issuer's client does, and that needs the site's
+                // address, which needs this Deployment's ALB: so the Secret is optional here, written later in
+                // the same `pulumi up` (gatewayOidcSecret), and the gateway re-reads the file every 15 s.
+                // Until then sign-in answers 503 and API keys work. The kubelet refreshes a Secret volume on its
+                // sync period, so the file appears without a restart (Kubernetes docs, "Mounted Secrets are
+                // updated automatically"; not with subPath, which is why the whole folder is mounted).
+                ...(auth === "oidc" ? [{ name: "oidc", secret: { secretName: GATEWAY_OIDC_SECRET, optional: true, defaultMode: 0o440 } }] : []),
+              ],
             },
           },
         },
       },
-      { ...k, dependsOn: [binding, clusterBinding, role, ...args.dependsOn] },
+      { ...k, dependsOn: [binding, clusterBinding, role, tokenSecret, ...args.dependsOn] },
     );
 
     const service = new k8s.core.v1.Service(
@@ -369,9 +414,13 @@ export class ComfyGateway extends pulumi.ComponentResource {
  * and POD_IP come from the downward API. test/program renders it and loads it with the gateway's loader.
  */
 export function gatewayEnv(args: GatewayArgs, tableName: pulumi.Input<string>): Record<string, pulumi.Input<string>> {
+  const auth = args.auth ?? "oidc";
   return {
     GATEWAY_MODE: "kubernetes",
     ...settingsEnv<pulumi.Input<string>>({
+      auth,
+      oidcFile: auth === "oidc" ? `${GATEWAY_OIDC_DIR}/${GATEWAY_OIDC_FILE}` : undefined,
+      auditLogGroup: args.auditLogGroupName,
       port: String(GATEWAY_PORT),
       adminPort: String(GATEWAY_ADMIN_PORT),
       table: tableName,
@@ -389,6 +438,32 @@ export function gatewayEnv(args: GatewayArgs, tableName: pulumi.Input<string>): 
       metricsLogGroup: args.metricsLogGroupName,
     }),
   };
+}
+
+/**
+ * The sign-in settings Secret the gateway's Deployment mounts (optional there): written once the issuer's
+ * client exists, after the site's address is known. The whole file is one secret value.
+ */
+export function gatewayOidcSecret(
+  name: string,
+  args: {
+    namespace: string;
+    oidc: { issuer: pulumi.Input<string>; clientId: pulumi.Input<string>; clientSecret: pulumi.Input<string>; publicUrl: pulumi.Input<string> };
+    provider: k8s.Provider;
+    dependsOn?: pulumi.Input<pulumi.Resource>[];
+  },
+  opts?: pulumi.CustomResourceOptions,
+): k8s.core.v1.Secret {
+  const file = pulumi.secret(
+    pulumi.all([args.oidc.issuer, args.oidc.clientId, args.oidc.clientSecret, args.oidc.publicUrl]).apply(([issuer, clientId, clientSecret, publicUrl]) =>
+      JSON.stringify({ issuer, clientId, clientSecret, publicUrl }),
+    ),
+  );
+  return new k8s.core.v1.Secret(
+    name,
+    { metadata: { name: GATEWAY_OIDC_SECRET, namespace: args.namespace, labels: GATEWAY_LABELS }, type: "Opaque", stringData: { [GATEWAY_OIDC_FILE]: file } },
+    { ...opts, provider: args.provider, dependsOn: args.dependsOn },
+  );
 }
 
 /** The KEDA trigger on the gateway's figure: never an error, 0 when idle, able to wake from zero. */

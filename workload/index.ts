@@ -43,6 +43,11 @@ export interface WorkloadArgs {
   albName: string;
   vpcId: pulumi.Input<string>;
   vpcCidr: string;
+  /**
+   * Where ComfyUI pods may open connections besides cluster DNS (custom nodes that call APIs).
+   * @defaultValue [] (none: a custom node cannot send data anywhere)
+   */
+  comfyuiEgressCidrs?: string[];
   /** Managed prefix list allowed into the ALB (CloudFront's origin-facing list); undefined: nothing from outside the VPC. */
   albAllowedPrefixListId?: pulumi.Input<string>;
   autoscaling: {
@@ -314,15 +319,7 @@ export class ComfyWorkload extends pulumi.ComponentResource {
       `${name}-netpol-comfyui`,
       {
         metadata: { name: "allow-gateway-to-comfyui", namespace: ns },
-        spec: {
-          podSelector: { matchLabels: labels.comfyui },
-          policyTypes: ["Ingress"],
-          ingress: [
-            // Prompts, events and files come only from the gateway; the kubelet's probes come from the node.
-            { from: [{ podSelector: { matchLabels: GATEWAY_LABELS } }], ports: [{ protocol: "TCP", port: COMFYUI_PORT }] },
-            { from: [{ ipBlock: { cidr: args.vpcCidr } }], ports: [{ protocol: "TCP", port: COMFYUI_PORT }] },
-          ],
-        },
+        spec: comfyuiNetworkPolicySpec(labels.comfyui, args.comfyuiEgressCidrs ?? []),
       },
       nsDeps,
     );
@@ -380,6 +377,31 @@ export class ComfyWorkload extends pulumi.ComponentResource {
     this.albSecurityGroupId = albSg.id;
     this.registerOutputs({ namespace: this.namespace, albHostname: this.albHostname, albName: this.albName });
   }
+}
+
+/**
+ * ComfyUI pods run custom-node Python, so they are fenced both ways. In: only the gateway's pods, on
+ * ComfyUI's port — no VPC range, since other pods' addresses are in it. The kubelet's probes still reach
+ * them: the VPC CNI's network policy agent always admits the pod's own node IP (aws/aws-network-policy-agent
+ * PR #65, "Ignore policy restrictions against Node IP", as NetworkPolicy v1 requires). Out: cluster DNS
+ * only, plus the configured ranges for custom nodes that call APIs; the models are on the node, outputs go
+ * through Mountpoint (outside the pod's network), and the pods hold no AWS credentials.
+ */
+export function comfyuiNetworkPolicySpec(podLabels: Record<string, string>, egressCidrs: string[]): k8s.types.input.networking.v1.NetworkPolicySpec {
+  const dns = [
+    { protocol: "UDP", port: 53 },
+    { protocol: "TCP", port: 53 },
+  ];
+  return {
+    podSelector: { matchLabels: podLabels },
+    policyTypes: ["Ingress", "Egress"],
+    ingress: [{ from: [{ podSelector: { matchLabels: GATEWAY_LABELS } }], ports: [{ protocol: "TCP", port: COMFYUI_PORT }] }],
+    egress: [
+      // CoreDNS as EKS runs it (the add-on's pods carry k8s-app=kube-dns in kube-system).
+      { to: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "kube-system" } }, podSelector: { matchLabels: { "k8s-app": "kube-dns" } } }], ports: dns },
+      ...(egressCidrs.length > 0 ? [{ to: egressCidrs.map((cidr) => ({ ipBlock: { cidr } })) }] : []),
+    ],
+  };
 }
 
 /**

@@ -1,3 +1,4 @@
+import * as pulumi from "@pulumi/pulumi";
 import { strict as assert } from "node:assert";
 import { CONFIG_KEYS, ConfigError, RawConfig, parseConfig } from "../../config";
 import { stackConfig } from "../support/program";
@@ -23,7 +24,7 @@ describe("config", () => {
     const fromFile: RawConfig = {};
     for (const [k, v] of Object.entries(dev)) fromFile[k.replace(/^comfyui-eks:/, "")] = v;
     const fromDev = parseConfig(fromFile, ctx);
-    assert.deepEqual({ ...fromDev, edgePassword: undefined }, { ...defaults, edgePassword: undefined });
+    assert.deepEqual(fromDev, defaults);
     assert.equal(defaults.natGateways, "single");
     assert.equal(defaults.minReplicas, 0);
     assert.deepEqual(defaults.gpuCapacityTypes, ["spot", "on-demand"]);
@@ -66,7 +67,20 @@ describe("config", () => {
     ["comfyuiCommit", { comfyuiCommit: "abc" }, /comfyuiCommit/],
     ["retainBucketsOnDestroy", { retainBucketsOnDestroy: "yes" }, /retainBucketsOnDestroy: must be true or false/],
     ["edgeEnabled", { edgeEnabled: "on" }, /edgeEnabled/],
-    ["edgeUsername", { edgeUsername: "a b" }, /edgeUsername/],
+    ["edgeUsername (gone)", { edgeUsername: "studio" }, /edgeUsername: is no longer used.*pulumi config rm edgeUsername/],
+    ["edgePassword (gone)", { edgePassword: "(set)" }, /edgePassword: is no longer used/],
+    ["signIn", { signIn: "basic" }, /signIn/],
+    ["oidcIssuer (missing)", { signIn: "oidc", oidcClientId: "x" }, /oidcIssuer: is required with signIn=oidc/],
+    ["oidcIssuer (http)", { signIn: "oidc", oidcIssuer: "http://idp.example", oidcClientId: "x" }, /oidcIssuer: must be an https URL/],
+    ["oidcClientId (missing)", { signIn: "oidc", oidcIssuer: "https://idp.example" }, /oidcClientId: is required/],
+    ["oidcClientSecret (missing)", { signIn: "oidc", oidcIssuer: "https://idp.example", oidcClientId: "x" }, /oidcClientSecret: is required with signIn=oidc/],
+    ["oidcIssuer with cognito", { oidcIssuer: "https://idp.example" }, /oidcIssuer: is only read with signIn=oidc/],
+    ["cognitoFederation (not JSON)", { cognitoFederation: "google" }, /cognitoFederation: must be an object/],
+    ["cognitoFederation.type", { cognitoFederation: '{"type":"LDAP","name":"Corp"}' }, /cognitoFederation.type: must be OIDC or SAML/],
+    ["cognitoFederation.issuer", { cognitoFederation: '{"type":"OIDC","name":"Google","issuer":"accounts.google.com","clientId":"x"}' }, /cognitoFederation.issuer/],
+    ["cognitoFederation.metadataUrl", { cognitoFederation: '{"type":"SAML","name":"Entra"}' }, /cognitoFederation.metadataUrl/],
+    ["cognitoFederationClientSecret (missing)", { cognitoFederation: '{"type":"OIDC","name":"Google","issuer":"https://accounts.google.com","clientId":"x"}' }, /cognitoFederationClientSecret: is required/],
+    ["comfyuiEgressCidrs", { comfyuiEgressCidrs: '["api.example.com"]' }, /comfyuiEgressCidrs: "api.example.com" is not an IPv4 CIDR/],
     ["edgePriceClass", { edgePriceClass: "cheap" }, /edgePriceClass/],
     ["maxReplicas > gpuLimit", { maxReplicas: "8", gpuLimit: "4" }, /maxReplicas: .*gpuLimit is 4/],
     ["minReplicas > maxReplicas", { minReplicas: "3", maxReplicas: "2" }, /minReplicas/],
@@ -105,7 +119,7 @@ describe("config: EKS version support dates", () => {
     const warnings: string[] = [];
     let error: string | undefined;
     try {
-      parseConfig({ ...base, kubernetesVersion: version }, { ...ctx, today: new Date(day), warn: (m) => warnings.push(m) });
+      parseConfig({ ...base, kubernetesVersion: version, apiAllowedCidrs: '["203.0.113.0/24"]' }, { ...ctx, today: new Date(day), warn: (m) => warnings.push(m) });
     } catch (e) {
       error = (e as ConfigError).problems.join("\n");
     }
@@ -135,5 +149,38 @@ describe("config: EKS version support dates", () => {
 
   it("says nothing for a version well inside standard support", () => {
     assert.deepEqual(judge("1.35", "2026-12-01T00:00:00Z"), { warnings: [], error: undefined });
+  });
+});
+
+describe("config: sign-in and exposure", () => {
+  const secret = (v: string) => pulumi.secret(v);
+  it("signs in with the stack's Cognito pool by default, no federation, ComfyUI egress closed", () => {
+    const c = parseConfig(base, ctx);
+    assert.equal(c.signIn, "cognito");
+    assert.equal(c.cognitoFederation, undefined);
+    assert.deepEqual(c.comfyuiEgressCidrs, []);
+  });
+
+  it("takes any OIDC issuer with its client and secret", () => {
+    const c = parseConfig({ ...base, signIn: "oidc", oidcIssuer: "https://login.microsoftonline.com/t/v2.0", oidcClientId: "app" }, { ...ctx, oidcClientSecret: secret("s") });
+    assert.equal(c.oidcIssuer, "https://login.microsoftonline.com/t/v2.0");
+    assert.equal(c.oidcClientId, "app");
+    assert.ok(c.oidcClientSecret);
+  });
+
+  it("federates Cognito to an OIDC or SAML IdP", () => {
+    const oidc = parseConfig({ ...base, cognitoFederation: '{"type":"OIDC","name":"Google","issuer":"https://accounts.google.com","clientId":"g"}' }, { ...ctx, cognitoFederationClientSecret: secret("s") });
+    assert.deepEqual(oidc.cognitoFederation, { type: "OIDC", name: "Google", issuer: "https://accounts.google.com", clientId: "g", scopes: "openid email profile" });
+    const saml = parseConfig({ ...base, cognitoFederation: '{"type":"SAML","name":"Entra","metadataUrl":"https://login.microsoftonline.com/t/federationmetadata/2007-06/federationmetadata.xml"}' }, ctx);
+    assert.equal(saml.cognitoFederation?.type, "SAML");
+  });
+
+  it("warns while the Kubernetes API is open to the internet, and not once it is narrowed", () => {
+    const open: string[] = [];
+    parseConfig(base, { ...ctx, warn: (m) => open.push(m) });
+    assert.ok(open.some((m) => /apiAllowedCidrs: the Kubernetes API endpoint is open to the whole internet/.test(m)), open.join("\n"));
+    const narrow: string[] = [];
+    parseConfig({ ...base, apiAllowedCidrs: '["203.0.113.0/24"]' }, { ...ctx, warn: (m) => narrow.push(m) });
+    assert.ok(!narrow.some((m) => m.includes("apiAllowedCidrs")), narrow.join("\n"));
   });
 });

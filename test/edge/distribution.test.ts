@@ -19,7 +19,7 @@ function minutes(d: string): number {
 describe("edge: CloudFront distribution", () => {
   before(async () => {
     installMocks(rec);
-    new Edge("edgetest", { albName: pulumi.output("comfyui-edgetest"), username: "studio", priceClass: "PriceClass_100", tags: {} });
+    new Edge("edgetest", { albName: pulumi.output("comfyui-edgetest"), priceClass: "PriceClass_100", tags: {} });
     await quiesce(rec);
   });
 

@@ -11,7 +11,7 @@ describe("edge: CloudFront additional metrics", () => {
   const rec = new Recorder();
   before(async () => {
     installMocks(rec);
-    new Edge("edgemon", { albName: pulumi.output("comfyui-edgemon"), username: "studio", priceClass: "PriceClass_100", tags: {} });
+    new Edge("edgemon", { albName: pulumi.output("comfyui-edgemon"), priceClass: "PriceClass_100", tags: {} });
     await quiesce(rec);
   });
 

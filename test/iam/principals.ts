@@ -55,6 +55,8 @@ export interface GatewayFacts {
   userdataPrefix: string;
   /** GATEWAY_METRICS_LOG_GROUP: where the gateway sends its EMF lines (stream gateway/<pod>). */
   metricsLogGroup: string;
+  /** GATEWAY_AUDIT_LOG_GROUP: the audit trail (stream gateway/<pod>). */
+  auditLogGroup: string;
 }
 
 /** The image builder's CodeBuild project: its service role, log group and each build it runs. */
@@ -93,6 +95,7 @@ function gatewayFacts(run: ProgramRun): GatewayFacts {
     // Fixed in the gateway's code (workload/gateway/app.ts: PrefixedStore(deps.users, "user/")), not configured.
     userdataPrefix: GATEWAY_USERDATA_PREFIX,
     metricsLogGroup: envOf("GATEWAY_METRICS_LOG_GROUP"),
+    auditLogGroup: envOf("GATEWAY_AUDIT_LOG_GROUP"),
   };
 }
 
@@ -496,6 +499,9 @@ export function gatewayTable(f: Facts): PrincipalTable {
   // telemetry/sink.ts: CreateLogStream then PutLogEvents on gateway/<POD_NAME>.
   const metrics = `arn:aws:logs:${REGION}:${MOCK_ACCOUNT}:log-group:${g.metricsLogGroup}`;
   const ownStream = `${metrics}:log-stream:${GATEWAY_STREAM_PREFIX}comfyui-gateway-7d9f-abcde`;
+  // audit.ts: the same sink, on the audit group's stream gateway/<POD_NAME>.
+  const audit = `arn:aws:logs:${REGION}:${MOCK_ACCOUNT}:log-group:${g.auditLogGroup}`;
+  const auditStream = `${audit}:log-stream:${GATEWAY_STREAM_PREFIX}comfyui-gateway-7d9f-abcde`;
   return {
     principal: "gateway",
     role: g.role,
@@ -521,6 +527,8 @@ export function gatewayTable(f: Facts): PrincipalTable {
       { action: "s3:ListBucket", resource: userdata, context: { "s3:prefix": `${g.userdataPrefix}default/workflows/` } },
       { action: "logs:CreateLogStream", resource: ownStream },
       { action: "logs:PutLogEvents", resource: ownStream },
+      { action: "logs:CreateLogStream", resource: auditStream },
+      { action: "logs:PutLogEvents", resource: auditStream },
     ],
     denied: [
       { action: "dynamodb:GetItem", resource: otherTable },
@@ -550,6 +558,11 @@ export function gatewayTable(f: Facts): PrincipalTable {
       { action: "logs:PutLogEvents", resource: `arn:aws:logs:${REGION}:${MOCK_ACCOUNT}:log-group:${metricsLogGroupName(OTHER_CLUSTER)}:log-stream:${GATEWAY_STREAM_PREFIX}x` },
       { action: "logs:DeleteLogStream", resource: ownStream },
       { action: "logs:PutRetentionPolicy", resource: metrics },
+      // The trail cannot be rewritten or cut short by the gateway it records.
+      { action: "logs:DeleteLogStream", resource: auditStream },
+      { action: "logs:DeleteLogGroup", resource: audit },
+      { action: "logs:PutRetentionPolicy", resource: audit },
+      { action: "logs:PutLogEvents", resource: `${audit}:log-stream:other` },
       // The bucket policies refuse plain HTTP, whatever the role may do.
       { action: "s3:GetObject", resource: settings, context: { "aws:SecureTransport": "false" }, explicit: true },
     ],

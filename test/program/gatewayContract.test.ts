@@ -20,9 +20,10 @@ describe("the gateway's settings contract", function () {
     const gw = p.rec.ofType("kubernetes:apps/v1:Deployment").find((d) => d.inputs.metadata.name === "comfyui-gateway")!.inputs;
     const c = gw.spec.template.spec.containers[0];
     const env: Record<string, string> = {};
-    for (const e of c.env as { name: string; value?: string; valueFrom?: { fieldRef: { fieldPath: string } } }[]) {
-      // The downward API's fields, as the kubelet fills them.
-      env[e.name] = e.value ?? { "metadata.name": "comfyui-gateway-7d9f-abcde", "metadata.namespace": "comfyui", "status.podIP": "10.0.12.34" }[e.valueFrom!.fieldRef.fieldPath]!;
+    for (const e of c.env as { name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string }; secretKeyRef?: { name: string; key: string } } }[]) {
+      // The downward API's fields and the Secrets' keys, as the kubelet fills them.
+      if (e.valueFrom?.secretKeyRef) env[e.name] = `from-secret:${e.valueFrom.secretKeyRef.name}/${e.valueFrom.secretKeyRef.key}`;
+      else env[e.name] = e.value ?? { "metadata.name": "comfyui-gateway-7d9f-abcde", "metadata.namespace": "comfyui", "status.podIP": "10.0.12.34" }[e.valueFrom!.fieldRef!.fieldPath]!;
     }
     const known = new Set([...Object.values(SETTINGS).map((s) => s.env), "GATEWAY_MODE", "POD_NAME"]);
     for (const name of Object.keys(env)) assert.ok(known.has(name), `${name} is not a gateway setting`);
@@ -39,6 +40,9 @@ describe("the gateway's settings contract", function () {
     assert.equal(cfg.clusterName, env.GATEWAY_CLUSTER_NAME);
     assert.equal(cfg.metricsLogGroup, env.GATEWAY_METRICS_LOG_GROUP);
     assert.equal(cfg.maxUploadMb, Number(env.GATEWAY_MAX_UPLOAD_MB));
+    assert.equal(cfg.internalToken, "from-secret:comfyui-gateway-internal/token");
+    assert.equal(cfg.auth, "oidc");
+    assert.equal(cfg.auditLogGroup, env.GATEWAY_AUDIT_LOG_GROUP);
     const probe = (x: { httpGet: { port: string } }) => c.ports.find((q: { name: string }) => q.name === x.httpGet.port).containerPort;
     assert.equal(probe(c.readinessProbe), cfg.adminPort, "the readiness probe reaches the internal port");
   });

@@ -20,8 +20,9 @@ describe("whole program (index.ts + Pulumi.dev.yaml)", function () {
     for (const k of ["modelsBucket", "outputsBucket", "inputsBucket"]) assert.ok(typeof o[k] === "string" && (o[k] as string).length > 0, k);
     assert.match(String(o.ecrRepository), /\.dkr\.ecr\..*\/.+/);
     assert.ok(String(o.imageUri).endsWith(`@${MOCK_IMAGE_DIGEST}`));
-    assert.equal(o.edgeUsername, "studio");
-    assert.ok(String(o.edgePassword).length >= 12);
+    assert.equal(o.edgeUsername, undefined, "no password login any more");
+    assert.match(String(o.userPoolId), /.+/);
+    assert.match(String(o.loginDomain), /^https:\/\/comfyui-[a-z0-9-]+\.auth\.us-west-2\.amazoncognito\.com$/);
     const c = o.commands as Record<string, string>;
     assert.equal(c.updateKubeconfig, "aws eks update-kubeconfig --region us-west-2 --name comfyui-dev");
     assert.ok(c.uploadModel.includes(`s3://${o.modelsBucket}/checkpoints/`));
@@ -29,11 +30,10 @@ describe("whole program (index.ts + Pulumi.dev.yaml)", function () {
     assert.ok(String(o.modelSyncQueue).startsWith("https://sqs."));
   });
 
-  it("keeps the kubeconfig and the edge password secret", async () => {
+  it("keeps the kubeconfig secret", async () => {
     const mod = await import("../../index");
     const pulumi = await import("@pulumi/pulumi");
     assert.equal(await (pulumi.output(mod.kubeconfig) as any).isSecret, true);
-    assert.equal(await (pulumi.output(mod.edgePassword) as any).isSecret, true);
   });
 
   it("points CloudFront's VPC origin at exactly the ALB the Ingress produced", () => {

@@ -130,6 +130,11 @@ function outputsFor(type: string, name: string, inputs: Record<string, any>): Re
     case "pulumi-nodejs:dynamic/comfyui-image:ImageBuild":
       // image/provider.ts ImageBuild: the build's recorded outputs, as a successful build leaves them.
       return { ...inputs, digest: MOCK_IMAGE_DIGEST, imageUri: `${inputs.repositoryUrl}@${MOCK_IMAGE_DIGEST}`, buildId: `${inputs.projectName}:mock-build` };
+    case "aws:cognito/userPool:UserPool":
+      return { ...inputs, arn: arn("cognito-idp", `userpool/us-west-2_${name.replace(/[^A-Za-z0-9]/g, "")}`) };
+    case "aws:cognito/userPoolClient:UserPoolClient":
+      // Cognito generates the secret (generateSecret: true); the provider marks it secret.
+      return { ...inputs, clientSecret: inputs.generateSecret ? "mock-cognito-client-secret-0123456789abcdef" : undefined };
     case "random:index/randomPassword:RandomPassword":
       return { ...inputs, result: "mock-generated-password-0123456789" };
     default:
