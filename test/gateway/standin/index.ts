@@ -8,9 +8,11 @@ import * as os from "os";
 import * as path from "path";
 import { Engine, Fault } from "./engine";
 import { NodeContext } from "./nodes";
+import { StaticTrees, TEMPLATES_FIXTURE } from "./frontend";
 import { guessType, StandInServer } from "./server";
 
 export type { Fault } from "./engine";
+export { FRONTEND_FIXTURE, TEMPLATES_FIXTURE } from "./frontend";
 
 export interface StandInOptions {
   port?: number;
@@ -28,6 +30,13 @@ export interface StandInOptions {
   previewMethod?: "none" | "auto" | "latent2rgb" | "taesd";
   /** how a "crash" fault ends things: drop every socket and stop listening (default), or SIGKILL this process (the CLI) */
   crashBy?: "sockets" | "sigkill";
+  /**
+   * The web root (`--front-end-root`): a built frontend served at `/` like ComfyUI does, e.g. FRONTEND_FIXTURE.
+   * Off by default: a gateway reads every frontend file of a pod it meets, which only browser tests need.
+   */
+  frontendRoot?: string;
+  /** The comfyui-workflow-templates tree served at /templates/ (null: none). @defaultValue TEMPLATES_FIXTURE */
+  templatesRoot?: string | null;
 }
 
 export interface StandIn {
@@ -147,6 +156,12 @@ export async function startStandIn(opts: StandInOptions = {}): Promise<StandIn> 
         .filter((e) => e.isFile() && (guessType(e.name) ?? "").startsWith("image/"))
         .map((e) => e.name)
         .sort(),
+    inputFiles: () =>
+      fs
+        .readdirSync(dirs.input, { withFileTypes: true })
+        .filter((e) => e.isFile())
+        .map((e) => e.name)
+        .sort(),
     inputFileExists: (name) => fs.existsSync(resolveAnnotated(name)),
     inputFileHash: (name) => createHash("sha256").update(fs.readFileSync(resolveAnnotated(name))).digest("hex"),
   };
@@ -159,6 +174,7 @@ export async function startStandIn(opts: StandInOptions = {}): Promise<StandIn> 
     ctx,
     dirs,
     modelFolders: () => FOLDERS.map(([k]) => k),
+    statics: new StaticTrees(opts.frontendRoot === undefined ? undefined : path.resolve(opts.frontendRoot), opts.templatesRoot === null ? undefined : path.resolve(opts.templatesRoot ?? TEMPLATES_FIXTURE)),
     engine: () => engine as Engine,
   });
   engine = new Engine({ stepMs: opts.stepMs ?? 10, beforeStep: opts.beforeStep, previewMethod: opts.previewMethod ?? "none", dirs, ctx, hub: server.hub, onCrash: () => (opts.crashBy === "sigkill" ? process.kill(process.pid, "SIGKILL") : server.destroyAll()) });

@@ -1,7 +1,7 @@
 // CLI around startStandIn, for tests that need a stand-in in its own process (kill -9, restart):
 //   node -r ts-node/register/transpile-only test/gateway/standin/main.ts --port 0 --step-ms 10 \
 //     --data-dir DIR [--models-json FILE] [--fault crash:3|hang:2|execution_error[:NODE]] [--host H]
-//     [--ready-after-ms N] [--max-upload-mb N] [--preview-method none|auto|latent2rgb|taesd]
+//     [--ready-after-ms N] [--max-upload-mb N] [--preview-method none|auto|latent2rgb|taesd] [--front-end-root DIR]
 // Prints exactly one line "STANDIN LISTENING http://127.0.0.1:<port>" on stdout once it listens;
 // SIGTERM/SIGINT close it and exit 0. A crash fault SIGKILLs the process.
 import * as fs from "fs";
@@ -43,6 +43,7 @@ export function parseArgs(argv: string[]): StandInOptions {
         i++;
         break;
       }
+      case "--front-end-root": if (!v) throw new Error("--front-end-root needs a folder"); opts.frontendRoot = v; i++; break;
       case "--fault": if (!v) throw new Error("--fault needs a value"); opts.fault = parseFault(v); i++; break;
       case "--preview-method":
         if (v !== "none" && v !== "auto" && v !== "latent2rgb" && v !== "taesd") throw new Error(`--preview-method must be none, auto, latent2rgb or taesd, got ${JSON.stringify(v)}`);

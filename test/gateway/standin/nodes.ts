@@ -16,6 +16,8 @@ export interface InputTypes {
 export interface NodeContext {
   models(folder: string): string[];
   inputImages(): string[];
+  /** every file of the input folder, images or not (LoadImageMask lists them all) */
+  inputFiles(): string[];
   inputFileExists(annotatedName: string): boolean;
   inputFileHash(annotatedName: string): string;
 }
@@ -322,6 +324,124 @@ const defs: NodeDef[] = [
       const im = ctx.loadImage(i.image as string);
       return { outputs: [im, tok("MASK", im)] };
     },
+  },
+  {
+    // nodes.py LoadImageMask: every input file (no content-type filter), and which channel becomes the mask.
+    name: "LoadImageMask",
+    displayName: "Load Image (as Mask)",
+    inputTypes: (ctx) => ({ required: { image: [ctx.inputFiles(), { image_upload: true }], channel: [["alpha", "red", "green", "blue"]] } }),
+    output: ["MASK"],
+    category: "mask",
+    pythonModule: "nodes",
+    isChanged: (ctx, i) => ctx.inputFileHash(i.image as string),
+    validateInputs: {
+      args: ["image"],
+      fn: (ctx, i) => (ctx.inputFileExists(i.image as string) ? true : `Invalid image file: ${i.image}`),
+    },
+    run: async (ctx, i) => ({ outputs: [tok("MASK", ctx.loadImage(i.image as string), i.channel)] }),
+  },
+  // The loaders the frontend's model library maps model folders to (useModelToNodeStore.registerDefaults in
+  // frontend 1.27.10 reads nodeDefsByName[...].name for each, so a missing one breaks the panel), with
+  // nodes.py's inputs; comfy_extras/nodes_video_model.py for ImageOnlyCheckpointLoader and
+  // comfy_extras/nodes_upscale_model.py (a V3 node) for UpscaleModelLoader.
+  {
+    name: "ImageOnlyCheckpointLoader",
+    inputTypes: (ctx) => ({ required: { ckpt_name: [ctx.models("checkpoints")] } }),
+    output: ["MODEL", "CLIP_VISION", "VAE"],
+    category: "loaders/video_models",
+    pythonModule: "comfy_extras.nodes_video_model",
+    run: async (_ctx, i) => ({ outputs: [tok("MODEL", i.ckpt_name), tok("CLIP_VISION", i.ckpt_name), tok("VAE", i.ckpt_name)] }),
+  },
+  {
+    name: "LoraLoader",
+    displayName: "Load LoRA",
+    inputTypes: (ctx) => ({
+      required: {
+        model: ["MODEL", { tooltip: "The diffusion model the LoRA will be applied to." }],
+        clip: ["CLIP", { tooltip: "The CLIP model the LoRA will be applied to." }],
+        lora_name: [ctx.models("loras"), { tooltip: "The name of the LoRA." }],
+        strength_model: ["FLOAT", { default: 1.0, min: -100.0, max: 100.0, step: 0.01, tooltip: "How strongly to modify the diffusion model. This value can be negative." }],
+        strength_clip: ["FLOAT", { default: 1.0, min: -100.0, max: 100.0, step: 0.01, tooltip: "How strongly to modify the CLIP model. This value can be negative." }],
+      },
+    }),
+    output: ["MODEL", "CLIP"],
+    outputTooltips: ["The modified diffusion model.", "The modified CLIP model."],
+    category: "loaders",
+    description: "LoRAs are used to modify diffusion and CLIP models, altering the way in which latents are denoised such as applying styles. Multiple LoRA nodes can be linked together.",
+    pythonModule: "nodes",
+    run: async (_ctx, i) => ({ outputs: [tok("MODEL", i.model, i.lora_name, i.strength_model), tok("CLIP", i.clip, i.lora_name, i.strength_clip)] }),
+  },
+  {
+    // A subclass of LoraLoader in nodes.py: it inherits CATEGORY, DESCRIPTION and OUTPUT_TOOLTIPS (both tooltips,
+    // though it has one output) but not the display name.
+    name: "LoraLoaderModelOnly",
+    inputTypes: (ctx) => ({
+      required: {
+        model: ["MODEL"],
+        lora_name: [ctx.models("loras")],
+        strength_model: ["FLOAT", { default: 1.0, min: -100.0, max: 100.0, step: 0.01 }],
+      },
+    }),
+    output: ["MODEL"],
+    outputTooltips: ["The modified diffusion model.", "The modified CLIP model."],
+    category: "loaders",
+    description: "LoRAs are used to modify diffusion and CLIP models, altering the way in which latents are denoised such as applying styles. Multiple LoRA nodes can be linked together.",
+    pythonModule: "nodes",
+    run: async (_ctx, i) => ({ outputs: [tok("MODEL", i.model, i.lora_name, i.strength_model)] }),
+  },
+  {
+    name: "ControlNetLoader",
+    displayName: "Load ControlNet Model",
+    inputTypes: (ctx) => ({ required: { control_net_name: [ctx.models("controlnet")] } }),
+    output: ["CONTROL_NET"],
+    category: "loaders",
+    pythonModule: "nodes",
+    run: async (_ctx, i) => ({ outputs: [tok("CONTROL_NET", i.control_net_name)] }),
+  },
+  {
+    name: "DiffControlNetLoader",
+    displayName: "Load ControlNet Model (diff)",
+    inputTypes: (ctx) => ({ required: { model: ["MODEL"], control_net_name: [ctx.models("controlnet")] } }),
+    output: ["CONTROL_NET"],
+    category: "loaders",
+    pythonModule: "nodes",
+    run: async (_ctx, i) => ({ outputs: [tok("CONTROL_NET", i.model, i.control_net_name)] }),
+  },
+  {
+    name: "StyleModelLoader",
+    displayName: "Load Style Model",
+    inputTypes: (ctx) => ({ required: { style_model_name: [ctx.models("style_models")] } }),
+    output: ["STYLE_MODEL"],
+    category: "loaders",
+    pythonModule: "nodes",
+    run: async (_ctx, i) => ({ outputs: [tok("STYLE_MODEL", i.style_model_name)] }),
+  },
+  {
+    name: "CLIPVisionLoader",
+    displayName: "Load CLIP Vision",
+    inputTypes: (ctx) => ({ required: { clip_name: [ctx.models("clip_vision")] } }),
+    output: ["CLIP_VISION"],
+    category: "loaders",
+    pythonModule: "nodes",
+    run: async (_ctx, i) => ({ outputs: [tok("CLIP_VISION", i.clip_name)] }),
+  },
+  {
+    name: "GLIGENLoader",
+    inputTypes: (ctx) => ({ required: { gligen_name: [ctx.models("gligen")] } }),
+    output: ["GLIGEN"],
+    category: "loaders",
+    pythonModule: "nodes",
+    run: async (_ctx, i) => ({ outputs: [tok("GLIGEN", i.gligen_name)] }),
+  },
+  {
+    name: "UpscaleModelLoader",
+    v3: true,
+    displayName: "Load Upscale Model",
+    inputTypes: (ctx) => ({ required: { model_name: ["COMBO", { multiselect: false, options: ctx.models("upscale_models") }] } }),
+    output: ["UPSCALE_MODEL"],
+    category: "loaders",
+    pythonModule: "comfy_extras.nodes_upscale_model",
+    run: async (_ctx, i) => ({ outputs: [tok("UPSCALE_MODEL", i.model_name)] }),
   },
   {
     name: "VAELoader",

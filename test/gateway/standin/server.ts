@@ -10,6 +10,7 @@ import { PNG } from "pngjs";
 import { Duplex } from "stream";
 import { WebSocket, WebSocketServer } from "ws";
 import { Engine, Hub } from "./engine";
+import { cacheControl, StaticTrees } from "./frontend";
 import { NODE_CLASSES, NodeContext, nodeInfo } from "./nodes";
 import { readTextChunks, withTextChunks } from "./png";
 import { PyError, pyBool, pyFloat, pyInt, pyStr } from "./py";
@@ -23,6 +24,8 @@ export interface ServerOptions {
   dirs: { output: string; input: string; temp: string; user: string; models: string };
   modelFolders: () => string[];
   engine: () => Engine;
+  /** The web root and /templates trees (frontend.ts); empty trees answer 404 like a missing file. */
+  statics: StaticTrees;
 }
 
 class HttpError extends Error {
@@ -280,17 +283,18 @@ export class StandInServer {
   }
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? "/", "http://x");
+    const rawPath = url.pathname;
     const send = (r: Res) => {
       const body = typeof r.body === "string" ? Buffer.from(r.body) : r.body;
-      res.writeHead(r.status, { ...r.headers, "Content-Length": String(body.length) });
+      // cache_control is the outermost middleware: it sees every answer, the other middlewares' included.
+      res.writeHead(r.status, { ...cacheControl(rawPath, r.status, r.headers), "Content-Length": String(body.length) });
       res.end(body);
     };
     if (!this.ready()) return send(empty(503));
     if (this.originRejected(req.headers)) return send(empty(403));
     // origin_only_middleware answers every OPTIONS itself, whatever the path.
     if (req.method === "OPTIONS") return send(empty(200));
-    const url = new URL(req.url ?? "/", "http://x");
-    const rawPath = url.pathname;
     const method = req.method === "HEAD" ? "GET" : (req.method ?? "GET");
     const max = Math.round(this.o.maxUploadMb * 1024 * 1024);
     let bodyPromise: Promise<Buffer> | undefined;
@@ -353,9 +357,10 @@ export class StandInServer {
         return send(SERVER_ERROR);
       }
     }
-    // web.static('/', web_root): every other GET is a (missing) static file; other methods are not allowed.
+    // web.static('/templates', …) then web.static('/', web_root): every other GET is a static file (or a
+    // missing one); other methods are not allowed.
     if (matchedPath || method !== "GET") return send(text(405, "405: Method Not Allowed"));
-    return send(text(404, "404: Not Found"));
+    return send(this.o.statics.serve(rawPath) ?? text(404, "404: Not Found"));
   }
 
   private userRoot(): string {
@@ -400,7 +405,8 @@ export class StandInServer {
     const o = this.o;
     const eng = () => o.engine();
 
-    this.route("GET", "/", () => ({ status: 200, headers: { "Content-Type": "text/html", "Cache-Control": "no-cache", Pragma: "no-cache", Expires: "0" }, body: "<!doctype html><title>ComfyUI stand-in</title>" }));
+    // server.py get_root: the web root's index.html (a stub page when the stand-in serves no frontend).
+    this.route("GET", "/", () => o.statics.index() ?? { status: 200, headers: { "Content-Type": "text/html", "Cache-Control": "no-cache", Pragma: "no-cache", Expires: "0" }, body: "<!doctype html><title>ComfyUI stand-in</title>" });
     this.route("GET", "/ws", () => text(400, "No WebSocket UPGRADE hdr: None\n Can \"Upgrade\" only to \"WebSocket\"."));
     this.route("GET", "/embeddings", () => json(this.modelFiles("embeddings").map((f) => f.replace(/\.[^./\\]*$/, ""))));
     this.route("GET", "/models", () => json(o.modelFolders()));
@@ -704,6 +710,10 @@ export class StandInServer {
       });
       return json(out);
     });
+    // app/model_manager.py: a model's preview image (<model>.png/.webp… beside it); the stand-in's model files
+    // have none, so every preview is the route's 404, as on a ComfyUI whose models came without previews.
+    this.route("GET", "/experiment/models/preview/{folder}/{path_index}/{filename:.*}", () => empty(404));
+    // app/custom_node_manager.py: custom nodes' example workflows and locales; the stand-in has no custom nodes.
     this.route("GET", "/workflow_templates", () => json({}));
     this.route("GET", "/i18n", () => json({}));
 
