@@ -13,6 +13,11 @@ import { get, startGateway, t2i, tmpDir, until } from "./helpers";
 import { Browser, startIdp, type Idp } from "./oidcHarness";
 import { startStandIn, type StandIn } from "./standin";
 
+/* eslint-disable @typescript-eslint/no-require-imports */
+const { ComfyApi, CallWrapper, PromptBuilder } = require("@saintno/comfyui-sdk");
+const { Client } = require("@stable-canvas/comfyui-client");
+/* eslint-enable @typescript-eslint/no-require-imports */
+
 const json = (b: unknown) => ({ method: "POST", body: JSON.stringify(b), headers: { "content-type": "application/json" } });
 
 describe("gateway sign-in, API keys and the same-origin rule", function () {
@@ -56,8 +61,10 @@ describe("gateway sign-in, API keys and the same-origin rule", function () {
     const landed = await b.signIn(base + "/queue", "alice");
     assert.equal(landed.status, 200, await landed.clone().text());
     assert.ok(b.cookies(base).has("__Host-comfyui-session"));
-    const me = await (await b.fetch(base + "/api/gateway/me", { site: "same-origin" })).json();
+    const { session, ...me } = await (await b.fetch(base + "/api/gateway/me", { site: "same-origin" })).json();
     assert.deepEqual(me, { user: "alice", name: "Alice", admin: false, via: "session", scopes: ["submit", "read"] });
+    assert.match(session, /^[0-9a-f]{64}$/, "the session's store id (a hash, not the cookie), for revoke-session");
+    assert.ok(!Object.values(Object.fromEntries(b.cookies(base))).includes(session));
     const ok = await b.fetch(base + "/prompt", { ...json({ prompt: t2i(2), client_id: "alice-tab" }), site: "same-origin" });
     assert.equal(ok.status, 200, await ok.clone().text());
     // The same request made by a page of another site: the browser says so, and the cookie does not help.
@@ -90,6 +97,16 @@ describe("gateway sign-in, API keys and the same-origin rule", function () {
     assert.equal((await b.fetch(base + "/auth/logout", { method: "POST", site: "cross-site" })).status, 403, "no logout from another site");
     assert.equal((await b.fetch(base + "/auth/logout", { method: "POST", site: "same-origin" })).status, 200);
     assert.equal((await q(cookie)).status, 401, "the old cookie is refused");
+
+    // One session, revoked by the id the artist sees at /api/gateway/me (npm run keys -- revoke-session).
+    const c1 = new Browser();
+    await c1.signIn(base + "/", "alice");
+    const one = ((await (await c1.fetch(base + "/api/gateway/me", { site: "same-origin" })).json()) as { session: string }).session;
+    const other = new Browser();
+    await other.signIn(base + "/", "alice");
+    await auth.deleteSession(one);
+    assert.equal((await q(c1.cookies(base).get("__Host-comfyui-session")!)).status, 401, "that session ended");
+    assert.equal((await q(other.cookies(base).get("__Host-comfyui-session")!)).status, 200, "the artist's other session goes on");
 
     const c2 = new Browser();
     await c2.signIn(base + "/", "alice");
@@ -214,6 +231,42 @@ describe("gateway sign-in, API keys and the same-origin rule", function () {
     assert.equal((await fetch(base + "/queue", { headers: { authorization: "Bearer cgw_notarealkeyid0000.notarealsecret000000000000000000000000000000" } })).status, 401);
     await auth.revokeKey(record.id, Date.now());
     assert.equal((await fetch(base + "/queue", { headers: h })).status, 401, "revoked: refused at once");
+  });
+
+  it("API keys in both npm clients, exactly as the README says: HTTP, the WebSocket, and the images", async () => {
+    const { token, record } = mintKey({ owner: "pipeline-2", name: "clients", scopes: ["submit", "read"], days: 1 });
+    await auth.putKey(record);
+    // @saintno/comfyui-sdk: its credentials option puts the Bearer header on every fetch and, in Node, on the WebSocket.
+    const api = new ComfyApi(base, "saintno-key", { credentials: { type: "bearer_token", token } });
+    try {
+      await api.init(3, 200).waitForReady();
+      await until(async () => api.socket?.client?.readyState === WebSocket.OPEN, 10000, 20);
+      const wf = new PromptBuilder(t2i(31), ["seed"], ["images"]).setInputNode("seed", "3.inputs.seed").setOutputNode("images", "9").input("seed", 31);
+      const out = await new CallWrapper(api, wf).run();
+      assert.ok(out && out.images?.images?.length === 1, `saintno ran the prompt: ${JSON.stringify(out)}`);
+      const png = await api.getImage(out.images.images[0]);
+      assert.equal(png.type === "" ? "image/png" : png.type, "image/png");
+      assert.ok(png.size > 0, "the image downloads with the key");
+    } finally {
+      api.destroy();
+    }
+    // @stable-canvas/comfyui-client: a fetch that adds the header, and a WebSocket class that sends it on the upgrade.
+    const authFetch = (input: Parameters<typeof fetch>[0], init: RequestInit = {}) => fetch(input, { ...init, headers: { ...(init.headers as Record<string, string>), authorization: `Bearer ${token}` } });
+    class AuthWebSocket extends WebSocket {
+      constructor(url: string) {
+        super(url, { headers: { authorization: `Bearer ${token}` } });
+      }
+    }
+    const client = new Client({ api_host: base.replace("http://", ""), clientId: "stable-canvas-key", WebSocket: AuthWebSocket, fetch: authFetch });
+    try {
+      await client.connect();
+      const res = await client.enqueue(t2i(32));
+      const url = res.images.find((i: { type: string }) => i.type === "url").data;
+      assert.equal((await fetch(url)).status, 401, "an image URL needs the key too");
+      assert.equal((await authFetch(url)).status, 200);
+    } finally {
+      client.close();
+    }
   });
 
   it("npm run keys: create prints the key once, the store keeps only its hash; list and revoke", async () => {

@@ -231,7 +231,7 @@ export class Auth {
       };
       await this.store.putSession(session);
       req.log.info({ user: who.userId, admin: who.admin }, "signed in");
-      opts.onEvent?.(req, "sign-in", who.userId, { admin: who.admin, session: session.id.slice(0, 16) });
+      opts.onEvent?.(req, "sign-in", who.userId, { admin: who.admin, session: session.id });
       reply.clearCookie(LOGIN_COOKIE, { path: "/" });
       cookie(reply, SESSION_COOKIE, token, this.settings.sessionMaxHours * 3600);
       return reply.redirect(st.returnTo, 302);
@@ -252,7 +252,11 @@ export class Auth {
       return { ok: true, ...(next ? { next } : {}) };
     });
 
-    app.get("/api/gateway/me", async (req) => ({ user: req.caller.userId, name: req.caller.name, admin: req.caller.admin, via: req.caller.kind, scopes: [...req.caller.scopes] }));
+    // `session` is the store's id of this session (a hash, not the cookie): what `npm run keys -- revoke-session` takes.
+    app.get("/api/gateway/me", async (req) => ({
+      user: req.caller.userId, name: req.caller.name, admin: req.caller.admin, via: req.caller.kind, scopes: [...req.caller.scopes],
+      ...(req.caller.kind === "session" && req.caller.credentialId ? { session: req.caller.credentialId } : {}),
+    }));
     // A one-time credential for /ws?ticket= (30 s), for clients that cannot set an Authorization header.
     app.post("/api/gateway/ws-ticket", async (req) => {
       const ticket = randomBytes(24).toString("base64url");
