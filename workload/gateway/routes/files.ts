@@ -4,8 +4,9 @@ import { createHash, randomUUID } from "node:crypto";
 import { createWriteStream, promises as fsp } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { Transform } from "node:stream";
+import { Transform, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
+import { compositeMask, MAX_IMAGE_BYTES, NotAnImage, viewVariant } from "../media";
 import { GatewayError } from "../protocol/errors";
 import type { Services } from "../services";
 import { sha256Of } from "../store/objects";
@@ -90,10 +91,22 @@ export const fileRoutes: FastifyPluginAsync = async (app) => {
     // Outputs and previews belong to the prompt's owner (another user's answer as missing); inputs are shared.
     const file = type === "input" ? await store.stream(key) : await gw.outputFile(req.caller, type as "output" | "temp", key);
     if (!file) return reply.code(404).send("");
-    return reply.headers({ ...viewHeaders(key.split("/").pop()!), "content-length": String(file.size) }).send(file.body);
+    const name = key.split("/").pop()!;
+    // ComfyUI's derived views (server.py view_image): a re-encoded preview, or one channel as PNG.
+    if (q.preview !== undefined || q.channel === "rgb" || q.channel === "a") {
+      const derived = await viewVariant(await readAll(file.body, file.size), { preview: q.preview, channel: q.channel }).catch((err: unknown) => {
+        if (err instanceof NotAnImage) throw new GatewayError("GW_ERR_BAD_TYPE", `${name}: ${err.message}`);
+        throw err;
+      });
+      if (derived) {
+        // Raster pixels only, so inline is safe; named as ComfyUI names it (the stored file's name).
+        return reply.headers({ ...viewHeaders(name), "content-type": derived.contentType, "content-disposition": contentDisposition(name, { type: "inline" }), "content-length": String(derived.body.length) }).send(derived.body);
+      }
+    }
+    return reply.headers({ ...viewHeaders(name), "content-length": String(file.size) }).send(file.body);
   });
 
-  const upload = async (req: FastifyRequest) => {
+  const upload = async (req: FastifyRequest, mask: boolean) => {
     const got = await receive(req, gw.maxUploadBytes);
     try {
       const { fields, file } = got;
@@ -104,6 +117,8 @@ export const fileRoutes: FastifyPluginAsync = async (app) => {
       const name = file.name;
       if (!safeRelPath(name) || name.includes("/") || (subfolder && !safeRelPath(subfolder))) throw new GatewayError("GW_ERR_BAD_PATH", `${subfolder}/${name}`);
       if (!UPLOAD_EXTENSIONS.has(ext(name))) throw new GatewayError("GW_ERR_BAD_TYPE", `.${ext(name) || "(none)"} (${name}); allowed: ${[...UPLOAD_EXTENSIONS].sort().join(", ")}`);
+      // ComfyUI writes the composite in the format the name's extension says; every mask editor names it .png.
+      if (mask && ext(name) !== "png") throw new GatewayError("GW_ERR_BAD_TYPE", `a mask is saved as PNG: ${name} must end in .png`);
       const dot = name.lastIndexOf(".");
       const [stem, suffix] = dot > 0 ? [name.slice(0, dot), name.slice(dot)] : [name, ""];
       const at = (n: string) => (subfolder ? `${subfolder}/${n}` : n);
@@ -121,17 +136,72 @@ export const fileRoutes: FastifyPluginAsync = async (app) => {
           final = `${stem} (${i})${suffix}`;
         }
       }
-      if (!duplicate) await gw.files.input.putFile(at(final), file.path, { sha256: file.sha256 });
+      // As ComfyUI, the duplicate test compares the stored file with the bytes uploaded (for a mask too,
+      // though what a mask upload stores is the composite): identical bytes reuse the name, nothing is written.
+      if (!duplicate && mask) {
+        const composite = await compositeOf(req, fields.original_ref, file.path);
+        const target = path.join(got.dir, "composite.png");
+        await fsp.writeFile(target, composite);
+        await gw.files.input.putFile(at(final), target, { sha256: createHash("sha256").update(composite).digest("hex") });
+      } else if (!duplicate) await gw.files.input.putFile(at(final), file.path, { sha256: file.sha256 });
       req.auditTarget = `input/${at(final)}`;
       return { name: final, subfolder, type };
     } finally {
       await fsp.rm(got.dir, { recursive: true, force: true });
     }
   };
-  app.post("/upload/image", upload);
-  // The mask is stored as uploaded (ComfyUI composites it onto original_ref's alpha; see README).
-  app.post("/upload/mask", upload);
+  /**
+   * server.py `upload_mask`'s `image_save_function`: `original_ref` names the image the mask was painted
+   * on (`{"filename", "subfolder", "type"}`, type "output" by default, a " [type]" suffix on the name wins);
+   * the result is that image with the mask's alpha. Where ComfyUI's checks return a status that
+   * `image_upload` then ignores (it answers 200 and writes nothing), the gateway answers that status.
+   */
+  const compositeOf = async (req: FastifyRequest, ref: string | undefined, maskPath: string): Promise<Buffer> => {
+    let o: { filename?: unknown; subfolder?: unknown; type?: unknown };
+    try {
+      o = JSON.parse(ref ?? "") as typeof o;
+    } catch {
+      throw new GatewayError("GW_ERR_BAD_PATH", "original_ref must be JSON: {\"filename\", \"subfolder\", \"type\"}");
+    }
+    if (!o || typeof o !== "object" || typeof o.filename !== "string") throw new GatewayError("GW_ERR_BAD_PATH", "original_ref.filename is missing");
+    let filename = o.filename;
+    let type = typeof o.type === "string" ? o.type : "output";
+    const m = /^(.*) \[(output|input|temp)\]$/.exec(filename);
+    if (m) [filename, type] = [m[1], m[2]];
+    if (!filename || filename.startsWith("/") || filename.includes("..") || filename.includes("\\") || filename.includes("\0")) throw new GatewayError("GW_ERR_BAD_PATH", `original_ref.filename ${JSON.stringify(filename)}`);
+    if (type !== "output" && type !== "input" && type !== "temp") throw new GatewayError("GW_ERR_BAD_PATH", `original_ref.type ${JSON.stringify(type)}`);
+    const segs: string[] = [];
+    for (const s of `${typeof o.subfolder === "string" ? o.subfolder : ""}/${filename}`.split("/")) {
+      if (s === "" || s === ".") continue;
+      if (s === ".." || s.includes("\\") || s.includes("\0")) throw new GatewayError("GW_ERR_FORBIDDEN", "original_ref.subfolder leaves its folder");
+      segs.push(s);
+    }
+    const key = segs.join("/");
+    // The original is read as /view reads it: another user's output is as missing as an absent file.
+    const file = type === "input" ? await gw.files.input.stream(key) : await gw.outputFile(req.caller, type, key);
+    if (!file) throw new GatewayError("GW_ERR_NOT_FOUND", `original_ref ${type}/${key}`);
+    try {
+      return await compositeMask(await readAll(file.body, file.size), await fsp.readFile(maskPath));
+    } catch (err: unknown) {
+      if (err instanceof NotAnImage) throw new GatewayError("GW_ERR_BAD_TYPE", err.message);
+      throw err;
+    }
+  };
+
+  app.post("/upload/image", (req) => upload(req, false));
+  app.post("/upload/mask", (req) => upload(req, true));
 };
+
+/** A stored file whole, for an image operation (bounded: an image op decodes it in memory anyway). */
+async function readAll(body: Readable, size: number): Promise<Buffer> {
+  if (size > MAX_IMAGE_BYTES) {
+    body.destroy();
+    throw new GatewayError("GW_ERR_BAD_TYPE", `file of ${size} bytes is over the ${MAX_IMAGE_BYTES}-byte limit of image operations`);
+  }
+  const parts: Buffer[] = [];
+  for await (const c of body) parts.push(c as Buffer);
+  return Buffer.concat(parts);
+}
 
 /**
  * The multipart body, streamed: the `image` part goes to a temporary file (hashed on the way), never
