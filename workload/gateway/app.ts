@@ -1,3 +1,4 @@
+import fastifyCompress, { type FastifyCompressOptions } from "@fastify/compress";
 import fastifyMultipart from "@fastify/multipart";
 import fastifyWebsocket from "@fastify/websocket";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from "fastify";
@@ -24,6 +25,21 @@ import type { ObjectStore } from "./store/objects";
 import { PrefixedStore } from "./store/objects";
 import type { Fence, Store } from "./store/types";
 import { ColdStarts, NO_METRICS, Telemetry, type MetricsSink, type NodeStart } from "./telemetry";
+
+/**
+ * Responses compressed for clients that accept it (ComfyUI's `--enable-compress-response-body` gzips JSON
+ * and text/plain, server.py `compress_body` at v0.3.64 and v0.38-era; the gateway always does, which ComfyUI's flag cannot do through
+ * it): JSON, text and JavaScript (the frontend's bundles) of 1 KiB and more, as br, gzip or deflate, with
+ * `Vary: Accept-Encoding`. Never media (images, video and audio are compressed already), never `/view`'s
+ * octet-stream downloads, never a WebSocket (hijacked: no reply to encode). Request bodies are not
+ * decompressed (a small gzip body must not become a large one past the body limit).
+ */
+export const COMPRESSION: FastifyCompressOptions = {
+  encodings: ["br", "gzip", "deflate"],
+  customTypes: /^text\/(?!event-stream)|^application\/(?:[\w.-]+\+)?json(?:;|$)|^application\/(?:x-)?javascript(?:;|$)/,
+  threshold: 1024,
+  globalDecompression: false,
+};
 
 /** The ALB's health check path on the public port. */
 export const PUBLIC_HEALTH_PATH = PATHS.publicHealth;
@@ -189,6 +205,7 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
   app.removeAllContentTypeParsers();
   app.addContentTypeParser("*", { parseAs: "buffer" }, (_req, body, done) => done(null, body));
   await app.register(fastifyMultipart);
+  await app.register(fastifyCompress, COMPRESSION);
   errorHandler(app);
   app.addHook("onResponse", async (_req, reply) => telemetry.response(reply.statusCode));
   // Sign-in and the same-origin rule before any route (auth/index.ts).
