@@ -17,6 +17,7 @@ import { fanOut, LeaderLink, LinkHub } from "./replicas/link";
 import { ADMIN, adminRoutes } from "./routes/admin";
 import { discoveryRoutes, staticRoutes } from "./routes/discovery";
 import { fileRoutes } from "./routes/files";
+import { jobRoutes } from "./routes/jobs";
 import { promptRoutes } from "./routes/prompt";
 import { userRoutes } from "./routes/userdata";
 import { Hub, wsRoutes } from "./routes/ws";
@@ -246,6 +247,8 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
       await scope.register(wsRoutes(hub));
     }, { prefix });
   }
+  // ComfyUI's jobs API is declared with its /api prefix (no bare /jobs): served once, studio-wide.
+  await app.register(jobRoutes);
   // The ALB's health check (the traffic port; /gateway/* is internal): 200 while this replica serves.
   app.get(PUBLIC_HEALTH_PATH, async (_req, reply) => {
     const why = await notReady();
