@@ -48,12 +48,13 @@ describe("model agent (s3rver)", function () {
   };
 
   /** An agent over the proxy with its own models folder; stopped after each test. */
-  const agent = async (opts: { cacheMb?: number; rangeMb?: number; connections?: number; pins?: string[]; dir?: string; socket?: boolean } = {}) => {
+  const agent = async (opts: { cacheMb?: number; rangeMb?: number; connections?: number; pins?: string[]; dir?: string; socket?: boolean; health?: boolean } = {}) => {
     const dir = opts.dir ?? join(scratch, `node-${agents.length}-${Date.now()}`);
     const args = ["--models-dir", dir, "--bucket", BUCKET, "--endpoint", proxy.endpoint, "--cache-gb", String((opts.cacheMb ?? 1000) / 1000), "--port", "0", "--token", TOKEN];
     args.push("--range-mb", String(opts.rangeMb ?? 1), "--connections", String(opts.connections ?? 8));
     for (const p of opts.pins ?? []) args.push("--pin", p);
     if (opts.socket) args.push("--socket", "auto");
+    if (opts.health) args.push("--health-port", "0");
     const a = await startAgent(parseAgentArgs(args, { AWS_ACCESS_KEY_ID: "S3RVER", AWS_SECRET_ACCESS_KEY: "S3RVER" }), () => undefined);
     agents.push(a);
     return { ...a, dir };
@@ -81,6 +82,7 @@ describe("model agent (s3rver)", function () {
     proxy.corrupt.clear();
     proxy.fail500.clear();
     proxy.multipart.clear();
+    proxy.replaceOnGet.clear();
     proxy.requests.length = 0;
     for (const a of agents.splice(0)) await a.stop();
   });
@@ -181,6 +183,30 @@ describe("model agent (s3rver)", function () {
     assert.equal(inv.body.metrics.fetches, 1);
   });
 
+  it("an object replaced during its download (412 on If-Match) is fetched again from the new version", async () => {
+    const old = await put("loras/replaced.safetensors", 1 * MB);
+    const a = await agent({ rangeMb: 1 });
+    let replacement: Buffer = Buffer.alloc(0);
+    proxy.replaceOnGet.set("loras/replaced.safetensors", async (key) => {
+      replacement = await put(key, 1500_000);
+    });
+    const r = await ensure(a.url, ["loras/replaced.safetensors"]);
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.ok(readFileSync(join(a.dir, "loras/replaced.safetensors")).equals(replacement), "the new version, whole");
+    const reqs = proxy.requests.filter((q) => q.key === "loras/replaced.safetensors");
+    assert.deepEqual(
+      reqs.slice(0, 3).map((q) => `${q.method} ${q.status}`),
+      ["HEAD 200", "GET 412", "HEAD 200"],
+    );
+    // Every GET names the ETag its HEAD saw: the old one first, then the new one.
+    const md5 = (b: Buffer) => `"${createHash("md5").update(b).digest("hex")}"`;
+    assert.equal(reqs[1].ifMatch, md5(old));
+    assert.ok(reqs.slice(3).every((q) => q.method !== "GET" || q.ifMatch === md5(replacement)));
+    const inv = (await call(a.url, "GET", AGENT_PATHS.inventory)).body;
+    assert.equal(inv.files[0].etag, md5(replacement).replace(/"/g, ""));
+    assert.equal(inv.metrics.fetches, 1);
+  });
+
   it("LRU: evicts the least recently used file that is neither pinned nor held; never a pinned or held one", async () => {
     // Room for three 1 MB files.
     const a = await agent({ cacheMb: 3.5, pins: ["checkpoints/a.safetensors"] });
@@ -267,6 +293,16 @@ describe("model agent (s3rver)", function () {
     assert.equal((await call(a.url, "GET", AGENT_PATHS.inventory, undefined, { token: null })).status, 401);
     assert.equal((await call(a.url, "GET", AGENT_PATHS.inventory, undefined, { token: "wrong-token-wrong-token-x" })).body.error.code, "unauthorized");
     assert.equal((await call(a.url, "GET", AGENT_PATHS.health, undefined, { token: null })).status, 200);
+  });
+
+  it("the probes' port answers /healthz and nothing else, without a token", async () => {
+    const a = await agent({ health: true });
+    assert.ok(a.healthUrl);
+    assert.deepEqual(await call(a.healthUrl!, "GET", AGENT_PATHS.health, undefined, { token: null }), { status: 200, body: { ok: true } });
+    for (const p of [AGENT_PATHS.inventory, AGENT_PATHS.metrics]) {
+      assert.equal((await call(a.healthUrl!, "GET", p)).status, 404, `${p} is not served on the probes' port, token or not`);
+    }
+    assert.equal((await call(a.healthUrl!, "POST", AGENT_PATHS.ensure, { files: ["checkpoints/a.safetensors"] })).status, 404);
   });
 
   it("applies bucket changes: replace and delete reach the file held; a new object only if pinned", async () => {

@@ -3,9 +3,12 @@
  * error messages, each naming its flag.
  */
 import { strict as assert } from "node:assert";
-import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, relative } from "node:path";
+import { DockerfileParser } from "dockerfile-ast";
+import { MODELS_AGENT_IMAGE } from "../../workload/modelsAgent";
 import { AGENT_PATHS } from "../../workload/models/contract";
 import { parseAgentArgs, OptionsError } from "../../workload/models/agent/options";
 import { TOKEN, call, ensure, makeTempDir, putObject, removeDir, s3Client, startS3 } from "./helpers";
@@ -91,6 +94,26 @@ describe("model agent: local mode (npm run models-agent)", function () {
       client.destroy();
       await s3.close();
       removeDir(scratch);
+    }
+  });
+});
+
+describe("model agent image build", function () {
+  this.timeout(120_000);
+  it("compiles with its own tsconfig, and the Dockerfile's ENTRYPOINT starts it (a bad flag exits 2 naming it)", () => {
+    const out = mkdtempSync(join(tmpdir(), "agent-build-"));
+    try {
+      execFileSync(process.execPath, [require.resolve("typescript/bin/tsc"), "-p", join(ROOT, "workload/models/tsconfig.build.json"), "--outDir", out], { cwd: ROOT, stdio: "pipe" });
+      const docker = DockerfileParser.parse(readFileSync(join(ROOT, MODELS_AGENT_IMAGE.dockerfile), "utf8"));
+      const entry = JSON.parse(docker.getInstructions().filter((i) => i.getKeyword() === "ENTRYPOINT").at(-1)!.getArgumentsContent()!) as string[];
+      assert.equal(entry[0], "node");
+      const js = join(out, relative("dist", entry[1]));
+      assert.ok(existsSync(js), `ENTRYPOINT's ${entry[1]} exists in the build output`);
+      const r = spawnSync(process.execPath, [js, "--no-such-flag"], { env: { ...process.env, NODE_PATH: join(ROOT, "node_modules") }, encoding: "utf8" });
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(r.stderr, /models-agent: --no-such-flag: unknown flag/);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
     }
   });
 });

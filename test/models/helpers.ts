@@ -29,6 +29,7 @@ export interface ProxyRequest {
   method: string;
   key: string;
   range?: string;
+  ifMatch?: string;
   query: string;
   status: number;
 }
@@ -44,6 +45,11 @@ export interface S3Proxy {
   bytesPerSecond: number;
   /** Keys whose next N GETs answer 500 InternalError. */
   readonly fail500: Map<string, number>;
+  /**
+   * Keys replaced in the bucket by the next GET, which then answers 412 as S3 does for a GET whose
+   * If-Match names the old ETag (s3rver ignores If-Match).
+   */
+  readonly replaceOnGet: Map<string, (key: string) => Promise<void>>;
   /** Keys shown as multipart uploads: the ETag HEAD/GET report, and part 1's length for HEAD ?partNumber=1. */
   readonly multipart: Map<string, { etag: string; partBytes: number; parts: number }>;
   /** Resolves when a GET of `key` has started streaming its body. */
@@ -74,6 +80,7 @@ export async function startS3Proxy(target: string, bucket: string): Promise<S3Pr
     corrupt: new Set(),
     bytesPerSecond: 0,
     fail500: new Map(),
+    replaceOnGet: new Map(),
     multipart: new Map(),
     bodyStarted: (key) => new Promise<void>((r) => waiters.set(key, [...(waiters.get(key) ?? []), r])),
   };
@@ -83,7 +90,7 @@ export async function startS3Proxy(target: string, bucket: string): Promise<S3Pr
   };
   const server = createServer((req, res) => {
     const { key, query } = keyOf(req, bucket);
-    const entry: ProxyRequest = { method: req.method ?? "", key, range: req.headers.range, query, status: 0 };
+    const entry: ProxyRequest = { method: req.method ?? "", key, range: req.headers.range, ifMatch: req.headers["if-match"], query, status: 0 };
     proxy.requests.push(entry);
     if (key && proxy.denied.has(key)) {
       entry.status = 403;
@@ -99,6 +106,13 @@ export async function startS3Proxy(target: string, bucket: string): Promise<S3Pr
       proxy.fail500.set(key, failures - 1);
       entry.status = 500;
       return xmlError(res, 500, "InternalError", "We encountered an internal error. Please try again.");
+    }
+    const replace = req.method === "GET" ? proxy.replaceOnGet.get(key) : undefined;
+    if (replace) {
+      proxy.replaceOnGet.delete(key);
+      entry.status = 412;
+      void replace(key).then(() => xmlError(res, 412, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold"));
+      return;
     }
     const mp = proxy.multipart.get(key);
     const partOne = mp && /[?&]partNumber=1(&|$)/.test(query);

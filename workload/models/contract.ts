@@ -21,6 +21,12 @@ export { MODEL_FOLDERS };
 export const AGENT_PORT = 8190;
 
 /**
+ * The probes' port: GET /healthz and nothing else, so the NetworkPolicy can admit the node (the
+ * kubelet's probes come from the node's address) without admitting anything to the API port.
+ */
+export const AGENT_HEALTH_PORT = 8191;
+
+/**
  * The shared token the gateway sends on every call except /healthz. Compared in constant time; a
  * missing or wrong token is 401 `unauthorized`. In Kubernetes it comes from the Secret AGENT_NAMES.tokenSecret.
  */

@@ -15,9 +15,11 @@
  * Hashing reads the staging file back in order, overlapped with the downloads of later ranges, so
  * it adds little beyond the last range's hash.
  *
- * Every range GET names the version the HEAD saw — `VersionId` on a versioned bucket (the models
- * bucket is), else `If-Match: <ETag>` (S3 answers 412 when the object changed; GetObject
- * "If-Match") — so a replace during the download cannot mix two objects into one file.
+ * Every range GET carries `If-Match: <the HEAD's ETag>` (S3 answers 412 Precondition Failed when the
+ * object changed; S3 API reference GetObject "If-Match"), so a replace during the download cannot mix
+ * two objects into one file; the cache then starts once more from the new version. Not VersionId:
+ * a GET by version needs s3:GetObjectVersion, and the agent's role has s3:GetObject and
+ * s3:ListBucket only (workload/modelsAgent.ts).
  */
 import { GetObjectCommand, HeadBucketCommand, HeadObjectCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
 import { createHash } from "node:crypto";
@@ -40,7 +42,6 @@ export interface ObjectInfo {
   bytes: number;
   /** Without quotes. */
   etag: string;
-  versionId?: string;
   /** How the bytes can be checked (see the header). */
   check: { kind: "md5"; hex: string } | { kind: "multipart-md5"; hex: string; parts: number; partBytes: number } | { kind: "size" };
 }
@@ -132,7 +133,7 @@ export class Fetcher {
     const bytes = Number(h.ContentLength ?? NaN);
     const etag = (h.ETag ?? "").replace(/"/g, "");
     if (!Number.isFinite(bytes) || bytes < 0 || !etag) throw new AgentError("fetch_failed", `${key}: HeadObject gave no size or ETag`, key);
-    const info: ObjectInfo = { bytes, etag, versionId: h.VersionId && h.VersionId !== "null" ? h.VersionId : undefined, check: { kind: "size" } };
+    const info: ObjectInfo = { bytes, etag, check: { kind: "size" } };
     // Under SSE-KMS, DSSE-KMS or SSE-C the ETag is not an MD5 of the bytes.
     const encryptedWithKey = /^aws:kms/.test(h.ServerSideEncryption ?? "") || Boolean(h.SSECustomerAlgorithm);
     if (encryptedWithKey) return info;
@@ -230,9 +231,9 @@ export class Fetcher {
     }
   }
 
-  /** Version pinning for GET/HEAD: VersionId when the bucket is versioned, else If-Match on the ETag. */
-  private pin(info: ObjectInfo): { VersionId: string } | { IfMatch: string } {
-    return info.versionId ? { VersionId: info.versionId } : { IfMatch: `"${info.etag}"` };
+  /** Every read after the HEAD is of the object the HEAD saw (412 otherwise). */
+  private pin(info: ObjectInfo): { IfMatch: string } {
+    return { IfMatch: `"${info.etag}"` };
   }
 
   private async range(key: string, info: ObjectInfo, fh: import("node:fs/promises").FileHandle, start: number, end: number, onBytes: (n: number) => void, signal: AbortSignal): Promise<void> {

@@ -10,8 +10,9 @@
 import { S3Client } from "@aws-sdk/client-s3";
 import type { FastifyInstance } from "fastify";
 import { chmod, rm } from "node:fs/promises";
+import { createServer, Server } from "node:http";
 import { join } from "node:path";
-import { AGENT_SOCKET_NAME } from "../contract";
+import { AGENT_PATHS, AGENT_SOCKET_NAME } from "../contract";
 import { ModelCache } from "./cache";
 import { Fetcher, Semaphore } from "./fetcher";
 import { AgentSettings, OptionsError, USAGE, parseAgentArgs } from "./options";
@@ -23,6 +24,8 @@ export interface RunningAgent {
   /** The TCP address it listens on, e.g. http://127.0.0.1:8190. */
   url: string;
   socketPath?: string;
+  /** The probes' port's address, when --health-port is given. */
+  healthUrl?: string;
   stop(): Promise<void>;
 }
 
@@ -65,16 +68,28 @@ export async function startAgent(s: AgentSettings, log: (msg: string, fields?: R
     await socketServer.listen({ path: socketPath });
     await chmod(socketPath, 0o600);
   }
-  log("listening", { url, socket: socketPath, bucket: s.bucket, endpoint: s.endpoint, modelsDir: s.modelsDir });
+  // The probes' port: nothing but "the process answers", so the node may reach it.
+  let health: Server | undefined;
+  if (s.healthPort !== undefined) {
+    health = createServer((req, res) => {
+      const ok = req.method === "GET" && req.url === AGENT_PATHS.health;
+      res.writeHead(ok ? 200 : 404, { "content-type": "application/json" }).end(ok ? '{"ok":true}' : '{"error":"only GET /healthz here"}');
+    });
+    await new Promise<void>((r) => health!.listen(s.healthPort, s.host, r));
+  }
+  const ha = health?.address();
+  const healthUrl = ha && typeof ha === "object" ? `http://${s.host.includes(":") ? `[${s.host}]` : s.host}:${ha.port}` : undefined;
+  log("listening", { url, socket: socketPath, healthPort: s.healthPort, bucket: s.bucket, endpoint: s.endpoint, modelsDir: s.modelsDir });
   let stopped: Promise<void> | undefined;
   return {
     cache,
     server,
     url,
     socketPath,
+    healthUrl,
     stop: () =>
       (stopped ??= (async () => {
-        await Promise.all([server.close(), socketServer?.close()]);
+        await Promise.all([server.close(), socketServer?.close(), health && new Promise((r) => health!.close(r))]);
         await cache.stop();
         s3.destroy();
         if (socketPath) await rm(socketPath, { force: true });

@@ -26,11 +26,13 @@ export interface AgentSettings {
   pins?: string[];
   /** Serve apply and inventory on a Unix socket too (the node's SSM command); "" = no socket. */
   socket: string;
+  /** A second port answering only GET /healthz (the kubelet's probes); undefined = none. */
+  healthPort?: number;
 }
 
 export const USAGE = `usage: npm run models-agent -- --models-dir DIR --bucket NAME [--endpoint URL] --cache-gb N --port P
   [--host ADDR] [--region R] [--token T] [--reserve-gb N] [--reserve-percent N] [--connections N]
-  [--range-mb N] [--pin ENTRY]... [--socket PATH|auto]
+  [--range-mb N] [--pin ENTRY]... [--socket PATH|auto] [--health-port P]
 env: MODELS_AGENT_TOKEN (the token when --token is absent), AWS_REGION, and the AWS SDK's credential chain`;
 
 const FLAGS = new Set([
@@ -48,6 +50,7 @@ const FLAGS = new Set([
   "--range-mb",
   "--pin",
   "--socket",
+  "--health-port",
 ]);
 
 export class OptionsError extends Error {
@@ -135,6 +138,7 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv = process.
     if (!c.ok) problems.push(`--pin: '${p}': ${c.reason}`);
   }
   const socket = one("--socket") ?? "";
+  const healthPort = values.has("--health-port") ? number("--health-port", undefined, 0, 65535, true) : undefined;
   if (problems.length > 0) throw new OptionsError(problems);
   return {
     modelsDir,
@@ -151,5 +155,6 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv = process.
     rangeBytes: rangeMb * 1024 * 1024,
     pins,
     socket,
+    healthPort,
   };
 }
