@@ -1,4 +1,5 @@
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply } from "fastify";
+import { metadataKey, staticKey } from "../discovery";
 import { GatewayError } from "../protocol/errors";
 import type { Services } from "../services";
 import { safeRelPath } from "./common";
@@ -63,7 +64,22 @@ async function cached(gw: Services, reply: FastifyReply, name: string, podPath: 
   return reply.send(transform ? transform(value) : value);
 }
 
-/** ComfyUI's discovery routes (object_info, models, embeddings, extensions, system_stats, features). */
+/** A model folder's listing: 404 for a folder the pods do not have (server.py / model_manager.py), else cached. */
+async function folderListing(gw: Services, reply: FastifyReply, folder: string, list: string, name: string, podPath: string) {
+  if (!safeRelPath(folder) || folder.includes("/")) throw new GatewayError("GW_ERR_NOT_FOUND", folder);
+  const known = await gw.discovery.get(list);
+  if (known) {
+    const folders = (JSON.parse(known.toString("utf8")) as unknown[]).map((f) => (typeof f === "string" ? f : (f as { name?: unknown }).name));
+    if (!folders.includes(folder)) throw new GatewayError("GW_ERR_NOT_FOUND", folder);
+  }
+  return cached(gw, reply, name, podPath);
+}
+
+/**
+ * ComfyUI's read-only discovery routes: object_info, models, embeddings, extensions, system_stats, features,
+ * and what the web frontend's panels read (i18n, workflow_templates, experiment/models), all from the cache
+ * with no pod running (discovery.ts).
+ */
 export const discoveryRoutes: FastifyPluginAsync = async (app) => {
   const gw = app.gw;
   app.get("/object_info", async (_req, reply) => cached(gw, reply, "object_info.json", "/object_info"));
@@ -78,9 +94,28 @@ export const discoveryRoutes: FastifyPluginAsync = async (app) => {
   app.get("/models", async (_req, reply) => cached(gw, reply, "models.json", "/models"));
   app.get("/models/:folder", async (req, reply) => {
     const { folder } = req.params as { folder: string };
-    if (!safeRelPath(folder) || folder.includes("/")) throw new GatewayError("GW_ERR_NOT_FOUND", folder);
-    return cached(gw, reply, `models/${folder}.json`, `/models/${encodeURIComponent(folder)}`);
+    return folderListing(gw, reply, folder, "models.json", `models/${folder}.json`, `/models/${encodeURIComponent(folder)}`);
   });
+  // app/model_manager.py: the model library panel's folders and their files (name, pathIndex, times, size).
+  app.get("/experiment/models", async (_req, reply) => cached(gw, reply, "experiment/models.json", "/experiment/models"));
+  app.get("/experiment/models/:folder", async (req, reply) => {
+    const { folder } = req.params as { folder: string };
+    return folderListing(gw, reply, folder, "experiment/models.json", `experiment/models/${folder}.json`, `/experiment/models/${encodeURIComponent(folder)}`);
+  });
+  // server.py view_metadata: a safetensors model's __metadata__, 404 when it has none. With no pod, a model
+  // whose answer is not cached had none when its pod was last read (the refresh reads every model's).
+  app.get("/view_metadata/:folder", async (req, reply) => {
+    const { folder } = req.params as { folder: string };
+    const { filename } = req.query as { filename?: unknown };
+    if (typeof filename !== "string") throw new GatewayError("GW_ERR_NOT_FOUND", folder);
+    return cached(gw, reply, metadataKey(folder, filename), `/view_metadata/${encodeURIComponent(folder)}?filename=${encodeURIComponent(filename)}`).catch((err: unknown) => {
+      if (err instanceof GatewayError && err.code === "GW_ERR_NO_POD") throw new GatewayError("GW_ERR_NOT_FOUND", folder);
+      throw err;
+    });
+  });
+  // app/custom_node_manager.py: custom nodes' translations and example workflows (the templates browser).
+  app.get("/i18n", async (_req, reply) => cached(gw, reply, "i18n.json", "/i18n"));
+  app.get("/workflow_templates", async (_req, reply) => cached(gw, reply, "workflow_templates.json", "/workflow_templates"));
   app.get("/extensions", async (_req, reply) =>
     cached(gw, reply, "extensions.json", "/extensions", (v) => [...(Array.isArray(v) ? v : []), GPU_STATUS_EXTENSION]).catch((err: unknown) => {
       if (err instanceof GatewayError && err.code === "GW_ERR_NO_POD") return reply.send([GPU_STATUS_EXTENSION]);
@@ -97,6 +132,8 @@ export function staticRoutes(app: FastifyInstance): void {
   app.get(GPU_STATUS_PATH, async () => gw.gpuStatus());
   // /internal/* has no /api twin (protocol §2.4); logs are not relayed, subscribing is a no-op.
   app.patch("/internal/logs/subscribe", async (_req, reply) => reply.code(200).send(""));
+  // The model folders' paths on the pods (the frontend's model library reads them at start).
+  app.get("/internal/folder_paths", async (_req, reply) => cached(gw, reply, "internal/folder_paths.json", "/internal/folder_paths"));
 
   // The frontend's static files: from a ready pod (and cached), else from the cache, else from the leader.
   app.setNotFoundHandler(async (req, reply) => {
@@ -104,7 +141,8 @@ export function staticRoutes(app: FastifyInstance): void {
     const url = new URL(req.url, "http://x");
     const p = url.pathname === "/" ? "/index.html" : url.pathname;
     if (!safeRelPath(decodeURIComponent(p.slice(1)))) return reply.code(404).send({ error: "not found" });
-    const name = `static${p}`;
+    // Keyed by path and query: one path can answer differently per query string.
+    const name = staticKey(url.pathname, url.search);
     const w = gw.readyWorker();
     if (w) {
       const r = await w.client.request("GET", url.pathname + url.search).catch(() => undefined);
