@@ -11,13 +11,34 @@ import { FIXTURES, fixture, getJson, post, t2i, until } from "./standin/testkit"
 describe("ComfyUI stand-in with the npm clients", function () {
   this.timeout(30000);
   let s: StandIn;
-  beforeEach(async () => (s = await startStandIn({ stepMs: 25 })));
-  afterEach(() => s.close());
+  // The saintno SDK binds its progress listener only after `executing` and then a GET /history/{id} of its
+  // own (CallWrapper.run), so a fast first step can pass before it listens. As in clients.test.ts, a
+  // prompt's first step waits until its client has asked for that history (seen leaving this process),
+  // however busy the machine, instead of racing it on the clock.
+  const asked = new Map<string, () => void>();
+  const realFetch = globalThis.fetch;
+  before(() => {
+    globalThis.fetch = (async (input: Parameters<typeof fetch>[0], init?: RequestInit) => {
+      const res = await realFetch(input, init);
+      const m = /\/history\/([0-9a-f-]{36})/.exec(String(input instanceof Request ? input.url : input));
+      if (m) asked.get(m[1])?.();
+      return res;
+    }) as typeof fetch;
+  });
+  after(() => void (globalThis.fetch = realFetch));
+  let gate = false;
+  const beforeStep = (id: string, step: number) => (gate && step === 0 ? new Promise<void>((r) => asked.set(id, r)) : Promise.resolve());
+  beforeEach(async () => (s = await startStandIn({ stepMs: 25, beforeStep })));
+  afterEach(() => {
+    gate = false;
+    return s.close();
+  });
 
   it("@saintno/comfyui-sdk: init, run a text-to-image prompt, get the image", async () => {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const { ComfyApi, CallWrapper, PromptBuilder } = require("@saintno/comfyui-sdk");
     const api = new ComfyApi(s.url, "saintno-test");
+    gate = true;
     try {
       await api.init(3, 200).waitForReady();
       const wf = new PromptBuilder(t2i(4), ["seed", "positive"], ["images"])

@@ -911,7 +911,9 @@ describe("GPU node user data and the comfyui-models tool", function () {
         // A short budget leaves no time for a second attempt, so the test needs no 10 s retry pause.
         const { box, result, calls, read } = await boot({ modelsBucket: "no-such-bucket", bootFillSeconds: 5 });
         assert.equal(result.code, 1);
-        assert.match(result.stderr, /bucket no-such-bucket not reachable/);
+        // Either the CLI's refusal or, when the machine is slow enough that the 5 s budget runs out before
+        // the CLI answers, the budget: both are this fill failing, which is what keeps kubelet down.
+        assert.match(result.stderr, /bucket no-such-bucket not reachable|listing bucket no-such-bucket did not finish within the time budget/);
         assert.match(read("dev/console"), /FATAL: fill-hot failed \(exit 3\) after 1 attempt\(s\)/);
         assert.match(read("etc/comfyui-models.boot-fill-failed"), /fill-hot failed \(exit 3\)/);
         assert.equal(

@@ -146,12 +146,15 @@ describe("security rules over the whole graph", function () {
     }
   });
 
-  it("serves viewers over HTTPS only and puts access control on every cache behavior", () => {
+  it("serves viewers over HTTPS only, and every cache behavior hands the gateway what it checks (cookies, Authorization, Origin, Host)", () => {
+    // Access control is the gateway's (workload/gateway/auth): the edge must neither cache per-user
+    // answers nor strip what the gateway decides on. AllViewer forwards every viewer header and cookie.
     const dist = p.rec.one("aws:cloudfront/distribution:Distribution");
     const behaviors = [dist.inputs.defaultCacheBehavior, ...(dist.inputs.orderedCacheBehaviors ?? [])];
     for (const b of behaviors) {
       assert.ok(["redirect-to-https", "https-only"].includes(b.viewerProtocolPolicy));
-      assert.ok(b.functionAssociations.some((f: { eventType: string }) => f.eventType === "viewer-request"), `${b.pathPattern ?? "default"} without auth`);
+      assert.equal(b.originRequestPolicyId, "216adef6-5c7f-47e4-b989-5492eafa07d3", `${b.pathPattern ?? "default"}: AllViewer`);
+      assert.equal(b.cachePolicyId, "4135ea2d-6df8-44a3-9df3-4b5a84be39ad", `${b.pathPattern ?? "default"}: CachingDisabled (answers are per user)`);
     }
   });
 });

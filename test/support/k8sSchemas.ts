@@ -40,5 +40,17 @@ export function objectOf(type: string, inputs: Record<string, any>): Record<stri
   const m = /^kubernetes:(.+):(\w+)$/.exec(type);
   const apiVersion = inputs.apiVersion ?? (m ? m[1].replace(/^core\//, "") : undefined);
   const kind = inputs.kind ?? (m ? m[2] : undefined);
-  return { ...inputs, apiVersion, kind };
+  return { ...(revealSecrets(inputs) as Record<string, any>), apiVersion, kind };
+}
+
+/** Pulumi's marker for a secret value on the wire (the mocks see inputs as serialized). */
+const SECRET_SIG = "4dabf18193072939515e22adb298388d";
+
+/** The object as the API server receives it: Pulumi's secret wrappers replaced by their values. */
+function revealSecrets(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(revealSecrets);
+  if (v === null || typeof v !== "object") return v;
+  const o = v as Record<string, unknown>;
+  if (o[SECRET_SIG] !== undefined) return revealSecrets(o.value);
+  return Object.fromEntries(Object.entries(o).map(([k, x]) => [k, revealSecrets(x)]));
 }

@@ -104,7 +104,12 @@ export class Services {
         const m = this.dispatcher!.open.get(id);
         return m !== undefined && (owner === undefined || m.owner === owner);
       });
-      if (rest.length) await this.dispatcher.cancel(rest);
+      if (rest.length) {
+        const cancelled = await this.dispatcher.cancel(rest);
+        // One whose placement failed went back to the queue meanwhile: delete it there.
+        const back = rest.filter((id) => !cancelled.includes(id));
+        if (back.length) this.dispatcher.deleted(await this.store.deleteQueued(back, owner));
+      }
       return;
     }
     await this.askLeader("POST", "/gateway/leader/queue", { deleted, cancel: ids ? ids.filter((id) => !deleted.includes(id)) : "all", ...(owner === undefined ? {} : { owner }) });

@@ -275,6 +275,18 @@ export class Dispatcher implements WorkerEvents {
   }
 
   private async dispatch(w: Worker, slot: Slot): Promise<void> {
+    // A deletion asked while this placement was in flight is answered only once it is settled: taken off
+    // the pod (once it has accepted the prompt), or not placed at all (the asker then deletes it from the queue).
+    let cancelScheduled = false;
+    try {
+      cancelScheduled = await this.place(w, slot);
+    } finally {
+      if (!cancelScheduled) settleCancel(slot, false);
+    }
+  }
+
+  /** Claims and submits; true when a deletion asked meanwhile was scheduled to take it back off the pod. */
+  private async place(w: Worker, slot: Slot): Promise<boolean> {
     const claimed = await this.ledger.claim(slot.id, w.key, w.clientId);
     this.claiming.delete(slot.id);
     if (!claimed.ok) {
@@ -286,7 +298,7 @@ export class Dispatcher implements WorkerEvents {
         if (owner && !owner.slots.has(now.id) && (await this.ledger.adopt(now.id))) this.adopt(owner);
       }
       this.kick();
-      return;
+      return false;
     }
     const r = claimed.value;
     slot.attempt = r.attempt;
@@ -299,22 +311,34 @@ export class Dispatcher implements WorkerEvents {
       if (r.extraData.__partial_execution_targets) body.partial_execution_targets = r.extraData.__partial_execution_targets;
       delete extra.__partial_execution_targets;
       const res = await w.client.json<Record<string, unknown>>("POST", "/prompt", body);
-      if (w.slots.get(r.id) !== slot) return; // taken back meanwhile (pod removed)
+      if (w.slots.get(r.id) !== slot) return false; // taken back meanwhile (pod removed)
       if (res.status !== 200) {
         log.info({ status: res.status }, "pod refused the prompt");
         w.release(r.id);
         this.o.onPodLoad?.(w.key, w.load);
         await this.end(r, slot.attempt, this.ledger.errorEntry(r.id, `ComfyUI pod refused the prompt: ${JSON.stringify(res.json)}`));
-        return;
+        return false;
       }
       // A buffered prompt does not restart the stall clock of a pod that is already working on one.
       if (![...w.slots.values()].some((s) => s !== slot && s.submitted)) w.lastSignAt = this.now();
       slot.submitted = true;
       log.debug("dispatched");
-      if (slot.cancelRequested) this.serial(w, async () => void (await this.cancelOn(w, slot)));
+      if (slot.cancelRequested) {
+        this.serial(w, async () => {
+          let ok = false;
+          try {
+            ok = await this.cancelOn(w, slot);
+          } finally {
+            settleCancel(slot, ok);
+          }
+        });
+        return true;
+      }
+      return false;
     } catch (err: unknown) {
       log.warn({ err: (err as Error).message }, "dispatch failed; prompt goes back to the queue");
       await this.takeBack(w, slot, `dispatch to ${w.key} failed: ${(err as Error).message}`, false);
+      return false;
     }
   }
 
@@ -414,7 +438,10 @@ export class Dispatcher implements WorkerEvents {
       const slot = w?.slots.get(id);
       if (!w || !slot || slot.started) return;
       if (!slot.submitted) {
+        // Its claim or submit is in flight: answer once that settles (dispatch), so the queue the client
+        // reads next no longer lists it.
         slot.cancelRequested = true;
+        if (await new Promise<boolean>((r) => (slot.cancelWaiters ??= []).push(r))) done.push(id);
         return;
       }
       await new Promise<void>((resolve) => this.serial(w, async () => {
@@ -798,4 +825,11 @@ export class Dispatcher implements WorkerEvents {
       this.ticking = false;
     }
   }
+}
+
+/** Tells whoever asked to delete a prompt while it was being placed how that ended (once). */
+function settleCancel(slot: Slot, cancelled: boolean): void {
+  const waiters = slot.cancelWaiters ?? [];
+  slot.cancelWaiters = undefined;
+  for (const w of waiters) w(cancelled);
 }

@@ -22,6 +22,8 @@ export interface Slot {
   finishing?: boolean;
   /** The client deleted it while its claim or submit was in flight: take it back once submitted. */
   cancelRequested?: boolean;
+  /** Whoever asked for that deletion, told once it is settled (true: taken off the pod and cancelled). */
+  cancelWaiters?: ((cancelled: boolean) => void)[];
 }
 
 export interface WorkerEvents {
