@@ -14,7 +14,7 @@ import * as path from "node:path";
 import { isDeepStrictEqual } from "node:util";
 import { GPU_POOL_LABEL, GPU_TAINT, NODE_MODELS_DIR } from "../../karpenter/nodeContract";
 import { GATEWAY_LABELS } from "../../workload/gatewayDeployment";
-import { MODELS_AGENT_IMAGE, ModelsAgent, modelsAgentGpuDaemonSet } from "../../workload/modelsAgent";
+import { MODELS_AGENT_IMAGE, ModelsAgent, modelsAgentGpuDaemonSet, modelsAgentReserveGb, pinsFromHotSet } from "../../workload/modelsAgent";
 import { AGENT_HEALTH_PORT, AGENT_LABELS, AGENT_NAMES, AGENT_PORT } from "../../workload/models/contract";
 import { parseAgentArgs } from "../../workload/models/agent/options";
 import { PolicyDocument, roleArn, simulate, SimRequest } from "../iam/simulate";
@@ -52,7 +52,8 @@ describe("model agent component (workload/modelsAgent.ts)", function () {
       modelsBucket: pulumi.output(MODELS),
       modelsBucketArn: pulumi.output(MODELS_ARN),
       vpcCidr: "10.0.0.0/16",
-      pinned: ["checkpoints/sd_xl_base_1.0.safetensors", "loras/"],
+      pinned: pinsFromHotSet(["checkpoints/sd_xl_base_1.0.safetensors", "loras"]),
+      reserveGb: pulumi.output(modelsAgentReserveGb(4)),
       provider,
       tags: {},
     });
@@ -161,6 +162,7 @@ describe("model agent component (workload/modelsAgent.ts)", function () {
     assert.equal(s.host, "0.0.0.0");
     assert.equal(s.quotaBytes, 0, "the whole array less the reserve");
     assert.equal(s.reservePercent, 10);
+    assert.equal(s.reserveBytes, 120e9, "image 30 + scratch 20 × 4 GPUs + margin 10 GB");
     assert.deepEqual(s.pins, ["checkpoints/sd_xl_base_1.0.safetensors", "loras/"]);
     assert.equal(s.socket, "auto");
     const svc = rec.one("kubernetes:core/v1:Service").inputs;

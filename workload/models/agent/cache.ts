@@ -354,7 +354,7 @@ export class ModelCache {
       this.reserved += info.bytes;
       const staging = join(this.stagingDir, `${randomUUID()}.part`);
       try {
-        const verified = await this.o.fetcher.download(path, info, staging, (n) => (f.received += n), this.stopping.signal);
+        const { verified, syncSeconds } = await this.o.fetcher.download(path, info, staging, (n) => (f.received += n), this.stopping.signal);
         const target = join(this.modelsDir, path);
         await mkdir(dirname(target), { recursive: true });
         // The moment the file becomes visible: complete, or not at all.
@@ -364,7 +364,7 @@ export class ModelCache {
         this.metrics.fetchesCompleted++;
         this.metrics.bytesFetched += info.bytes;
         this.pinErrors.delete(path);
-        this.log("fetched", { path, bytes: info.bytes, verified, seconds: (this.now() - f.startedAt) / 1000 });
+        this.log("fetched", { path, bytes: info.bytes, verified, seconds: (this.now() - f.startedAt) / 1000, syncSeconds });
         this.saveSoon();
         return entry;
       } catch (err) {

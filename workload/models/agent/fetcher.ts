@@ -75,6 +75,11 @@ export interface FetcherOptions {
   attempts?: number;
   /** Base of the exponential backoff between tries, ms. @defaultValue 250 */
   backoffMs?: number;
+  /**
+   * "md5": recompute the ETag where S3's ETag allows it (see the header); "size": the size and If-Match
+   * only, for a node whose CPU cannot hash at its network speed. @defaultValue "md5"
+   */
+  verify?: "md5" | "size";
 }
 
 interface S3ErrorLike {
@@ -136,7 +141,7 @@ export class Fetcher {
     const info: ObjectInfo = { bytes, etag, check: { kind: "size" } };
     // Under SSE-KMS, DSSE-KMS or SSE-C the ETag is not an MD5 of the bytes.
     const encryptedWithKey = /^aws:kms/.test(h.ServerSideEncryption ?? "") || Boolean(h.SSECustomerAlgorithm);
-    if (encryptedWithKey) return info;
+    if (encryptedWithKey || this.o.verify === "size") return info;
     if (/^[0-9a-f]{32}$/.test(etag)) {
       info.check = { kind: "md5", hex: etag };
     } else {
@@ -174,7 +179,7 @@ export class Fetcher {
    * Downloads `info`'s object into `stagingPath` (created, sized, written by ranges) and verifies it.
    * `onBytes` reports progress. Throws AgentError; the caller removes the staging file on failure.
    */
-  async download(key: string, info: ObjectInfo, stagingPath: string, onBytes: (n: number) => void, signal?: AbortSignal): Promise<InventoryFile["verified"]> {
+  async download(key: string, info: ObjectInfo, stagingPath: string, onBytes: (n: number) => void, signal?: AbortSignal): Promise<{ verified: InventoryFile["verified"]; syncSeconds: number }> {
     const fh = await open(stagingPath, "w+", 0o644);
     try {
       await fh.truncate(info.bytes);
@@ -224,8 +229,9 @@ export class Fetcher {
       if (failure !== undefined) throw failure instanceof AgentError ? failure : new AgentError("fetch_failed", `${key}: ${describe(failure)}`, key);
       // On disk before it is visible: a renamed file whose blocks were never written would come back
       // after a crash as a complete-looking model full of zeros.
+      const t0 = process.hrtime.bigint();
       await fh.datasync();
-      return info.check.kind;
+      return { verified: info.check.kind, syncSeconds: Number(process.hrtime.bigint() - t0) / 1e9 };
     } finally {
       await fh.close();
     }

@@ -49,7 +49,7 @@ export function agentS3Client(s: Pick<AgentSettings, "region" | "endpoint" | "co
 /** Starts an agent in this process (the CLI, the tests and the bench use this). */
 export async function startAgent(s: AgentSettings, log: (msg: string, fields?: Record<string, unknown>) => void = logLine): Promise<RunningAgent> {
   const s3 = agentS3Client(s);
-  const fetcher = new Fetcher({ s3, bucket: s.bucket, rangeBytes: s.rangeBytes, connections: new Semaphore(s.connections) });
+  const fetcher = new Fetcher({ s3, bucket: s.bucket, rangeBytes: s.rangeBytes, connections: new Semaphore(s.connections), verify: s.verify });
   const cache = new ModelCache({ modelsDir: s.modelsDir, fetcher, quotaBytes: s.quotaBytes, reserveBytes: s.reserveBytes, reservePercent: s.reservePercent, pins: s.pins, log });
   await cache.start();
   const server = buildAgentServer(cache, { token: s.token });

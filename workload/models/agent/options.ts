@@ -28,11 +28,13 @@ export interface AgentSettings {
   socket: string;
   /** A second port answering only GET /healthz (the kubelet's probes); undefined = none. */
   healthPort?: number;
+  /** How downloads are checked (fetcher.ts): "md5" (default) or "size". */
+  verify: "md5" | "size";
 }
 
 export const USAGE = `usage: npm run models-agent -- --models-dir DIR --bucket NAME [--endpoint URL] --cache-gb N --port P
   [--host ADDR] [--region R] [--token T] [--reserve-gb N] [--reserve-percent N] [--connections N]
-  [--range-mb N] [--pin ENTRY]... [--socket PATH|auto] [--health-port P]
+  [--range-mb N] [--pin ENTRY]... [--socket PATH|auto] [--health-port P] [--verify md5|size]
 env: MODELS_AGENT_TOKEN (the token when --token is absent), AWS_REGION, and the AWS SDK's credential chain`;
 
 const FLAGS = new Set([
@@ -51,6 +53,7 @@ const FLAGS = new Set([
   "--pin",
   "--socket",
   "--health-port",
+  "--verify",
 ]);
 
 export class OptionsError extends Error {
@@ -131,13 +134,15 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv = process.
   const reserveGb = number("--reserve-gb", 0, 0, 1_000_000, false);
   const reservePercent = number("--reserve-percent", 0, 0, 99, false);
   const connections = number("--connections", 32, 1, 512, true);
-  const rangeMb = number("--range-mb", 16, 1, 5120, true);
+  const rangeMb = number("--range-mb", 64, 1, 5120, true);
   const pins = values.get("--pin");
   for (const p of pins ?? []) {
     const c = checkPinEntry(p);
     if (!c.ok) problems.push(`--pin: '${p}': ${c.reason}`);
   }
   const socket = one("--socket") ?? "";
+  const verify = one("--verify") ?? "md5";
+  if (verify !== "md5" && verify !== "size") problems.push(`--verify: must be md5 or size, got '${verify}'`);
   const healthPort = values.has("--health-port") ? number("--health-port", undefined, 0, 65535, true) : undefined;
   if (problems.length > 0) throw new OptionsError(problems);
   return {
@@ -156,5 +161,6 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv = process.
     pins,
     socket,
     healthPort,
+    verify: verify as AgentSettings["verify"],
   };
 }
