@@ -118,6 +118,10 @@ describe("browser: sign-in, per-user scope and cross-site safety with the real f
     await gw?.close();
     await pod?.close();
     await idp?.close();
+    // BROWSER_KEEP=1 keeps the screenshots (their folder is printed) for a look.
+    if (process.env.BROWSER_KEEP) console.log(`screenshots: ${shots}`);
+    else fs.rmSync(shots, { recursive: true, force: true });
+    if (gw) fs.rmSync(gw.dataDir, { recursive: true, force: true });
   });
 
   /** Opens the site in a fresh browser profile and signs in through the IdP's own login form. */
