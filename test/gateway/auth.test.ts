@@ -3,6 +3,9 @@
 // redirects as a browser does. (The browser tests drive the real frontend in Chromium.)
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { strict as assert } from "node:assert";
+import { execFile } from "node:child_process";
+import * as http from "node:http";
+import { promisify } from "node:util";
 import WebSocket from "ws";
 import { MemoryAuthStore } from "../../workload/gateway/auth/stores";
 import { mintKey } from "../../workload/gateway/auth/keys";
@@ -54,6 +57,12 @@ describe("gateway sign-in, API keys and the same-origin rule", function () {
     const ws = new WebSocket(base.replace("http", "ws") + "/ws?clientId=x");
     assert.equal(await new Promise((r) => ws.on("unexpected-response", (_q, res) => r(res.statusCode)).on("open", () => r(101))), 401);
     assert.equal((await fetch(base + "/healthz")).status, 200, "the ALB's health check stays open");
+    // From another address of the network (as a ComfyUI pod's would be): no address is trusted.
+    const fromPod = await new Promise<number>((resolve, reject) => {
+      const u = new URL(base + "/queue");
+      http.request(u, { localAddress: "127.0.0.2", agent: false }, (res) => (res.resume(), resolve(res.statusCode!))).on("error", reject).end();
+    });
+    assert.equal(fromPod, 401, "a request from a pod's address without a session or key");
   });
 
   it("an artist signs in through the authorization-code flow and works same-origin; another site cannot act for them", async () => {
@@ -214,6 +223,9 @@ describe("gateway sign-in, API keys and the same-origin rule", function () {
     await auth.putKey(record);
     const h = { authorization: `Bearer ${token}` };
     assert.equal((await fetch(base + "/queue", { headers: h })).status, 200);
+    // curl, as the README shows it (Debian's curl; .ci/run installs it).
+    const curl = await promisify(execFile)("curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", `Authorization: Bearer ${token}`, "-X", "POST", "-H", "content-type: application/json", "-d", JSON.stringify({ prompt: t2i(6), client_id: "curl-1" }), base + "/prompt"]);
+    assert.equal(curl.stdout, "200", "curl with the key queues a prompt");
     const r = await fetch(base + "/prompt", { method: "POST", body: JSON.stringify({ prompt: t2i(5) }), headers: { ...h } });
     assert.equal(r.status, 200, "a non-browser client with a key needs no Origin or Content-Type");
     const opened = await new Promise<number>((res) => {
