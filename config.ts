@@ -5,6 +5,7 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import { DEFAULT_KUBERNETES_VERSION, judgeKubernetesVersion } from "./cluster/versions";
+import { amiAliasProblem, durationProblem } from "./karpenter/rules";
 import { RETENTION_DAYS } from "./observability";
 
 export type NatStrategy = "single" | "onePerAz";
@@ -139,7 +140,6 @@ const INSTANCE_TYPE = /^[a-z][a-z0-9-]*\.[a-z0-9]+$/;
 /** Accelerated-computing families (G, VT, P) are for GPU work, never for the system nodes. */
 const GPU_FAMILY = /^(g\d|gr\d|p\d|vt\d)/;
 const CIDR = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}\/(\d|[12]\d|3[0-2])$/;
-const DURATION = /^(\d+h)?(\d+m)?(\d+s)?$/;
 const CRON = /^(\S+\s+){4}\S+$/;
 const MODEL_KEY = /^[\p{L}\p{N}\p{M} ._\-+()[\],@='/]+$/u;
 
@@ -244,15 +244,14 @@ export function parseConfig(raw: RawConfig, ctx: ConfigContext): StackConfig {
   for (const c of gpuCapacityTypes) if (c !== "spot" && c !== "on-demand") bad("gpuCapacityTypes", `"${c}" must be spot or on-demand`);
 
   const gpuAmiAlias = str("gpuAmiAlias", "al2023@v20260724");
-  if (!/^al2023@v\d{8}$/.test(gpuAmiAlias)) {
-    bad("gpuAmiAlias", `must pin an AL2023 release like al2023@v20260724 (never @latest: it drifts every node), got "${gpuAmiAlias}"`);
-  }
+  const aliasProblem = amiAliasProblem(gpuAmiAlias);
+  if (aliasProblem) bad("gpuAmiAlias", aliasProblem);
   const gpuConsolidateAfter = str("gpuConsolidateAfter", "5m");
-  if (!DURATION.test(gpuConsolidateAfter) || gpuConsolidateAfter === "") bad("gpuConsolidateAfter", `must be a duration like 5m or 30s, got "${gpuConsolidateAfter}"`);
+  const consolidateProblem = durationProblem(gpuConsolidateAfter, { never: false, example: "5m or 30s" });
+  if (consolidateProblem) bad("gpuConsolidateAfter", consolidateProblem);
   const gpuExpireAfter = str("gpuExpireAfter", "168h");
-  if ((!DURATION.test(gpuExpireAfter) || gpuExpireAfter === "") && gpuExpireAfter !== "Never") {
-    bad("gpuExpireAfter", `must be a duration like 168h or Never, got "${gpuExpireAfter}"`);
-  }
+  const expireProblem = durationProblem(gpuExpireAfter, { never: true, example: "168h" });
+  if (expireProblem) bad("gpuExpireAfter", expireProblem);
 
   const modelsHotSet = list("modelsHotSet", []);
   for (const k of modelsHotSet) {

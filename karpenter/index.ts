@@ -20,6 +20,7 @@ import {
 import { InstanceFacts, modelsToolObject, renderGpuUserData } from "./userdata/gpuUserData";
 import { NODE_BOOT_STREAM_PREFIX } from "../observability/metrics";
 import { checkGpuQuotas, resolveNvidiaAmi } from "./preflight";
+import { amiAliasProblem, durationProblem } from "./rules";
 import { quotaFamily } from "./gpuTypes";
 
 /** The vCPU quota families (G and VT, or P) the configured types count against. */
@@ -46,9 +47,6 @@ export const KARPENTER_SERVICE_ACCOUNT = "karpenter";
 /** Cluster-scoped Karpenter objects; the sync Lambda finds nodes by the `karpenter.sh/nodepool` tag. */
 export const GPU_NODE_POOL_NAME = "comfyui-gpu";
 export const GPU_NODE_CLASS_NAME = "comfyui-gpu";
-
-/** Karpenter's duration format (NodePool CRD pattern), plus "Never" where the field allows it. */
-const DURATION = /^([0-9]+(s|m|h))+$/;
 
 /** Tags Karpenter sets itself and rejects in `spec.tags` (EC2NodeClass validation). */
 const RESTRICTED_TAG = /^(kubernetes\.io\/cluster\/|karpenter\.sh\/nodepool$|karpenter\.sh\/nodeclaim$|karpenter\.k8s\.aws\/ec2nodeclass$|eks:eks-cluster-name$)/;
@@ -169,12 +167,8 @@ function userDataProblem(message: string): Problem {
 export function validateGpuCapacityArgs(args: GpuCapacityArgs): Problem[] {
   const problems: Problem[] = [];
   const bad = (propertyPath: string, reason: string) => problems.push({ propertyPath, reason });
-  if (/@latest$/i.test(args.amiAlias)) {
-    bad("amiAlias", `"${args.amiAlias}" is not pinned: @latest drifts every GPU node whenever AWS ships an AMI; use a release like al2023@v20260724`);
-  } else if (!/^al2023@v\d{8}(-\d+)?$/.test(args.amiAlias)) {
-    // The user data is nodeadm MIME, which only AL2023 understands.
-    bad("amiAlias", `"${args.amiAlias}" must be an AL2023 release alias like al2023@v20260724`);
-  }
+  const alias = amiAliasProblem(args.amiAlias);
+  if (alias) bad("amiAlias", alias);
   if (args.instanceTypes.length === 0 || args.instanceTypes.some((t) => !/^[a-z0-9-]+\.[a-z0-9-]+$/.test(t))) {
     bad("instanceTypes", "must list at least one EC2 instance type like g6.xlarge");
   }
@@ -182,10 +176,10 @@ export function validateGpuCapacityArgs(args: GpuCapacityArgs): Problem[] {
     bad("capacityTypes", `must list "spot" and/or "on-demand"`);
   }
   if (!Number.isInteger(args.gpuLimit) || args.gpuLimit < 1) bad("gpuLimit", `must be a positive integer, got ${args.gpuLimit}`);
-  if (!DURATION.test(args.consolidateAfter)) bad("consolidateAfter", `must be a duration like 5m, got "${args.consolidateAfter}"`);
-  if (args.expireAfter !== "Never" && !DURATION.test(args.expireAfter)) {
-    bad("expireAfter", `must be a duration like 168h or Never, got "${args.expireAfter}"`);
-  }
+  const consolidate = durationProblem(args.consolidateAfter, { never: false, example: "5m" });
+  if (consolidate) bad("consolidateAfter", consolidate);
+  const expire = durationProblem(args.expireAfter, { never: true, example: "168h" });
+  if (expire) bad("expireAfter", expire);
   if (!Number.isInteger(args.rootVolumeGiB) || args.rootVolumeGiB < 20 || args.rootVolumeGiB > 16384) {
     bad("rootVolumeGiB", `must be an integer in [20, 16384], got ${args.rootVolumeGiB}`);
   }

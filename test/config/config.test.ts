@@ -60,7 +60,7 @@ describe("config", () => {
     ["gpuInstanceTypes (not a list)", { gpuInstanceTypes: "g5.xlarge" }, /gpuInstanceTypes: must be a list/],
     ["gpuCapacityTypes", { gpuCapacityTypes: '["reserved"]' }, /gpuCapacityTypes/],
     ["gpuLimit", { gpuLimit: "0" }, /gpuLimit/],
-    ["gpuAmiAlias", { gpuAmiAlias: "al2023@latest" }, /gpuAmiAlias: .*never @latest/],
+    ["gpuAmiAlias", { gpuAmiAlias: "al2023@latest" }, /gpuAmiAlias: .*is not pinned: @latest drifts every GPU node/],
     ["gpuConsolidateAfter", { gpuConsolidateAfter: "soon" }, /gpuConsolidateAfter/],
     ["gpuExpireAfter", { gpuExpireAfter: "1 week" }, /gpuExpireAfter/],
     ["modelsHotSet", { modelsHotSet: '["../etc/passwd"]' }, /modelsHotSet/],
@@ -199,4 +199,25 @@ describe("config: the README documents every key", () => {
       else assert.ok(documented.has(key), `README lacks a row for ${key}`);
     }
   });
+});
+
+describe("config: the GPU pool's rules are the component's (karpenter/rules.ts)", () => {
+  // The config and GpuCapacity judge with the same functions: what one accepts the other cannot refuse.
+  const componentArgs = { instanceTypes: ["g6.xlarge"], capacityTypes: ["spot"], gpuLimit: 4, consolidateAfter: "5m", expireAfter: "168h", rootVolumeGiB: 100, amiAlias: "al2023@v20260724" };
+  const cases: [string, Record<string, string>, Partial<typeof componentArgs>][] = [
+    ["alias re-release", { gpuAmiAlias: "al2023@v20260724-2" }, { amiAlias: "al2023@v20260724-2" }],
+    ["alias latest", { gpuAmiAlias: "al2023@latest" }, { amiAlias: "al2023@latest" }],
+    ["alias bottlerocket", { gpuAmiAlias: "bottlerocket@v1.10.0" }, { amiAlias: "bottlerocket@v1.10.0" }],
+    ["duration any order", { gpuConsolidateAfter: "30s1m" }, { consolidateAfter: "30s1m" }],
+    ["duration units", { gpuExpireAfter: "7d" }, { expireAfter: "7d" }],
+    ["expire never", { gpuExpireAfter: "Never" }, { expireAfter: "Never" }],
+  ];
+  for (const [name, raw, args] of cases) {
+    it(`${name}: config and component agree`, async () => {
+      const { validateGpuCapacityArgs } = await import("../../karpenter");
+      const byConfig = problems(raw).filter((p) => /gpuAmiAlias|gpuConsolidateAfter|gpuExpireAfter/.test(p));
+      const byComponent = validateGpuCapacityArgs({ ...componentArgs, ...args } as never).filter((p) => /amiAlias|consolidateAfter|expireAfter/.test(p.propertyPath));
+      assert.equal(byConfig.length > 0, byComponent.length > 0, `config: ${byConfig.join("; ")} / component: ${byComponent.map((p) => p.reason).join("; ")}`);
+    });
+  }
 });

@@ -1,0 +1,26 @@
+/**
+ * The GPU pool's value rules, once: the stack's config (config.ts) and the component (karpenter/index.ts)
+ * both check with these, so a value one accepts the other cannot refuse. Each returns the reason a value
+ * is refused, or undefined.
+ */
+
+/**
+ * Karpenter's duration format: the NodePool CRD's pattern `^([0-9]+(s|m|h))+$` for consolidateAfter and
+ * expireAfter (test/upstream/crds/karpenter.sh_nodepools.yaml at v1.14.1), "Never" where the field allows it.
+ */
+export function durationProblem(value: string, opts: { never: boolean; example: string }): string | undefined {
+  if (opts.never && value === "Never") return undefined;
+  return /^([0-9]+(s|m|h))+$/.test(value) ? undefined : `must be a duration like ${opts.example}${opts.never ? " or Never" : ""}, got "${value}"`;
+}
+
+/**
+ * An AL2023 AMI alias pinned to a release: `al2023@v20260724` (EKS AMI release tags are vYYYYMMDD, with a
+ * `-N` suffix on a re-release). Only AL2023 because the GPU user data is nodeadm MIME, which only AL2023
+ * reads; never `@latest`, which the EC2NodeClass CRD allows but which drifts every node whenever AWS ships
+ * an AMI (its alias description at v1.14.1).
+ */
+export function amiAliasProblem(alias: string): string | undefined {
+  if (/@latest$/i.test(alias)) return `"${alias}" is not pinned: @latest drifts every GPU node whenever AWS ships an AMI; use a release like al2023@v20260724`;
+  if (!/^al2023@v\d{8}(-\d+)?$/.test(alias)) return `"${alias}" must be an AL2023 release alias like al2023@v20260724 (the GPU user data is nodeadm MIME, which only AL2023 reads)`;
+  return undefined;
+}
