@@ -15,6 +15,7 @@ import { Storage } from "./storage";
 import { ModelSync } from "./sync";
 import { ComfyWorkload } from "./workload";
 import { GATEWAY_IMAGE, gatewayOidcSecret } from "./workload/gatewayDeployment";
+import { MODELS_AGENT_IMAGE, ModelsAgent, modelsAgentReserveGb, pinsFromHotSet } from "./workload/modelsAgent";
 
 const cfg = loadConfig();
 const base = `comfyui-${cfg.stack}`;
@@ -110,7 +111,10 @@ const image = new ComfyImage(base, {
   comfyuiVersion: cfg.comfyuiVersion,
   comfyuiCommit: cfg.comfyuiCommit,
   build: cfg.imageBuild,
-  additionalImages: [{ name: "gateway", context: [...GATEWAY_IMAGE.context], dockerfile: GATEWAY_IMAGE.dockerfile, imageTag: "latest" }],
+  additionalImages: [
+    { name: "gateway", context: [...GATEWAY_IMAGE.context], dockerfile: GATEWAY_IMAGE.dockerfile, imageTag: "latest" },
+    { name: "models-agent", context: [...MODELS_AGENT_IMAGE.context], dockerfile: MODELS_AGENT_IMAGE.dockerfile, imageTag: "latest" },
+  ],
   tags,
 });
 const gatewayImageUri = image.images["gateway"];
@@ -169,6 +173,23 @@ const workload = new ComfyWorkload(base, {
   },
   provider: cluster.provider,
   dependsOn: [...cluster.ready, storage.csiAddon, gpu],
+  tags,
+});
+
+// The model agent on every GPU node (workload/modelsAgent.ts): the node's NVMe as a cache of the models
+// bucket, read-only on that bucket through Pod Identity, reachable by the gateway only.
+new ModelsAgent(`${base}-models-agent`, {
+  namespace,
+  imageUri: image.images["models-agent"],
+  clusterName: cluster.clusterName,
+  region: cfg.region,
+  modelsBucket: storage.modelsBucket,
+  modelsBucketArn: storage.modelsBucketArn,
+  vpcCidr: cluster.vpcCidr,
+  reserveGb: gpuTypes.apply((types) => modelsAgentReserveGb(Math.max(...types.map((t) => t.gpus)))),
+  pinned: pinsFromHotSet(cfg.modelsHotSet),
+  provider: cluster.provider,
+  dependsOn: [workload],
   tags,
 });
 

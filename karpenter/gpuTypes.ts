@@ -109,7 +109,7 @@ export const SIDECAR_REQUESTS = { cpuMilli: 100, memoryMiB: 128 } as const;
  * after the DaemonSets (DAEMONSET_BUDGET) and the sidecar, on the type where that share is
  * smallest, rounded down to 100m and 256Mi. The same pod then fits k times on every configured type
  * with k GPUs, so pods fill a node before another launches. g6.xlarge / g5.xlarge (4 vCPU, 16 GiB;
- * allocatable 3920m / 14162Mi): 3000m and 12544Mi; g6.2xlarge / g5.2xlarge: 7000m and 27648Mi.
+ * allocatable 3920m / 14162Mi): 3000m and 12288Mi; g6.2xlarge / g5.2xlarge: 7000m and 27392Mi.
  */
 export function podResourcesPerGpu(types: readonly GpuTypeFacts[]): { cpu: string; memory: string } {
   if (types.length === 0) throw new Error("podResourcesPerGpu: no GPU instance type");

@@ -83,6 +83,13 @@ export const GPU_NODE_DAEMONSETS: readonly GpuNodeDaemonSet[] = [
     memoryMiB: 128,
   },
   {
+    name: "comfyui/comfyui-models-agent",
+    installedBy: "workload/modelsAgent.ts: the model agent's DaemonSet (nodeSelector comfyui.studio/pool=gpu, tolerates nvidia.com/gpu)",
+    source: "workload/modelsAgent.ts MODELS_AGENT_RESOURCES: one container, 50m/128Mi (idle RSS 73 MiB, 133-182 MiB during a 2 GB fetch: docs/benchmarks.md)",
+    cpuMilli: 50,
+    memoryMiB: 128,
+  },
+  {
     name: "amazon-cloudwatch/fluent-bit",
     installedBy: "observability/: EKS add-on amazon-cloudwatch-observability (containerLogs.enabled)",
     source: "aws-observability/helm-charts amazon-cloudwatch-observability-6.4.0 values.yaml containerLogs.fluentBit.resources.requests 50m/25Mi",

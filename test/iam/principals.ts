@@ -24,7 +24,7 @@ function one(run: ProgramRun, type: string, suffix: string): { name: string; inp
 export interface Facts {
   cluster: string;
   k8sVersion: string;
-  roles: { karpenter: string; node: string; lbc: string; sync: string; mountpoint: string };
+  roles: { karpenter: string; node: string; lbc: string; sync: string; mountpoint: string; modelsAgent: string };
   nodeClass: { name: string; tags: Record<string, string>; amiVersion: string };
   nodePool: string;
   interruptionQueueArn: string;
@@ -136,6 +136,7 @@ export function programFacts(run: ProgramRun): Facts {
       lbc: one(run, "aws:iam/role:Role", "-lbc-role").name,
       sync: one(run, "aws:iam/role:Role", "-sync-fn").name,
       mountpoint: one(run, "aws:iam/role:Role", "-mountpoint-role").name,
+      modelsAgent: one(run, "aws:iam/role:Role", "-models-agent-role-role").name,
     },
     nodeClass: { name: String(nodeClass.metadata.name), tags: nodeClass.spec.tags ?? {}, amiVersion: alias.split("@")[1] },
     nodePool: String(nodePool.metadata.name),
@@ -479,6 +480,32 @@ export function mountpointTable(f: Facts): PrincipalTable {
 }
 
 /**
+ * The model agent (workload/models/agent/fetcher.ts): HeadObject (s3:GetObject), ranged GetObject with
+ * If-Match (s3:GetObject), ListObjectsV2 of a pinned folder and HeadBucket (s3:ListBucket), on the
+ * models bucket only. Never a write, never an old version, never another bucket.
+ */
+export function modelsAgentTable(f: Facts): PrincipalTable {
+  const models = `arn:aws:s3:::${f.buckets.models}`;
+  return {
+    principal: "models-agent",
+    role: f.roles.modelsAgent,
+    allowed: [
+      { action: "s3:GetObject", resource: `${models}/checkpoints/sd_xl_base_1.0.safetensors` },
+      { action: "s3:ListBucket", resource: models, context: { "s3:prefix": "loras/" } },
+      { action: "s3:ListBucket", resource: models },
+    ],
+    denied: [
+      { action: "s3:PutObject", resource: `${models}/checkpoints/x.safetensors` },
+      { action: "s3:DeleteObject", resource: `${models}/checkpoints/x.safetensors` },
+      { action: "s3:GetObjectVersion", resource: `${models}/checkpoints/x.safetensors` },
+      { action: "s3:GetObject", resource: `arn:aws:s3:::${f.buckets.outputs}/gateway/output/x.png` },
+      { action: "s3:GetObject", resource: `arn:aws:s3:::${f.buckets.inputs}/x.png` },
+      { action: "s3:PutBucketPolicy", resource: models },
+    ],
+  };
+}
+
+/**
  * The gateway (workload/gateway, contract in its README "DynamoDB"): store/dynamo.ts reads and
  * writes its table and queries its GSIs; store/objects.ts S3ObjectStore gets, puts, deletes and
  * lists (ListObjectsV2, authorized as s3:ListBucket with s3:prefix) under the prefixes app.ts
@@ -639,6 +666,7 @@ export function principalTables(run: ProgramRun, attachedByRole: Map<string, str
     gpuNodeTable(f, attachedByRole.get(f.roles.node) ?? []),
     mountpointTable(f),
     gatewayTable(f),
+    modelsAgentTable(f),
     imageBuildTable(f),
   ];
 }

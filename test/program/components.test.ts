@@ -85,14 +85,14 @@ describe("components in the whole program", function () {
     assert.deepEqual(pv.spec.claimRef, { namespace: "comfyui", name: "comfyui-outputs" });
   });
 
-  it("image: private ECR repositories (ComfyUI, gateway) scanning on push, encrypted, with lifecycle rules", () => {
+  it("image: private ECR repositories (ComfyUI, gateway, model agent) scanning on push, encrypted, with lifecycle rules", () => {
     const repos = p.rec.ofType("aws:ecr/repository:Repository");
-    assert.deepEqual(repos.map((r) => r.name).sort(), ["comfyui-dev-gateway-repo", "comfyui-dev-repo"]);
+    assert.deepEqual(repos.map((r) => r.name).sort(), ["comfyui-dev-gateway-repo", "comfyui-dev-models-agent-repo", "comfyui-dev-repo"]);
     for (const r of repos) {
       assert.equal(r.inputs.imageScanningConfiguration.scanOnPush, true);
       assert.equal(r.inputs.encryptionConfigurations[0].encryptionType, "AES256");
     }
-    assert.equal(p.rec.ofType("aws:ecr/lifecyclePolicy:LifecyclePolicy").length, 2);
+    assert.equal(p.rec.ofType("aws:ecr/lifecyclePolicy:LifecyclePolicy").length, 3);
     assert.equal(p.rec.ofType("awsx:ecr:Image").length, 0, "imageBuild aws (default): nothing builds on the deployer's machine");
   });
 

@@ -115,7 +115,7 @@ describe("GPU pods fit their node next to every DaemonSet there (program graph)"
         assert.deepEqual(listed, derived, `${t}: the program's list of DaemonSets on GPU nodes`);
       }
     }
-    assert.deepEqual(gpuNodeDaemonSetRequests(), { cpuMilli: 730, memoryMiB: 401 });
+    assert.deepEqual(gpuNodeDaemonSetRequests(), { cpuMilli: 780, memoryMiB: 529 });
   });
 
   it("the dev stack (xlarge and 2xlarge types): one pod fits every configured type GPU-count times, next to its DaemonSets", () => {

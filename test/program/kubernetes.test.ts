@@ -43,9 +43,9 @@ describe("Kubernetes objects of the whole program", function () {
     const c = t.spec.containers[0];
     assert.equal(c.resources.limits["nvidia.com/gpu"], "1");
     // One GPU's share of the tightest default type (g6.xlarge/g5.xlarge: 4 vCPU, 16 GiB; allocatable
-    // 3920m/14162Mi) after the DaemonSets on GPU nodes (730m/401Mi, karpenter/nodeDaemonSets.ts, plus
+    // 3920m/14162Mi) after the DaemonSets on GPU nodes (780m/529Mi, karpenter/nodeDaemonSets.ts, plus
     // 1 GiB of memory headroom) and the uploader sidecar (karpenter/gpuTypes.ts; test/program/gpuFit.test.ts).
-    assert.deepEqual(c.resources.requests, { cpu: "3000m", memory: "12544Mi", "nvidia.com/gpu": "1" });
+    assert.deepEqual(c.resources.requests, { cpu: "3000m", memory: "12288Mi", "nvidia.com/gpu": "1" });
     assert.equal(c.securityContext.runAsNonRoot, true);
     assert.equal(c.securityContext.allowPrivilegeEscalation, false);
     assert.equal(t.spec.securityContext.runAsUser, 1000);
