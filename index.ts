@@ -205,6 +205,7 @@ const identity = new Identity(base, {
   oidc: cfg.signIn === "oidc" ? { issuer: cfg.oidcIssuer!, clientId: cfg.oidcClientId!, clientSecret: cfg.oidcClientSecret! } : undefined,
   federation: cfg.cognitoFederation,
   federationClientSecret: cfg.cognitoFederationClientSecret,
+  retainOnDestroy: cfg.retainBucketsOnDestroy,
   tags,
 });
 gatewayOidcSecret(`${base}-gateway-oidc`, { namespace, oidc: identity.oidc, provider: cluster.provider, dependsOn: [workload] });

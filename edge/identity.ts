@@ -16,6 +16,8 @@ export interface GatewayOidc {
   clientId: pulumi.Output<string>;
   clientSecret: pulumi.Output<string>;
   publicUrl: pulumi.Output<string>;
+  /** Where the browser ends the IdP's own session after signing out (Cognito's logout endpoint); none for an issuer that advertises end_session_endpoint. */
+  logoutUrl?: pulumi.Output<string>;
 }
 
 export interface IdentityArgs {
@@ -26,6 +28,11 @@ export interface IdentityArgs {
   /** The studio's IdP behind Cognito's login. */
   federation?: CognitoFederation;
   federationClientSecret?: pulumi.Output<string>;
+  /**
+   * Keep the user pool (its people and groups) on `pulumi destroy`, as the buckets are kept: deletion
+   * protection on and the pool left in the account. false: `pulumi destroy` deletes it. @defaultValue true
+   */
+  retainOnDestroy?: boolean;
   tags: Record<string, string>;
 }
 
@@ -64,10 +71,11 @@ export class Identity extends pulumi.ComponentResource {
         mfaConfiguration: "OPTIONAL",
         softwareTokenMfaConfiguration: { enabled: true },
         accountRecoverySetting: { recoveryMechanisms: [{ name: "verified_email", priority: 1 }] },
-        deletionProtection: "ACTIVE",
+        deletionProtection: (args.retainOnDestroy ?? true) ? "ACTIVE" : "INACTIVE",
         tags: args.tags,
       },
-      parent,
+      // With deletion protection on, Cognito refuses the delete: the pool is left out of the destroy instead.
+      { parent: this, retainOnDelete: args.retainOnDestroy ?? true },
     );
     for (const [key, group] of Object.entries(GROUPS)) {
       new aws.cognito.UserGroup(`${name}-group-${key}`, { userPoolId: pool.id, name: group, description: key === "admin" ? "Sees and acts on every artist's prompts, history and files" : "Works in their own scope" }, parent);
@@ -133,6 +141,9 @@ export class Identity extends pulumi.ComponentResource {
       clientId: client.id,
       clientSecret: pulumi.secret(client.clientSecret),
       publicUrl,
+      // Cognito's discovery document names no end_session_endpoint; its logout endpoint ends the managed
+      // login's session and returns to a logout URL the client lists (Cognito Developer Guide, "Logout endpoint").
+      logoutUrl: pulumi.interpolate`${this.loginDomain}/logout?client_id=${client.id}&logout_uri=${publicUrl.apply((u) => encodeURIComponent(`${u}/`))}`,
     };
     this.registerOutputs({ userPoolId: this.userPoolId, loginDomain: this.loginDomain });
   }

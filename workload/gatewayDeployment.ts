@@ -448,15 +448,15 @@ export function gatewayOidcSecret(
   name: string,
   args: {
     namespace: string;
-    oidc: { issuer: pulumi.Input<string>; clientId: pulumi.Input<string>; clientSecret: pulumi.Input<string>; publicUrl: pulumi.Input<string> };
+    oidc: { issuer: pulumi.Input<string>; clientId: pulumi.Input<string>; clientSecret: pulumi.Input<string>; publicUrl: pulumi.Input<string>; logoutUrl?: pulumi.Input<string> };
     provider: k8s.Provider;
     dependsOn?: pulumi.Input<pulumi.Resource>[];
   },
   opts?: pulumi.CustomResourceOptions,
 ): k8s.core.v1.Secret {
   const file = pulumi.secret(
-    pulumi.all([args.oidc.issuer, args.oidc.clientId, args.oidc.clientSecret, args.oidc.publicUrl]).apply(([issuer, clientId, clientSecret, publicUrl]) =>
-      JSON.stringify({ issuer, clientId, clientSecret, publicUrl }),
+    pulumi.all([args.oidc.issuer, args.oidc.clientId, args.oidc.clientSecret, args.oidc.publicUrl, args.oidc.logoutUrl]).apply(([issuer, clientId, clientSecret, publicUrl, logoutUrl]) =>
+      JSON.stringify({ issuer, clientId, clientSecret, publicUrl, ...(logoutUrl ? { logoutUrl } : {}) }),
     ),
   );
   return new k8s.core.v1.Secret(

@@ -311,8 +311,16 @@ describe("browser: sign-in, per-user scope and cross-site safety with the real f
     const { context, page } = root;
     {
       const cookie = (await context.cookies(site)).find((c) => c.name === "__Host-comfyui-session")!.value;
-      const out = await call(page, "/auth/logout", { method: "POST", json: false });
-      assert.equal(out.status, 200);
+      // The gateway's own extension shows who is signed in, with Sign out (the frontend has no such control).
+      const account = page.locator("#comfyui-gateway-account");
+      await account.getByText("Root (admin)", { exact: false }).waitFor();
+      await shot(page, "account-control");
+      const loggedOut = page.waitForResponse((r) => r.url() === `${site}/auth/logout` && r.request().method() === "POST");
+      await account.getByText("Sign out", { exact: true }).click();
+      const out = await loggedOut;
+      assert.equal(out.status(), 200);
+      // Then on to the IdP's end-session page (oidc-provider advertises end_session_endpoint).
+      await page.waitForURL((u) => u.href.startsWith(idp.issuer));
       const replay = await fetch(site.replace("localhost", "127.0.0.1") + "/queue", { headers: { cookie: `__Host-comfyui-session=${cookie}` } });
       assert.equal(replay.status, 401, "the old cookie is refused");
       // The page itself: the next navigation goes through sign-in again (/auth/login, then the IdP).

@@ -38,6 +38,10 @@ describe("program: sign-in, secrets and exposure", function () {
   it("creates a Cognito user pool with admin-only sign-up, the artist and admin groups, and a code-flow client whose callback is the site's", () => {
     const pool = p.rec.one("aws:cognito/userPool:UserPool").inputs;
     assert.equal(pool.adminCreateUserConfig.allowAdminCreateUserOnly, true, "nobody signs themselves up");
+    // Kept on destroy like the buckets (retainBucketsOnDestroy: true in dev): protected, and left out of the delete.
+    const poolRes = p.rec.one("aws:cognito/userPool:UserPool");
+    assert.equal(pool.deletionProtection, "ACTIVE");
+    assert.equal(poolRes.options.retainOnDelete, true);
     assert.ok(pool.passwordPolicy.minimumLength >= 12);
     assert.deepEqual(p.rec.ofType("aws:cognito/userGroup:UserGroup").map((g) => g.inputs.name).sort(), ["admin", "artist"]);
     const client = p.rec.one("aws:cognito/userPoolClient:UserPoolClient").inputs;
@@ -60,6 +64,8 @@ describe("program: sign-in, secrets and exposure", function () {
     const client = p.rec.one("aws:cognito/userPoolClient:UserPoolClient");
     assert.equal(oidc.clientId, client.id, "the client the pool made");
     assert.equal(oidc.clientSecret, "mock-cognito-client-secret-0123456789abcdef", "the secret Cognito generated");
+    assert.equal(oidc.logoutUrl, `${p.outputs.loginDomain}/logout?client_id=${client.id}&logout_uri=${encodeURIComponent(`${p.outputs.url}/`)}`, "Cognito's logout endpoint, back to a URL the client lists");
+    assert.deepEqual(client.inputs.logoutUrls, [`${p.outputs.url}/`]);
     const gw = gatewayDeployment(p).inputs.spec.template.spec;
     const c = gw.containers[0];
     const env = new Map<string, any>(c.env.map((e: { name: string }) => [e.name, e]));
@@ -175,11 +181,14 @@ describe("program: sign-in, secrets and exposure", function () {
       const v = await runProgramWith({
         "comfyui-eks:cognitoFederation": '{"type":"SAML","name":"Entra","metadataUrl":"https://login.microsoftonline.com/t/federationmetadata/2007-06/federationmetadata.xml"}',
         "comfyui-eks:comfyuiEgressCidrs": '["203.0.113.0/24"]',
+        "comfyui-eks:retainBucketsOnDestroy": "false",
       });
       const idp = v.rec.one("aws:cognito/identityProvider:IdentityProvider").inputs;
       assert.equal(idp.providerType, "SAML");
       assert.deepEqual(v.rec.one("aws:cognito/userPoolClient:UserPoolClient").inputs.supportedIdentityProviders, ["COGNITO", "Entra"]);
       const spec = policy(v, "allow-gateway-to-comfyui").spec;
+      assert.equal(v.rec.one("aws:cognito/userPool:UserPool").inputs.deletionProtection, "INACTIVE", "retainBucketsOnDestroy false: destroy deletes the pool");
+      assert.equal(v.rec.one("aws:cognito/userPool:UserPool").options.retainOnDelete, false);
       assert.equal(spec.egress.length, 2);
       assert.deepEqual(spec.egress[1], { to: [{ ipBlock: { cidr: "203.0.113.0/24" } }] });
     });

@@ -21,6 +21,34 @@ export * from "./types";
 export { mintKey, parseKey } from "./keys";
 
 export const SESSION_COOKIE = "__Host-comfyui-session";
+/** The web UI extension that shows who is signed in, with a Sign out control (listed in /extensions). */
+export const ACCOUNT_EXTENSION = "/extensions/comfyui-gateway/account.js";
+const ACCOUNT_JS = `// comfyui-gateway: who is signed in, and Sign out (POST /auth/logout, then the IdP's logout if it has one).
+(async function () {
+  let me;
+  try {
+    me = await (await fetch("/api/gateway/me")).json();
+  } catch (e) { return; }
+  if (!me || me.via !== "session") return; // API keys and local mode have nothing to sign out of
+  const box = document.createElement("div");
+  box.id = "comfyui-gateway-account";
+  box.style.cssText = "position:fixed;bottom:8px;right:8px;z-index:9999;padding:4px 8px;border-radius:4px;background:#333;color:#fff;font:12px sans-serif";
+  const who = document.createElement("span");
+  who.textContent = (me.name || me.user) + (me.admin ? " (admin)" : "") + " \u00b7 ";
+  const out = document.createElement("a");
+  out.href = "#";
+  out.textContent = "Sign out";
+  out.style.color = "#9cf";
+  out.onclick = async (ev) => {
+    ev.preventDefault();
+    const r = await fetch("/auth/logout", { method: "POST" });
+    const body = r.ok ? await r.json() : {};
+    location.href = body.next || "/";
+  };
+  box.append(who, out);
+  document.body.appendChild(box);
+})();
+`;
 const LOGIN_COOKIE = "__Host-comfyui-login";
 const PUBLIC_PREFIXES = ["/auth/"];
 const PUBLIC_PATHS = new Set(["/healthz"]);
@@ -253,6 +281,8 @@ export class Auth {
     });
 
     // `session` is the store's id of this session (a hash, not the cookie): what `npm run keys -- revoke-session` takes.
+    // The signed-in artist's name and a "Sign out" control in the web UI (ComfyUI's frontend has none).
+    app.get(ACCOUNT_EXTENSION, async (_req, reply) => reply.type("text/javascript").header("cache-control", "no-cache").send(ACCOUNT_JS));
     app.get("/api/gateway/me", async (req) => ({
       user: req.caller.userId, name: req.caller.name, admin: req.caller.admin, via: req.caller.kind, scopes: [...req.caller.scopes],
       ...(req.caller.kind === "session" && req.caller.credentialId ? { session: req.caller.credentialId } : {}),

@@ -18,6 +18,13 @@ export interface OidcSettings {
   groupsClaim?: string;
   /** Members of this group are admins. @defaultValue "admin" */
   adminGroup?: string;
+  /**
+   * Where the browser goes after the gateway's session ends, to end the IdP's session too, for an issuer
+   * whose discovery document names no end_session_endpoint (Cognito: `<login domain>/logout?client_id=…&
+   * logout_uri=…`, Cognito Developer Guide "Logout endpoint"). Without either, signing in again may pass
+   * straight through the IdP's own session.
+   */
+  logoutUrl?: string;
 }
 
 export interface SignedIn {
@@ -86,7 +93,7 @@ export class OidcClient {
 
   async logoutUrl(idTokenHint: string | undefined, returnTo: string): Promise<string | undefined> {
     const config = await this.configuration();
-    if (!config.serverMetadata().end_session_endpoint) return undefined;
+    if (!config.serverMetadata().end_session_endpoint) return this.s.logoutUrl;
     return oidc.buildEndSessionUrl(config, { post_logout_redirect_uri: returnTo, client_id: this.s.clientId, ...(idTokenHint ? { id_token_hint: idTokenHint } : {}) }).href;
   }
 

@@ -2,9 +2,12 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyReply } from "fastify"
 import { metadataKey, staticKey } from "../discovery";
 import { GatewayError } from "../protocol/errors";
 import type { Services } from "../services";
+import { ACCOUNT_EXTENSION } from "../auth";
 import { safeRelPath } from "./common";
 
 export const GPU_STATUS_EXTENSION = "/extensions/comfyui-gateway/gpu-status.js";
+/** The gateway's own web UI extensions, added to the pod's list. */
+const GATEWAY_EXTENSIONS = [GPU_STATUS_EXTENSION, ACCOUNT_EXTENSION] as const;
 /** What the extension polls: ready GPU pods and the cold-start estimate (public; the /gateway/* routes are internal). */
 export const GPU_STATUS_PATH = "/extensions/comfyui-gateway/status";
 
@@ -117,8 +120,8 @@ export const discoveryRoutes: FastifyPluginAsync = async (app) => {
   app.get("/i18n", async (_req, reply) => cached(gw, reply, "i18n.json", "/i18n"));
   app.get("/workflow_templates", async (_req, reply) => cached(gw, reply, "workflow_templates.json", "/workflow_templates"));
   app.get("/extensions", async (_req, reply) =>
-    cached(gw, reply, "extensions.json", "/extensions", (v) => [...(Array.isArray(v) ? v : []), GPU_STATUS_EXTENSION]).catch((err: unknown) => {
-      if (err instanceof GatewayError && err.code === "GW_ERR_NO_POD") return reply.send([GPU_STATUS_EXTENSION]);
+    cached(gw, reply, "extensions.json", "/extensions", (v) => [...(Array.isArray(v) ? v : []), ...GATEWAY_EXTENSIONS]).catch((err: unknown) => {
+      if (err instanceof GatewayError && err.code === "GW_ERR_NO_POD") return reply.send([...GATEWAY_EXTENSIONS]);
       throw err;
     }));
   app.get("/system_stats", async (_req, reply) => cached(gw, reply, "system_stats.json", "/system_stats"));
