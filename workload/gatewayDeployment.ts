@@ -24,7 +24,8 @@ export const GATEWAY_ADMIN_PORT = PORTS.internal;
  * does not rebuild the gateway).
  */
 export const GATEWAY_IMAGE = {
-  context: ["package.json", "package-lock.json", "tsconfig.json", "workload/gateway", "observability/metrics.ts"],
+  // The model agent's API (workload/models/contract.ts) and the key rules it shares with the sync Lambda.
+  context: ["package.json", "package-lock.json", "tsconfig.json", "workload/gateway", "observability/metrics.ts", "workload/models/contract.ts", "sync/keys.ts", "karpenter/nodeContract.ts"],
   dockerfile: "workload/gateway/Dockerfile",
 } as const;
 export const GATEWAY_NAME = NAMES.gateway;

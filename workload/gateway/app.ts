@@ -12,6 +12,8 @@ import { Auth, type AuthStore } from "./auth";
 import { MemoryAuthStore } from "./auth/stores";
 import { Dispatcher, type PodInfo } from "./dispatch/dispatcher";
 import { Discovery } from "./discovery";
+import { ModelLibrary, type Lister } from "./models/library";
+import { ModelRouter } from "./models/routing";
 import { GatewayError } from "./protocol/errors";
 import { fanOut, LeaderLink, LinkHub } from "./replicas/link";
 import { ADMIN, adminRoutes } from "./routes/admin";
@@ -67,6 +69,8 @@ export interface GatewayDeps {
   nodeStartOf?: (podKey: string) => Promise<NodeStart | undefined>;
   /** Where the audit trail goes. @defaultValue none */
   audit?: Audit;
+  /** Lists the models bucket (GATEWAY_MODELS_BUCKET): the model library. @defaultValue none: the pods' own model lists */
+  modelsLister?: Lister;
 }
 
 export interface Gateway {
@@ -87,6 +91,8 @@ export interface Gateway {
   /** Follow the leader at this internal URL (undefined: none known); ignored while leading. */
   follow(leaderUrl: string | undefined): void;
   setPods(pods: PodInfo[]): void;
+  /** The models bucket's index (undefined without GATEWAY_MODELS_BUCKET); `start()` lists it, then keeps listing. */
+  library: ModelLibrary | undefined;
   close(): Promise<void>;
 }
 
@@ -99,7 +105,8 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
     input: deps.inputs,
     user: new PrefixedStore(deps.users, "user/"),
   };
-  const discovery = new Discovery(new PrefixedStore(deps.objects, "cache/"), log.child({ component: "discovery" }));
+  const library = deps.modelsLister && config.modelsBucket ? new ModelLibrary(deps.modelsLister, log.child({ component: "models" }), config.modelsListSeconds * 1000) : undefined;
+  const discovery = new Discovery(new PrefixedStore(deps.objects, "cache/"), log.child({ component: "discovery" }), library);
   const gw = new Services(deps.store, files, discovery, log, config.maxUploadMb * 1024 * 1024);
   const hub = new Hub({
     pingMs: config.wsPingSeconds * 1000, keepaliveMs: config.wsKeepaliveSeconds * 1000, maxUploadBytes: gw.maxUploadBytes,
@@ -122,6 +129,7 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
   );
   discovery.onVersion = (v) => linkHub.discoveryChanged(v);
   let pods: PodInfo[] = [];
+  let router: ModelRouter | undefined;
   let lastScaling = { prompts: 0, waiting: 0, running: 0 };
   const metrics = deps.metrics ?? NO_METRICS;
   const coldStarts = new ColdStarts(new PrefixedStore(deps.objects, "metrics/"), config.coldStartBudgetSeconds, log.child({ component: "cold-starts" }));
@@ -143,6 +151,8 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
       ready: ws.filter((w) => w.ready).length,
       pods: ws.map((w) => ({ pod: w.key, ready: w.ready, terminating: w.terminating, ...(w.suspect ? { suspect: w.suspect } : {}), prompts: [...w.slots.keys()] })),
       coldStart: coldStarts.estimate(Date.now()),
+      // Which pods' node caches hold the least of what waiting prompts need: the best to remove on scale-in.
+      ...(router && gw.dispatcher ? { scaleIn: router.scaleInHint(ws, [...gw.dispatcher.open.values()].filter((r) => r.state === "queued")) } : {}),
     };
   };
   gw.gpuStatus = async () => {
@@ -306,7 +316,9 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
       await coldStarts.load().catch((err: unknown) => log.warn({ err: (err as Error).message }, "cold-start history not loaded"));
       if (mine !== leadership || !isLeader()) return;
       telemetry.resetCounters(); // a former follower's counts are not the leader's figures
+      router = library ? new ModelRouter({ library, inputs: () => discovery.modelInputs(), affinityMs: config.modelAffinitySeconds * 1000, routing: config.modelRouting === "on", log: log.child({ component: "models" }) }) : undefined;
       const d = new Dispatcher({
+        models: router ? { router, agentToken: config.modelsAgentToken } : undefined,
         store: deps.store, fence, files, sink: fanOut(hub, linkHub), log: log.child({ component: "dispatch", epoch: fence.epoch }), maxAttempts: config.maxAttempts,
         startupDeadlineMs: config.startupDeadlineSeconds * 1000, stallMs: config.stallSeconds * 1000, historyTtlSeconds: config.historyTtlDays * 86400,
         pushInputs: config.mode === "local", onPodLoad: deps.onPodLoad, orphanMs: config.orphanSeconds * 1000,
@@ -370,10 +382,12 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
       pods = p;
       gw.dispatcher?.setPods(p);
     },
+    library,
     close() {
       closing ??= (async () => {
         gw.closing = true;
         auth.stop();
+        library?.stop();
         clearInterval(leaderWatch);
         clearInterval(loopWindow);
         loop.disable();

@@ -126,6 +126,13 @@ export const SETTINGS = {
     doc: "CloudWatch Logs group of the audit trail (one JSON line per state change), stream `gateway/<POD_NAME>`",
   },
   auditFile: { env: "GATEWAY_AUDIT_FILE", flag: "--audit-file", kind: text, doc: "local mode: the audit trail's file (default `<data dir>/audit.log`)" },
+  modelsBucket: { env: "GATEWAY_MODELS_BUCKET", flag: "--models-bucket", kind: text, doc: "the models bucket, the studio's whole model library: every loader lists it, prompts are routed and their files fetched by the nodes' model agents; none: the pods' own model lists" },
+  modelsEndpoint: { env: "GATEWAY_MODELS_ENDPOINT", flag: "--models-endpoint", kind: text, doc: "an S3 API other than AWS's for the models bucket (s3rver, MinIO), path-style" },
+  modelsListSeconds: { env: "GATEWAY_MODELS_LIST_SECONDS", flag: "--models-list-seconds", kind: num(1, 3600), default: 15, doc: "how often the models bucket is listed (the library index every replica serves and validates against)" },
+  modelsAgentService: { env: "GATEWAY_MODELS_AGENT_SERVICE", kind: text, default: { kubernetes: "comfyui-models-agent" }, doc: "kubernetes: the headless Service whose EndpointSlices give each GPU node's model agent (by node name)" },
+  modelsAgentToken: { env: "MODELS_AGENT_TOKEN", kind: text, doc: "the model agents' shared token (the Secret the agents read); local mode: the token `--models-agent` agents were started with, if any" },
+  modelRouting: { env: "GATEWAY_MODEL_ROUTING", flag: "--model-routing", kind: { type: "choice" as const, of: ["on", "off"] }, default: "on", doc: "`on`: prompts go to the pod that has their model loaded or cached (with a models bucket); `off`: the emptiest pod (model-blind, for comparison)" },
+  modelAffinitySeconds: { env: "GATEWAY_MODEL_AFFINITY_SECONDS", flag: "--model-affinity", kind: num(0, 600), default: 5, doc: "longest a prompt waits for the pod that has its model loaded while another pod could take it" },
   coldStartBudgetSeconds: { env: "GATEWAY_COLD_START_BUDGET_SECONDS", flag: "--cold-start-budget", kind: num(1, 86400), default: COLD_START_BUDGET_SECONDS, doc: "what the UI promises for a GPU start until 3 cold starts are measured (then the median of the last 20)" },
 } as const satisfies Record<string, Setting>;
 
@@ -145,6 +152,8 @@ export type GatewayConfig = { readonly [K in SettingKey]: ValueOf<K> | Absent<(t
   readonly mode: Mode;
   /** local mode: the ComfyUI servers (`--comfyui URL`, repeatable; `GATEWAY_COMFYUI_URLS` comma-separated). */
   readonly comfyuiUrls: readonly string[];
+  /** local mode: the model agent of each `--comfyui` server's machine (`--models-agent URL` right after it), by index. */
+  readonly modelsAgentUrls: readonly (string | undefined)[];
   /** This replica's Lease holder identity (`POD_NAME`, else `HOSTNAME`). */
   readonly podName: string;
 };
@@ -170,34 +179,46 @@ export function parseSettings(argv: readonly string[], env: Readonly<Record<stri
   const byFlag = new Map(Object.values(table).filter((s) => s.flag).map((s) => [s.flag!, s.env]));
   const v: Record<string, string | undefined> = { ...env };
   const urls: string[] = [];
+  const agents: (string | undefined)[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const [flag, inline] = a.includes("=") ? [a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1)] : [a, undefined];
     const value = inline ?? argv[i + 1];
-    if (flag === "--comfyui" || byFlag.has(flag)) {
+    if (flag === "--comfyui" || flag === "--models-agent" || byFlag.has(flag)) {
       if (value === undefined || (inline === undefined && value.startsWith("--"))) {
         problems.push(`${flag} needs a value`);
         continue;
       }
       if (inline === undefined) i++;
-      if (flag === "--comfyui") urls.push(value);
-      else v[byFlag.get(flag)!] = value;
+      if (flag === "--comfyui") {
+        urls.push(value);
+        agents.push(undefined);
+      } else if (flag === "--models-agent") {
+        // The agent of the machine of the --comfyui just before it (one each).
+        if (urls.length === 0 || agents[urls.length - 1] !== undefined) problems.push(`--models-agent ${value}: must follow a --comfyui URL (one agent per ComfyUI)`);
+        else agents[urls.length - 1] = value;
+      } else v[byFlag.get(flag)!] = value;
     } else problems.push(`unknown argument ${a}`);
   }
   if (urls.length === 0 && env.GATEWAY_COMFYUI_URLS) urls.push(...env.GATEWAY_COMFYUI_URLS.split(",").map((s) => s.trim()).filter(Boolean));
-  for (const u of urls) {
-    try {
-      const p = new URL(u);
-      if (p.protocol !== "http:" && p.protocol !== "https:") problems.push(`--comfyui ${u}: must be http(s)`);
-    } catch {
-      problems.push(`--comfyui ${u}: not a URL`);
+  while (agents.length < urls.length) agents.push(undefined);
+  for (const [flag, list] of [["--comfyui", urls], ["--models-agent", agents]] as const) {
+    for (const u of list) {
+      if (u === undefined) continue;
+      try {
+        const p = new URL(u);
+        if (p.protocol !== "http:" && p.protocol !== "https:") problems.push(`${flag} ${u}: must be http(s)`);
+      } catch {
+        problems.push(`${flag} ${u}: not a URL`);
+      }
     }
   }
+  if (agents.some((a) => a !== undefined) && !(v.GATEWAY_MODELS_BUCKET ?? "")) problems.push("--models-agent needs --models-bucket (GATEWAY_MODELS_BUCKET): the agents fetch from it");
   const mode = (v.GATEWAY_MODE ?? (env.KUBERNETES_SERVICE_HOST && urls.length === 0 ? "kubernetes" : "local")) as Mode;
   if (mode !== "local" && mode !== "kubernetes") problems.push(`GATEWAY_MODE must be local or kubernetes, not ${String(mode)}`);
   if (mode === "local" && urls.length === 0) problems.push("local mode needs at least one --comfyui URL (or GATEWAY_COMFYUI_URLS)");
 
-  const out: Record<string, unknown> = { mode, comfyuiUrls: urls.map((u) => u.replace(/\/$/, "")), podName: v.POD_NAME ?? v.HOSTNAME ?? "gateway" };
+  const out: Record<string, unknown> = { mode, comfyuiUrls: urls.map((u) => u.replace(/\/$/, "")), modelsAgentUrls: agents.map((u) => u?.replace(/\/$/, "")), podName: v.POD_NAME ?? v.HOSTNAME ?? "gateway" };
   for (const [key, s] of Object.entries(table)) {
     const raw = v[s.env];
     const given = raw !== undefined && raw !== "";

@@ -3,6 +3,8 @@ import type { Logger } from "pino";
 import type { Worker } from "./dispatch/worker";
 import type { ObjectStore } from "./store/objects";
 import type { ObjectInfo } from "./protocol/validate";
+import { learnModelInputs, LOADER_INPUTS, withLibrary, type ModelInputs } from "./models/inputs";
+import type { ModelLibrary } from "./models/library";
 
 /**
  * The read-only JSON answers cached from a pod, so the UI opens, its panels fill and prompts validate with no
@@ -47,12 +49,15 @@ export class Discovery {
   private version: string | undefined;
   private readonly mem = new Map<string, Buffer>();
   private info: ObjectInfo | undefined;
+  /** The node list with the model library merged in, and the library version it was built at. */
+  private merged: { info: ObjectInfo; raw: ObjectInfo; version: number } | undefined;
+  private inputs: ModelInputs | undefined;
   private running: Promise<void> = Promise.resolve();
 
   /** Told when a refresh moved the cache to another version (the leader tells its followers). */
   onVersion: (version: string) => void = () => {};
 
-  constructor(private readonly store: ObjectStore, private readonly log: Logger) {}
+  constructor(private readonly store: ObjectStore, private readonly log: Logger, readonly library?: ModelLibrary) {}
 
   async load(): Promise<void> {
     const cur = await this.store.get("current");
@@ -68,6 +73,8 @@ export class Discovery {
     if (version === this.version && !reread) return;
     this.version = version;
     this.info = undefined;
+    this.merged = undefined;
+    this.inputs = undefined;
     this.mem.clear();
   }
 
@@ -92,11 +99,38 @@ export class Discovery {
     await this.store.put(k, body);
   }
 
-  async objectInfo(): Promise<ObjectInfo | undefined> {
+  /** The pod's node list as cached, without the library. */
+  async rawObjectInfo(): Promise<ObjectInfo | undefined> {
     if (this.info) return this.info;
     const b = await this.get("object_info.json");
     if (b) this.info = JSON.parse(b.toString("utf8")) as ObjectInfo;
     return this.info;
+  }
+
+  /** The node list prompts are validated against and clients are served: every loader lists the whole library. */
+  async objectInfo(): Promise<ObjectInfo | undefined> {
+    const raw = await this.rawObjectInfo();
+    return raw && this.withLibrary(raw);
+  }
+
+  /** Which inputs name model files: learned at the last refresh (model_inputs.json), else ComfyUI's own loaders. */
+  async modelInputs(): Promise<ModelInputs> {
+    if (this.inputs) return this.inputs;
+    const b = await this.get("model_inputs.json").catch(() => undefined);
+    const learned = b ? (JSON.parse(b.toString("utf8")) as ModelInputs) : undefined;
+    // Not memoized without a version: a cache filled later must be read then.
+    if (this.version) this.inputs = learned ?? LOADER_INPUTS;
+    return learned ?? LOADER_INPUTS;
+  }
+
+  /** `raw` (a pod's /object_info answer) with the library's files in every model input. */
+  async withLibrary(raw: ObjectInfo): Promise<ObjectInfo> {
+    const lib = this.library;
+    if (!lib?.ready) return raw;
+    if (this.merged && this.merged.raw === raw && this.merged.version === lib.version) return this.merged.info;
+    const info = withLibrary(raw, await this.modelInputs(), lib);
+    this.merged = { info, raw, version: lib.version };
+    return info;
   }
 
   /** Resolves when the refreshes started so far (and their crawls) have ended. */
@@ -141,6 +175,19 @@ export class Discovery {
         if (typeof f.name === "string") await json(`experiment/models/${f.name}.json`, `/experiment/models/${encodeURIComponent(f.name)}`);
       }
       this.info = undefined;
+      this.inputs = undefined;
+      this.merged = undefined;
+      // Which combos list which folder, read from this pod's node list and folder listings together.
+      const info = await this.rawObjectInfo();
+      if (info) {
+        const lists: Record<string, string[]> = {};
+        for (const folder of models) {
+          const b = await this.get(`models/${folder}.json`);
+          const v = b ? (JSON.parse(b.toString("utf8")) as unknown) : undefined;
+          if (Array.isArray(v)) lists[folder] = v.filter((x): x is string => typeof x === "string");
+        }
+        await this.put("model_inputs.json", Buffer.from(JSON.stringify(learnModelInputs(info, lists))));
+      }
       await this.store.put("current", Buffer.from(version));
       this.log.info({ pod: w.key, version }, "discovery cache refreshed");
       this.onVersion(version);

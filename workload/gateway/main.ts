@@ -10,6 +10,7 @@ import { metricsSinkFor } from "./telemetry";
 import { ConfigError, loadConfig, type GatewayConfig } from "./config";
 import { startEmbeddedStore } from "./store/embedded";
 import { LocalObjectStore } from "./store/objects";
+import { modelsS3Client, s3Lister } from "./models/library";
 
 export interface Running {
   gateway: Gateway;
@@ -33,11 +34,13 @@ export async function startLocal(config: GatewayConfig, log = pino({ level: conf
     log,
     metrics: metricsSinkFor(config, log),
     audit: fileAudit(config.auditFile ?? path.join(dir, "audit.log")),
+    modelsLister: config.modelsBucket ? s3Lister(modelsS3Client(config), config.modelsBucket) : undefined,
     ...overrides,
   });
+  await gateway.library?.start();
   // One process owns a data dir: it leads, with a fencing token above any earlier process's.
   await gateway.lead({ epoch: await db.store.takeEpoch() });
-  gateway.setPods(config.comfyuiUrls.map((url) => ({ key: url, url, ready: true, terminating: false })));
+  gateway.setPods(config.comfyuiUrls.map((url, i) => ({ key: url, url, ready: true, terminating: false, agentUrl: config.modelsAgentUrls[i] })));
   const addr = await gateway.app.listen({ port: config.port, host: config.host });
   const adminAddr = await gateway.admin.listen({ port: config.adminPort, host: config.host });
   let closing: Promise<void> | undefined;

@@ -21,6 +21,17 @@ export interface StandInOptions {
   /** In-process only: awaited before each sampler step, so a test can hold a prompt until its client is ready. */
   beforeStep?: (promptId: string, step: number) => Promise<void>;
   models?: Record<string, string[]>;
+  /**
+   * A models folder used as it is (not emptied, not filled from `models`): e.g. a model agent's, which fills it
+   * while the stand-in runs. @defaultValue `<dataDir>/models`, holding `models` as empty files
+   */
+  modelsDir?: string;
+  /**
+   * Charge a model load: when a prompt's checkpoint / diffusion model differs from the one loaded last, the
+   * stand-in reads the file from its models folder (absent → the loader fails, as ComfyUI's would) and
+   * sleeps this many ms per byte. @defaultValue 0 (loads are still counted)
+   */
+  loadMsPerByte?: number;
   dataDir?: string;
   readyAfterMs?: number;
   neverReady?: boolean;
@@ -48,6 +59,8 @@ export interface StandIn {
   recover(): void;
   /** prompt ids executed (started) so far, in order — lets tests check "never run twice" and spreading */
   executed(): string[];
+  /** Model loads so far (a checkpoint or diffusion model different from the one loaded last), in order. */
+  loads(): { folder: string; name: string; bytes: number }[];
   close(): Promise<void>;
 }
 
@@ -124,13 +137,13 @@ export async function startStandIn(opts: StandInOptions = {}): Promise<StandIn> 
     input: path.join(dataDir, "input"),
     temp: path.join(dataDir, "temp"),
     user: path.join(dataDir, "user"),
-    models: path.join(dataDir, "models"),
+    models: opts.modelsDir === undefined ? path.join(dataDir, "models") : path.resolve(opts.modelsDir),
   };
   // ComfyUI wipes its temp folder at start-up; models are exactly what this run was given.
   fs.rmSync(dirs.temp, { recursive: true, force: true });
-  fs.rmSync(dirs.models, { recursive: true, force: true });
+  if (opts.modelsDir === undefined) fs.rmSync(dirs.models, { recursive: true, force: true });
   for (const d of Object.values(dirs)) fs.mkdirSync(d, { recursive: true });
-  const models = opts.models ?? DEFAULT_MODELS;
+  const models = opts.modelsDir === undefined ? (opts.models ?? DEFAULT_MODELS) : {};
   for (const [folder, files] of Object.entries(models)) {
     const f = FOLDERS.find(([k]) => k === folder);
     if (!f) throw new Error(`startStandIn: unknown model folder "${folder}" (known: ${FOLDERS.map(([k]) => k).join(", ")})`);
@@ -142,6 +155,8 @@ export async function startStandIn(opts: StandInOptions = {}): Promise<StandIn> 
     }
   }
 
+  let loaded: string | undefined;
+  const loads: { folder: string; name: string; bytes: number }[] = [];
   const resolveAnnotated = (name: string): string => {
     if (name.endsWith("[output]")) return path.join(dirs.output, name.slice(0, -9));
     if (name.endsWith("[input]")) return path.join(dirs.input, name.slice(0, -8));
@@ -164,6 +179,18 @@ export async function startStandIn(opts: StandInOptions = {}): Promise<StandIn> 
         .sort(),
     inputFileExists: (name) => fs.existsSync(resolveAnnotated(name)),
     inputFileHash: (name) => createHash("sha256").update(fs.readFileSync(resolveAnnotated(name))).digest("hex"),
+    loadModel: async (folder, name) => {
+      if (loaded === `${folder}/${name}`) return;
+      const dirsOf = FOLDERS.find(([k]) => k === folder)?.[1] ?? [folder];
+      const file = dirsOf.map((d) => path.join(dirs.models, d, name)).find((p) => fs.existsSync(p));
+      // comfy.sd.load_checkpoint_guess_config reads the whole file; a missing one is an error, as there.
+      if (!file) throw new Error(`stand-in: model ${folder}/${name} is not in ${dirs.models}`);
+      const bytes = fs.readFileSync(file).length;
+      loaded = `${folder}/${name}`;
+      loads.push({ folder, name, bytes });
+      const ms = bytes * (opts.loadMsPerByte ?? 0);
+      if (ms > 0) await new Promise((r) => setTimeout(r, ms));
+    },
   };
 
   let engine: Engine | undefined = undefined;
@@ -196,6 +223,7 @@ export async function startStandIn(opts: StandInOptions = {}): Promise<StandIn> 
     setFault: (f) => (eng.fault = f),
     recover: () => eng.recover(),
     executed: () => [...eng.started],
+    loads: () => [...loads],
     close: () =>
       (closing ??= (async () => {
         await eng.stop();

@@ -20,6 +20,8 @@ export interface NodeContext {
   inputFiles(): string[];
   inputFileExists(annotatedName: string): boolean;
   inputFileHash(annotatedName: string): string;
+  /** A checkpoint / diffusion model loader ran (the stand-in counts loads and may charge time for them). */
+  loadModel?(folder: string, name: string): Promise<void>;
 }
 
 /** What a running node may do: report sampler steps (may throw an interrupt), save images. */
@@ -124,7 +126,10 @@ const defs: NodeDef[] = [
     category: "loaders",
     description: "Loads a diffusion model checkpoint, diffusion models are used to denoise latents.",
     pythonModule: "nodes",
-    run: async (_ctx, i) => ({ outputs: [tok("MODEL", i.ckpt_name), tok("CLIP", i.ckpt_name), tok("VAE", i.ckpt_name)] }),
+    run: async (ctx, i) => {
+      await ctx.loadModel?.("checkpoints", String(i.ckpt_name));
+      return { outputs: [tok("MODEL", i.ckpt_name), tok("CLIP", i.ckpt_name), tok("VAE", i.ckpt_name)] };
+    },
   },
   {
     name: "CLIPTextEncode",
@@ -464,7 +469,10 @@ const defs: NodeDef[] = [
     output: ["MODEL"],
     category: "advanced/loaders",
     pythonModule: "nodes",
-    run: async (_ctx, i) => ({ outputs: [tok("MODEL", i.unet_name, i.weight_dtype)] }),
+    run: async (ctx, i) => {
+      await ctx.loadModel?.("diffusion_models", String(i.unet_name));
+      return { outputs: [tok("MODEL", i.unet_name, i.weight_dtype)] };
+    },
   },
   {
     name: "CLIPLoader",

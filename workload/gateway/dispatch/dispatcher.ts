@@ -7,6 +7,8 @@ import { Ledger } from "./ledger";
 import { podClientId } from "./podClient";
 import { clientKey, pickNext } from "./scheduler";
 import { Worker, type Slot, type WorkerEvents } from "./worker";
+import { AgentClient, AgentUnreachable, EnsureFailed } from "../models/agentClient";
+import type { ModelRouter } from "../models/routing";
 
 /** Whose sockets an event is for: the prompt's owner, and the client id it was submitted with (null: every socket of the owner). */
 export interface Recipient { owner: string; clientId: string | null }
@@ -19,7 +21,23 @@ export interface EventSink {
 
 const to = (r: PromptMeta): Recipient => ({ owner: r.owner, clientId: r.clientId });
 
-export interface PodInfo { key: string; url: string; ready: boolean; terminating: boolean }
+export interface PodInfo {
+  key: string;
+  url: string;
+  ready: boolean;
+  terminating: boolean;
+  /** The model agent of the pod's node (local mode: `--models-agent`; kubernetes: the agent on the pod's node). */
+  agentUrl?: string;
+  /** The node it runs on (kubernetes: the EndpointSlice endpoint's nodeName). */
+  node?: string;
+}
+
+/** A prompt's hold on its model files lasts this long unless renewed (a crashed leader cannot pin a cache for long). */
+export const HOLD_TTL_SECONDS = 900;
+/** Holds of running and buffered prompts are renewed this often. */
+const HOLD_RENEW_MS = 300_000;
+/** A prompt whose fetch failed for a reason that may pass (no space yet, S3 hiccup) is placed again after this. */
+const FETCH_RETRY_MS = 2000;
 
 /** What the leader's telemetry hears from the dispatcher (metrics and cold starts); every call is fire-and-forget. */
 export interface DispatchObserver {
@@ -58,6 +76,8 @@ export interface DispatcherOptions {
   onFencedOut?: () => void;
   /** Byte budget of the open prompts' bodies in memory. @defaultValue 64 MiB */
   bodyCacheBytes?: number;
+  /** Dispatch by model and fetch before run (a models bucket is configured). */
+  models?: { router: ModelRouter; agentToken?: string };
   /** Attempts to copy one output file from its pod before the prompt ends naming it. @defaultValue 3 */
   copyAttempts?: number;
   /** How often prompts accepted by other replicas are looked up in the store (their notification may be lost). @defaultValue 5000 */
@@ -159,6 +179,10 @@ export class Dispatcher implements WorkerEvents {
         this.adopt(w);
         w.start();
       }
+      if (this.o.models && (w.agent?.baseUrl ?? undefined) !== p.agentUrl) {
+        w.agent = p.agentUrl ? new AgentClient(p.agentUrl.replace(/\/$/, ""), this.o.models.agentToken) : undefined;
+        this.o.models.router.nodes.delete(w.key);
+      }
       if (p.terminating && !w.terminating) {
         w.terminating = true;
         this.serial(w, () => this.unbuffer(w!));
@@ -204,6 +228,7 @@ export class Dispatcher implements WorkerEvents {
   /** A new prompt was stored (by this or another replica): place it. */
   submitted(r: PromptRecord): void {
     if (!this.ledger.add(r)) return;
+    this.o.models?.router.learn(r.id, r.prompt);
     this.o.sink.queueChanged(this.ledger.open.size);
     this.observe(this.now());
     this.kick();
@@ -246,24 +271,43 @@ export class Dispatcher implements WorkerEvents {
    * claim and submit run on their own, so one slow pod or store call holds back no other placement.
    */
   kick(): void {
+    const router = this.o.models?.router;
+    // Prompts waiting (bounded) for a busy pod that has their model loaded: the next in fair-share order goes meanwhile.
+    const waiting = new Set<string>();
+    const nowMs = this.now();
     for (;;) {
       if (!this.leading) return;
       // Prefer an empty pod so a batch spreads over every GPU before any pod gets a buffered prompt.
       let w: Worker | undefined;
-      for (const c of this.workers.values()) if (c.free > 0 && (!w || c.load < w.load)) w = c;
+      const free: Worker[] = [];
+      for (const c of this.workers.values()) {
+        if (c.free <= 0) continue;
+        free.push(c);
+        if (!w || c.load < w.load) w = c;
+      }
       if (!w) return;
       const queued: PromptMeta[] = [];
       const users = new Map<string, number>();
       const clients = new Map<string, number>();
       for (const r of this.ledger.open.values()) {
-        if (r.state === "queued" && !this.claiming.has(r.id)) queued.push(r);
-        else {
+        if (r.state === "queued" && !this.claiming.has(r.id)) {
+          if (!waiting.has(r.id) && !router?.deferred(r.id, nowMs)) queued.push(r);
+        } else {
           users.set(r.owner, (users.get(r.owner) ?? 0) + 1);
           clients.set(clientKey(r), (clients.get(clientKey(r)) ?? 0) + 1);
         }
       }
       const next = pickNext(queued, { running: users, lastServed: this.lastServed.users }, { running: clients, lastServed: this.lastServed.clients });
       if (!next) return;
+      if (router) {
+        const c = router.choose(next, free, this.workers.values(), nowMs);
+        if ("wait" in c) {
+          waiting.add(next.id);
+          continue;
+        }
+        w = c.pod;
+        router.placed(next.id, w.key);
+      }
       const now = this.now();
       this.claiming.add(next.id);
       this.lastServed.users.set(next.owner, now);
@@ -306,6 +350,8 @@ export class Dispatcher implements WorkerEvents {
     const log = this.o.log.child({ promptId: r.id, pod: w.key, attempt: r.attempt });
     try {
       if (this.o.pushInputs) await this.pushInputs(w, r);
+      if (this.o.models && w.agent && !(await this.fetchModels(w, slot, r))) return false;
+      if (w.slots.get(r.id) !== slot) return false; // taken back meanwhile (pod removed)
       const extra: Record<string, unknown> = { ...r.extraData, client_id: w.clientId };
       const body: Record<string, unknown> = { prompt: r.prompt, client_id: w.clientId, prompt_id: r.id, extra_data: extra };
       if (r.extraData.__partial_execution_targets) body.partial_execution_targets = r.extraData.__partial_execution_targets;
@@ -339,6 +385,70 @@ export class Dispatcher implements WorkerEvents {
       log.warn({ err: (err as Error).message }, "dispatch failed; prompt goes back to the queue");
       await this.takeBack(w, slot, `dispatch to ${w.key} failed: ${(err as Error).message}`, false);
       return false;
+    }
+  }
+
+  /**
+   * Fetch before run: the prompt's model files are made present on the pod's node and held for it (the LRU
+   * evicts no file a running or buffered prompt needs) before ComfyUI sees the prompt. The client is told,
+   * in ComfyUI's own messages, which model is being fetched (a `progress_text` frame on the loader node and
+   * `progress` in MB). True: go on and submit; false: the prompt was ended or taken back here.
+   */
+  private async fetchModels(w: Worker, slot: Slot, r: PromptRecord): Promise<boolean> {
+    const router = this.o.models!.router;
+    const agent = w.agent!;
+    const needs = await router.needsFor(r.id, r.prompt);
+    if (!needs || needs.files.length === 0) return true;
+    const files = needs.files.map((f) => f.key);
+    const missing = router.missing(needs, w.key);
+    const log = this.o.log.child({ promptId: r.id, pod: w.key });
+    let poller: NodeJS.Timeout | undefined;
+    if (missing.length) {
+      const total = missing.reduce((s, f) => s + f.bytes, 0);
+      for (const f of missing) {
+        this.o.sink.toClient(to(r), progressText(needs.nodeOf[f.key] ?? "", `fetching model ${f.key} (${formatBytes(f.bytes)}) onto this GPU node`), { broadcastIfNoClient: true });
+      }
+      const node = needs.nodeOf[missing[0].key] ?? null;
+      const tell = (received: number) => this.o.sink.toClient(to(r), j("progress", { value: Math.round(received / 1e6), max: Math.max(1, Math.round(total / 1e6)), prompt_id: r.id, node }), { broadcastIfNoClient: true });
+      tell(0);
+      // The agent's inventory lists each download in flight with the bytes received so far.
+      poller = setInterval(() => {
+        agent.inventory().then((inv) => {
+          const wanted = new Set(missing.map((f) => f.key));
+          const present = inv.files.filter((f) => wanted.has(f.path)).reduce((s, f) => s + f.bytes, 0);
+          tell(present + inv.fetching.filter((f) => wanted.has(f.path)).reduce((s, f) => s + f.received, 0));
+        }, () => undefined);
+      }, 1000);
+      poller.unref();
+      log.info({ files: missing.map((f) => f.key), bytes: total }, "fetching models before the prompt runs");
+    }
+    slot.held = { files, at: this.now() };
+    try {
+      const res = await agent.ensure(files, r.id, HOLD_TTL_SECONDS);
+      router.present(w.key, res.files.flatMap((f) => (f.status === "present" || f.status === "fetched" ? [{ key: f.path, bytes: f.bytes }] : [])));
+      if (missing.length) this.o.sink.toClient(to(r), progressText(needs.nodeOf[missing[0].key] ?? "", `models ready: ${missing.map((f) => f.key).join(", ")}`), { broadcastIfNoClient: true });
+      return true;
+    } catch (err: unknown) {
+      if (w.slots.get(r.id) !== slot) return false; // taken back meanwhile (pod removed)
+      if (err instanceof EnsureFailed && !err.retryable) {
+        // A missing object, a denied one, a file larger than the node's cache: no other node does better.
+        const reason = `model ${err.path ?? files.join(", ")} cannot be fetched: ${err.message} (${err.code})`;
+        log.info({ code: err.code }, reason);
+        w.release(r.id);
+        this.o.onPodLoad?.(w.key, w.load);
+        await this.end(r, slot.attempt, this.ledger.errorEntry(r.id, reason));
+        return false;
+      }
+      // The node went away mid-fetch, or a reason that may pass (no space while other prompts hold the cache,
+      // S3 hiccup): back to the queue without counting a run; it goes to another pod or here again shortly.
+      const reason = err instanceof AgentUnreachable ? `model agent of ${w.key} lost during the fetch: ${err.message}` : `model fetch on ${w.key} failed: ${(err as Error).message}`;
+      log.warn({ err: (err as Error).message }, "model fetch failed; the prompt goes back to the queue");
+      if (err instanceof AgentUnreachable) router.nodes.delete(w.key);
+      router.backOff(r.id, this.now() + FETCH_RETRY_MS);
+      await this.takeBack(w, slot, reason, false);
+      return false;
+    } finally {
+      if (poller) clearInterval(poller);
     }
   }
 
@@ -781,6 +891,36 @@ export class Dispatcher implements WorkerEvents {
     }
   }
 
+  private lastInventoryAt = 0;
+
+  /** Dispatch by model: the inputs that name models, each queued prompt's needs, the nodes' inventories, hold renewals. */
+  private async modelUpkeep(now: number): Promise<void> {
+    const router = this.o.models?.router;
+    if (!router) return;
+    await router.refreshInputs().catch(() => undefined);
+    router.prune(new Set(this.ledger.open.keys()), new Set(this.workers.keys()));
+    // Prompts loaded at take-over or from a sweep have no body in memory: read those (batched) to know their needs.
+    const unknown: string[] = [];
+    for (const r of this.ledger.open.values()) {
+      if (r.state !== "queued" || router.needsOf(r.id)) continue;
+      const body = this.ledger.bodies.get(r.id);
+      if (body) router.learn(r.id, body.prompt);
+      else if (unknown.length < 100) unknown.push(r.id);
+    }
+    if (unknown.length) for (const [id, b] of await this.ledger.bodiesOf(unknown).catch(() => new Map<string, PromptBody>())) router.learn(id, b.prompt);
+    if (now - this.lastInventoryAt >= 2000) {
+      this.lastInventoryAt = now;
+      router.pollInventories(this.workers.values(), now);
+    }
+    for (const w of this.workers.values()) {
+      for (const s of w.slots.values()) {
+        if (!w.agent || !s.held || now - s.held.at < HOLD_RENEW_MS) continue;
+        s.held.at = now;
+        void w.agent.hold(s.id, s.held.files, HOLD_TTL_SECONDS).catch(() => undefined);
+      }
+    }
+  }
+
   private async tick(): Promise<void> {
     if (this.ticking || !this.leading) return;
     this.ticking = true;
@@ -811,6 +951,7 @@ export class Dispatcher implements WorkerEvents {
       for (const c of [...this.lastServed.users.keys()]) if (!owners.has(c)) this.lastServed.users.delete(c);
       for (const c of [...this.lastServed.clients.keys()]) if (!keys.has(c)) this.lastServed.clients.delete(c);
       this.observe(now);
+      await this.modelUpkeep(now);
       if (![...this.workers.values()].some((w) => w.ready)) {
         for (const r of [...this.ledger.open.values()]) {
           if (r.state === "queued" && now - r.createdAt > this.o.startupDeadlineMs && this.lastPodReadyAt < r.createdAt) {
@@ -825,6 +966,24 @@ export class Dispatcher implements WorkerEvents {
       this.ticking = false;
     }
   }
+}
+
+/**
+ * ComfyUI's text frame on a node (server.py `send_progress_text` @ a125cd84: BinaryEventTypes.TEXT = 3, then the
+ * node id's length as a big-endian u32, the node id and the UTF-8 text): the frontend shows it on that node.
+ */
+export function progressText(nodeId: string, text: string): Buffer {
+  const node = Buffer.from(nodeId, "utf8");
+  const head = Buffer.alloc(8);
+  head.writeUInt32BE(3, 0);
+  head.writeUInt32BE(node.length, 4);
+  return Buffer.concat([head, node, Buffer.from(text, "utf8")]);
+}
+
+function formatBytes(b: number): string {
+  if (b >= 1e9) return `${(b / 1e9).toFixed(1)} GB`;
+  if (b >= 1e6) return `${(b / 1e6).toFixed(1)} MB`;
+  return `${b} bytes`;
 }
 
 /** Tells whoever asked to delete a prompt while it was being placed how that ended (once). */

@@ -1,5 +1,6 @@
 import WebSocket from "ws";
 import type { Logger } from "pino";
+import type { AgentClient } from "../models/agentClient";
 import { PodClient } from "./podClient";
 
 /** What the dispatcher knows of one prompt it placed on this pod. */
@@ -24,6 +25,8 @@ export interface Slot {
   cancelRequested?: boolean;
   /** Whoever asked for that deletion, told once it is settled (true: taken off the pod and cancelled). */
   cancelWaiters?: ((cancelled: boolean) => void)[];
+  /** Model files held for this prompt on the pod's node (the agent's hold, renewed while it lasts), and when last renewed. */
+  held?: { files: string[]; at: number };
 }
 
 export interface WorkerEvents {
@@ -115,6 +118,8 @@ export class Worker {
   /** Last sign of life about our prompts (an event, or a submit to an idle pod): the stall clock. */
   lastSignAt: number;
   imageId: string | undefined;
+  /** The model agent of this pod's node (undefined: no agent known; models are whatever the node holds). */
+  agent: AgentClient | undefined;
   private readonly main: PodSocket;
   private readonly listeners = new Map<string, PodSocket>();
   private closed = false;
@@ -192,6 +197,8 @@ export class Worker {
 
   /** Slot ended: forget its bookkeeping. */
   release(id: string): void {
+    // Its files may be evicted again once no other prompt holds them (the agent keeps holds per prompt).
+    if (this.slots.get(id)?.held && this.agent) void this.agent.release(id).catch(() => undefined);
     this.slots.delete(id);
     if (this.runningId === id) this.runningId = undefined;
     this.takenBack.delete(id);

@@ -28,7 +28,7 @@ export class EndpointSliceSource {
       for (const e of s.endpoints ?? []) {
         if (e.targetRef?.kind !== "Pod" || !e.addresses?.length) continue;
         const addr = e.addresses[0].includes(":") ? `[${e.addresses[0]}]` : e.addresses[0];
-        out.push({ key: e.targetRef.name, url: `http://${addr}:${port}`, ready: e.conditions?.ready === true, terminating: e.conditions?.terminating === true });
+        out.push({ key: e.targetRef.name, url: `http://${addr}:${port}`, ready: e.conditions?.ready === true, terminating: e.conditions?.terminating === true, ...(e.nodeName ? { node: e.nodeName } : {}) });
       }
     }
     return out;

@@ -9,6 +9,8 @@ import { KubeClient } from "./client";
 import { LeaseElector } from "./lease";
 import { cloudWatchAudit } from "../audit";
 import { metricsSinkFor } from "../telemetry";
+import type { PodInfo } from "../dispatch/dispatcher";
+import { modelsS3Client, s3Lister } from "../models/library";
 import { EndpointSliceSource, patchDeletionCost, podImageId, podNodeStart } from "./pods";
 
 /** Kubernetes mode: DynamoDB + S3 through the pod's role, pods from EndpointSlices, one leader by Lease. */
@@ -36,8 +38,23 @@ export async function startKubernetes(config: GatewayConfig, log: Logger): Promi
     metrics: metricsSinkFor(config, log),
     audit: config.auditLogGroup ? cloudWatchAudit({ logGroup: config.auditLogGroup, region: config.region, podName: config.podName }, log) : undefined,
     nodeStartOf: (pod) => podNodeStart(kube, ns, pod),
+    modelsLister: config.modelsBucket ? s3Lister(config.modelsEndpoint ? modelsS3Client(config) : s3, config.modelsBucket) : undefined,
   });
-  const pods = new EndpointSliceSource(kube, ns, config.comfyuiService, config.comfyuiPortName, (p) => gateway.setPods(p), log.child({ component: "pods" }));
+  // Each ComfyUI pod gets the model agent of its node (the agents' headless Service lists them with their nodeName).
+  let comfyPods: PodInfo[] = [];
+  const agentByNode = new Map<string, string>();
+  const publish = () => gateway.setPods(comfyPods.map((p) => ({ ...p, ...(p.node && agentByNode.has(p.node) ? { agentUrl: agentByNode.get(p.node) } : {}) })));
+  const pods = new EndpointSliceSource(kube, ns, config.comfyuiService, config.comfyuiPortName, (p) => {
+    comfyPods = p;
+    publish();
+  }, log.child({ component: "pods" }));
+  const agents = config.modelsBucket && config.modelsAgentService
+    ? new EndpointSliceSource(kube, ns, config.modelsAgentService, "api", (list) => {
+      agentByNode.clear();
+      for (const a of list) if (a.node && a.ready && !a.terminating) agentByNode.set(a.node, a.url);
+      publish();
+    }, log.child({ component: "models-agents" }))
+    : undefined;
   // A fencing token from the store, then lead while the Lease holds (every write carries the token); a
   // store that does not answer is retried while this replica still holds the Lease.
   const takeTheLead = async () => {
@@ -62,6 +79,8 @@ export async function startKubernetes(config: GatewayConfig, log: Logger): Promi
   }, address);
   const adminUrl = await gateway.admin.listen({ port: config.adminPort, host: config.host });
   const url = await gateway.app.listen({ port: config.port, host: config.host });
+  await gateway.library?.start();
+  await agents?.start().catch((err: unknown) => log.warn({ err: (err as Error).message }, "model agents not listed; prompts run on what nodes hold"));
   await pods.start();
   elector.start();
   let closing: Promise<void> | undefined;
@@ -76,6 +95,7 @@ export async function startKubernetes(config: GatewayConfig, log: Logger): Promi
         await gateway.standDown();
         await elector.release().catch((err: unknown) => log.warn({ err: (err as Error).message }, "lease release failed"));
         pods.stop();
+        agents?.stop();
         await gateway.close();
         ddb.destroy();
         s3.destroy();

@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply } from "fastify";
 import { metadataKey, staticKey } from "../discovery";
 import { GatewayError } from "../protocol/errors";
+import type { ObjectInfo } from "../protocol/validate";
 import type { Services } from "../services";
 import { ACCOUNT_EXTENSION } from "../auth";
 import { safeRelPath } from "./common";
@@ -47,7 +48,7 @@ const GPU_STATUS_JS = `// comfyui-gateway: tells the user that a GPU is starting
  * A read-only discovery answer: from a ready pod when this replica leads one (and cached), else from the
  * cache, else from the leader (a follower has no pod of its own), else 503 no_pod.
  */
-async function cached(gw: Services, reply: FastifyReply, name: string, podPath: string, transform?: (v: unknown) => unknown) {
+async function cached(gw: Services, reply: FastifyReply, name: string, podPath: string, transform?: (v: unknown) => unknown | Promise<unknown>) {
   const w = gw.readyWorker();
   let body: Buffer | undefined;
   if (w) {
@@ -64,18 +65,37 @@ async function cached(gw: Services, reply: FastifyReply, name: string, podPath: 
   }
   if (!body) throw new GatewayError("GW_ERR_NO_POD", podPath);
   const value = JSON.parse(body.toString("utf8"));
-  return reply.send(transform ? transform(value) : value);
+  return reply.send(transform ? await transform(value) : value);
+}
+
+/** A model folder's files as a node holding the whole library would list them (the pod's own first, as it has them). */
+function libraryNames(gw: Services, folder: string, listed: unknown): unknown {
+  const lib = gw.discovery.library;
+  if (!lib?.ready || !Array.isArray(listed)) return listed;
+  return [...new Set([...lib.names(folder), ...listed.filter((x) => typeof x === "string")])].sort();
+}
+
+/** model_manager.py's entries ({name, pathIndex, modified, size}) for library files the pod has not. */
+function libraryEntries(gw: Services, folder: string, listed: unknown): unknown {
+  const lib = gw.discovery.library;
+  if (!lib?.ready || !Array.isArray(listed)) return listed;
+  const have = new Set(listed.map((e) => (e as { name?: unknown }).name));
+  const extra = lib.names(folder).filter((n) => !have.has(n)).map((n) => {
+    const f = lib.resolve(folder, n)!;
+    return { name: n, pathIndex: 0, modified: f.modified / 1000, created: f.modified / 1000, size: f.bytes };
+  });
+  return [...listed, ...extra];
 }
 
 /** A model folder's listing: 404 for a folder the pods do not have (server.py / model_manager.py), else cached. */
-async function folderListing(gw: Services, reply: FastifyReply, folder: string, list: string, name: string, podPath: string) {
+async function folderListing(gw: Services, reply: FastifyReply, folder: string, list: string, name: string, podPath: string, transform?: (v: unknown) => unknown) {
   if (!safeRelPath(folder) || folder.includes("/")) throw new GatewayError("GW_ERR_NOT_FOUND", folder);
   const known = await gw.discovery.get(list);
   if (known) {
     const folders = (JSON.parse(known.toString("utf8")) as unknown[]).map((f) => (typeof f === "string" ? f : (f as { name?: unknown }).name));
     if (!folders.includes(folder)) throw new GatewayError("GW_ERR_NOT_FOUND", folder);
   }
-  return cached(gw, reply, name, podPath);
+  return cached(gw, reply, name, podPath, transform);
 }
 
 /**
@@ -85,7 +105,8 @@ async function folderListing(gw: Services, reply: FastifyReply, folder: string, 
  */
 export const discoveryRoutes: FastifyPluginAsync = async (app) => {
   const gw = app.gw;
-  app.get("/object_info", async (_req, reply) => cached(gw, reply, "object_info.json", "/object_info"));
+  // Every loader lists the whole model library (the bucket), not only what this pod's node holds (issue 19).
+  app.get("/object_info", async (_req, reply) => cached(gw, reply, "object_info.json", "/object_info", (v) => gw.discovery.withLibrary(v as ObjectInfo)));
   app.get("/object_info/:cls", async (req, reply) => {
     const { cls } = req.params as { cls: string };
     const info = await gw.discovery.objectInfo();
@@ -97,13 +118,13 @@ export const discoveryRoutes: FastifyPluginAsync = async (app) => {
   app.get("/models", async (_req, reply) => cached(gw, reply, "models.json", "/models"));
   app.get("/models/:folder", async (req, reply) => {
     const { folder } = req.params as { folder: string };
-    return folderListing(gw, reply, folder, "models.json", `models/${folder}.json`, `/models/${encodeURIComponent(folder)}`);
+    return folderListing(gw, reply, folder, "models.json", `models/${folder}.json`, `/models/${encodeURIComponent(folder)}`, (v) => libraryNames(gw, folder, v));
   });
   // app/model_manager.py: the model library panel's folders and their files (name, pathIndex, times, size).
   app.get("/experiment/models", async (_req, reply) => cached(gw, reply, "experiment/models.json", "/experiment/models"));
   app.get("/experiment/models/:folder", async (req, reply) => {
     const { folder } = req.params as { folder: string };
-    return folderListing(gw, reply, folder, "experiment/models.json", `experiment/models/${folder}.json`, `/experiment/models/${encodeURIComponent(folder)}`);
+    return folderListing(gw, reply, folder, "experiment/models.json", `experiment/models/${folder}.json`, `/experiment/models/${encodeURIComponent(folder)}`, (v) => libraryEntries(gw, folder, v));
   });
   // server.py view_metadata: a safetensors model's __metadata__, 404 when it has none. With no pod, a model
   // whose answer is not cached had none when its pod was last read (the refresh reads every model's).

@@ -1,0 +1,210 @@
+/**
+ * Dispatch by model (issue 19): what each open prompt needs, what each pod's node holds and which model each
+ * pod loaded last, and from that the pod a prompt should go to. The Dispatcher asks `choose` for the prompt
+ * fair share picked (scheduler.ts pickNext decides *who* goes next; this decides only *where*, or "not yet").
+ *
+ * Preference among ready pods with a free slot, lexicographic:
+ *   (a) the pod whose last placed prompt had the same checkpoint / diffusion model (ComfyUI keeps it loaded:
+ *       no reload from NVMe, 4-7 s for SDXL and longer for a 16 GB Flux, docs/models.md),
+ *   (b) a pod whose node holds every file (agent inventory),
+ *   (c) the fewest bytes to fetch, then the emptiest pod.
+ * Bounded affinity: when only a busy pod has the prompt's model loaded, the prompt waits for it at most
+ * `affinityMs`; meanwhile the next prompt in fair-share order may take the free pod (a waiting prompt never
+ * holds back another), so a GPU idles at most that long for it.
+ */
+import type { Logger } from "pino";
+import type { InventoryResponse } from "../../models/contract";
+import type { PromptMeta } from "../store/types";
+import type { Worker } from "../dispatch/worker";
+import { modelNeeds, type ModelInputs, type ModelNeeds } from "./inputs";
+import type { ModelLibrary } from "./library";
+
+export interface NodeView {
+  /** Complete files on the node, by path → bytes. */
+  files: Map<string, number>;
+  capacityBytes: number;
+  at: number;
+}
+
+export interface RouterOptions {
+  library: ModelLibrary;
+  /** Which inputs name model files (the discovery cache's, ComfyUI's own loaders before any pod was read). */
+  inputs: () => Promise<ModelInputs>;
+  affinityMs: number;
+  /** false: model-blind placement (the emptiest pod), fetches still happen on the chosen node. */
+  routing: boolean;
+  log: Logger;
+}
+
+export type Choice = { pod: Worker } | { wait: true };
+
+export class ModelRouter {
+  /** The files each open prompt needs (computed from its body when it is seen). */
+  private readonly needs = new Map<string, ModelNeeds>();
+  /** Main model of the last prompt placed on each pod (what it will have loaded once that prompt runs). */
+  readonly lastModel = new Map<string, string>();
+  readonly nodes = new Map<string, NodeView>();
+  /** Since when a prompt has been waiting for a busy pod with its model loaded. */
+  private readonly waitingSince = new Map<string, number>();
+  /** Prompts sent back after a retryable fetch failure: not placed again before this time. */
+  private readonly notBefore = new Map<string, number>();
+  private inputs: ModelInputs | undefined;
+  private inputsVersion = -1;
+  private readonly polling = new Set<string>();
+
+  constructor(readonly o: RouterOptions) {}
+
+  /** Re-reads the model inputs (cheap: the discovery cache memoizes them); needs computed before are kept. */
+  async refreshInputs(): Promise<void> {
+    this.inputs = await this.o.inputs();
+    if (this.inputsVersion !== this.o.library.version) {
+      this.inputsVersion = this.o.library.version;
+      // A library change can make a value resolvable that was not: compute again on next use.
+      this.needs.clear();
+    }
+  }
+
+  /** What the prompt needs, from its body (undefined: not known yet; the prompt is placed model-blind). */
+  learn(id: string, prompt: Record<string, unknown> | undefined): ModelNeeds | undefined {
+    const hit = this.needs.get(id);
+    if (hit || !prompt || !this.inputs) return hit;
+    const n = modelNeeds(prompt, this.inputs, this.o.library);
+    this.needs.set(id, n);
+    return n;
+  }
+
+  /** As learn, reading the model inputs first if they were never read (a prompt placed before the first tick). */
+  async needsFor(id: string, prompt: Record<string, unknown>): Promise<ModelNeeds | undefined> {
+    if (!this.inputs) await this.refreshInputs();
+    return this.learn(id, prompt);
+  }
+
+  needsOf(id: string): ModelNeeds | undefined {
+    return this.needs.get(id);
+  }
+
+  forget(id: string): void {
+    this.needs.delete(id);
+    this.waitingSince.delete(id);
+    this.notBefore.delete(id);
+  }
+
+  /** Keeps only what open prompts and present pods need. */
+  prune(open: ReadonlySet<string>, pods: ReadonlySet<string>): void {
+    for (const id of [...this.needs.keys()]) if (!open.has(id)) this.forget(id);
+    for (const id of [...this.waitingSince.keys()]) if (!open.has(id)) this.waitingSince.delete(id);
+    for (const id of [...this.notBefore.keys()]) if (!open.has(id)) this.notBefore.delete(id);
+    for (const k of [...this.nodes.keys()]) if (!pods.has(k)) this.nodes.delete(k);
+    for (const k of [...this.lastModel.keys()]) if (!pods.has(k)) this.lastModel.delete(k);
+  }
+
+  deferred(id: string, now: number): boolean {
+    return (this.notBefore.get(id) ?? 0) > now;
+  }
+
+  backOff(id: string, until: number): void {
+    this.notBefore.set(id, until);
+  }
+
+  /** Reads each agent's inventory (one read per pod at a time; a failed read leaves the pod's view unknown). */
+  pollInventories(workers: Iterable<Worker>, now: number): void {
+    for (const w of workers) {
+      if (!w.agent || this.polling.has(w.key)) continue;
+      this.polling.add(w.key);
+      w.agent.inventory().then(
+        (inv) => this.setInventory(w.key, inv, Date.now()),
+        () => this.nodes.delete(w.key),
+      ).finally(() => this.polling.delete(w.key));
+    }
+    void now;
+  }
+
+  setInventory(podKey: string, inv: InventoryResponse, now: number): void {
+    this.nodes.set(podKey, { files: new Map(inv.files.map((f) => [f.path, f.bytes])), capacityBytes: inv.capacityBytes, at: now });
+  }
+
+  /** Files an ensure made present (the next inventory read confirms). */
+  present(podKey: string, files: { key: string; bytes: number }[]): void {
+    const n = this.nodes.get(podKey);
+    if (n) for (const f of files) n.files.set(f.key, f.bytes);
+  }
+
+  /** Bytes `needs` lacks on the pod's node (Infinity when the node's holdings are unknown). */
+  missingBytes(needs: ModelNeeds, podKey: string): number {
+    const n = this.nodes.get(podKey);
+    if (!n) return Number.POSITIVE_INFINITY;
+    let b = 0;
+    for (const f of needs.files) if (!n.files.has(f.key)) b += f.bytes;
+    return b;
+  }
+
+  missing(needs: ModelNeeds, podKey: string): { key: string; bytes: number }[] {
+    const n = this.nodes.get(podKey);
+    return needs.files.filter((f) => !n?.files.has(f.key));
+  }
+
+  private score(needs: ModelNeeds | undefined, w: Worker): number[] {
+    if (!needs || needs.files.length === 0) return [0, 0, 0, w.load];
+    const affine = needs.main !== undefined && this.lastModel.get(w.key) === needs.main ? 0 : 1;
+    const missing = this.missingBytes(needs, w.key);
+    return [affine, missing === 0 ? 0 : 1, missing, w.load];
+  }
+
+  /** Where the prompt fair share picked goes now, or that it waits (bounded) for a busy pod with its model loaded. */
+  choose(r: PromptMeta, free: Worker[], all: Iterable<Worker>, now: number): Choice {
+    const needs = this.needs.get(r.id);
+    if (!this.o.routing) {
+      let best = free[0];
+      for (const w of free) if (w.load < best.load) best = w;
+      return { pod: best };
+    }
+    let best = free[0];
+    let bestScore = this.score(needs, best);
+    for (const w of free.slice(1)) {
+      const s = this.score(needs, w);
+      if (less(s, bestScore)) {
+        best = w;
+        bestScore = s;
+      }
+    }
+    if (needs?.main && this.lastModel.get(best.key) !== needs.main) {
+      const busyAffine = [...all].some((w) => w.ready && w.free === 0 && this.lastModel.get(w.key) === needs.main);
+      if (busyAffine) {
+        const since = this.waitingSince.get(r.id) ?? now;
+        this.waitingSince.set(r.id, since);
+        if (now - since < this.o.affinityMs) return { wait: true };
+      }
+    }
+    this.waitingSince.delete(r.id);
+    return { pod: best };
+  }
+
+  /** A prompt was placed on a pod: that pod will have its model loaded next. */
+  placed(id: string, podKey: string): void {
+    const m = this.needs.get(id)?.main;
+    if (m) this.lastModel.set(podKey, m);
+    this.waitingSince.delete(id);
+  }
+
+  /**
+   * Scale-in hint: for each pod, the bytes of what waiting prompts need that its node already holds, fewest
+   * first (the best pod to remove is the first). KEDA cannot pick victims; the ReplicaSet takes the lowest
+   * pod-deletion-cost, which the gateway sets from load (docs/scaling.md).
+   */
+  scaleInHint(workers: Iterable<Worker>, waiting: Iterable<PromptMeta>): { pod: string; bytesForWaiting: number; known: boolean }[] {
+    const wanted = new Map<string, number>();
+    for (const r of waiting) for (const f of this.needs.get(r.id)?.files ?? []) wanted.set(f.key, f.bytes);
+    const out = [...workers].map((w) => {
+      const n = this.nodes.get(w.key);
+      let b = 0;
+      if (n) for (const [k, bytes] of wanted) if (n.files.has(k)) b += bytes;
+      return { pod: w.key, bytesForWaiting: b, known: n !== undefined };
+    });
+    return out.sort((a, b) => a.bytesForWaiting - b.bytesForWaiting || (a.pod < b.pod ? -1 : 1));
+  }
+}
+
+function less(a: number[], b: number[]): boolean {
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i] < b[i];
+  return false;
+}
