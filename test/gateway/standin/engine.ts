@@ -5,7 +5,8 @@
 import { createHash } from "crypto";
 import * as fs from "fs";
 import * as path from "path";
-import { FakeImage, FakeLatent, NODE_CLASSES, NodeContext, NodeDef, RunContext, Token, isSampler } from "./nodes";
+import { PNG } from "pngjs";
+import { FakeImage, FakeLatent, FakeMask, NODE_CLASSES, NodeContext, NodeDef, RunContext, Token, isSampler } from "./nodes";
 import { encodePng, pngSize } from "./png";
 import { PyError, PyFloat, pyJsonDumps } from "./py";
 
@@ -40,6 +41,8 @@ export interface Dirs {
 
 const SENSITIVE_EXTRA_DATA_KEYS = ["auth_token_comfy_org", "api_key_comfy_org"];
 const MAXIMUM_HISTORY_SIZE = 10000;
+/** Engine.nodeOutputs keeps the outputs of this many prompts (the newest). */
+const NODE_OUTPUTS_KEPT = 32;
 
 class Interrupted extends Error {}
 class Stopped extends Error {}
@@ -192,6 +195,8 @@ export class Engine {
   lastNodeId: string | null = null;
   fault: Fault | undefined;
   readonly started: string[] = [];
+  /** What each node of the last prompts output (from the run or the cache), by prompt id: for tests only. */
+  readonly nodeOutputs = new Map<string, Record<string, unknown[]>>();
   private interrupted = false;
   private outputsCache = new Map<string, unknown[]>();
   private uiCache = new Map<string, UiEntry>();
@@ -441,6 +446,9 @@ export class Engine {
       if (this.clientId !== null || broadcast) hub.send(event, d, this.clientId);
     };
     this.started.push(promptId);
+    const outputsOfNodes: Record<string, unknown[]> = {};
+    this.nodeOutputs.set(promptId, outputsOfNodes);
+    for (const old of this.nodeOutputs.keys()) if (this.nodeOutputs.size > NODE_OUTPUTS_KEPT) this.nodeOutputs.delete(old);
     addMessage("execution_start", { prompt_id: promptId }, false);
     await this.faultPoint(0);
 
@@ -476,6 +484,7 @@ export class Engine {
       const def = NODE_CLASSES.get(node.class_type) as NodeDef;
       const key = keys.get(id) as string;
       if (cachedOutput(id) !== undefined) {
+        outputsOfNodes[id] = cachedOutput(id) as unknown[];
         if (this.clientId !== null) hub.send("executed", { node: id, display_node: id, output: this.uiCache.get(key)?.output ?? null, prompt_id: promptId }, this.clientId);
         progress.set(id, { state: "finished", value: progress.get(id)?.max ?? 1, max: progress.get(id)?.max ?? 1 });
         sendProgressState();
@@ -539,6 +548,7 @@ export class Engine {
           },
           saveImages: (images, prefix, kind, p, extra) => this.saveImages(item, images, prefix, kind, p, extra),
           loadImage: (name) => this.loadImage(name),
+          loadAlphaMask: (name) => this.loadAlphaMask(name),
         };
         const r = await def.run(rc, inputData);
         if (r.ui && Object.keys(r.ui).length > 0) {
@@ -546,6 +556,7 @@ export class Engine {
           if (this.clientId !== null) hub.send("executed", { node: id, display_node: id, output: r.ui, prompt_id: promptId }, this.clientId);
         }
         this.outputsCache.set(key, r.outputs);
+        outputsOfNodes[id] = r.outputs;
       } catch (ex) {
         if (ex instanceof Stopped) throw ex;
         if (ex instanceof Interrupted) {
@@ -680,6 +691,25 @@ export class Engine {
     return new FakeImage(size.width, size.height, 1, createHash("sha256").update(buf).digest("hex"));
   }
 
+  private loadAlphaMask(name: string): FakeMask {
+    // nodes.py LoadImage: `'A' in i.getbands()` (or a palette image with 'transparency') gives
+    // `1. - alpha.astype(np.float32) / 255.0`; any other image a zeros((64, 64)) mask. The stand-in decodes PNG
+    // only: other formats count as having no alpha.
+    const buf = fs.readFileSync(this.annotated(name));
+    let width = 64;
+    let height = 64;
+    let values = new Float32Array(width * height);
+    if (pngHasAlpha(buf)) {
+      const png = PNG.sync.read(buf);
+      width = png.width;
+      height = png.height;
+      values = new Float32Array(width * height);
+      for (let i = 0; i < values.length; i++) values[i] = 1 - Math.fround(png.data[i * 4 + 3] / 255);
+    }
+    const tag = createHash("sha256").update(`MASK/${width}x${height}/`).update(new Uint8Array(values.buffer)).digest("hex");
+    return new FakeMask(width, height, values, tag);
+  }
+
   /** folder_paths.get_annotated_filepath: "x.png [output]" etc., else the input folder. */
   annotated(name: string): string {
     const d = this.opts.dirs;
@@ -688,6 +718,20 @@ export class Engine {
     if (name.endsWith("[temp]")) return path.join(d.temp, name.slice(0, -7));
     return path.join(d.input, name);
   }
+}
+
+/** PIL would give the image an alpha band: PNG colour type 4 or 6, or a palette (3) with a tRNS chunk. */
+function pngHasAlpha(buf: Buffer): boolean {
+  if (pngSize(buf) === undefined) return false;
+  const colourType = buf[25];
+  if (colourType === 4 || colourType === 6) return true;
+  if (colourType !== 3) return false;
+  for (let off = 8; off + 8 <= buf.length; off += 12 + buf.readUInt32BE(off)) {
+    const type = buf.toString("latin1", off + 4, off + 8);
+    if (type === "tRNS") return true;
+    if (type === "IDAT" || type === "IEND") return false;
+  }
+  return false;
 }
 
 function withFloats(prompt: unknown, floats: Set<string>): unknown {

@@ -61,6 +61,11 @@ export interface StandIn {
   executed(): string[];
   /** Model loads so far (a checkpoint or diffusion model different from the one loaded last), in order. */
   loads(): { folder: string; name: string; bytes: number }[];
+  /**
+   * In-process only: what each node of a recent prompt (the last 32 run) output, by node id — tokens such as
+   * LoadImage's FakeMask, which carries the mask values read from the file's alpha.
+   */
+  nodeOutputs(promptId: string): Record<string, unknown[]> | undefined;
   close(): Promise<void>;
 }
 
@@ -224,6 +229,7 @@ export async function startStandIn(opts: StandInOptions = {}): Promise<StandIn> 
     recover: () => eng.recover(),
     executed: () => [...eng.started],
     loads: () => [...loads],
+    nodeOutputs: (promptId) => eng.nodeOutputs.get(promptId),
     close: () =>
       (closing ??= (async () => {
         await eng.stop();

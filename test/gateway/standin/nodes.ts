@@ -31,6 +31,8 @@ export interface RunContext extends NodeContext {
   step(value: number, max: number, latent?: FakeLatent): Promise<void>;
   saveImages(images: FakeImage, prefix: string, kind: "output" | "temp", prompt: unknown, extraPngInfo: unknown): { filename: string; subfolder: string; type: string }[];
   loadImage(annotatedName: string): FakeImage;
+  /** nodes.py LoadImage's MASK: 1 - alpha/255 of the file (float32), or zeros((64, 64)) when it has no alpha. */
+  loadAlphaMask(annotatedName: string): FakeMask;
 }
 
 export interface RunResult {
@@ -73,6 +75,12 @@ export class FakeLatent extends Token {
 export class FakeImage extends Token {
   constructor(readonly width: number, readonly height: number, readonly batch: number, tag: string) {
     super("IMAGE", tag);
+  }
+}
+/** A MASK that carries its values (row-major, `height` × `width`), so a test can read what a loader produced. */
+export class FakeMask extends Token {
+  constructor(readonly width: number, readonly height: number, readonly values: Float32Array, tag: string) {
+    super("MASK", tag);
   }
 }
 export class FakeSigmas extends Token {
@@ -327,7 +335,7 @@ const defs: NodeDef[] = [
     },
     run: async (ctx, i) => {
       const im = ctx.loadImage(i.image as string);
-      return { outputs: [im, tok("MASK", im)] };
+      return { outputs: [im, ctx.loadAlphaMask(i.image as string)] };
     },
   },
   {
