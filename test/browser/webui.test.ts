@@ -132,7 +132,8 @@ describe("the ComfyUI web UI through the gateway, in chromium", function () {
       const save = (window as unknown as { app: { graph: { nodes: { type: string; imgs?: HTMLImageElement[] }[] } } }).app.graph.nodes.find((n) => n.type === "SaveImage");
       return (save?.imgs?.[0]?.naturalWidth ?? 0) > 0;
     });
-    const entry = (await get(gw!.url, `/history/${promptId}`)).json[promptId];
+    // The image can show (from `executed`) before the prompt's ending is written: wait for the entry.
+    const entry = await until(async () => (await get(gw!.url, `/history/${promptId}`)).json[promptId], 60000, 100);
     assert.equal(entry?.status?.status_str, "success");
     await ui!.screenshot("image-on-save-node");
     await page.locator(".queue-tab-button").click();
