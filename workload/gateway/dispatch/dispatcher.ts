@@ -274,6 +274,9 @@ export class Dispatcher implements WorkerEvents {
     const router = this.o.models?.router;
     // Prompts waiting (bounded) for a busy pod that has their model loaded: the next in fair-share order goes meanwhile.
     const waiting = new Set<string>();
+    // Prompts whose model no pod has loaded, in fair-share order: they let prompts that need no model switch
+    // take the free pods first; when none is left, the fairest of them switches a pod (never an idle GPU).
+    const switchers: PromptMeta[] = [];
     const nowMs = this.now();
     for (;;) {
       if (!this.leading) return;
@@ -297,12 +300,18 @@ export class Dispatcher implements WorkerEvents {
           clients.set(clientKey(r), (clients.get(clientKey(r)) ?? 0) + 1);
         }
       }
-      const next = pickNext(queued, { running: users, lastServed: this.lastServed.users }, { running: clients, lastServed: this.lastServed.clients });
-      if (!next) return;
+      let next = pickNext(queued, { running: users, lastServed: this.lastServed.users }, { running: clients, lastServed: this.lastServed.clients });
+      let force = false;
+      if (!next) {
+        next = switchers.shift();
+        if (!next) return;
+        force = true;
+      }
       if (router) {
-        const c = router.choose(next, free, this.workers.values(), nowMs);
-        if ("wait" in c) {
+        const c = router.choose(next, free, this.workers.values(), nowMs, router.demand(queued), force);
+        if ("wait" in c || "switch" in c) {
           waiting.add(next.id);
+          if ("switch" in c) switchers.push(next);
           continue;
         }
         w = c.pod;

@@ -36,7 +36,7 @@ export interface RouterOptions {
   log: Logger;
 }
 
-export type Choice = { pod: Worker } | { wait: true };
+export type Choice = { pod: Worker } | { wait: true } | { switch: true };
 
 export class ModelRouter {
   /** The files each open prompt needs (computed from its body when it is seen). */
@@ -143,40 +143,64 @@ export class ModelRouter {
     return needs.files.filter((f) => !n?.files.has(f.key));
   }
 
-  private score(needs: ModelNeeds | undefined, w: Worker): number[] {
-    if (!needs || needs.files.length === 0) return [0, 0, 0, w.load];
-    const affine = needs.main !== undefined && this.lastModel.get(w.key) === needs.main ? 0 : 1;
-    const missing = this.missingBytes(needs, w.key);
-    return [affine, missing === 0 ? 0 : 1, missing, w.load];
+  /** How many of `queued` need each main model (a pod whose loaded model nobody waits for is the one to switch). */
+  demand(queued: Iterable<PromptMeta>): Map<string, number> {
+    const d = new Map<string, number>();
+    for (const r of queued) {
+      const m = this.needs.get(r.id)?.main;
+      if (m) d.set(m, (d.get(m) ?? 0) + 1);
+    }
+    return d;
   }
 
-  /** Where the prompt fair share picked goes now, or that it waits (bounded) for a busy pod with its model loaded. */
-  choose(r: PromptMeta, free: Worker[], all: Iterable<Worker>, now: number): Choice {
+  /**
+   * Where the prompt fair share picked goes now. `{ pod }`: a free pod with its model loaded, or the best pod to
+   * switch to it; `{ wait }`: a busy pod has its model loaded, it waits for that one (at most affinityMs);
+   * `{ switch }`: no pod has its model loaded — it waits while other prompts can use the free pods without a
+   * model switch (the Dispatcher then places it with `force`, also once it has waited affinityMs).
+   */
+  choose(r: PromptMeta, free: Worker[], all: Iterable<Worker>, now: number, demand: ReadonlyMap<string, number>, force = false): Choice {
     const needs = this.needs.get(r.id);
-    if (!this.o.routing) {
-      let best = free[0];
-      for (const w of free) if (w.load < best.load) best = w;
-      return { pod: best };
+    const emptiest = () => free.reduce((a, b) => (b.load < a.load ? b : a));
+    if (!this.o.routing || !needs || needs.files.length === 0) return { pod: emptiest() };
+    const main = needs.main;
+    const affine = main ? free.filter((w) => this.lastModel.get(w.key) === main) : [];
+    if (affine.length) {
+      this.waitingSince.delete(r.id);
+      return { pod: this.best(needs, affine, demand) };
     }
-    let best = free[0];
-    let bestScore = this.score(needs, best);
-    for (const w of free.slice(1)) {
-      const s = this.score(needs, w);
-      if (less(s, bestScore)) {
-        best = w;
-        bestScore = s;
-      }
+    const since = this.waitingSince.get(r.id) ?? now;
+    const patient = now - since < this.o.affinityMs;
+    if (main && patient && [...all].some((w) => w.ready && w.free === 0 && this.lastModel.get(w.key) === main)) {
+      this.waitingSince.set(r.id, since);
+      return { wait: true };
     }
-    if (needs?.main && this.lastModel.get(best.key) !== needs.main) {
-      const busyAffine = [...all].some((w) => w.ready && w.free === 0 && this.lastModel.get(w.key) === needs.main);
-      if (busyAffine) {
-        const since = this.waitingSince.get(r.id) ?? now;
-        this.waitingSince.set(r.id, since);
-        if (now - since < this.o.affinityMs) return { wait: true };
-      }
+    if (main && patient && !force) {
+      this.waitingSince.set(r.id, since);
+      return { switch: true };
     }
     this.waitingSince.delete(r.id);
-    return { pod: best };
+    return { pod: this.best(needs, free, demand) };
+  }
+
+  /** (b) a node that holds every file, then the pod whose loaded model the fewest waiting prompts need, (c) fewest bytes, then the emptiest. */
+  private best(needs: ModelNeeds, pods: Worker[], demand: ReadonlyMap<string, number>): Worker {
+    const score = (w: Worker) => {
+      const missing = this.missingBytes(needs, w.key);
+      const loaded = this.lastModel.get(w.key);
+      const wanted = loaded === undefined || loaded === needs.main ? 0 : (demand.get(loaded) ?? 0);
+      return [missing === 0 ? 0 : 1, wanted, missing, w.load];
+    };
+    let best = pods[0];
+    let bestScore = score(best);
+    for (const w of pods.slice(1)) {
+      const sc = score(w);
+      if (less(sc, bestScore)) {
+        best = w;
+        bestScore = sc;
+      }
+    }
+    return best;
   }
 
   /** A prompt was placed on a pod: that pod will have its model loaded next. */
