@@ -11,6 +11,7 @@ import { SYSTEM_NODE_LABEL } from "../cluster";
 import { PodIdentityRole, Statement } from "../cluster/iam";
 import { GATEWAY_STREAM_PREFIX } from "../observability/metrics";
 import { NAMES, PATHS, PORTS, PREFIXES, SCALING_FIELD, SETTINGS, settingsEnv } from "./gateway/contract";
+import { AGENT_NAMES } from "./models/contract";
 
 // Ports, paths, prefixes and names come from the gateway's own contract (workload/gateway/contract.ts),
 // which its loader parses; the env below is written from the same settings table.
@@ -74,6 +75,14 @@ export interface GatewayArgs {
   userdataBucket: pulumi.Input<string>;
   userdataBucketArn: pulumi.Input<string>;
   /**
+   * The models bucket: the gateway lists it (the model library every loader shows, issue 19) and routes
+   * prompts by model, with the nodes' model agents (their token from the agents' Secret, optional so a stack
+   * without agents still starts). @defaultValue none: the pods' own model lists, model-blind dispatch
+   */
+  modelsBucket?: pulumi.Input<string>;
+  /** Its ARN, for the role's s3:ListBucket (list only: the gateway never reads a model). Required with modelsBucket. */
+  modelsBucketArn?: pulumi.Input<string>;
+  /**
    * The platform's metrics log group (observability/metrics.ts metricsLogGroupName); the gateway
    * writes its EMF lines to its own stream `gateway/<pod>` there. @defaultValue none (no metrics)
    */
@@ -114,7 +123,7 @@ export type GatewayInputs = Pick<
   "imageUri" | "clusterName" | "region" | "outputsBucket" | "outputsBucketArn" | "inputsBucket" | "inputsBucketArn" | "userdataBucket" | "userdataBucketArn"
 > &
   Partial<Pick<GatewayArgs, "metricsLogGroupName" | "metricsLogGroupArn" | "auditLogGroupName" | "auditLogGroupArn" | "auth">> &
-  Partial<Pick<GatewayArgs, "startupDeadlineSeconds" | "historyDays">>;
+  Partial<Pick<GatewayArgs, "startupDeadlineSeconds" | "historyDays" | "modelsBucket" | "modelsBucketArn">>;
 
 /** DynamoDB actions of the contract, on the table and its indexes only. */
 export const GATEWAY_TABLE_ACTIONS = [
@@ -135,6 +144,8 @@ export function gatewayStatements(p: {
   userdataBucketArn: pulumi.Input<string>;
   metricsLogGroupArn?: pulumi.Input<string>;
   auditLogGroupArn?: pulumi.Input<string>;
+  /** The models bucket, listed (never read) for the model library. */
+  modelsBucketArn?: pulumi.Input<string>;
 }): Statement[] {
   // Streams gateway/<pod> of the metrics group (never another writer's, e.g. node-boot/*) and of the audit group.
   const streams = (sid: string, arn: pulumi.Input<string> | undefined): Statement[] =>
@@ -181,6 +192,8 @@ export function gatewayStatements(p: {
     },
     // The user-state bucket holds nothing but the gateway's user/ tree; listing it is unconditioned for the same 404.
     { Sid: "ListUserState", Effect: "Allow", Action: "s3:ListBucket", Resource: p.userdataBucketArn },
+    // The model library is the models bucket's listing; the nodes' agents read the objects, the gateway never does.
+    ...(p.modelsBucketArn ? [{ Sid: "ListModels", Effect: "Allow" as const, Action: "s3:ListBucket", Resource: p.modelsBucketArn }] : []),
   ];
 }
 
@@ -262,6 +275,7 @@ export class ComfyGateway extends pulumi.ComponentResource {
           userdataBucketArn: args.userdataBucketArn,
           metricsLogGroupArn: args.metricsLogGroupName ? args.metricsLogGroupArn : undefined,
           auditLogGroupArn: args.auditLogGroupName ? args.auditLogGroupArn : undefined,
+          modelsBucketArn: args.modelsBucket ? args.modelsBucketArn : undefined,
         }),
         tags: args.tags,
       },
@@ -343,6 +357,8 @@ export class ComfyGateway extends pulumi.ComponentResource {
                     { name: "POD_IP", valueFrom: { fieldRef: { fieldPath: "status.podIP" } } },
                     { name: "POD_NAMESPACE", valueFrom: { fieldRef: { fieldPath: "metadata.namespace" } } },
                     { name: SETTINGS.internalToken.env, valueFrom: { secretKeyRef: { name: GATEWAY_INTERNAL_SECRET, key: GATEWAY_INTERNAL_SECRET_KEY } } },
+                    // The model agents' token (workload/modelsAgent.ts writes the Secret); optional: no agents, no token.
+                    ...(args.modelsBucket ? [{ name: SETTINGS.modelsAgentToken.env, valueFrom: { secretKeyRef: { name: AGENT_NAMES.tokenSecret, key: AGENT_NAMES.tokenSecretKey, optional: true } } }] : []),
                   ],
                   resources: { requests: { cpu: "250m", memory: "256Mi" }, limits: { memory: "1Gi" } },
                   securityContext: RESTRICTED_CONTAINER,
@@ -437,6 +453,7 @@ export function gatewayEnv(args: GatewayArgs, tableName: pulumi.Input<string>): 
       historyTtlDays: String(args.historyDays),
       clusterName: args.clusterName,
       metricsLogGroup: args.metricsLogGroupName,
+      modelsBucket: args.modelsBucket,
     }),
   };
 }
