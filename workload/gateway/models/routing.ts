@@ -36,6 +36,9 @@ export interface RouterOptions {
   log: Logger;
 }
 
+/** How many affinity bounds a prompt whose model no pod has loaded may let switch-free prompts go first. */
+export const SWITCH_PATIENCE = 6;
+
 export type Choice = { pod: Worker } | { wait: true } | { switch: true };
 
 export class ModelRouter {
@@ -175,7 +178,9 @@ export class ModelRouter {
       this.waitingSince.set(r.id, since);
       return { wait: true };
     }
-    if (main && patient && !force) {
+    // Letting switch-free prompts go first idles no GPU (it is forced as soon as none is left), so its bound
+    // is only against starvation: SWITCH_PATIENCE × the affinity bound.
+    if (main && !force && now - since < this.o.affinityMs * SWITCH_PATIENCE) {
       this.waitingSince.set(r.id, since);
       return { switch: true };
     }
