@@ -154,6 +154,9 @@ const workload = new ComfyWorkload(base, {
     auditLogGroupName: auditLogs.name,
     auditLogGroupArn: auditLogs.arn,
     auth: "oidc",
+    // The library the gateway lists every loader from and routes by (issue 19): read-only listing.
+    modelsBucket: storage.modelsBucket,
+    modelsBucketArn: storage.modelsBucketArn,
   },
   comfyuiEgressCidrs: cfg.comfyuiEgressCidrs,
   outputsVolumeName: storage.outputsVolumeName,

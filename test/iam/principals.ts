@@ -57,6 +57,8 @@ export interface GatewayFacts {
   metricsLogGroup: string;
   /** GATEWAY_AUDIT_LOG_GROUP: the audit trail (stream gateway/<pod>). */
   auditLogGroup: string;
+  /** GATEWAY_MODELS_BUCKET: the model library it lists. */
+  modelsBucket: string;
 }
 
 /** The image builder's CodeBuild project: its service role, log group and each build it runs. */
@@ -96,6 +98,7 @@ function gatewayFacts(run: ProgramRun): GatewayFacts {
     userdataPrefix: GATEWAY_USERDATA_PREFIX,
     metricsLogGroup: envOf("GATEWAY_METRICS_LOG_GROUP"),
     auditLogGroup: envOf("GATEWAY_AUDIT_LOG_GROUP"),
+    modelsBucket: envOf("GATEWAY_MODELS_BUCKET"),
   };
 }
 
@@ -554,6 +557,9 @@ export function gatewayTable(f: Facts): PrincipalTable {
       { action: "s3:ListBucket", resource: userdata, context: { "s3:prefix": `${g.userdataPrefix}default/workflows/` } },
       { action: "logs:CreateLogStream", resource: ownStream },
       { action: "logs:PutLogEvents", resource: ownStream },
+      // models/library.ts: ListObjectsV2 of the whole models bucket (GATEWAY_MODELS_BUCKET).
+      { action: "s3:ListBucket", resource: `arn:aws:s3:::${g.modelsBucket}`, context: { "s3:prefix": "" } },
+      { action: "s3:ListBucket", resource: `arn:aws:s3:::${g.modelsBucket}` },
       { action: "logs:CreateLogStream", resource: auditStream },
       { action: "logs:PutLogEvents", resource: auditStream },
     ],
@@ -574,8 +580,10 @@ export function gatewayTable(f: Facts): PrincipalTable {
       // A prefix that only starts like the gateway's.
       { action: "s3:GetObject", resource: `${outputs}/${g.outputsPrefix.replace(/\/$/, "")}-other/x.png` },
       { action: "s3:DeleteObject", resource: `${inputs}/example.png` },
+      // The models bucket is the library it lists, never reads or changes: the agents fetch the files.
       { action: "s3:GetObject", resource: `${models}/checkpoints/sd_xl_base_1.0.safetensors` },
-      { action: "s3:ListBucket", resource: models, context: { "s3:prefix": "checkpoints/" } },
+      { action: "s3:PutObject", resource: `${models}/checkpoints/x.safetensors` },
+      { action: "s3:DeleteObject", resource: `${models}/checkpoints/sd_xl_base_1.0.safetensors` },
       { action: "s3:GetObject", resource: `${userdata}/other/secret.json` },
       { action: "s3:PutObject", resource: `${userdata}/comfy.settings.json` },
       { action: "s3:DeleteObject", resource: `${userdata}/other/secret.json` },
