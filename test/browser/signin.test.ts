@@ -187,13 +187,22 @@ describe("browser: sign-in, per-user scope and cross-site safety with the real f
     const q = await queued;
     assert.equal(q.status(), 200, await q.text());
     const promptId = ((await q.json()) as { prompt_id: string }).prompt_id;
-    const viewed = await page.waitForResponse((r) => r.url().includes("/api/view?") && r.url().includes(encodeURIComponent(promptId)));
-    assert.equal(viewed.status(), 200);
-    assert.match(viewed.headers()["content-type"] ?? "", /^image\//);
-    await page.waitForFunction(() => {
-      const save = (window as unknown as { app: { graph: { nodes: { type: string; imgs?: HTMLImageElement[] }[] } } }).app.graph.nodes.find((n) => n.type === "SaveImage");
-      return (save?.imgs?.[0]?.naturalWidth ?? 0) > 0;
-    });
+    // The image on the SaveImage node, loaded (the stand-in is quick: it may have come before any listener
+    // here could, so the page's own state is what is waited on, then its address is checked).
+    const src = (await (
+      await page.waitForFunction((id) => {
+        const save = (window as unknown as { app: { graph: { nodes: { type: string; imgs?: HTMLImageElement[] }[] } } }).app.graph.nodes.find((n) => n.type === "SaveImage");
+        const img = save?.imgs?.[0];
+        return img && img.naturalWidth > 0 && img.src.includes(encodeURIComponent(id)) ? img.src : undefined;
+      }, promptId)
+    ).jsonValue()) as string;
+    assert.match(src, /\/api\/view\?/);
+    const viewed = await page.evaluate(async (u) => {
+      const r = await fetch(u);
+      return { status: r.status, type: r.headers.get("content-type") };
+    }, src);
+    assert.equal(viewed.status, 200);
+    assert.match(viewed.type ?? "", /^image\//);
     await shot(page, "alice-image");
     // Save the workflow: a workflow never saved asks for its name first.
     await page.keyboard.press("Control+s");
