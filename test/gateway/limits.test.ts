@@ -3,6 +3,7 @@
 // WebSocket clients and the dispatcher's bookkeeping stay bounded; odd names answer as ComfyUI does.
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { strict as assert } from "node:assert";
+import WebSocket from "ws";
 import { randomUUID } from "node:crypto";
 import * as fs from "node:fs";
 import { buildApp } from "../../workload/gateway/app";
@@ -197,6 +198,25 @@ describe("gateway limits and user data", function () {
     assert.deepEqual(seen, ["create", "claim"], "before the pod");
     await until(async () => (await get(gw.url, `/history/${id}`)).json[id], 10000, 50);
     assert.deepEqual(seen.slice(2).filter((m) => m !== "get"), ["complete"], "after the pod (the client's /history reads aside)");
+  });
+
+  it("a gateway's shutdown does not wait on a WebSocket client that never answers the close", async () => {
+    const pod = await startStandIn({ stepMs: 1 });
+    const gw = await startGateway([pod.url]);
+    try {
+      const ws = new WebSocket(gw.url.replace("http", "ws") + "/ws?clientId=silent");
+      await new Promise((r) => ws.once("open", r));
+      // The client stops reading: it never sees, let alone answers, the server's close frame.
+      (ws as unknown as { _socket: import("node:net").Socket })._socket.pause();
+      const started = Date.now();
+      await gw.close();
+      // ws would wait out its 30 s close timeout for this client; the gateway cuts it after a second.
+      assert.ok(Date.now() - started < 15000, `closed in ${Date.now() - started} ms`);
+      ws.terminate();
+    } finally {
+      await gw.close();
+      await pod.close();
+    }
   });
 
   it("a WebSocket client that stops reading is dropped past its backlog limit", () => {
