@@ -7,6 +7,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { DEFAULT_KUBERNETES_VERSION, judgeKubernetesVersion } from "./cluster/versions";
 import { amiAliasProblem, durationProblem } from "./karpenter/rules";
 import { RETENTION_DAYS } from "./observability";
+import { checkPinEntry, normalizePinEntry } from "./workload/models/contract";
 
 export type NatStrategy = "single" | "onePerAz";
 export type CapacityType = "spot" | "on-demand";
@@ -59,11 +60,15 @@ export interface StackConfig {
   gpuExpireAfter: string;
   /** Root EBS volume of GPU nodes in GiB (OS; images and models live on NVMe). Default 100. */
   gpuRootVolumeGiB: number;
-  /** Model keys or prefixes fetched at boot before the node takes pods; [] = the whole bucket. */
+  /**
+   * The pinned models, as pin entries (files, folders ending in `/`; a bare folder `loras` is read as
+   * `loras/`): copied before a GPU node registers and never evicted from its cache. Default [] (none:
+   * every model is fetched when a prompt needs it).
+   */
   modelsHotSet: string[];
-  /** Time budget of the boot-time model fill in seconds (60–720; Karpenter gives 15 min to register). Default 600. */
+  /** Time budget of the pinned copy at boot in seconds (60–720; Karpenter gives 15 min to register). Default 600. */
   modelsBootFillSeconds: number;
-  /** Parallel file transfers when filling a node's model folder. Default 8. */
+  /** Parallel file copies of the pinned set at boot. Default 8. */
   modelsParallelTransfers: number;
   /** ComfyUI release tag built into the image. Default v0.3.64. */
   comfyuiVersion: string;
@@ -141,7 +146,6 @@ const INSTANCE_TYPE = /^[a-z][a-z0-9-]*\.[a-z0-9]+$/;
 const GPU_FAMILY = /^(g\d|gr\d|p\d|vt\d)/;
 const CIDR = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}\/(\d|[12]\d|3[0-2])$/;
 const CRON = /^(\S+\s+){4}\S+$/;
-const MODEL_KEY = /^[\p{L}\p{N}\p{M} ._\-+()[\],@='/]+$/u;
 
 /**
  * Pure validation of raw config values (keys without the project prefix). `pulumi.Config` only
@@ -253,11 +257,12 @@ export function parseConfig(raw: RawConfig, ctx: ConfigContext): StackConfig {
   const expireProblem = durationProblem(gpuExpireAfter, { never: true, example: "168h" });
   if (expireProblem) bad("gpuExpireAfter", expireProblem);
 
-  const modelsHotSet = list("modelsHotSet", []);
+  // The agent's own rule (workload/models/contract.ts, itself sync/keys.ts checkKey), so a pin the
+  // stack accepts is one the node and the agent keep.
+  const modelsHotSet = list("modelsHotSet", []).map(normalizePinEntry);
   for (const k of modelsHotSet) {
-    if (!MODEL_KEY.test(k) || k.startsWith("/") || k.split("/").includes("..")) {
-      bad("modelsHotSet", `"${k}" is not a safe model key or prefix (e.g. checkpoints/ or loras/detail.safetensors)`);
-    }
+    const c = checkPinEntry(k);
+    if (!c.ok) bad("modelsHotSet", `"${k}" is not a model file or folder (e.g. checkpoints/ or loras/detail.safetensors): ${c.reason}`);
   }
 
   const edgePriceClass = oneOf("edgePriceClass", "PriceClass_100", ["PriceClass_100", "PriceClass_200", "PriceClass_All"] as const);

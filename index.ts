@@ -15,7 +15,8 @@ import { Storage } from "./storage";
 import { ModelSync } from "./sync";
 import { ComfyWorkload } from "./workload";
 import { GATEWAY_IMAGE, gatewayOidcSecret } from "./workload/gatewayDeployment";
-import { MODELS_AGENT_IMAGE, ModelsAgent, modelsAgentReserveGb, pinsFromHotSet } from "./workload/modelsAgent";
+import { MODELS_AGENT_IMAGE, ModelsAgent } from "./workload/modelsAgent";
+import { modelsReserveGb } from "./karpenter/nodeContract";
 
 const cfg = loadConfig();
 const base = `comfyui-${cfg.stack}`;
@@ -64,6 +65,10 @@ const storage = new Storage(base, {
   tags,
 });
 
+// The part of each GPU node's NVMe array that models never use, sized for the largest type the pool
+// may launch: the boot's pinned copy and the model agent keep the same floor.
+const modelsReserveGbOut = gpuTypes.apply((types) => modelsReserveGb(Math.max(...types.map((t) => t.gpus))));
+
 const gpu = new GpuCapacity(base, {
   clusterName: cluster.clusterName,
   region: cfg.region,
@@ -75,7 +80,6 @@ const gpu = new GpuCapacity(base, {
   modelsBucketArn: storage.modelsBucketArn,
   nodeToolsBucket: storage.nodeToolsBucket,
   nodeToolsBucketArn: storage.nodeToolsBucketArn,
-  instanceFacts: gpuTypes.apply((types) => Object.fromEntries(types.map((t) => [t.instanceType, { gpus: t.gpus, mbps: Math.round(t.networkGbps * 1000) }]))),
   imageParameter: `/${base}/comfyui/image`,
   instanceTypes: cfg.gpuInstanceTypes,
   capacityTypes: cfg.gpuCapacityTypes,
@@ -84,7 +88,8 @@ const gpu = new GpuCapacity(base, {
   consolidateAfter: cfg.gpuConsolidateAfter,
   expireAfter: cfg.gpuExpireAfter,
   rootVolumeGiB: cfg.gpuRootVolumeGiB,
-  hotSet: cfg.modelsHotSet,
+  pins: cfg.modelsHotSet,
+  reserveGb: modelsReserveGbOut,
   bootFillSeconds: cfg.modelsBootFillSeconds,
   parallelTransfers: cfg.modelsParallelTransfers,
   metricsLogGroupName: metricsLogs.name,
@@ -189,8 +194,8 @@ new ModelsAgent(`${base}-models-agent`, {
   modelsBucket: storage.modelsBucket,
   modelsBucketArn: storage.modelsBucketArn,
   vpcCidr: cluster.vpcCidr,
-  reserveGb: gpuTypes.apply((types) => modelsAgentReserveGb(Math.max(...types.map((t) => t.gpus)))),
-  pinned: pinsFromHotSet(cfg.modelsHotSet),
+  reserveGb: modelsReserveGbOut,
+  pinned: cfg.modelsHotSet,
   provider: cluster.provider,
   dependsOn: [workload],
   tags,

@@ -1,14 +1,15 @@
 /**
  * GPU capacity on demand: Karpenter (CRDs and controller, Pod Identity, interruption queue) and
- * one GPU NodePool whose nodes boot from a pinned AL2023 NVIDIA AMI, keep the models on local
- * NVMe (RAID0) and fill it from the models bucket before they register (see userdata/).
+ * one GPU NodePool whose nodes boot from a pinned AL2023 NVIDIA AMI, build a RAID0 array over their
+ * NVMe instance store for the model cache and copy the pinned models before they register (see
+ * userdata/); the model agent (workload/modelsAgent.ts) keeps that cache afterwards.
  */
 import * as aws from "@pulumi/aws";
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
 import { SYSTEM_NODE_LABEL } from "../cluster";
 import { PodIdentityRole, policyJson } from "../cluster/iam";
-import { GPU_POOL_LABEL, GPU_TAINT } from "./nodeContract";
+import { GPU_POOL_LABEL, GPU_TAINT, modelsReserveGb } from "./nodeContract";
 import {
   controllerStatements,
   EC2_TRUST,
@@ -17,7 +18,7 @@ import {
   nodeModelsReadStatements,
   scopedControllerStatements,
 } from "./iam";
-import { InstanceFacts, modelsToolObject, renderGpuUserData } from "./userdata/gpuUserData";
+import { GpuUserDataArgs, UserDataArgError, modelsToolObject, renderGpuUserData } from "./userdata/gpuUserData";
 import { NODE_BOOT_STREAM_PREFIX } from "../observability/metrics";
 import { checkGpuQuotas, resolveNvidiaAmi } from "./preflight";
 import { amiAliasProblem, durationProblem } from "./rules";
@@ -87,30 +88,25 @@ export interface GpuCapacityArgs {
   expireAfter: string;
   /** Root EBS volume (gp3, encrypted) in GiB; images and models live on NVMe. */
   rootVolumeGiB: number;
-  /** Model keys or folders copied before a node registers; [] means the whole bucket. */
-  hotSet: string[];
-  /** Time budget of the boot fill in seconds (at most 720: Karpenter's registration timeout is 15 min). */
+  /**
+   * The pinned models (files, folders ending in `/`), copied before a node registers, most important
+   * first; the model agent keeps them too. [] = none.
+   */
+  pins: string[];
+  /** Time budget of the pinned copy in seconds (at most 720: Karpenter's registration timeout is 15 min). */
   bootFillSeconds: number;
-  /** Files copied in parallel by the boot fill. */
+  /** Files copied in parallel by the pinned copy. */
   parallelTransfers: number;
   /**
-   * GB kept free on the NVMe array beyond what the node computes from its real array size (kubelet's
-   * 10% eviction line + image + scratch per GPU): the margin of the disk reserve. @defaultValue 10
+   * GB of each node's NVMe array that models never use, beyond kubelet's 10% eviction line: the same
+   * figure the model agent gets (nodeContract.ts modelsReserveGb of the most GPUs of a pool type).
+   * @defaultValue modelsReserveGb(8)
    */
-  reserveGb?: number;
+  reserveGb?: pulumi.Input<number>;
   /** Private bucket GPU nodes fetch their node tool from at boot (Storage.nodeToolsBucket). */
   nodeToolsBucket: pulumi.Input<string>;
   /** Its ARN; the node role may read exactly the one tool object in it. */
   nodeToolsBucketArn: pulumi.Input<string>;
-  /**
-   * GPUs and baseline Mbit/s of each instance type of the pool (EC2's data): sizes each node's disk
-   * reserve and transfer rate. @defaultValue {}: every node assumes the most GPUs (8) and CLI defaults
-   */
-  instanceFacts?: pulumi.Input<Record<string, InstanceFacts>>;
-  /** GB the ComfyUI image takes unpacked on the array (part of the disk reserve). @defaultValue 30 */
-  imageGb?: number;
-  /** GB of scratch (emptyDir sizeLimit) a ComfyUI pod may use per GPU (part of the reserve). @defaultValue 20 */
-  scratchGbPerGpu?: number;
   /** nodeadm's FastImagePull feature gate (parallel pull and unpack with soci). @defaultValue true */
   fastImagePull?: boolean;
   /**
@@ -137,30 +133,29 @@ export interface GpuCapacityArgs {
   tags?: Record<string, string>;
 }
 
-/** Margin of the node's disk reserve above what it computes (userdata/comfyui-models.sh header). */
-const DEFAULT_RESERVE_GB = 10;
+/** Without a figure from the pool's types: the reserve of the largest GPU instances (8 GPUs). */
+const DEFAULT_RESERVE_GB = modelsReserveGb(8);
 
 interface Problem {
   propertyPath: string;
   reason: string;
 }
 
-/** User-data validation messages name their field; map them back to our argument names. */
-function userDataProblem(message: string): Problem {
-  const path =
-    /hot set/.test(message) ? "hotSet"
-    : /\bparallel\b/.test(message) ? "parallelTransfers"
-    : /bootFillSeconds/.test(message) ? "bootFillSeconds"
-    : /reserveGb/.test(message) ? "reserveGb"
-    : /imageGb/.test(message) ? "imageGb"
-    : /scratchGbPerGpu/.test(message) ? "scratchGbPerGpu"
-    : /instanceFacts/.test(message) ? "instanceFacts"
-    : /imageParameter/.test(message) ? "imageParameter"
-    : /bootMetrics\.logGroupName/.test(message) ? "metricsLogGroupName"
-    : /bootMetrics\.clusterName/.test(message) ? "clusterName"
-    : /region/.test(message) ? "region"
-    : "userData";
-  return { propertyPath: path, reason: message };
+/** The user-data renderer's fields, as this component's arguments. */
+const USER_DATA_FIELDS: Partial<Record<UserDataArgError["field"], string>> = {
+  pins: "pins",
+  parallel: "parallelTransfers",
+  bootFillSeconds: "bootFillSeconds",
+  reserveGb: "reserveGb",
+  imageParameter: "imageParameter",
+  region: "region",
+  "bootMetrics.logGroupName": "metricsLogGroupName",
+  "bootMetrics.clusterName": "clusterName",
+};
+
+function userDataProblem(err: unknown): Problem {
+  if (err instanceof UserDataArgError) return { propertyPath: USER_DATA_FIELDS[err.field] ?? "userData", reason: err.message };
+  return { propertyPath: "userData", reason: err instanceof Error ? err.message : String(err) };
 }
 
 /** Every problem with the plain arguments, so one preview shows them all. */
@@ -194,21 +189,18 @@ export function validateGpuCapacityArgs(args: GpuCapacityArgs): Problem[] {
   }
   try {
     // The bucket name is an Output; a placeholder lets the rest be checked before anything exists.
-    renderGpuUserData({
-      modelsBucket: "placeholder-bucket",
-      toolsBucket: "placeholder-bucket",
-      region: args.region,
-      hotSet: args.hotSet,
-      parallel: args.parallelTransfers,
-      bootFillSeconds: args.bootFillSeconds,
-      reserveGb: args.reserveGb ?? DEFAULT_RESERVE_GB,
-      imageGb: args.imageGb,
-      scratchGbPerGpu: args.scratchGbPerGpu,
-    });
+    // The reserve may be an Output; its own check runs at render.
+    const reserveGb = typeof args.reserveGb === "number" ? args.reserveGb : DEFAULT_RESERVE_GB;
+    renderGpuUserData({ ...userDataArgs(args), modelsBucket: "placeholder-bucket", toolsBucket: "placeholder-bucket", reserveGb });
   } catch (err) {
-    problems.push(userDataProblem(err instanceof Error ? err.message : String(err)));
+    problems.push(userDataProblem(err));
   }
   return problems;
+}
+
+/** The user-data arguments that come straight from this component's plain arguments. */
+function userDataArgs(args: GpuCapacityArgs): Omit<GpuUserDataArgs, "modelsBucket" | "toolsBucket" | "reserveGb"> {
+  return { region: args.region, pins: args.pins, parallel: args.parallelTransfers, bootFillSeconds: args.bootFillSeconds, fastImagePull: args.fastImagePull };
 }
 
 function throwProblems(problems: Problem[]): void {
@@ -239,7 +231,6 @@ export class GpuCapacity extends pulumi.ComponentResource {
     super("comfyui:karpenter:GpuCapacity", name, {}, opts);
     const parent = { parent: this };
     const tags = args.tags ?? {};
-    const reserveGb = args.reserveGb ?? DEFAULT_RESERVE_GB;
 
     // Interruption handling: EC2 and AWS Health tell Karpenter about spot reclaims, rebalances and
     // scheduled maintenance, so it drains a node before the instance goes away.
@@ -418,20 +409,13 @@ export class GpuCapacity extends pulumi.ComponentResource {
     );
 
     const userData = pulumi
-      .all([args.modelsBucket, args.nodeToolsBucket, args.instanceFacts ?? {}, args.imageParameter, args.metricsLogGroupName, args.clusterName])
-      .apply(([modelsBucket, toolsBucket, instanceFacts, imageParameter, metricsLogGroupName, clusterName]) =>
+      .all([args.modelsBucket, args.nodeToolsBucket, args.reserveGb ?? DEFAULT_RESERVE_GB, args.imageParameter, args.metricsLogGroupName, args.clusterName])
+      .apply(([modelsBucket, toolsBucket, reserveGb, imageParameter, metricsLogGroupName, clusterName]) =>
         renderGpuUserData({
+          ...userDataArgs(args),
           modelsBucket,
           toolsBucket,
-          region: args.region,
-          hotSet: args.hotSet,
-          parallel: args.parallelTransfers,
-          bootFillSeconds: args.bootFillSeconds,
           reserveGb,
-          instanceFacts,
-          imageGb: args.imageGb,
-          scratchGbPerGpu: args.scratchGbPerGpu,
-          fastImagePull: args.fastImagePull,
           imageParameter,
           bootMetrics: metricsLogGroupName !== undefined ? { logGroupName: metricsLogGroupName, clusterName } : undefined,
         }),

@@ -10,17 +10,22 @@
  */
 export const NODE_MODELS_DIR = "/mnt/k8s-disks/0/comfyui-models";
 
-/** Downloads in progress (same filesystem as NODE_MODELS_DIR, so the final rename is atomic). */
-export const NODE_MODELS_STAGING_DIR = "/mnt/k8s-disks/0/.comfyui-models-staging";
-
-/** Per-file records (ETag, size) that make a second fill or sync idempotent. */
-export const NODE_MODELS_STATE_DIR = "/mnt/k8s-disks/0/.comfyui-models-state";
-
-/** The node-side tool the user-data installs; the boot fill and every SSM sync command run it. */
+/** The node-side tool the user data installs and runs before kubelet (RAID0, pinned models, image pre-pull, labels). */
 export const NODE_MODELS_TOOL = "/usr/local/bin/comfyui-models";
 
-/** Environment file the user-data writes for the tool: bucket, region, hot set, limits. */
+/** Environment file the user-data writes for the tool: bucket, region, pins, limits. */
 export const NODE_MODELS_ENV_FILE = "/etc/comfyui-models.env";
+
+/**
+ * GB of a GPU node's NVMe array that models never use, beyond kubelet's eviction line (10% of the
+ * array): the ComfyUI image unpacked (30 GB), ComfyUI's scratch per GPU (20 GB, its emptyDir
+ * sizeLimit) and a margin (10 GB). One figure for the boot's pinned copy (user data RESERVE_GB) and
+ * the model agent (--reserve-gb), so neither fills what the other leaves free. `maxGpusPerNode`: the
+ * most GPUs of any instance type the pool may launch (the reserve must hold on the largest).
+ */
+export function modelsReserveGb(maxGpusPerNode: number): number {
+  return 30 + 20 * Math.max(1, maxGpusPerNode) + 10;
+}
 
 /**
  * ComfyUI's model folders (folder_paths.py): the only top-level prefixes of the models bucket that

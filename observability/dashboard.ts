@@ -148,6 +148,24 @@ function rows(p: DashboardParams): Draft[][] {
       ], { yAxis: { left: { min: 0, max: 100 } } }, 12),
     ]);
   }
+  // The nodes' model caches (the gateway's snapshot, summed over the model agents; sums per 5 minutes).
+  out.push([
+    graph("Model cache: files found or fetched", r, [
+      ours("modelCacheHits", c, { stat: "Sum", label: "found on the node", id: "hits" }),
+      ours("modelCacheMisses", c, { stat: "Sum", label: "fetched first", id: "misses" }),
+      // Files, not bytes: of the files prompts needed, the share their node already held.
+      [{ expression: "100 * hits / (hits + misses)", label: "hit ratio (%)", id: "hitratio", yAxis: "right" }],
+    ], { yAxis: { right: { min: 0, max: 100 } } }, 8),
+    graph("Model downloads", r, [
+      ours("modelFetches", c, { stat: "Sum", label: "started" }),
+      ours("modelFetchesFailed", c, { stat: "Sum", label: "failed" }),
+      ours("modelBytesFetched", c, { stat: "Sum", label: "bytes fetched", yAxis: "right" }),
+    ], {}, 8),
+    graph("Model loads avoided and evictions", r, [
+      ours("modelLoadsAvoided", c, { stat: "Sum", label: "prompts on a pod with their model loaded" }),
+      ours("modelEvictions", c, { stat: "Sum", label: "files evicted for room", yAxis: "right" }),
+    ], {}, 8),
+  ]);
   out.push([
     graph("Model sync", r, [
       ours("syncBatches", c, { stat: "Sum", label: "batches" }),

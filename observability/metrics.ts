@@ -88,6 +88,15 @@ const TABLE = {
   nodeRegisteredSeconds: spec("gateway", "NodeRegisteredSeconds", "Seconds", "a new GPU node: from its kernel start to kubelet registering the Node"),
   comfyuiReadySeconds: spec("gateway", "ComfyUIReadySeconds", "Seconds", "a new GPU node: from its kernel start to its first ComfyUI pod Ready"),
   http5xx: spec("gateway", "Http5xxResponses", "Count", "gateway answers with a 5xx status"),
+  // The model cache (issue 19; only with a models bucket): the leader's snapshot carries what the model
+  // agents it polls counted since the previous snapshot, summed over the agents, and its own placements.
+  modelFetches: spec("gateway", "ModelFetches", "Count", "model downloads the GPU nodes' agents started (prompts' fetches, prefetches, pins, bucket changes)"),
+  modelFetchesFailed: spec("gateway", "ModelFetchesFailed", "Count", "model downloads that failed (S3 refused or did not deliver, checksum mismatch, no space)"),
+  modelBytesFetched: spec("gateway", "ModelBytesFetched", "Bytes", "bytes the completed model downloads wrote into the nodes' model folders"),
+  modelCacheHits: spec("gateway", "ModelCacheHits", "Count", "model files a prompt needed that its node already held"),
+  modelCacheMisses: spec("gateway", "ModelCacheMisses", "Count", "model files a prompt needed that its node had to fetch first"),
+  modelEvictions: spec("gateway", "ModelEvictions", "Count", "model files the nodes' caches removed to make room (least recently used first)"),
+  modelLoadsAvoided: spec("gateway", "ModelLoadsAvoided", "Count", "prompts placed on a pod whose previous prompt had the same main model (ComfyUI keeps it loaded: no load from NVMe)"),
   // The model-sync Lambda: one line per batch.
   syncBatches: spec("sync", "SyncBatches", "Count", "SQS batches the sync Lambda handled"),
   syncChangesApplied: spec("sync", "SyncChangesApplied", "Count", "net model changes delivered to every running GPU node (or to none running)"),
@@ -190,6 +199,17 @@ export function syncBatchEmf(f: SyncBatchFigures, timestampMs: number): EmfDocum
   );
 }
 
+/** The model cache since the previous snapshot: the agents' counters (summed over them) and the leader's placements. */
+export interface ModelCacheFigures {
+  readonly fetches: number;
+  readonly fetchesFailed: number;
+  readonly bytesFetched: number;
+  readonly hits: number;
+  readonly misses: number;
+  readonly evictions: number;
+  readonly loadsAvoided: number;
+}
+
 export interface GatewaySnapshot {
   readonly clusterName: string;
   readonly waiting: number;
@@ -199,6 +219,8 @@ export interface GatewaySnapshot {
   /** Prompts accepted and 5xx answers since the previous snapshot. */
   readonly acceptedSinceLast: number;
   readonly http5xxSinceLast: number;
+  /** Only with a models bucket (the model library): without one there is no cache to report, and nothing is written. */
+  readonly modelCache?: ModelCacheFigures;
 }
 
 /** The gateway's periodic line (the leader writes one a minute). */
@@ -212,6 +234,17 @@ export function gatewaySnapshotEmf(s: GatewaySnapshot, timestampMs: number): Emf
       podsReady: s.podsReady,
       promptsAccepted: s.acceptedSinceLast,
       http5xx: s.http5xxSinceLast,
+      ...(s.modelCache
+        ? {
+          modelFetches: s.modelCache.fetches,
+          modelFetchesFailed: s.modelCache.fetchesFailed,
+          modelBytesFetched: s.modelCache.bytesFetched,
+          modelCacheHits: s.modelCache.hits,
+          modelCacheMisses: s.modelCache.misses,
+          modelEvictions: s.modelCache.evictions,
+          modelLoadsAvoided: s.modelCache.loadsAvoided,
+        }
+        : {}),
     },
     { [CLUSTER]: s.clusterName },
     timestampMs,

@@ -1,9 +1,12 @@
 /**
- * The shell command an SSM Run Command executes on each node. Keys never appear in it as text: the
- * change lines travel base64-encoded inside single quotes (base64's alphabet has no quote), so no
- * key can be interpreted by the node's shell whatever it contains.
+ * The shell command an SSM Run Command executes on each node: the change lines, handed to the node's
+ * model agent over its Unix socket (workload/models/contract.ts nodeApplyCommand), which converges
+ * each key it holds to the bucket as it is now. Keys never appear in it as text: the lines travel
+ * base64-encoded inside single quotes (base64's alphabet has no quote), so no key can be
+ * interpreted by the node's shell whatever it contains.
  */
-import { NODE_MODELS_TOOL } from "../karpenter/nodeContract";
+import { NODE_MODELS_DIR } from "../karpenter/nodeContract";
+import { nodeApplyCommand } from "../workload/models/contract";
 import type { Change } from "./changes";
 
 /**
@@ -13,7 +16,7 @@ import type { Change } from "./changes";
  */
 const MAX_PAYLOAD_CHARS = 32_000;
 
-/** `put<TAB>key` / `delete<TAB>key`, one per line, newline-terminated, as the tool's `apply` reads. */
+/** `put<TAB>key` / `delete<TAB>key`, one per line, newline-terminated, as the agent's apply reads (contract.ts parseChangeLines). */
 export function changeLines(changes: readonly Change[]): string {
   return changes
     .map((c) => {
@@ -33,7 +36,7 @@ export function encodedLength(changes: readonly Change[]): number {
 export function buildCommands(changes: readonly Change[]): string[] {
   if (changes.length === 0) throw new Error("no changes to send");
   const payload = Buffer.from(changeLines(changes), "utf8").toString("base64");
-  return [`printf '%s' '${payload}' | base64 -d | ${NODE_MODELS_TOOL} apply`];
+  return [nodeApplyCommand(NODE_MODELS_DIR, payload)];
 }
 
 /** Split a change list into parts whose encoded payload stays within `maxChars`, order kept. */

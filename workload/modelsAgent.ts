@@ -11,10 +11,10 @@ import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import { PodIdentityRole, Statement } from "../cluster/iam";
-import { GPU_POOL_LABEL, GPU_TAINT, NODE_MODELS_DIR } from "../karpenter/nodeContract";
+import { GPU_POOL_LABEL, GPU_TAINT, NODE_MODELS_DIR, modelsReserveGb } from "../karpenter/nodeContract";
 import type { GpuNodeDaemonSet } from "../karpenter/nodeDaemonSets";
 import { GATEWAY_LABELS } from "./gatewayDeployment";
-import { AGENT_HEALTH_PORT, AGENT_LABELS, AGENT_NAMES, AGENT_PATHS, AGENT_PORT, MODEL_FOLDERS, checkPinEntry } from "./models/contract";
+import { AGENT_HEALTH_PORT, AGENT_LABELS, AGENT_NAMES, AGENT_PATHS, AGENT_PORT, checkPinEntry } from "./models/contract";
 
 /**
  * The agent image's build context, relative to the repository root (workload/models/Dockerfile's header
@@ -67,23 +67,6 @@ export function modelsAgentStatements(p: { modelsBucketArn: pulumi.Input<string>
   return statements;
 }
 
-/**
- * What the cache leaves of a node's array beyond kubelet's eviction line (--reserve-percent): the
- * ComfyUI image (30 GB), ComfyUI's scratch per GPU (20 GB) and a margin (10 GB) — the node tool's
- * IMAGE_GB, SCRATCH_GB_PER_GPU and MARGIN_GB (karpenter/userdata/comfyui-models.sh).
- */
-export function modelsAgentReserveGb(maxGpusPerNode: number): number {
-  return 30 + 20 * Math.max(1, maxGpusPerNode) + 10;
-}
-
-/**
- * The stack's modelsHotSet as pin entries: a bare model folder (`loras`, as the node tool accepts) becomes
- * `loras/`; everything else is a file path or a folder already ending in `/`.
- */
-export function pinsFromHotSet(hotSet: readonly string[]): string[] {
-  return hotSet.map((e) => (MODEL_FOLDERS.includes(e) ? `${e}/` : e));
-}
-
 export interface ModelsAgentArgs {
   namespace: string;
   /** `repo@sha256:…` of the agent image (MODELS_AGENT_IMAGE). */
@@ -103,8 +86,8 @@ export interface ModelsAgentArgs {
   /** Most GB the cache may hold on a node; 0 = the array less the reserve. @defaultValue 0 */
   cacheGb?: number;
   /**
-   * GB of the array the cache never uses: modelsAgentReserveGb(the most GPUs of a configured type), the
-   * node tool's reserve (docs/models.md). @defaultValue modelsAgentReserveGb(1) = 60
+   * GB of the array the cache never uses: modelsReserveGb(the most GPUs of a configured type), the same
+   * reserve the boot's pinned copy keeps (docs/models.md). @defaultValue modelsReserveGb(1) = 60
    */
   reserveGb?: pulumi.Input<number>;
   /** And this share of the array: kubelet's evictionHard nodefs.available (10%, nodeadm's default). @defaultValue 10 */
@@ -166,7 +149,7 @@ export class ModelsAgent extends pulumi.ComponentResource {
       ["--bucket", args.modelsBucket],
       ["--region", args.region],
       ["--cache-gb", String(args.cacheGb ?? 0)],
-      ["--reserve-gb", pulumi.output(args.reserveGb ?? modelsAgentReserveGb(1)).apply(String)],
+      ["--reserve-gb", pulumi.output(args.reserveGb ?? modelsReserveGb(1)).apply(String)],
       ["--reserve-percent", String(args.reservePercent ?? 10)],
       ["--connections", String(args.connections ?? 32)],
       ["--port", String(AGENT_PORT)],

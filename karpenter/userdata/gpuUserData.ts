@@ -1,23 +1,22 @@
 /**
- * User data for GPU nodes (AL2023, nodeadm): put the hot models on the NVMe array before the node
- * registers, so a ComfyUI pod scheduled there never waits on S3 for its first model.
+ * User data for GPU nodes (AL2023, nodeadm): what must happen before kubelet starts — the NVMe
+ * RAID0 array, the pinned models (none by default), the ComfyUI image pre-pull and the node's
+ * labels — and nothing else. Everything after registration (fetch on demand, LRU eviction, bucket
+ * changes) is the model agent's (workload/models/agent), a DaemonSet on every GPU node.
  *
- * Why the copy lives in user data: cloud-final runs it before nodeadm-run starts kubelet
- * (docs eks-notes §1), so "Ready" already implies "hot models present" and no startup taint or
- * taint-removing DaemonSet is needed. The price is the 15 min NodeClaim registration timeout, which
- * bounds the boot fill; anything beyond the hot set is copied by a systemd unit after the node joins.
+ * Why the pinned copy is here: cloud-final runs user data before nodeadm-run starts kubelet (docs
+ * eks-notes §1), so a node registers with its pinned files present and no startup taint or
+ * taint-removing DaemonSet is needed. The price is the 15 min NodeClaim registration timeout,
+ * which bounds the copy; whatever it leaves, the agent fetches once it runs.
  */
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { nodeBootEmfJq } from "../../observability/metrics";
-import {
-  MODEL_FOLDERS,
-  NODE_MODELS_ENV_FILE,
-  NODE_MODELS_TOOL,
-} from "../nodeContract";
+import { checkPinEntry } from "../../workload/models/contract";
+import { NODE_MODELS_ENV_FILE, NODE_MODELS_TOOL } from "../nodeContract";
 
-/** What the boot fill needs to know; the Pulumi component resolves Outputs before calling. */
+/** What the boot needs to know; the Pulumi component resolves Outputs before calling. */
 export interface GpuUserDataArgs {
   /** Bucket holding the models, keys laid out as ComfyUI model folders (`checkpoints/x.safetensors`). */
   readonly modelsBucket: string;
@@ -29,36 +28,28 @@ export interface GpuUserDataArgs {
    */
   readonly toolsBucket: string;
   /**
-   * Keys copied before the node registers, most important first: when they do not all fit the
-   * array, the node takes them in this order and registers with what fits. Each entry is an exact
-   * key or a model folder (`"checkpoints"` or `"checkpoints/"`); an empty list means the whole bucket.
+   * The pinned set, copied before the node registers, most important first: file keys and folders
+   * ending in `/` (the agent's pin entries, workload/models/contract.ts checkPinEntry). When they
+   * do not all fit, the node takes them in this order and registers with what fits. [] = none.
    */
-  readonly hotSet: readonly string[];
+  readonly pins: readonly string[];
   /** Files copied at once; each `aws s3 cp` adds its own ranged GETs on top. */
   readonly parallel: number;
-  /** Seconds the boot fill may take (a hard deadline) before the node registers and the rest continues. */
+  /** Seconds the pinned copy (and the image pre-pull) may take before the node registers anyway. */
   readonly bootFillSeconds: number;
   /**
-   * GB kept free on the NVMe array on top of kubelet's eviction line (10% of the array), the image
-   * and the pods' scratch space: the safety margin of the disk reserve.
+   * GB of the array the copy never uses, on top of `reservePercent`: the same reserve the model
+   * agent keeps (karpenter/nodeContract.ts modelsReserveGb: image, scratch per GPU, margin).
    */
   readonly reserveGb: number;
-  /**
-   * GPU count and baseline bandwidth of each instance type the pool may launch (from EC2's data): the
-   * node looks its own type up (IMDSv2) to size the reserve and the transfer rate. A type missing
-   * here is assumed to have the most GPUs listed (8 when nothing is listed). @defaultValue {}
-   */
-  readonly instanceFacts?: Readonly<Record<string, InstanceFacts>>;
-  /** GB the ComfyUI image takes unpacked in containerd's store on the array. @defaultValue 30 */
-  readonly imageGb?: number;
-  /** GB of emptyDir/scratch a ComfyUI pod may use, per GPU (its emptyDir sizeLimit). @defaultValue 20 */
-  readonly scratchGbPerGpu?: number;
+  /** And this share of the array: kubelet's evictionHard nodefs.available (nodeadm's 10%). @defaultValue 10 */
+  readonly reservePercent?: number;
   /** nodeadm's FastImagePull feature gate (parallel pull and unpack, soci). @defaultValue true */
   readonly fastImagePull?: boolean;
   /**
    * Name of the SSM parameter holding the ComfyUI image by digest (`<registry>/<repo>@sha256:...`),
-   * pulled during the model fill. The name, not the digest, is in the user data, so a new image
-   * changes no node's user data. @defaultValue unset: no pre-pull
+   * pulled during the copy. The name, not the digest, is in the user data, so a new image changes
+   * no node's user data. @defaultValue unset: no pre-pull
    */
   readonly imageParameter?: string;
   /**
@@ -75,14 +66,18 @@ export interface BootMetricsTarget {
   readonly clusterName: string;
 }
 
-/** What the node needs to know about its instance type. */
-export interface InstanceFacts {
-  readonly gpus: number;
-  /** Baseline network bandwidth in Mbit/s (the rate a fill of several minutes can keep). */
-  readonly mbps: number;
+/** An argument the user data cannot be rendered with: which one, and why (the component maps `field` to its own argument). */
+export class UserDataArgError extends Error {
+  constructor(
+    readonly field: keyof GpuUserDataArgs | "bootMetrics.logGroupName" | "bootMetrics.clusterName",
+    readonly reason: string,
+  ) {
+    super(`renderGpuUserData: ${field} ${reason}`);
+    this.name = "UserDataArgError";
+  }
 }
 
-/** Label the node registers with: how many hot-set files did not fit (0 = complete). */
+/** Label the node registers with: how many pinned files it registered without (0 = all present). */
 export const MODELS_MISSING_LABEL = "comfyui.studio/models-missing";
 
 /** Label the node registers with: its kernel start (the boot summary's t_boot), epoch seconds. */
@@ -97,38 +92,24 @@ export const MODELS_TOOL_SOURCE = join(__dirname, "comfyui-models.sh");
 /** Mount point of the RAID0 array that `setup-local-disks raid0` builds (NODE_MODELS_DIR is on it). */
 export const NODE_DISK_MOUNT = "/mnt/k8s-disks/0";
 
-/** The unit that finishes the hot set (if the budget ran out) and copies the rest, on every boot. */
-export const FILL_REST_UNIT = "comfyui-models-rest.service";
-
-/**
- * Exit codes of `comfyui-models` (the header of comfyui-models.sh says the same; a test pins both).
- * The boot fill retries only the transient ones; an SSM `apply` fails on anything but `ok`.
- */
+/** Exit codes of `comfyui-models` (the header of comfyui-models.sh says the same; a test pins both). */
 export const MODELS_TOOL_EXIT = {
   ok: 0,
-  /** One or more files failed after their retries, or an `apply` line was rejected. */
+  /** One or more pinned files failed after their retries. */
   failed: 1,
-  /** Usage or configuration error (missing MODELS_BUCKET, bad number, staging on another filesystem). */
+  /** Usage or configuration error (missing MODELS_BUCKET, bad number). */
   usage: 2,
   /** Listing the bucket failed: wrong name, no permission, no route to S3. */
   bucketUnreachable: 3,
-  /** Reserved (no longer returned: a hot set larger than the disk registers with what fits). */
-  noSpace: 4,
-  /** BOOT_FILL_SECONDS ran out before every hot file was copied: register, continue in the background. */
+  /** BOOT_FILL_SECONDS ran out before every pinned file was copied: register, the agent fetches the rest. */
   budgetReached: 75,
 } as const;
 
-/** Exit code of `comfyui-models fill-hot` when the time budget ended before all files were copied. */
-export const FILL_BUDGET_EXIT_CODE = MODELS_TOOL_EXIT.budgetReached;
-
-/** Whole `fill-hot` runs the user data tries; each run already retries every file. */
-export const BOOT_FILL_ATTEMPTS = 3;
-
 /**
- * Marker whose presence keeps kubelet from starting: written when the boot fill fails, with the
- * reason inside, so an operator on the console sees why the node never joined.
+ * Marker whose presence keeps kubelet from starting: written when the node cannot serve at all (the
+ * tool could not be fetched, no instance store), with the reason inside for the console.
  */
-export const BOOT_FILL_FAILED_MARKER = "/etc/comfyui-models.boot-fill-failed";
+export const BOOT_FAILED_MARKER = "/etc/comfyui-models.boot-failed";
 
 /** MIME boundary; must not occur in any part (checked at render). */
 export const USER_DATA_BOUNDARY = "==COMFYUI-MODELS-BOUNDARY==";
@@ -140,7 +121,7 @@ export const USER_DATA_BOUNDARY = "==COMFYUI-MODELS-BOUNDARY==";
 export const USER_DATA_MAX_BYTES = 12 * 1024;
 
 /**
- * Longest boot fill accepted: the NodeClaim is deleted if the node has not registered 15 min after
+ * Longest boot copy accepted: the NodeClaim is deleted if the node has not registered 15 min after
  * launch, and EC2 boot plus nodeadm and kubelet start take a few minutes of that.
  */
 export const MAX_BOOT_FILL_SECONDS = 720;
@@ -170,90 +151,54 @@ export const TOOL_FETCH_ATTEMPTS = 5;
 
 const BUCKET_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 const REGION = /^[a-z]{2}(-[a-z]+)+-\d+$/;
-const INSTANCE_TYPE = /^[a-z0-9-]+\.[a-z0-9-]+$/;
 // SSM parameter names (SSM PutParameter API): letters, digits, . - _ and / for the hierarchy.
 const SSM_PARAMETER = /^\/?[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/;
 // CloudWatch Logs CreateLogGroup: 1-512 of [.-_/#A-Za-z0-9]; EKS CreateCluster: ^[0-9A-Za-z][A-Za-z0-9\-_]*$, 1-100.
 const LOG_GROUP = /^[.\-_/#A-Za-z0-9]{1,512}$/;
 const CLUSTER_NAME = /^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$/;
-const DEFAULT_IMAGE_GB = 30;
-const DEFAULT_SCRATCH_GB_PER_GPU = 20;
+const DEFAULT_RESERVE_PERCENT = 10;
 
-function assertInteger(name: string, value: number, min: number, max: number): void {
-  if (!Number.isInteger(value) || value < min || value > max) {
-    throw new Error(`renderGpuUserData: ${name} must be an integer in [${min}, ${max}], got ${value}`);
-  }
-}
-
-/** Hot set entries become env-file values split on commas and newlines, and paths on the node. */
-function assertHotSetEntry(entry: string): void {
-  const problem =
-    entry.trim() === "" ? "is empty"
-    : /[\u0000-\u001f\u007f,]/.test(entry) ? "contains a comma or control character"
-    : entry.startsWith("/") ? "starts with '/'"
-    : entry.split("/").some((s) => s === "." || s === "..") ? "has a '.' or '..' segment"
-    : !MODEL_FOLDERS.includes(entry.split("/")[0]) ? `is not under a model folder (${MODEL_FOLDERS.join(", ")})`
-    : undefined;
-  if (problem) throw new Error(`renderGpuUserData: hot set entry ${JSON.stringify(entry)} ${problem}`);
+function assertInteger(field: keyof GpuUserDataArgs, value: number, min: number, max: number): void {
+  if (!Number.isInteger(value) || value < min || value > max) throw new UserDataArgError(field, `must be an integer in [${min}, ${max}], got ${value}`);
 }
 
 function validate(args: GpuUserDataArgs): void {
-  if (!BUCKET_NAME.test(args.modelsBucket)) {
-    throw new Error(`renderGpuUserData: modelsBucket ${JSON.stringify(args.modelsBucket)} is not an S3 bucket name`);
+  if (!BUCKET_NAME.test(args.modelsBucket)) throw new UserDataArgError("modelsBucket", `${JSON.stringify(args.modelsBucket)} is not an S3 bucket name`);
+  if (!BUCKET_NAME.test(args.toolsBucket)) throw new UserDataArgError("toolsBucket", `${JSON.stringify(args.toolsBucket)} is not an S3 bucket name`);
+  if (!REGION.test(args.region)) throw new UserDataArgError("region", `${JSON.stringify(args.region)} is not an AWS region`);
+  // The agent's rule, so the node copies at boot exactly what the agent keeps pinned. The key rule
+  // allows ',' (sync/keys.ts), which separates entries in the node's settings: refused here only.
+  for (const entry of args.pins) {
+    const c = checkPinEntry(entry);
+    if (!c.ok) throw new UserDataArgError("pins", `entry ${JSON.stringify(entry)}: ${c.reason}`);
+    if (entry.includes(",")) throw new UserDataArgError("pins", `entry ${JSON.stringify(entry)} contains a comma, which separates entries on the node`);
   }
-  if (!BUCKET_NAME.test(args.toolsBucket)) {
-    throw new Error(`renderGpuUserData: toolsBucket ${JSON.stringify(args.toolsBucket)} is not an S3 bucket name`);
-  }
-  if (!REGION.test(args.region)) {
-    throw new Error(`renderGpuUserData: region ${JSON.stringify(args.region)} is not an AWS region`);
-  }
-  args.hotSet.forEach(assertHotSetEntry);
   assertInteger("parallel", args.parallel, 1, 64);
   assertInteger("bootFillSeconds", args.bootFillSeconds, 1, MAX_BOOT_FILL_SECONDS);
   assertInteger("reserveGb", args.reserveGb, 0, 100_000);
-  assertInteger("imageGb", args.imageGb ?? DEFAULT_IMAGE_GB, 0, 10_000);
-  assertInteger("scratchGbPerGpu", args.scratchGbPerGpu ?? DEFAULT_SCRATCH_GB_PER_GPU, 0, 10_000);
-  for (const [type, facts] of Object.entries(args.instanceFacts ?? {})) {
-    if (!INSTANCE_TYPE.test(type)) throw new Error(`renderGpuUserData: instanceFacts key ${JSON.stringify(type)} is not an EC2 instance type`);
-    assertInteger(`instanceFacts["${type}"].gpus`, facts.gpus, 1, 64);
-    assertInteger(`instanceFacts["${type}"].mbps`, facts.mbps, 1, 10_000_000);
-  }
+  assertInteger("reservePercent", args.reservePercent ?? DEFAULT_RESERVE_PERCENT, 0, 99);
   if (args.imageParameter !== undefined && (!SSM_PARAMETER.test(args.imageParameter) || args.imageParameter.length > 2048)) {
-    throw new Error(`renderGpuUserData: imageParameter ${JSON.stringify(args.imageParameter)} is not an SSM parameter name`);
+    throw new UserDataArgError("imageParameter", `${JSON.stringify(args.imageParameter)} is not an SSM parameter name`);
   }
   if (args.bootMetrics !== undefined) {
     const { logGroupName, clusterName } = args.bootMetrics;
-    if (!LOG_GROUP.test(logGroupName)) {
-      throw new Error(`renderGpuUserData: bootMetrics.logGroupName ${JSON.stringify(logGroupName)} is not a CloudWatch Logs log group name`);
-    }
-    if (!CLUSTER_NAME.test(clusterName)) {
-      throw new Error(`renderGpuUserData: bootMetrics.clusterName ${JSON.stringify(clusterName)} is not an EKS cluster name`);
-    }
+    if (!LOG_GROUP.test(logGroupName)) throw new UserDataArgError("bootMetrics.logGroupName", `${JSON.stringify(logGroupName)} is not a CloudWatch Logs log group name`);
+    if (!CLUSTER_NAME.test(clusterName)) throw new UserDataArgError("bootMetrics.clusterName", `${JSON.stringify(clusterName)} is not an EKS cluster name`);
   }
 }
 
-/** "type=gpus:N,mbps:M ..." as the tool's INSTANCE_FACTS expects, sorted so rendering is stable. */
-function instanceFactsValue(args: GpuUserDataArgs): string {
-  return Object.entries(args.instanceFacts ?? {})
-    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-    .map(([t, f]) => `${t}=gpus:${f.gpus},mbps:${f.mbps}`)
-    .join(" ");
-}
-
-// MODEL_FOLDERS and the directories are left to the tool's defaults (a test pins them to nodeContract.ts).
-// The hot set travels base64-encoded: S3 keys are UTF-8, and cloud-init cannot write a shell part
+// MODEL_FOLDERS and the models folder are left to the tool's defaults (a test pins them to nodeContract.ts).
+// The pins travel base64-encoded: S3 keys are UTF-8, and cloud-init cannot write a shell part
 // with non-ASCII bytes (docs eks-notes "Checked against upstream sources"), so the part stays ASCII.
 function envFile(args: GpuUserDataArgs): string {
   const values: [string, string][] = [
     ["MODELS_BUCKET", args.modelsBucket],
     ["AWS_REGION", args.region],
-    ["HOT_SET_B64", Buffer.from(args.hotSet.join(","), "utf8").toString("base64")],
+    ["PINS_B64", Buffer.from(args.pins.join(","), "utf8").toString("base64")],
     ["PARALLEL", String(args.parallel)],
     ["BOOT_FILL_SECONDS", String(args.bootFillSeconds)],
-    ["MARGIN_GB", String(args.reserveGb)],
-    ["IMAGE_GB", String(args.imageGb ?? DEFAULT_IMAGE_GB)],
-    ["SCRATCH_GB_PER_GPU", String(args.scratchGbPerGpu ?? DEFAULT_SCRATCH_GB_PER_GPU)],
-    ["INSTANCE_FACTS", instanceFactsValue(args)],
+    ["RESERVE_GB", String(args.reserveGb)],
+    ["EVICTION_PERCENT", String(args.reservePercent ?? DEFAULT_RESERVE_PERCENT)],
     ["IMAGE_PARAM", args.imageParameter ?? ""],
     // The jq program (about 0.9 KB) travels here rather than next to the tool: the user data has
     // the room (USER_DATA_MAX_BYTES, checked at render), while a second tools-bucket object would
@@ -283,7 +228,7 @@ export function renderGpuUserDataScript(args: GpuUserDataArgs): string {
     `set -Eeuo pipefail`,
     `USERDATA_START=$(date +%s)`,
     `export USERDATA_START`,
-    `readonly TOOL=${NODE_MODELS_TOOL} FAILED_MARKER=${BOOT_FILL_FAILED_MARKER}`,
+    `readonly TOOL=${NODE_MODELS_TOOL} FAILED_MARKER=${BOOT_FAILED_MARKER}`,
     `block_node() {`,
     `  trap - ERR`,
     `  set +e`,

@@ -6,6 +6,7 @@ import type { AddressInfo } from "node:net";
 import { KubeClient } from "../../workload/gateway/kube/client";
 import { LeaseElector } from "../../workload/gateway/kube/lease";
 import { BOOT_AT_LABEL, EndpointSliceSource, patchDeletionCost, podImageId, podNodeStart } from "../../workload/gateway/kube/pods";
+import { cacheParts, DeletionCosts } from "../../workload/gateway/models/deletionCost";
 import type { PodInfo } from "../../workload/gateway/dispatch/dispatcher";
 import { quiet, until } from "./helpers";
 
@@ -79,10 +80,55 @@ describe("gateway Kubernetes adapters (fake API server)", function () {
     });
     const kube = new KubeClient(api.url);
     try {
-      await patchDeletionCost(kube, "comfy", "comfyui-a", 2);
-      assert.deepEqual(api.seen[0], { method: "PATCH", url: "/api/v1/namespaces/comfy/pods/comfyui-a", contentType: "application/merge-patch+json", body: { metadata: { annotations: { "controller.kubernetes.io/pod-deletion-cost": "2000" } } } });
+      await patchDeletionCost(kube, "comfy", "comfyui-a", 2999);
+      assert.deepEqual(api.seen[0], { method: "PATCH", url: "/api/v1/namespaces/comfy/pods/comfyui-a", contentType: "application/merge-patch+json", body: { metadata: { annotations: { "controller.kubernetes.io/pod-deletion-cost": "2999" } } } });
       assert.equal(await podImageId(kube, "comfy", "comfyui-a"), "ecr/comfy@sha256:abc");
       await assert.rejects(patchDeletionCost(kube, "comfy", "missing", 0), /answered 404/);
+      // The API server takes an int32 only; such a value is refused here, not sent.
+      const sent = api.seen.length;
+      await assert.rejects(patchDeletionCost(kube, "comfy", "comfyui-a", 1.5), /not an int32/);
+      await assert.rejects(patchDeletionCost(kube, "comfy", "comfyui-a", 2 ** 31), /not an int32/);
+      assert.equal(api.seen.length, sent);
+    } finally {
+      await api.close();
+    }
+  });
+
+  it("the leader's deletion costs reach the pods as patches that carry the cache part, once per change; a failed patch is sent again", async () => {
+    let failB = true;
+    const api = await fakeApi((req, res) => {
+      if (failB && req.url.endsWith("/pods/comfyui-b") && req.body.metadata.annotations["controller.kubernetes.io/pod-deletion-cost"] === "1333") {
+        failB = false;
+        res.writeHead(500).end("{}");
+        return;
+      }
+      res.writeHead(200, { "content-type": "application/json" }).end("{}");
+    });
+    const kube = new KubeClient(api.url);
+    const pending: Promise<unknown>[] = [];
+    const costs = new DeletionCosts((pod, cost) => {
+      const p = patchDeletionCost(kube, "comfy", pod, cost);
+      pending.push(p.catch(() => undefined));
+      return p;
+    });
+    const annotations = () => api.seen.map((s) => `${s.url.split("/").pop()}=${s.body.metadata.annotations["controller.kubernetes.io/pod-deletion-cost"]}`);
+    const settle = async () => {
+      while (pending.length) await Promise.all(pending.splice(0));
+    };
+    try {
+      costs.load("comfyui-a", 1);
+      costs.load("comfyui-b", 1);
+      await settle();
+      // Both busy with one prompt; waiting prompts need 6 GB that a's node holds and 2 GB that b's holds.
+      const parts = cacheParts([{ pod: "comfyui-a", bytesForWaiting: 6e9 }, { pod: "comfyui-b", bytesForWaiting: 2e9 }]);
+      costs.refresh(["comfyui-a", "comfyui-b"], parts);
+      await settle();
+      costs.refresh(["comfyui-a", "comfyui-b"], parts); // unchanged: a's not patched again; b's failed patch (500) is
+      await settle();
+      costs.refresh(["comfyui-a", "comfyui-b"], parts); // nothing changed, nothing failed: no patch
+      await settle();
+      assert.deepEqual(annotations(), ["comfyui-a=1000", "comfyui-b=1000", "comfyui-a=1999", "comfyui-b=1333", "comfyui-b=1333"]);
+      assert.equal(costs.current("comfyui-b"), 1333);
     } finally {
       await api.close();
     }

@@ -4,9 +4,9 @@
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { strict as assert } from "node:assert";
 import WebSocket from "ws";
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import * as fs from "node:fs";
-import { buildApp } from "../../workload/gateway/app";
+import { HTTP_CLOSE_GRACE_MS, buildApp } from "../../workload/gateway/app";
 import { loadConfig } from "../../workload/gateway/config";
 import { Ledger } from "../../workload/gateway/dispatch/ledger";
 import { Hub } from "../../workload/gateway/routes/ws";
@@ -214,6 +214,34 @@ describe("gateway limits and user data", function () {
       assert.ok(Date.now() - started < 15000, `closed in ${Date.now() - started} ms`);
       ws.terminate();
     } finally {
+      await gw.close();
+      await pod.close();
+    }
+  });
+
+  it("a gateway's shutdown does not wait on an HTTP client that stopped reading a large response", async () => {
+    const pod = await startStandIn({ stepMs: 1 });
+    const gw = await startGateway([pod.url]);
+    const socket = new (await import("node:net")).Socket();
+    try {
+      // 32 MB: far more than loopback's socket buffers hold, so the response cannot finish unread.
+      const form = new FormData();
+      form.append("image", new Blob([new Uint8Array(randomBytes(32 * 1024 * 1024))]), "big.png");
+      assert.equal((await fetch(gw.url + "/upload/image", { method: "POST", body: form })).status, 200);
+      const { port } = new URL(gw.url);
+      await new Promise<void>((r) => socket.connect(Number(port), "127.0.0.1", () => r()));
+      const firstBytes = new Promise<void>((r) => socket.once("data", () => r()));
+      socket.write(`GET /view?type=input&filename=big.png&channel=rgba HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+      await firstBytes;
+      // The client stops reading: the server's writes back up and the response never ends.
+      socket.pause();
+      const started = Date.now();
+      await gw.close();
+      // Without the bound the close waits for this response forever (the hook's 60 s in CI).
+      assert.ok(Date.now() - started < HTTP_CLOSE_GRACE_MS + 10000, `closed in ${Date.now() - started} ms`);
+      assert.ok(Date.now() - started >= HTTP_CLOSE_GRACE_MS - 100, "a moving response had its grace");
+    } finally {
+      socket.destroy();
       await gw.close();
       await pod.close();
     }

@@ -36,12 +36,12 @@ const LIBRARY: Record<string, number> = {
 
 interface Node { dir: string; agent: RunningAgent; standIn: StandIn }
 
-async function startNode(endpoint: string): Promise<Node> {
+async function startNode(endpoint: string, beforeStep?: (promptId: string, step: number) => Promise<void>): Promise<Node> {
   const dir = makeTempDir("model-node-");
   const settings = parseAgentArgs(["--models-dir", dir, "--bucket", BUCKET, "--endpoint", endpoint, "--cache-gb", String(QUOTA_GB), "--port", "0", "--token", TOKEN, "--region", "us-east-1", "--socket", ""], { AWS_ACCESS_KEY_ID: "S3RVER", AWS_SECRET_ACCESS_KEY: "S3RVER" });
   const agent = await startAgent(settings, () => undefined);
   // 0.01 ms a byte: a 30 kB checkpoint loads in 300 ms, as a 6.5 GB SDXL file takes seconds from NVMe.
-  const standIn = await startStandIn({ modelsDir: dir, stepMs: 5, loadMsPerByte: 0.01 });
+  const standIn = await startStandIn({ modelsDir: dir, stepMs: 5, loadMsPerByte: 0.01, beforeStep });
   return { dir, agent, standIn };
 }
 
@@ -151,6 +151,73 @@ describe("gateway: the models bucket is the library; dispatch by model, fetch be
     const loads = { alpha: loadsOf(two, "alpha.safetensors") - before.alpha, beta: loadsOf(two, "beta.safetensors") - before.beta };
     assert.ok(loads.alpha <= 2 && loads.beta <= 2, `loads: ${JSON.stringify(loads)}`);
     await g.close();
+  });
+
+  it("cold start: agents on nodes whose ComfyUI is not Ready yet fetch the waiting prompts' files ahead; the prompts then run there with no fetch", async () => {
+    const g = await startModelGateway([nodes[0]], s3.endpoint);
+    gateways.push(g);
+    await until(async () => (await get(g.url, "/object_info")).status === 200 && g.gateway.services.discovery.currentVersion !== undefined);
+    await g.gateway.services.discovery.settled();
+    // Scaled to zero: no pod at all; three prompts wait, the first two for one checkpoint.
+    g.gateway.setPods([]);
+    const ids: string[] = [];
+    for (const [i, ckpt] of ["alpha", "alpha", "beta"].entries()) {
+      const r = await post(g.url, "/prompt", { prompt: t2i(400 + i, `${ckpt}.safetensors`), client_id: "cold" });
+      assert.equal(r.status, 200, r.text);
+      ids.push(r.json.prompt_id);
+    }
+    // Two GPU nodes come up with empty caches: their agents are Ready, their ComfyUI pods are not. The second
+    // node's ComfyUI holds its first prompt at its first step until the test lets it go.
+    let letGo!: () => void;
+    const going = new Promise<void>((r) => (letGo = r));
+    const heldRuns: string[] = [];
+    const cold = [await startNode(s3.endpoint), await startNode(s3.endpoint, async (id) => {
+      heldRuns.push(id);
+      await going;
+    })];
+    try {
+      const inv = async (n: Node) => (await fetch(`${n.agent.url}/v1/inventory`, { headers: { "x-models-agent-token": TOKEN } })).json();
+      g.gateway.setAgents(cold.map((n, i) => ({ node: `gpu-${i}`, url: n.agent.url })));
+      await until(async () => (await inv(cold[0])).files.length > 0 && (await inv(cold[1])).files.length > 0);
+      // The head of the queue's checkpoint to the first node, the next other model to the second: never one model twice.
+      const [a0, a1] = [await inv(cold[0]), await inv(cold[1])];
+      assert.deepEqual(a0.files.map((f: any) => f.path), ["checkpoints/alpha.safetensors"]);
+      assert.deepEqual(a1.files.map((f: any) => f.path), ["checkpoints/beta.safetensors"]);
+      assert.deepEqual(a0.holds.map((h: any) => h.id), [`prefetch:${ids[0]}`], "held against eviction until the pod starts");
+      assert.deepEqual(a1.holds.map((h: any) => h.id), [`prefetch:${ids[2]}`]);
+      assert.equal((await get(g.url, `/history/${ids[0]}`)).json[ids[0]], undefined, "still waiting: no pod yet");
+
+      // The second node's pod turns Ready first: the beta prompt goes there although it is not the head of the
+      // queue (it fetches nothing), and the alpha prompts wait for the first node's pod rather than take the
+      // busy pod's second slot and fetch alpha there too.
+      const pod = (i: number) => ({ key: cold[i].standIn.url, url: cold[i].standIn.url, ready: true, terminating: false, node: `gpu-${i}`, agentUrl: cold[i].agent.url });
+      g.gateway.setPods([pod(1)]);
+      await until(async () => heldRuns.length > 0);
+      assert.deepEqual(heldRuns, [ids[2]]);
+      const dispatcher = g.gateway.services.dispatcher!;
+      assert.deepEqual([...dispatcher.workers.get(cold[1].standIn.url)!.slots.keys()], [ids[2]], "the alpha prompts are not buffered on the beta node");
+      g.gateway.setPods([pod(1), pod(0)]);
+      for (const id of ids.slice(0, 2)) assert.equal((await history(g.url, id)).status.status_str, "success");
+      letGo();
+      assert.equal((await history(g.url, ids[2])).status.status_str, "success");
+
+      // Each ran where its files were: the dispatcher's ensures were hits, nothing was fetched a second time.
+      const [e0, e1] = [await inv(cold[0]), await inv(cold[1])];
+      assert.deepEqual([e0.metrics.fetches, e0.metrics.misses, e0.metrics.hits], [1, 1, 2], "alpha: fetched ahead once, then two hits");
+      assert.deepEqual([e1.metrics.fetches, e1.metrics.misses, e1.metrics.hits], [1, 1, 1], "beta: fetched ahead once, then one hit");
+      assert.deepEqual([...new Set(cold[0].standIn.loads().map((l) => l.name))], ["alpha.safetensors"]);
+      assert.deepEqual([...new Set(cold[1].standIn.loads().map((l) => l.name))], ["beta.safetensors"]);
+      // The prefetch holds are released once their prompts ended (the dispatcher's at each end).
+      await until(async () => (await inv(cold[0])).holds.length === 0 && (await inv(cold[1])).holds.length === 0);
+    } finally {
+      letGo();
+      await g.close();
+      for (const n of cold) {
+        await n.standIn.close();
+        await n.agent.stop();
+        removeDir(n.dir);
+      }
+    }
   });
 
   it("under a small quota the LRU never evicts a file a running or buffered prompt needs; too large or missing fails with the reason", async () => {

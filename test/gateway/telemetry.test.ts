@@ -176,6 +176,20 @@ describe("gateway telemetry", function () {
       assert.deepEqual(valuesOf(msgs, "ComfyUIReadySeconds"), [170]);
     });
 
+    it("the snapshot carries the model cache's figures it is given (a models bucket), and none without them", () => {
+      const lines: object[] = [];
+      const sink = { ...NO_METRICS, put: (d: object) => void lines.push(d) };
+      const t = new Telemetry({ clusterName: "c", sink, coldStarts: new ColdStarts(new LocalObjectStore(tmpDir()), 222, quiet), log: quiet, now: () => 1 });
+      t.snapshot({ waiting: 1, running: 0, websocketClients: 0, readyPods: [] });
+      const plain = lines.splice(0).map((l) => JSON.stringify(l));
+      assert.deepEqual(emfNames(plain).filter((n) => n.startsWith("Model")), []);
+      assert.deepEqual(valuesOf(plain, "PromptsWaiting"), [1], "the snapshot itself is written");
+      t.snapshot({ waiting: 0, running: 0, websocketClients: 0, readyPods: [], modelCache: { fetches: 2, fetchesFailed: 0, bytesFetched: 4096, hits: 9, misses: 2, evictions: 1, loadsAvoided: 5 } });
+      const msgs = lines.splice(0).map((l) => JSON.stringify(l));
+      assert.deepEqual(["ModelFetches", "ModelFetchesFailed", "ModelBytesFetched", "ModelCacheHits", "ModelCacheMisses", "ModelEvictions", "ModelLoadsAvoided"].map((n) => valuesOf(msgs, n)), [[2], [0], [4096], [9], [2], [1], [5]]);
+      for (const m of msgs) for (const x of parseEmfLine(m)) assert.deepEqual(x.dimensions, { ClusterName: "c" });
+    });
+
     it("the fleet by instance type and capacity type: ready pods grouped by their node's labels, gone pods forgotten", () => {
       const lines: object[] = [];
       const sink = { ...NO_METRICS, put: (d: object) => void lines.push(d) };
@@ -248,6 +262,7 @@ describe("gateway telemetry", function () {
       assert.ok(valuesOf(msgs, "PromptsAccepted").reduce((a, b) => a + b, 0) >= 1);
       assert.deepEqual(valuesOf(msgs, "OutputsSaved"), [1], "the SaveImage node's one image");
       for (const m of msgs) for (const x of parseEmfLine(m)) assert.deepEqual(x.dimensions, { ClusterName: "comfyui-dev" });
+      assert.deepEqual(emfNames(msgs).filter((n) => n.startsWith("Model")), [], "no models bucket: no model-cache figures");
     } finally {
       await gw.close();
       await slow.close();

@@ -106,14 +106,14 @@ describe("GPU user data through Karpenter's merge and cloud-init's user-data pro
     modelsBucket: "comfyui-models-123456789012",
     toolsBucket: "comfyui-nodetools-123456789012",
     region: "us-east-1",
-    hotSet: ["checkpoints/sd_xl_base_1.0.safetensors", "vae"],
+    pins: ["checkpoints/sd_xl_base_1.0.safetensors", "vae/"],
     parallel: 8,
     bootFillSeconds: 600,
-    reserveGb: 10,
+    reserveGb: 60,
   };
   const variants: [string, Partial<GpuUserDataArgs>][] = [
-    ["an ASCII hot set", {}],
-    ["a non-ASCII hot set (S3 keys are UTF-8)", { hotSet: ["checkpoints/モデル_ünïcode.safetensors", "loras/café é.safetensors", "vae"] }],
+    ["ASCII pins", {}],
+    ["non-ASCII pins (S3 keys are UTF-8)", { pins: ["checkpoints/モデル_ünïcode.safetensors", "loras/café é.safetensors", "vae/"] }],
     // The EMF jq program is full of $, quotes, braces and pipes.
     ["boot metrics (the EMF jq program in the settings)", { bootMetrics: { logGroupName: "/comfyui/comfyui-dev/metrics", clusterName: "comfyui-dev" } }],
   ];

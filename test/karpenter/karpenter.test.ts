@@ -38,7 +38,7 @@ function baseArgs(provider: k8s.Provider, dependsOn: pulumi.Resource[] = []): Gp
     modelsBucketArn: BUCKET_ARN,
     nodeToolsBucket: pulumi.output(TOOLS_BUCKET),
     nodeToolsBucketArn: TOOLS_BUCKET_ARN,
-    instanceFacts: pulumi.output({ "g6.xlarge": { gpus: 1, mbps: 2500 }, "g6e.xlarge": { gpus: 1, mbps: 2500 } }),
+    reserveGb: pulumi.output(60),
     imageParameter: pulumi.output("/comfyui-dev/comfyui-image"),
     instanceTypes: ["g6.xlarge", "g6e.xlarge"],
     capacityTypes: ["spot", "on-demand"],
@@ -47,7 +47,7 @@ function baseArgs(provider: k8s.Provider, dependsOn: pulumi.Resource[] = []): Gp
     consolidateAfter: "5m",
     expireAfter: "168h",
     rootVolumeGiB: 100,
-    hotSet: ["checkpoints/"],
+    pins: ["checkpoints/"],
     bootFillSeconds: 600,
     parallelTransfers: 8,
     provider,
@@ -358,7 +358,10 @@ describe("karpenter GpuCapacity", function () {
       // The node fetches the tool the stack uploaded, and reads the image from the named parameter.
       assert.ok(userData.includes(`s3://${TOOLS_BUCKET}/${modelsToolObject().key}`));
       assert.match(userData, /^IMAGE_PARAM='\/comfyui-dev\/comfyui-image'$/m);
-      assert.match(userData, /^INSTANCE_FACTS='g6\.xlarge=gpus:1,mbps:2500 g6e\.xlarge=gpus:1,mbps:2500'$/m);
+      // The reserve the stack computed once for the node's copy and the agent, and the pins in order.
+      assert.match(userData, /^RESERVE_GB='60'$/m);
+      assert.match(userData, /^EVICTION_PERCENT='10'$/m);
+      assert.match(userData, new RegExp(`^PINS_B64='${Buffer.from("checkpoints/").toString("base64")}'$`, "m"));
     });
 
     it("tags instances with the stack's tags", () => {

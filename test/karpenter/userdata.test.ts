@@ -1,26 +1,24 @@
 /**
- * GPU node user data and its model tool: static checks (shellcheck, MIME, quoting, order) and the
- * tool run for real with the AWS CLI against s3rver, because what matters on a node is behaviour:
- * complete files only, idempotence, rejected paths, clear failures.
+ * GPU node user data and its node tool: static checks (shellcheck, MIME, quoting, order), the pinned
+ * copy run for real with the AWS CLI against s3rver (complete files only, what fits, the deadline,
+ * clear failures, the model agent taking over), and the whole boot in a sandbox with system
+ * commands stubbed.
  */
 import { strict as assert } from "node:assert";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { execFileSync } from "node:child_process";
-import {
-  MODEL_FOLDERS,
-  NODE_MODELS_DIR,
-  NODE_MODELS_ENV_FILE,
-  NODE_MODELS_STAGING_DIR,
-  NODE_MODELS_STATE_DIR,
-  NODE_MODELS_TOOL,
-} from "../../karpenter/nodeContract";
+import { MODEL_FOLDERS, NODE_MODELS_DIR, NODE_MODELS_ENV_FILE, NODE_MODELS_TOOL } from "../../karpenter/nodeContract";
+import { checkKey } from "../../sync/keys";
+import { AGENT_PRIVATE_DIR } from "../../workload/models/contract";
+import { startAgent } from "../../workload/models/agent/main";
+import { parseAgentArgs } from "../../workload/models/agent/options";
 import { NODE_BOOT_STREAM_PREFIX, metricsLogGroupName, nodeBootEmf, nodeBootEmfJq } from "../../observability/metrics";
 import { parseEmfLine } from "../observability/emfParse";
 import {
   BOOT_AT_LABEL,
-  FILL_REST_UNIT,
+  BOOT_FAILED_MARKER,
   GpuUserDataArgs,
   MODELS_MISSING_LABEL,
   MODELS_TOOL_EXIT,
@@ -28,6 +26,7 @@ import {
   USER_DATA_BOUNDARY,
   TOOL_FETCH_ATTEMPTS,
   USER_DATA_MAX_BYTES,
+  UserDataArgError,
   modelsToolObject,
   renderGpuUserData,
   renderGpuUserDataScript,
@@ -55,17 +54,16 @@ const ARGS: GpuUserDataArgs = {
   modelsBucket: "comfyui-models-123456789012",
   toolsBucket: "comfyui-nodetools-123456789012",
   region: "us-east-1",
-  hotSet: ["diffusion_models/z_image_turbo_bf16.safetensors", "text_encoders/", "vae", "loras/it's $HOME `x` é.safetensors"],
+  pins: ["diffusion_models/z_image_turbo_bf16.safetensors", "text_encoders/", "vae/", "loras/it's (v2) é.safetensors"],
   parallel: 8,
   bootFillSeconds: 600,
-  reserveGb: 20,
+  reserveGb: 70,
 };
 
 /** The boot summary's stable fields (comfyui-models.sh header). */
 interface BootSummary {
   schema: number;
   instance_type: string;
-  gpus: number;
   t_boot: number;
   t_userdata: number;
   t_raid: number;
@@ -130,19 +128,24 @@ describe("GPU node user data and the comfyui-models tool", function () {
       assert.equal(await shellcheck(TOOL_PATH, ["-x"]), "");
     });
 
-    it("the tool's defaults are the node contract (directories and model folders)", () => {
+    it("the tool's defaults are the node and agent contracts, and it stays a few hundred lines", () => {
       const source = readFileSync(TOOL_PATH, "utf8");
       const value = (name: string): string | undefined => new RegExp(`^readonly ${name}="?([^"\\n]*)"?$`, "m").exec(source)?.[1];
       assert.equal(value("DEFAULT_MODELS_DIR"), NODE_MODELS_DIR);
-      assert.equal(value("DEFAULT_STAGING_DIR"), NODE_MODELS_STAGING_DIR);
-      assert.equal(value("DEFAULT_STATE_DIR"), NODE_MODELS_STATE_DIR);
+      assert.equal(value("AGENT_PRIVATE_DIR"), AGENT_PRIVATE_DIR);
       assert.deepEqual(value("DEFAULT_MODEL_FOLDERS")?.split(" "), [...MODEL_FOLDERS]);
       assert.match(source, /^set -euo pipefail$/m);
-      const { failed, usage, bucketUnreachable, noSpace, budgetReached } = MODELS_TOOL_EXIT;
+      const { failed, usage, bucketUnreachable, budgetReached } = MODELS_TOOL_EXIT;
       assert.ok(
-        source.includes(`readonly EX_FAILED=${failed} EX_USAGE=${usage} EX_BUCKET=${bucketUnreachable} EX_NOSPACE=${noSpace} EX_BUDGET=${budgetReached}\n`),
+        source.includes(`readonly EX_FAILED=${failed} EX_USAGE=${usage} EX_BUCKET=${bucketUnreachable} EX_BUDGET=${budgetReached}\n`),
         "exit codes in comfyui-models.sh and MODELS_TOOL_EXIT agree",
       );
+      // Issue 19: the user data keeps what must run before kubelet, "in a few hundred lines at most".
+      const code = source.split("\n").filter((l) => l.trim() !== "" && !/^\s*#/.test(l));
+      assert.ok(code.length <= 420, `${code.length} lines of code`);
+      for (const gone of ["apply", "fill-rest", "status"]) {
+        assert.ok(!new RegExp(`^\\s+${gone}\\)`, "m").test(source), `the agent does what '${gone}' did`);
+      }
     });
 
     it("renders MIME multi-part user data: the FastImagePull NodeConfig and one pure-ASCII shell part", () => {
@@ -156,7 +159,7 @@ describe("GPU node user data and the comfyui-models tool", function () {
       assert.equal(mime.parts[1].headers["content-type"], 'text/x-shellscript; charset="us-ascii"');
       assert.equal(mime.parts[1].body, renderGpuUserDataScript(ARGS));
       assert.ok(mime.parts[1].body.startsWith("#!/bin/bash\n"));
-      assert.match(userData, /^[\x00-\x7f]*$/, "non-ASCII hot set keys travel encoded");
+      assert.match(userData, /^[\x00-\x7f]*$/, "non-ASCII pins travel encoded");
       assert.equal(parseMime(renderGpuUserData({ ...ARGS, fastImagePull: false })).parts.length, 1);
       // Karpenter re-serialises all parts under boundary "//": no line of ours may look like it.
       assert.ok(!/^--\/\//m.test(userData));
@@ -164,16 +167,13 @@ describe("GPU node user data and the comfyui-models tool", function () {
       assert.equal(renderGpuUserData(ARGS), userData, "rendering is deterministic (no node drift)");
     });
 
-    it("with boot metrics, the settings carry the log group, the cluster and the jq program, and the largest pool still fits the budget", async () => {
+    it("with boot metrics, the settings carry the log group, the cluster and the jq program, and long pins still fit the budget", async () => {
       const bootMetrics = { logGroupName: metricsLogGroupName("comfyui-dev"), clusterName: "comfyui-dev" };
-      // Every G6/G6e/P5 size the pool could list, with long bucket names and a long hot set.
-      const types = ["g6", "g6e", "gr6"].flatMap((f) => ["xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge", "48xlarge"].map((s) => `${f}.${s}`));
       const big: GpuUserDataArgs = {
         ...ARGS,
         modelsBucket: `comfyui-models-${"x".repeat(40)}`,
         toolsBucket: `comfyui-nodetools-${"x".repeat(40)}`,
-        hotSet: Array.from({ length: 20 }, (_, i) => `diffusion_models/model_number_${i}_bf16.safetensors`),
-        instanceFacts: Object.fromEntries(types.map((t) => [t, { gpus: 8, mbps: 3_200_000 }])),
+        pins: Array.from({ length: 20 }, (_, i) => `diffusion_models/model_number_${i}_bf16.safetensors`),
         imageParameter: "/comfyui-dev-with-a-long-stack-name/comfyui/image",
         bootMetrics,
       };
@@ -198,7 +198,7 @@ describe("GPU node user data and the comfyui-models tool", function () {
       const list = /^readonly SETTINGS=\(([^)]*)\)$/m.exec(source)?.[1].split(/\s+/).filter(Boolean) ?? [];
       const env = heredoc(renderGpuUserDataScript({ ...ARGS, bootMetrics: { logGroupName: "/comfyui/c/metrics", clusterName: "c" } }), "COMFYUI_MODELS_ENV");
       const written = [...env.matchAll(/^([A-Z_0-9]+)=/gm)].map((m) => m[1]);
-      assert.ok(written.includes("BOOT_EMF_JQ") && written.length > 5);
+      assert.ok(written.includes("BOOT_EMF_JQ") && written.includes("PINS_B64") && written.length > 5);
       assert.deepEqual(written.filter((n) => !list.includes(n)), [], "a setting the tool would not keep from the environment");
     });
 
@@ -218,7 +218,6 @@ describe("GPU node user data and the comfyui-models tool", function () {
       assert.ok(script.includes(`echo "${tool.sha256}  $TOOL.new" | sha256sum -c --quiet -`));
       assert.ok(script.includes(`for attempt in $(seq ${TOOL_FETCH_ATTEMPTS}); do`));
       assert.ok(script.includes(`TOOL=${NODE_MODELS_TOOL}`));
-      // A different tool is a different key and checksum, so a node never runs a tool its user data did not name.
       assert.notEqual(renderGpuUserDataScript({ ...ARGS, toolsBucket: "other-tools-bucket" }), script);
     });
 
@@ -227,105 +226,102 @@ describe("GPU node user data and the comfyui-models tool", function () {
       const env = heredoc(script, "COMFYUI_MODELS_ENV");
       assert.ok(script.includes(`cat >${NODE_MODELS_ENV_FILE} <<'COMFYUI_MODELS_ENV'`));
       assert.match(env, /^MODELS_BUCKET='comfyui-models-123456789012'$/m);
-      assert.match(env, /^HOT_SET_B64='[A-Za-z0-9+/=]+'$/m);
+      assert.match(env, /^PINS_B64='[A-Za-z0-9+/=]+'$/m);
       const file = join(scratch, "models.env");
       writeFileSync(file, env);
       const probe = join(scratch, "probe.sh");
-      writeFileSync(probe, `set -eu\n. "$1"\nprintf '%s\\n' "$MODELS_BUCKET" "$AWS_REGION" "$(printf %s "$HOT_SET_B64" | base64 -d)" "$PARALLEL" "$MARGIN_GB" "$BOOT_FILL_SECONDS"\n`);
-      const out = await runBash(probe, [file], { PATH: process.env.PATH, HOME: "/nonexistent" });
+      writeFileSync(
+        probe,
+        `set -eu\n. "$1"\nprintf '%s\\n' "$MODELS_BUCKET" "$AWS_REGION" "$(printf %s "$PINS_B64" | base64 -d)" "$PARALLEL" "$RESERVE_GB" "$EVICTION_PERCENT" "$BOOT_FILL_SECONDS"\n`,
+      );
+      const out = await runBash(probe, [file], { PATH: process.env.PATH, HOME: "/nonexistent", LANG: "C.UTF-8" });
       assert.equal(out.code, 0, out.stderr);
-      assert.deepEqual(out.stdout.split("\n").slice(0, 6), [
-        ARGS.modelsBucket,
-        ARGS.region,
-        ARGS.hotSet.join(","),
-        "8",
-        "20",
-        "600",
-      ]);
+      assert.deepEqual(out.stdout.split("\n").slice(0, 7), [ARGS.modelsBucket, ARGS.region, ARGS.pins.join(","), "8", "70", "10", "600"]);
     });
 
-    it("installs the tool, runs its boot, and keeps kubelet down if that fails; the tool sets up the disks before the fill", () => {
+    it("installs the tool and runs its boot, which sets up the disks before the pinned copy; kubelet is kept down only if the tool cannot run", () => {
       const script = renderGpuUserDataScript(ARGS);
       assert.match(script, /^set -Eeuo pipefail$/m);
-      assert.ok(script.includes(`TOOL=${NODE_MODELS_TOOL} `));
       assert.match(script, /^"\$TOOL" boot \|\| block_node /m);
+      assert.ok(script.includes(`FAILED_MARKER=${BOOT_FAILED_MARKER}`));
       assert.match(script, /systemctl mask --now kubelet\.service/);
-      assert.match(script, /ConditionPathExists=!%s/);
       assert.ok(!script.includes("curl") && !script.includes("wget"), "nothing fetched from the internet at boot");
-      assert.match(heredoc(script, "COMFYUI_MODELS_ENV"), /^BOOT_FILL_SECONDS='600'$/m);
       const tool = readFileSync(TOOL_PATH, "utf8");
       const boot = tool.slice(tool.indexOf("cmd_boot() {"));
       const disks = boot.indexOf("setup-local-disks raid0 ||");
       const mountCheck = boot.indexOf(`mountpoint -q "$DISK"`);
-      const fill = boot.indexOf(`bash "$SELF" fill-hot`);
-      assert.ok(disks > 0 && mountCheck > disks && fill > mountCheck, "setup-local-disks, then the mount check, then fill-hot");
+      const fill = boot.indexOf(`bash "$SELF" fill-pins`);
+      assert.ok(disks > 0 && mountCheck > disks && fill > mountCheck, "setup-local-disks, then the mount check, then fill-pins");
       assert.match(tool, /"\$\{DISK:=\/mnt\/k8s-disks\/0\}"/);
-      assert.ok(NODE_MODELS_DIR.startsWith(`${NODE_DISK_MOUNT}/`) && NODE_MODELS_STAGING_DIR.startsWith(`${NODE_DISK_MOUNT}/`));
-      assert.match(boot, /"\$EX_BUDGET"\) result=budget; .*; break ;;/, "exit 75 (budget) lets the node register");
-      assert.match(tool, /^ExecStart=\$SELF fill-rest$/m);
-      assert.match(tool, /^WantedBy=multi-user\.target$/m);
-      assert.ok(boot.indexOf(`systemctl enable "$unit"`) > fill);
+      assert.ok(NODE_MODELS_DIR.startsWith(`${NODE_DISK_MOUNT}/`));
+      // A failed or cut copy is reported, never a reason to keep kubelet down (the agent fetches the rest).
+      assert.equal((boot.match(/block_node "/g) ?? []).length, 3, "RAID failed, no mount, and the ERR trap");
     });
 
-    it("rejects arguments that would make a broken node", () => {
-      const bad: [Partial<GpuUserDataArgs>, RegExp][] = [
-        [{ modelsBucket: "Bad_Bucket" }, /modelsBucket/],
-        [{ region: "us east 1" }, /region/],
-        [{ hotSet: ["notafolder/x"] }, /not under a model folder/],
-        [{ hotSet: ["checkpoints/../../etc"] }, /'\.\.' segment/],
-        [{ hotSet: ["checkpoints/a,b"] }, /comma/],
-        [{ hotSet: ["checkpoints/a\nb"] }, /control character/],
-        [{ parallel: 0 }, /parallel/],
-        [{ bootFillSeconds: 900 }, /bootFillSeconds/],
-        [{ reserveGb: -1 }, /reserveGb/],
-        [{ toolsBucket: "" }, /toolsBucket/],
-        [{ imageParameter: "not a name" }, /imageParameter/],
-        [{ instanceFacts: { "g6.xlarge": { gpus: 0, mbps: 1 } } }, /instanceFacts\["g6\.xlarge"\]\.gpus/],
-        [{ instanceFacts: { "G6 xlarge": { gpus: 1, mbps: 1 } } }, /instanceFacts key/],
-        [{ bootMetrics: { logGroupName: "metrics group", clusterName: "c" } }, /bootMetrics\.logGroupName/],
-        [{ bootMetrics: { logGroupName: "", clusterName: "c" } }, /bootMetrics\.logGroupName/],
-        [{ bootMetrics: { logGroupName: "/comfyui/c/metrics", clusterName: "-c" } }, /bootMetrics\.clusterName/],
-        [{ bootMetrics: { logGroupName: "/comfyui/c/metrics", clusterName: "c'; rm -rf /" } }, /bootMetrics\.clusterName/],
+    it("rejects arguments that would make a broken node, naming the field", () => {
+      const bad: [Partial<GpuUserDataArgs>, UserDataArgError["field"], RegExp][] = [
+        [{ modelsBucket: "Bad_Bucket" }, "modelsBucket", /not an S3 bucket name/],
+        [{ region: "us east 1" }, "region", /not an AWS region/],
+        [{ pins: ["notafolder/x"] }, "pins", /not a ComfyUI model folder/],
+        [{ pins: ["checkpoints/../../etc"] }, "pins", /'\.\.' segment/],
+        [{ pins: ["checkpoints/a,b"] }, "pins", /comma/],
+        [{ pins: ["checkpoints/a\nb"] }, "pins", /control character/],
+        [{ pins: ["checkpoints/$HOME.safetensors"] }, "pins", /shell metacharacter/],
+        [{ pins: ["clip"] }, "pins", /not a ComfyUI model folder/],
+        [{ parallel: 0 }, "parallel", /integer in \[1, 64\]/],
+        [{ bootFillSeconds: 900 }, "bootFillSeconds", /integer in \[1, 720\]/],
+        [{ reserveGb: -1 }, "reserveGb", /integer/],
+        [{ reservePercent: 100 }, "reservePercent", /integer in \[0, 99\]/],
+        [{ toolsBucket: "" }, "toolsBucket", /not an S3 bucket name/],
+        [{ imageParameter: "not a name" }, "imageParameter", /not an SSM parameter name/],
+        [{ bootMetrics: { logGroupName: "metrics group", clusterName: "c" } }, "bootMetrics.logGroupName", /log group name/],
+        [{ bootMetrics: { logGroupName: "", clusterName: "c" } }, "bootMetrics.logGroupName", /log group name/],
+        [{ bootMetrics: { logGroupName: "/comfyui/c/metrics", clusterName: "-c" } }, "bootMetrics.clusterName", /EKS cluster name/],
+        [{ bootMetrics: { logGroupName: "/comfyui/c/metrics", clusterName: "c'; rm -rf /" } }, "bootMetrics.clusterName", /EKS cluster name/],
       ];
-      for (const [override, message] of bad) {
-        assert.throws(() => renderGpuUserData({ ...ARGS, ...override }), message, JSON.stringify(override));
+      for (const [override, field, reason] of bad) {
+        assert.throws(
+          () => renderGpuUserData({ ...ARGS, ...override }),
+          (err: unknown) => err instanceof UserDataArgError && err.field === field && reason.test(err.reason),
+          JSON.stringify(override),
+        );
       }
     });
   });
 
-  describe("running the tool against S3 (s3rver + AWS CLI)", () => {
+  describe("the pinned copy against S3 (s3rver + AWS CLI)", () => {
     const BUCKET = "models";
     // Names from the fixture catalogue, plus the awkward ones real buckets have.
     const MODEL_FILES: Record<string, number> = {
       "diffusion_models/z_image_turbo_bf16.safetensors": 9 * 1024 * 1024 + 123, // above the CLI's 8 MiB multipart threshold
       "text_encoders/qwen_3_4b.safetensors": 300_000,
       "vae/ae.safetensors": 65_536,
+      "vae/ae.safetensors.bak": 1_000,
       "upscale_models/RealESRGAN_x4plus.safetensors": 40_000,
       "loras/Qwen Image Lightning 8steps V1.0.safetensors": 20_000,
-      "checkpoints/モデル_ünïcode.safetensors": 12_345,
+      "loras/it's (v2) [final].safetensors": 10_000,
     };
-    const OUTSIDE = "notes/readme.txt";
+    const ALL_FOLDERS = "diffusion_models/,text_encoders/,vae/,upscale_models/,loras/";
     const sources = new Map<string, Buffer>();
     let s3: S3;
     let env: NodeJS.ProcessEnv;
     let run = 0;
 
     /** Fresh node folders per case, so cases do not depend on each other's leftovers. */
-    function node(extra: NodeJS.ProcessEnv = {}): { env: NodeJS.ProcessEnv; dirs: { root: string; models: string; staging: string; state: string } } {
+    function node(extra: NodeJS.ProcessEnv = {}): { env: NodeJS.ProcessEnv; dirs: { root: string; models: string; staging: string } } {
       const root = join(scratch, `node-${++run}`);
-      const dirs = { root, models: join(root, "disk", "models"), staging: join(root, "disk", "staging"), state: join(root, "disk", "state") };
+      const models = join(root, "disk", "models");
       return {
-        dirs,
+        dirs: { root, models, staging: join(models, AGENT_PRIVATE_DIR, "staging") },
         env: {
           ...env,
           MODELS_BUCKET: BUCKET,
-          MODELS_DIR: dirs.models,
-          STAGING_DIR: dirs.staging,
-          STATE_DIR: dirs.state,
+          MODELS_DIR: models,
           // Never pick up a real /etc/comfyui-models.env on the machine running the tests.
           COMFYUI_MODELS_ENV_FILE: join(root, "absent.env"),
-          // The computed reserve (10% of this machine's disk + image + scratch) is for GPU nodes.
+          // The node's floor is for GPU nodes' arrays, not this machine's disk.
           RESERVE_GB: "0",
+          EVICTION_PERCENT: "0",
           // Debian's CLI 2.9 CRT client ignores the endpoint's port (connection refused on s3rver).
           TRANSFER_CLIENT: "classic",
           ...extra,
@@ -333,42 +329,43 @@ describe("GPU node user data and the comfyui-models tool", function () {
       };
     }
 
-    function assertFile(models: string, key: string, content: Buffer): void {
-      assert.ok(readFileSync(join(models, key)).equals(content), `${key} differs from the expected content`);
-    }
+    /** The files in the model folders (not the agent's private folder). */
+    const modelFiles = (models: string): string[] => listFiles(models).filter((f) => !f.startsWith(`${AGENT_PRIVATE_DIR}/`));
 
     function assertIdentical(models: string, keys: readonly string[]): void {
-      assert.deepEqual(listFiles(models), [...keys].sort());
+      assert.deepEqual(modelFiles(models), [...keys].sort());
       for (const key of keys) {
         assert.ok(readFileSync(join(models, key)).equals(sources.get(key) as Buffer), `${key} differs from the source`);
       }
     }
 
-    const tool = (args: string[], e: NodeJS.ProcessEnv, input = ""): Promise<RunResult> => runBash(TOOL_PATH, args, e, input);
+    const tool = (args: string[], e: NodeJS.ProcessEnv): Promise<RunResult> => runBash(TOOL_PATH, args, e);
 
     let uploads = 0;
-    /** Uploads (or replaces) one object, as an operator's `aws s3 cp` would. */
     async function putObject(key: string, content: Buffer): Promise<void> {
       const local = join(scratch, `upload-${++uploads}.bin`);
       writeFileSync(local, content);
       await aws(env, ["s3", "cp", "--only-show-errors", local, `s3://${BUCKET}/${key}`]);
     }
-    async function deleteObject(key: string): Promise<void> {
-      await aws(env, ["s3api", "delete-object", "--bucket", BUCKET, "--key", key]);
+
+    /** A PATH whose `df` reports an array of `size` bytes with `avail` free. */
+    function fakeDisk(dir: string, size: number, avail: number): string {
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(
+        join(dir, "df"),
+        `#!/bin/bash\ncase " $* " in\n  *" --output=size "*) printf 'Size\\n%s\\n' ${size} ;;\n  *" --output=avail "*) printf 'Avail\\n%s\\n' ${avail} ;;\n  *) exit 1 ;;\nesac\n`,
+        { mode: 0o755 },
+      );
+      return `${dir}:${env.PATH}`;
     }
-    const md5 = (content: Buffer): string => createHash("md5").update(content).digest("hex");
-    // The tool's own bookkeeping (.locks/, .hot-missing) is not a state record.
-    const stateFiles = (state: string): string[] => listFiles(state).filter((f) => !f.startsWith("."));
 
     before(async function () {
       this.timeout(60_000);
       s3 = await startS3(join(scratch, "s3rver"), BUCKET);
       env = awsEnv(s3, childPath(join(scratch, "bin")), join(scratch, "home"));
       const upload = join(scratch, "upload");
-      for (const [key, size] of Object.entries(MODEL_FILES)) {
-        sources.set(key, randomBytes(size));
-      }
-      for (const [key, content] of [...sources, [OUTSIDE, Buffer.from("not a model\n")] as const]) {
+      for (const [key, size] of Object.entries(MODEL_FILES)) sources.set(key, randomBytes(size));
+      for (const [key, content] of sources) {
         mkdirSync(join(upload, key, ".."), { recursive: true });
         writeFileSync(join(upload, key), content);
       }
@@ -381,352 +378,153 @@ describe("GPU node user data and the comfyui-models tool", function () {
       if (s3) await s3.close();
     });
 
-    it("fill-hot copies every model byte-identical, never shows a partial file, ignores other keys", async () => {
-      const n = node();
-      const watcher = watchForPartialFiles(n.dirs.models, sources);
-      const result = await tool(["fill-hot"], n.env);
+    it("copies every pinned file byte-identical, never shows a partial file, leaves staging empty; a second run copies nothing", async () => {
+      const n = node({ PINS: ALL_FOLDERS });
+      const watcher = watchForPartialFiles(n.dirs.models, sources, 3, (rel) => rel.startsWith(`${AGENT_PRIVATE_DIR}/`));
+      const result = await tool(["fill-pins"], n.env);
       const seen = await watcher.stop();
       assert.equal(result.code, 0, result.stderr);
       assertIdentical(n.dirs.models, [...sources.keys()]);
       assert.deepEqual(seen.problems, []);
-      assert.ok(seen.polls > 10, `the watcher polled during the fill (${seen.polls} polls)`);
-      assert.ok(seen.observed >= 1);
+      assert.ok(seen.polls > 10 && seen.observed >= 1, `the watcher polled during the copy (${seen.polls} polls)`);
       assert.deepEqual(listFiles(n.dirs.staging), [], "staging is empty afterwards");
-      assert.match(result.stderr, /^comfyui-models: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ /m);
-      assert.match(result.stderr, /ignoring 1 key\(s\) outside the model folders/);
-      assert.match(result.stderr, new RegExp(`copied ${sources.size} file\\(s\\)`));
-      const state = readFileSync(join(n.dirs.state, "vae/ae.safetensors"), "utf8");
-      assert.equal(state, `${createHash("md5").update(sources.get("vae/ae.safetensors") as Buffer).digest("hex")} 65536\n`);
+      // The agent's private folder: root only (ComfyUI runs as uid 1000 and must not even list it).
+      assert.equal(statSync(join(n.dirs.models, AGENT_PRIVATE_DIR)).mode & 0o777, 0o700);
+      for (const folder of MODEL_FOLDERS) assert.ok(statSync(join(n.dirs.models, folder)).isDirectory(), `${folder}/ exists for ComfyUI`);
+      assert.match(result.stderr, new RegExp(`pins: copied ${sources.size} file\\(s\\)`));
 
-      // Idempotent: the second run lists, finds everything current, and copies nothing.
-      const again = await tool(["fill-hot"], n.env);
+      const again = await tool(["fill-pins"], n.env);
       assert.equal(again.code, 0, again.stderr);
-      assert.match(again.stderr, new RegExp(`nothing to copy \\(${sources.size} file\\(s\\) present and unchanged`));
+      assert.match(again.stderr, new RegExp(`pins: copied 0 file\\(s\\) \\(0 bytes\\) in \\d+s; ${sources.size} present`));
       assert.doesNotMatch(again.stderr, /fetched/);
-
-      const status = await tool(["status"], n.env);
-      assert.equal(status.code, 0, status.stderr);
-      assert.match(status.stdout, new RegExp(`^files=${sources.size}$`, "m"));
-      const total = [...sources.values()].reduce((a, b) => a + b.length, 0);
-      assert.match(status.stdout, new RegExp(`^bytes=${total}$`, "m"));
-      assert.match(status.stdout, /^state_records=6$/m);
     });
 
-    it("HOT_SET limits fill-hot; fill-rest then copies the rest and is idempotent", async () => {
-      const hot = ["text_encoders/qwen_3_4b.safetensors", "vae/ae.safetensors"];
-      const n = node({ HOT_SET: "text_encoders/qwen_3_4b.safetensors, vae/\ncheckpoints/typo.safetensors" });
-      const first = await tool(["fill-hot"], n.env);
-      assert.equal(first.code, 0, first.stderr);
-      assertIdentical(n.dirs.models, hot);
-      assert.match(first.stderr, /warning: HOT_SET entry 'checkpoints\/typo\.safetensors' matches no model in bucket models/);
-      assert.doesNotMatch(first.stderr, /HOT_SET entry 'vae'/);
-
-      const rest = await tool(["fill-rest"], n.env);
-      assert.equal(rest.code, 0, rest.stderr);
-      assertIdentical(n.dirs.models, [...sources.keys()]);
-      assert.match(rest.stderr, /fill-rest: copied 4 file\(s\)/);
-      for (const key of hot) assert.ok(!rest.stderr.includes(`fetched ${key}`), `fill-rest refetched ${key}`);
-
-      const again = await tool(["fill-rest"], n.env);
-      assert.equal(again.code, 0, again.stderr);
-      assert.match(again.stderr, /nothing to copy \(4 file\(s\) present and unchanged/);
-    });
-
-    it("apply puts a changed object and deletes a removed one", async () => {
-      const n = node();
-      const doomed = "loras/removed soon.safetensors";
-      await putObject(doomed, randomBytes(1000));
-      try {
-        assert.equal((await tool(["fill-hot"], { ...n.env, HOT_SET: `vae,${doomed}` })).code, 0);
-        assert.deepEqual(listFiles(n.dirs.models), [doomed, "vae/ae.safetensors"]);
-        const changed = randomBytes(70_000);
-        await putObject("vae/ae.safetensors", changed);
-        await deleteObject(doomed);
-
-        const result = await tool(["apply"], n.env, `put\tvae/ae.safetensors\ndelete\t${doomed}\ndelete\tvae/never-existed.safetensors\n`);
-        assert.equal(result.code, 0, result.stderr);
-        assert.ok(readFileSync(join(n.dirs.models, "vae/ae.safetensors")).equals(changed));
-        assert.deepEqual(listFiles(n.dirs.models), ["vae/ae.safetensors"]);
-        assert.deepEqual(stateFiles(n.dirs.state), ["vae/ae.safetensors"]);
-        assert.match(result.stdout, /^put\tvae\/ae\.safetensors\tok \(70000 bytes\)$/m);
-        assert.match(result.stdout, /^delete\tloras\/removed soon\.safetensors\tok$/m);
-        assert.match(result.stdout, /^delete\tvae\/never-existed\.safetensors\tok$/m);
-
-        // Same ETag again: nothing downloaded.
-        const same = await tool(["apply"], n.env, "put\tvae/ae.safetensors\n");
-        assert.equal(same.code, 0, same.stderr);
-        assert.match(same.stdout, /^put\tvae\/ae\.safetensors\tunchanged$/m);
-      } finally {
-        // Restore the original for the other cases.
-        await putObject("vae/ae.safetensors", sources.get("vae/ae.safetensors") as Buffer);
-        await deleteObject(doomed);
-      }
-    });
-
-    // SQS standard queues reorder and redeliver S3 events: apply follows the bucket, not the line.
-    it("apply keeps a file that a stale delete names but the bucket has again (re-uploaded)", async () => {
-      const key = "checkpoints/stale delete.safetensors";
-      const n = node({ HOT_SET: key });
-      await putObject(key, randomBytes(3000));
-      try {
-        assert.equal((await tool(["fill-hot"], n.env)).code, 0);
-        const reuploaded = randomBytes(4000);
-        await putObject(key, reuploaded);
-
-        const result = await tool(["apply"], n.env, `delete\t${key}\n`);
-        assert.equal(result.code, 0, result.stderr);
-        assert.equal(result.stdout, `delete\t${key}\tkept (re-uploaded; now ${md5(reuploaded)})\n`);
-        assertFile(n.dirs.models, key, reuploaded);
-        assert.equal(readFileSync(join(n.dirs.state, key), "utf8"), `${md5(reuploaded)} 4000\n`);
-
-        // Already current: kept without a download; gone locally (an earlier delete won): fetched back.
-        const again = await tool(["apply"], n.env, `delete\t${key}\n`);
-        assert.equal(again.code, 0, again.stderr);
-        assert.equal(again.stdout, `delete\t${key}\tkept (re-uploaded; now ${md5(reuploaded)})\n`);
-        assert.doesNotMatch(again.stderr, /fetched/);
-        rmSync(join(n.dirs.models, key));
-        const restored = await tool(["apply"], n.env, `delete\t${key}\n`);
-        assert.equal(restored.code, 0, restored.stderr);
-        assert.match(restored.stdout, /\tkept \(re-uploaded; now [0-9a-f]{32}\)$/m);
-        assertFile(n.dirs.models, key, reuploaded);
-      } finally {
-        await deleteObject(key);
-      }
-    });
-
-    it("apply removes a file that a stale put names but the bucket no longer has, and succeeds", async () => {
-      const key = "checkpoints/stale put.safetensors";
-      const n = node({ HOT_SET: key });
-      await putObject(key, randomBytes(3000));
-      assert.equal((await tool(["fill-hot"], n.env)).code, 0);
-      assert.deepEqual(listFiles(n.dirs.models), [key]);
-      await deleteObject(key);
-
-      const result = await tool(["apply"], n.env, `put\t${key}\nput\tcheckpoints/never-there.safetensors\n`);
+    it("takes pins as files and folders: a file entry is one key, not a prefix; an entry with no match is a warning", async () => {
+      const n = node({ PINS: "vae/ae.safetensors, text_encoders/\ncheckpoints/typo.safetensors" });
+      const result = await tool(["fill-pins"], n.env);
       assert.equal(result.code, 0, result.stderr);
-      assert.equal(
-        result.stdout,
-        `put\t${key}\tgone (not in bucket; removed locally)\nput\tcheckpoints/never-there.safetensors\tgone (not in bucket; removed locally)\n`,
-      );
-      assert.deepEqual(listFiles(n.dirs.models), []);
-      assert.deepEqual(stateFiles(n.dirs.state), []);
-      assert.match(result.stderr, /removed checkpoints\/stale put\.safetensors: not in bucket models/);
+      assertIdentical(n.dirs.models, ["text_encoders/qwen_3_4b.safetensors", "vae/ae.safetensors"]);
+      assert.match(result.stderr, /warning: pinned entry 'checkpoints\/typo\.safetensors' matches no model in bucket models/);
     });
 
-    it("apply rejects keys that would escape the model folders and writes nothing", async () => {
-      const n = node();
-      mkdirSync(n.dirs.models, { recursive: true });
-      const lines = [
-        "put\tcheckpoints/../../etc/passwd",
-        "put\t/abs",
-        "put\tnotafolder/x",
-        "delete\tcheckpoints/../../../victim",
-        "put\tcheckpoints/a\u0000b",
-        "upload\tcheckpoints/x.safetensors",
-        "no tab at all",
-      ];
-      const victim = join(n.dirs.root, "victim");
-      writeFileSync(victim, "keep me");
-      const result = await tool(["apply"], n.env, lines.join("\n") + "\n");
-      assert.notEqual(result.code, 0);
-      assert.match(result.stderr, /apply: 7 line\(s\) rejected or failed/);
-      assert.match(result.stdout, /^rejected\tcheckpoints\/\.\.\/\.\.\/etc\/passwd\tkey has a '\.\.' path segment$/m);
-      assert.match(result.stdout, /^rejected\t\/abs\tkey starts with '\/'$/m);
-      assert.match(result.stdout, /^rejected\tnotafolder\/x\ttop-level folder 'notafolder' is not a model folder/m);
-      assert.match(result.stdout, /control character/);
-      assert.equal(readFileSync(victim, "utf8"), "keep me");
-      // Nothing at all was written outside the tool's own folders, and nothing inside them either.
-      assert.deepEqual(
-        listFiles(n.dirs.root).filter((f) => !f.startsWith("disk/state/.locks/")),
-        ["victim"],
-      );
+    it("keeps the floor (reserve + eviction line): pins that do not fit are skipped in order and named, a later smaller one still fits", async () => {
+      const GB = 1_000_000_000;
+      // A 2 GB array, 1 GB reserve, 10% eviction line: 400 kB usable. The 9.4 MB model does not fit;
+      // the 300 kB encoder and the 64 KiB VAE after it do.
+      const n = node({ PINS: "diffusion_models/,text_encoders/,vae/ae.safetensors", RESERVE_GB: "1", EVICTION_PERCENT: "10" });
+      const path = fakeDisk(join(n.dirs.root, "bin"), 2 * GB, GB + 0.2 * GB + 400_000);
+      const result = await tool(["fill-pins"], { ...n.env, PATH: path, FILL_MISSING: join(n.dirs.root, "missing") });
+      assert.equal(result.code, 0, result.stderr);
+      assert.match(result.stderr, /pins: 400000 bytes usable of 2\.00 GB \(floor: 1 GB reserve \+ 10% eviction line\)/);
+      assertIdentical(n.dirs.models, ["text_encoders/qwen_3_4b.safetensors", "vae/ae.safetensors"]);
+      assert.match(result.stderr, /missing: diffusion_models\/z_image_turbo_bf16\.safetensors \(9\.\d\d MB\): does not fit/);
+      assert.equal(readFileSync(join(n.dirs.root, "missing"), "utf8").split("\n").filter(Boolean).length, 1);
     });
 
-    it("names the bucket when it is not reachable", async () => {
-      const n = node({ MODELS_BUCKET: "no-such-bucket" });
-      const result = await tool(["fill-hot"], n.env);
-      assert.equal(result.code, 3);
-      assert.match(result.stderr, /error: bucket no-such-bucket not reachable: .*NoSuchBucket/);
-      assert.deepEqual(listFiles(n.dirs.models), []);
+    it("copies only keys that the Lambda's and the agent's key rule accepts; any other is left to the agent", async () => {
+      const odd = ["loras/$(touch pwned).safetensors", "loras/back`tick`.safetensors", "loras/ünïcode.safetensors", "loras/semi;colon.safetensors"];
+      for (const key of odd) await putObject(key, randomBytes(500));
+      try {
+        const n = node({ PINS: "loras/" });
+        const result = await tool(["fill-pins"], n.env);
+        assert.equal(result.code, 0, result.stderr);
+        const copied = modelFiles(n.dirs.models);
+        assert.deepEqual(copied, ["loras/Qwen Image Lightning 8steps V1.0.safetensors", "loras/it's (v2) [final].safetensors"]);
+        for (const key of copied) assert.equal(checkKey(key).kind, "valid", key);
+        for (const key of odd) assert.ok(result.stderr.includes(`missing: ${key} (500 bytes): left to the model agent`), key);
+        assert.ok(!listFiles(n.dirs.root).some((f) => f.includes("pwned")), "no key is ever run as a command");
+      } finally {
+        await aws(env, ["s3api", "delete-objects", "--bucket", BUCKET, "--delete", JSON.stringify({ Objects: odd.map((Key) => ({ Key })) })]);
+      }
     });
 
-    it("a hot set that does not fit registers with nothing copied and names every missing file; fill-rest skips too", async () => {
-      const n = node({ RESERVE_GB: "1000000" });
-      const hot = await tool(["fill-hot"], n.env);
-      assert.equal(hot.code, 0, hot.stderr);
-      assert.match(hot.stderr, /MISSING from the hot set: 6 file\(s\), 9\.\d\d MB \(the node registers without them\):/);
-      assert.deepEqual(listFiles(n.dirs.models), []);
-      assert.equal(readFileSync(join(n.dirs.state, ".hot-missing"), "utf8").trim().split("\n").length, 6);
-
-      const rest = await tool(["fill-rest"], { ...n.env, HOT_SET: "vae" });
-      assert.equal(rest.code, 0, rest.stderr);
-      assert.match(rest.stderr, /skipping diffusion_models\/z_image_turbo_bf16\.safetensors \(9\.\d\d MB\): does not fit/);
-      assert.deepEqual(listFiles(n.dirs.models), []);
-    });
-
-    it("the boot budget is a hard deadline: transfers in flight are stopped, nothing partial is visible, the rest resumes later (D8)", async () => {
+    it("the budget is a hard deadline: copies in flight are stopped, nothing partial is visible, exit 75 (the agent fetches the rest)", async () => {
       // 200 KB/s: the 9.4 MB model alone needs ~47 s, far beyond the 6 s budget.
       const slow = await startThrottledProxy(s3.endpoint, 200_000);
       try {
-        const hot = ["vae/ae.safetensors", "diffusion_models/z_image_turbo_bf16.safetensors"];
-        const n = node({ BOOT_FILL_SECONDS: "6", PARALLEL: "2", HOT_SET: hot.join(","), AWS_ENDPOINT_URL: slow.endpoint });
-        const watcher = watchForPartialFiles(n.dirs.models, sources);
+        const pins = ["vae/ae.safetensors", "diffusion_models/z_image_turbo_bf16.safetensors"];
+        const n = node({ BOOT_FILL_SECONDS: "6", PARALLEL: "2", PINS: pins.join(","), AWS_ENDPOINT_URL: slow.endpoint });
+        const watcher = watchForPartialFiles(n.dirs.models, sources, 3, (rel) => rel.startsWith(`${AGENT_PRIVATE_DIR}/`));
         const t0 = Date.now();
-        const first = await tool(["fill-hot"], n.env);
+        const first = await tool(["fill-pins"], n.env);
         const took = (Date.now() - t0) / 1000;
         const seen = await watcher.stop();
-        assert.equal(first.code, 75, first.stderr);
-        // budget + `timeout -k 3` + bookkeeping; the old check-before-start budget took ~50 s here.
-        assert.ok(took < 6 + 5, `fill-hot returned after ${took}s with a 6 s budget`);
-        assert.match(first.stderr, /time budget reached: stopped the transfers in flight/);
-        assert.match(first.stderr, /time budget of 6s reached; \d+ file\(s\) \([^)]*\) left to copy in the background/);
+        assert.equal(first.code, MODELS_TOOL_EXIT.budgetReached, first.stderr);
+        // budget + `timeout -k 3` + bookkeeping.
+        assert.ok(took < 6 + 5, `fill-pins returned after ${took}s with a 6 s budget`);
+        assert.match(first.stderr, /time budget reached: stopped the copies in flight/);
+        assert.match(first.stderr, /missing: diffusion_models\/z_image_turbo_bf16\.safetensors \(9\.\d\d MB\): time budget reached/);
         assert.deepEqual(seen.problems, []);
-        assert.ok(!listFiles(n.dirs.models).includes(hot[1]), "the slow model is not visible");
-        for (const key of listFiles(n.dirs.models)) assertFile(n.dirs.models, key, sources.get(key) as Buffer);
+        assert.ok(!modelFiles(n.dirs.models).includes(pins[1]), "the slow model is not visible");
         assert.deepEqual(listFiles(n.dirs.staging), [], "the partial download is gone");
         // No CLI of the cut run is left running (it would finish and write somewhere).
         const ps = execFileSync("ps", ["-eo", "args"], { encoding: "utf8" });
-        assert.ok(!ps.includes(n.dirs.staging), "no transfer of the cut run is still alive");
-
-        // As comfyui-models-rest.service runs it: no budget, and S3 at full speed.
-        const rest = await tool(["fill-hot"], { ...n.env, BOOT_FILL_SECONDS: "0", AWS_ENDPOINT_URL: s3.endpoint });
-        assert.equal(rest.code, 0, rest.stderr);
-        assertIdentical(n.dirs.models, hot);
+        assert.ok(!ps.includes(n.dirs.staging), "no copy of the cut run is still alive");
       } finally {
         await slow.close();
       }
     });
 
-    /** A PATH whose `df` reports an array of `size` bytes with `avail` free (and whose `imds` answers `type`). */
-    function fakeNode(dir: string, size: number, avail: number, type?: string): string {
-      mkdirSync(dir, { recursive: true });
-      writeFileSync(
-        join(dir, "df"),
-        `#!/bin/bash\ncase " $* " in\n  *" --output=size "*) printf 'Size\\n%s\\n' ${size} ;;\n  *" --output=avail "*) printf 'Avail\\n%s\\n' ${avail} ;;\n  *) exit 1 ;;\nesac\n`,
-        { mode: 0o755 },
-      );
-      if (type) {
-        writeFileSync(join(dir, "imds"), `#!/bin/bash\necho "imds $*" >>${dir}/imds.log\n[[ $1 == /latest/meta-data/instance-type ]] && echo ${type}\n`, { mode: 0o755 });
-      }
-      return `${dir}:${env.PATH}`;
-    }
-    const GB = 1_000_000_000;
-
-    it("derives the disk reserve from the real array: kubelet's 10% eviction line + margin + image + scratch x the node's GPUs (D7)", async () => {
-      const facts = "g5.xlarge=gpus:1,mbps:10000 g5.12xlarge=gpus:4,mbps:40000";
-      const reserve = (45 + 10 + 30 + 20 * 4) * GB;
-      const n = node({ HOT_SET: "vae,text_encoders", INSTANCE_FACTS: facts, MARGIN_GB: "10", IMAGE_GB: "30", SCRATCH_GB_PER_GPU: "20" });
-      delete n.env.RESERVE_GB;
-      // 450 GB array with 100 kB above the reserve: the 64 KiB VAE fits, the 300 kB encoder does not.
-      const path = fakeNode(join(n.dirs.root, "bin"), 450 * GB, reserve + 100_000, "g5.12xlarge");
-      const result = await tool(["fill-hot"], { ...n.env, PATH: path });
-      assert.equal(result.code, 0, result.stderr);
-      assert.match(result.stderr, /reserve 165\.00 GB of 450\.00 GB: 10% eviction line \+ 10 GB margin \+ 30 GB image \+ 20 GB x 4 GPU\(s\) scratch/);
-      assert.match(readFileSync(join(n.dirs.root, "bin/imds.log"), "utf8"), /^imds \/latest\/meta-data\/instance-type$/m, "the node's type from IMDSv2 (the AMI's imds helper)");
-      assertIdentical(n.dirs.models, ["vae/ae.safetensors"]);
-      assert.match(result.stderr, /missing: text_encoders\/qwen_3_4b\.safetensors \(300000 bytes\): does not fit/);
-      // The old fixed reserve (40 GB) sat below the eviction line of this array (45 GB): never again.
-      const floorOnly = await tool(["fill-hot"], { ...n.env, PATH: path, MARGIN_GB: "0", IMAGE_GB: "0", SCRATCH_GB_PER_GPU: "0" });
-      assert.match(floorOnly.stderr, /reserve 45\.00 GB of 450\.00 GB/);
-    });
-
-    it("an instance type the facts do not list assumes the most GPUs listed, or 8 with no facts at all (D7)", async () => {
-      const n = node({ HOT_SET: "vae", MARGIN_GB: "10", IMAGE_GB: "30", SCRATCH_GB_PER_GPU: "20" });
-      delete n.env.RESERVE_GB;
-      const path = fakeNode(join(n.dirs.root, "bin"), 450 * GB, 450 * GB, "p9.unknown");
-      const listed = await tool(["fill-hot"], { ...n.env, PATH: path, INSTANCE_FACTS: "g5.xlarge=gpus:1,mbps:10000 g5.12xlarge=gpus:4,mbps:40000" });
-      assert.equal(listed.code, 0, listed.stderr);
-      assert.match(listed.stderr, /instance type 'p9\.unknown' not in INSTANCE_FACTS: assuming 4 GPU\(s\)/);
-      assert.match(listed.stderr, /reserve 165\.00 GB of 450\.00 GB/);
-      const none = await tool(["fill-hot"], { ...n.env, PATH: path, INSTANCE_FACTS: "" });
-      assert.match(none.stderr, /assuming 8 GPU\(s\)/);
-      assert.match(none.stderr, /reserve 245\.00 GB of 450\.00 GB/);
-    });
-
-    it("retries a failing file, then exits non-zero naming it", async () => {
-      const n = node({ HOT_SET: "vae,upscale_models", RETRIES: "1" });
+    it("retries a failing file once, then exits 1 naming it; the others are present and nothing is left in staging", async () => {
+      const n = node({ PINS: "vae/ae.safetensors,upscale_models/" });
       // A directory where the file must go: the final rename fails on every attempt.
       mkdirSync(join(n.dirs.models, "vae/ae.safetensors"), { recursive: true });
-      const result = await tool(["fill-hot"], n.env);
-      assert.equal(result.code, 1, result.stderr);
-      assert.match(result.stderr, /retrying vae\/ae\.safetensors in 2s \(attempt 2 of 2\)/);
-      assert.match(result.stderr, /FAILED vae\/ae\.safetensors after 2 attempt\(s\)/);
-      assert.match(result.stderr, /error: fill-hot: 1 file\(s\) failed: vae\/ae\.safetensors$/m);
-      // The other file is still there, complete; no temp file was left behind.
-      assertIdentical(n.dirs.models, ["upscale_models/RealESRGAN_x4plus.safetensors"]);
+      const result = await tool(["fill-pins"], n.env);
+      assert.equal(result.code, MODELS_TOOL_EXIT.failed, result.stderr);
+      assert.match(result.stderr, /copy of vae\/ae\.safetensors failed \(attempt 2 of 2\): could not move into/);
+      assert.match(result.stderr, /missing: vae\/ae\.safetensors \(65\.53 KB|missing: vae\/ae\.safetensors \(65536 bytes\): could not move into/);
+      assert.deepEqual(modelFiles(n.dirs.models), ["upscale_models/RealESRGAN_x4plus.safetensors"]);
       assert.deepEqual(listFiles(n.dirs.staging), []);
     });
 
-    it("checks the bytes against the ETag: a wrong MD5 fails, a multipart ETag must not move", async () => {
-      // s3rver keeps each object's ETag in a side file; rewriting it stands in for a corrupted
-      // download (MD5 mismatch) and for an object uploaded in parts ("<hash>-<parts>").
-      const corrupt = "clip_vision/corrupt.safetensors";
-      const multipart = "controlnet/uploaded-in-parts.safetensors";
-      const local = join(scratch, "etag.bin");
-      writeFileSync(local, randomBytes(5000));
-      const sideFile = (key: string): string => join(scratch, "s3rver", BUCKET, `${key}._S3rver_object.md5`);
-      try {
-        for (const key of [corrupt, multipart]) {
-          await aws(env, ["s3", "cp", "--only-show-errors", local, `s3://${BUCKET}/${key}`]);
-        }
-        writeFileSync(sideFile(corrupt), "0123456789abcdef0123456789abcdef");
-        writeFileSync(sideFile(multipart), "0123456789abcdef0123456789abcdef-2");
-        const n = node({ HOT_SET: "clip_vision,controlnet", RETRIES: "0" });
-        const result = await tool(["fill-hot"], n.env);
-        assert.equal(result.code, 1, result.stderr);
-        assert.match(result.stderr, /FAILED clip_vision\/corrupt\.safetensors after 1 attempt\(s\): md5 [0-9a-f]{32} != ETag 0123456789abcdef0123456789abcdef/);
-        assert.deepEqual(listFiles(n.dirs.models), [multipart]);
-        assert.equal(readFileSync(join(n.dirs.state, multipart), "utf8"), "0123456789abcdef0123456789abcdef-2 5000\n");
-      } finally {
-        await aws(env, ["s3api", "delete-objects", "--bucket", BUCKET, "--delete", JSON.stringify({ Objects: [{ Key: corrupt }, { Key: multipart }] })]);
-      }
-    });
+    it("names the bucket when it is not reachable, and reads settings from the env file with the environment winning", async () => {
+      const unreachable = await tool(["fill-pins"], node({ MODELS_BUCKET: "no-such-bucket", PINS: "vae/" }).env);
+      assert.equal(unreachable.code, MODELS_TOOL_EXIT.bucketUnreachable);
+      assert.match(unreachable.stderr, /error: bucket no-such-bucket not reachable: .*NoSuchBucket/);
 
-    it("apply fails, and touches no file, when S3 does not answer for the bucket (wrong name, denied)", async () => {
-      const kept = ["upscale_models/RealESRGAN_x4plus.safetensors", "vae/ae.safetensors"];
-      const n = node({ HOT_SET: "vae,upscale_models", RETRIES: "0" });
-      assert.equal((await tool(["fill-hot"], n.env)).code, 0);
-      // A HEAD on a missing bucket is a 404 like a missing key: it must not read as "deleted".
-      const wrong = await tool(["apply"], { ...n.env, MODELS_BUCKET: "no-such-bucket" }, "put\tvae/ae.safetensors\n");
-      assert.equal(wrong.code, 1);
-      assert.match(wrong.stdout, /^put\tvae\/ae\.safetensors\tFAILED: head-object failed: .*(404|Not Found).*; bucket no-such-bucket not reachable$/m);
-      const denied = await tool(["apply"], { ...n.env, AWS_ACCESS_KEY_ID: "AKIANOTKNOWNTOS3RVER" }, `put\t${kept[1]}\ndelete\t${kept[0]}\n`);
-      assert.equal(denied.code, 1);
-      assert.match(denied.stdout, /^put\tvae\/ae\.safetensors\tFAILED: head-object failed: .*\(403\)/m);
-      assert.match(denied.stdout, /^delete\tupscale_models\/RealESRGAN_x4plus\.safetensors\tFAILED: head-object failed: .*\(403\)/m);
-      assert.match(denied.stderr, /apply: 2 line\(s\) rejected or failed/);
-      assertIdentical(n.dirs.models, kept);
-      assert.deepEqual(stateFiles(n.dirs.state), kept);
-    });
-
-    it("removes stale staging files from a crashed run before filling", async () => {
-      const n = node({ HOT_SET: "vae" });
-      mkdirSync(join(n.dirs.staging, "run.999999"), { recursive: true });
-      writeFileSync(join(n.dirs.staging, "run.999999", "part.abc"), "half a model");
-      writeFileSync(join(n.dirs.staging, "leftover.tmp"), "x");
-      const result = await tool(["fill-hot"], n.env);
-      assert.equal(result.code, 0, result.stderr);
-      assert.match(result.stderr, /removing stale staging entry run\.999999/);
-      assert.deepEqual(listFiles(n.dirs.staging), []);
-    });
-
-    it("reads settings from the env file, with the environment taking precedence", async () => {
       const n = node();
       const envFile = join(n.dirs.root, "comfyui-models.env");
       mkdirSync(n.dirs.root, { recursive: true });
-      writeFileSync(envFile, `MODELS_DIR='${n.dirs.root}/from file'\nPARALLEL='3'\n`);
+      writeFileSync(envFile, `PINS='vae/ae.safetensors'\nMODELS_BUCKET='no-such-bucket'\n`);
       const base: NodeJS.ProcessEnv = { ...n.env, COMFYUI_MODELS_ENV_FILE: envFile };
-      delete base.MODELS_DIR;
-      const fromFile = await tool(["status"], base);
-      assert.equal(fromFile.code, 0, fromFile.stderr);
-      assert.match(fromFile.stdout, new RegExp(`^models_dir=${n.dirs.root}/from file$`, "m"));
-      const fromEnv = await tool(["status"], { ...base, MODELS_DIR: n.dirs.models });
-      assert.match(fromEnv.stdout, new RegExp(`^models_dir=${n.dirs.models}$`, "m"));
-      const missing = await tool(["fill-hot"], { ...base, MODELS_BUCKET: "" });
-      assert.equal(missing.code, 2);
+      delete base.MODELS_BUCKET;
+      assert.equal((await tool(["fill-pins"], base)).code, MODELS_TOOL_EXIT.bucketUnreachable, "the file's bucket");
+      const fromEnv = await tool(["fill-pins"], { ...base, MODELS_BUCKET: BUCKET });
+      assert.equal(fromEnv.code, 0, fromEnv.stderr);
+      assertIdentical(n.dirs.models, ["vae/ae.safetensors"]);
+      const missing = await tool(["fill-pins"], { ...n.env, MODELS_BUCKET: "" });
+      assert.equal(missing.code, MODELS_TOOL_EXIT.usage);
       assert.match(missing.stderr, /MODELS_BUCKET is not set/);
-      const unknown = await tool(["fill-everything"], base);
-      assert.equal(unknown.code, 2);
+      assert.equal((await tool(["apply"], n.env)).code, MODELS_TOOL_EXIT.usage, "bucket changes are the agent's now");
+    });
+
+    it("the model agent takes over what the boot copied: it adopts the pinned files without fetching them again", async () => {
+      const pins = ["vae/", "text_encoders/qwen_3_4b.safetensors"];
+      const n = node({ PINS: pins.join(",") });
+      const filled = await tool(["fill-pins"], n.env);
+      assert.equal(filled.code, 0, filled.stderr);
+      const saved = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY };
+      process.env.AWS_ACCESS_KEY_ID = "S3RVER";
+      process.env.AWS_SECRET_ACCESS_KEY = "S3RVER";
+      const args = ["--models-dir", n.dirs.models, "--bucket", BUCKET, "--endpoint", s3.endpoint, "--cache-gb", "1", "--port", "0", "--token", "t".repeat(32)];
+      for (const p of pins) args.push("--pin", p);
+      const agent = await startAgent(parseAgentArgs(args, {}), () => undefined);
+      try {
+        const inv = await agent.cache.inventory();
+        assert.deepEqual(inv.files.map((f) => [f.path, f.pinned]).sort(), [
+          ["text_encoders/qwen_3_4b.safetensors", true],
+          ["vae/ae.safetensors", true],
+          ["vae/ae.safetensors.bak", true],
+        ]);
+        assert.equal(inv.metrics.fetches, 0, "nothing fetched again");
+        assert.deepEqual(inv.fetching, []);
+      } finally {
+        await agent.stop();
+        for (const [name, value] of [["AWS_ACCESS_KEY_ID", saved.id], ["AWS_SECRET_ACCESS_KEY", saved.secret]] as const) {
+          if (value === undefined) delete process.env[name];
+          else process.env[name] = value;
+        }
+      }
     });
 
     describe("the rendered user data, run in a sandbox (system commands stubbed, paths moved)", () => {
@@ -823,12 +621,12 @@ describe("GPU node user data and the comfyui-models tool", function () {
         );
         const moves: [string, string][] = [
           [NODE_MODELS_ENV_FILE, join(box, "etc/comfyui-models.env")],
-          ["/etc/comfyui-models.boot-fill-failed", join(box, "etc/comfyui-models.boot-fill-failed")],
+          [BOOT_FAILED_MARKER, join(box, "etc/comfyui-models.boot-failed")],
           ["/etc/systemd/system", join(box, "etc/systemd/system")],
           [NODE_MODELS_TOOL, join(box, "usr/local/bin/comfyui-models")],
           ["/dev/console", join(box, "dev/console")],
         ];
-        let script = renderGpuUserDataScript({ ...ARGS, modelsBucket: BUCKET, toolsBucket: TOOLS, hotSet: ["vae"], ...args });
+        let script = renderGpuUserDataScript({ ...ARGS, modelsBucket: BUCKET, toolsBucket: TOOLS, pins: ["vae/ae.safetensors"], ...args });
         for (const [from, to] of moves) script = script.split(from).join(to);
         const file = join(box, "user-data.sh");
         writeFileSync(file, script);
@@ -842,9 +640,8 @@ describe("GPU node user data and the comfyui-models tool", function () {
           BOOT_ROOT: box,
           DISK: disk,
           MODELS_DIR: join(disk, "comfyui-models"),
-          STAGING_DIR: join(disk, ".comfyui-models-staging"),
-          STATE_DIR: join(disk, ".comfyui-models-state"),
           RESERVE_GB: "0",
+          EVICTION_PERCENT: "0",
           INSTANCE_TYPE: "g6.xlarge",
           TRANSFER_CLIENT: "classic",
           ...opts.stubEnv,
@@ -860,38 +657,42 @@ describe("GPU node user data and the comfyui-models tool", function () {
         return { box, result, calls: read("calls.log").trim().split("\n"), timing: read("timing.log").trim().split("\n"), read, summary };
       }
 
-      it("fetches the tool, sets up disks, fills the hot set, labels the node, writes the boot summary, starts the rest unit", async () => {
+      const labels = (missing: number, tBoot: number): string =>
+        `apiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  kubelet:\n    flags:\n      - --node-labels=${MODELS_MISSING_LABEL}=${missing},${BOOT_AT_LABEL}=${tBoot}\n`;
+
+      it("fetches the tool, sets up disks, copies the pins, labels the node and writes the boot summary", async () => {
         const { box, result, calls, read, summary } = await boot({});
         assert.equal(result.code, 0, result.stderr);
         assert.deepEqual(
-          calls.filter((c) => !/^logger -t comfyui-(models -- (boot:|reserve)|boot -- )/.test(c)),
-          [
-            `logger -t comfyui-models -- setting up the NVMe instance store as RAID0 at ${box}/disk`,
-            "setup-local-disks raid0",
-            `mountpoint -q ${box}/disk`,
-            "logger -t comfyui-models -- hot models present",
-            "systemctl daemon-reload",
-            `systemctl enable ${FILL_REST_UNIT}`,
-            `systemctl start --no-block ${FILL_REST_UNIT}`,
-          ],
+          calls.filter((c) => !/^logger -t comfyui-(models -- boot:|boot -- )/.test(c)),
+          [`logger -t comfyui-models -- setting up the NVMe instance store as RAID0 at ${box}/disk`, "setup-local-disks raid0", `mountpoint -q ${box}/disk`],
         );
-        assert.equal(
-          read("etc/eks/nodeadm.d/90-comfyui-models.yaml"),
-          `apiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  kubelet:\n    flags:\n      - --node-labels=${MODELS_MISSING_LABEL}=0,${BOOT_AT_LABEL}=${summary().t_boot}\n`,
-        );
+        assert.equal(read("etc/eks/nodeadm.d/90-comfyui-models.yaml"), labels(0, summary().t_boot));
         assert.match(result.stderr, /boot metrics: METRICS_LOG_GROUP is not set; nothing sent/);
         assert.equal(read("usr/local/bin/comfyui-models"), readFileSync(TOOL_PATH, "utf8"), "the installed tool is the repository's");
         assert.match(read("etc/comfyui-models.env"), /^MODELS_BUCKET='models'$/m);
-        assert.match(read(`etc/systemd/system/${FILL_REST_UNIT}`), /^ExecStart=.*comfyui-models fill-rest$/m);
-        assert.match(read("dev/console"), /comfyui-models: hot models present/);
+        assert.match(read("dev/console"), /comfyui-models: boot: pins complete, 1 file\(s\)/);
         assert.ok(readFileSync(join(box, "disk/comfyui-models/vae/ae.safetensors")).equals(sources.get("vae/ae.safetensors") as Buffer));
-        assert.equal(read("etc/comfyui-models.boot-fill-failed"), "");
+        assert.deepEqual(modelFiles(join(box, "disk/comfyui-models")), ["vae/ae.safetensors"]);
+        assert.equal(read("etc/comfyui-models.boot-failed"), "");
         const s = summary();
         assert.equal(s.fill.result, "complete");
         assert.equal(s.fill.files, 1);
         assert.equal(s.fill.bytes, 65_536);
         assert.equal(s.image.result, "skipped", "no imageParameter, no pre-pull");
         assert.ok(calls.some((c) => c.startsWith("logger -t comfyui-boot -- {")), "one JSON line to the journal");
+      });
+
+      it("with no pins (the default) lists nothing and registers at once", async () => {
+        const { box, result, timing, read, summary } = await boot({ pins: [] });
+        assert.equal(result.code, 0, result.stderr);
+        assert.ok(!timing.some((l) => / s3api list-objects-v2 | s3 cp s3:\/\/models\//.test(l)), timing.join("\n"));
+        assert.deepEqual(modelFiles(join(box, "disk/comfyui-models")), []);
+        const s = summary();
+        assert.equal(s.fill.result, "none");
+        assert.equal(s.fill.files, 0);
+        assert.equal(typeof s.t_filled, "number");
+        assert.equal(read("etc/eks/nodeadm.d/90-comfyui-models.yaml"), labels(0, s.t_boot));
       });
 
       it("retries a tool whose sha256 differs, then keeps kubelet down without running it", async () => {
@@ -903,25 +704,19 @@ describe("GPU node user data and the comfyui-models tool", function () {
         assert.equal(calls.filter((c) => c.startsWith("sleep ")).length, TOOL_FETCH_ATTEMPTS - 1);
         assert.equal(read("usr/local/bin/comfyui-models"), "", "a tool that fails its checksum is never installed");
         assert.ok(!calls.includes("setup-local-disks raid0"), "nothing of the boot ran");
-        assert.equal(read("etc/systemd/system/kubelet.service.d/99-comfyui-models-block.conf"), `[Unit]\nConditionPathExists=!${box}/etc/comfyui-models.boot-fill-failed\n`);
+        assert.equal(read("etc/systemd/system/kubelet.service.d/99-comfyui-models-block.conf"), `[Unit]\nConditionPathExists=!${box}/etc/comfyui-models.boot-failed\n`);
         assert.ok(calls.includes("systemctl mask --now kubelet.service"));
       });
 
-      it("keeps kubelet from ever starting when the fill fails", async () => {
-        // A short budget leaves no time for a second attempt, so the test needs no 10 s retry pause.
-        const { box, result, calls, read } = await boot({ modelsBucket: "no-such-bucket", bootFillSeconds: 5 });
-        assert.equal(result.code, 1);
-        // Either the CLI's refusal or, when the machine is slow enough that the 5 s budget runs out before
-        // the CLI answers, the budget: both are this fill failing, which is what keeps kubelet down.
-        assert.match(result.stderr, /bucket no-such-bucket not reachable|listing bucket no-such-bucket did not finish within the time budget/);
-        assert.match(read("dev/console"), /FATAL: fill-hot failed \(exit 3\) after 1 attempt\(s\)/);
-        assert.match(read("etc/comfyui-models.boot-fill-failed"), /fill-hot failed \(exit 3\)/);
-        assert.equal(
-          read("etc/systemd/system/kubelet.service.d/99-comfyui-models-block.conf"),
-          `[Unit]\nConditionPathExists=!${box}/etc/comfyui-models.boot-fill-failed\n`,
-        );
-        assert.ok(calls.includes("systemctl mask --now kubelet.service"));
-        assert.ok(!calls.some((c) => c.startsWith("systemctl enable")), "the rest unit is not enabled");
+      it("a pinned copy that fails never keeps the node from registering: it says so, and the agent fetches the pins", async () => {
+        const { result, calls, read, summary } = await boot({ modelsBucket: "no-such-bucket", bootFillSeconds: 30 });
+        assert.equal(result.code, 0, result.stderr);
+        assert.match(result.stderr, /bucket no-such-bucket not reachable/);
+        assert.match(read("dev/console"), /pinned models: failed \(exit 3\); the node registers and the model agent fetches the rest/);
+        assert.equal(summary().fill.result, "failed");
+        assert.equal(read("etc/comfyui-models.boot-failed"), "");
+        assert.ok(!calls.includes("systemctl mask --now kubelet.service"));
+        assert.equal(read("etc/eks/nodeadm.d/90-comfyui-models.yaml"), labels(0, summary().t_boot));
       });
 
       it("refuses to go on when the instance store is not mounted", async () => {
@@ -932,8 +727,8 @@ describe("GPU node user data and the comfyui-models tool", function () {
         assert.ok(calls.includes("systemctl mask --now kubelet.service"));
       });
 
-      it("the default hot set [] (the whole 730 GB catalogue) on a 450 GB array registers with what fits and says what is missing (D9)", async function () {
-        // 84 uploads and 84 CLI downloads on a shared 2-core machine.
+      it("pins larger than the array (folders of the 730 GB catalogue on a small array) register with what fits and say what is missing (D9)", async function () {
+        // Tens of uploads and CLI downloads on a shared 2-core machine.
         this.timeout(240_000);
         // ../shared/fixtures/model_catalog.json scaled 1 GB -> 10 kB, so the S3 server holds 7.3 MB.
         const catalog = JSON.parse(readFileSync(join(__dirname, "../../../shared/fixtures/model_catalog.json"), "utf8")) as Record<string, { size_gb: number }>;
@@ -948,42 +743,41 @@ describe("GPU node user data and the comfyui-models tool", function () {
         const total = Object.values(catalog).reduce((a, m) => a + Math.round(m.size_gb * scale), 0);
         assert.ok(Object.keys(catalog).length === 84 && total > 700 * scale, "the fixture is the 84-model, 730 GB catalogue");
 
-        // Hot-set order; for [] that is the bucket's key order. Usable: the array minus the eviction line.
-        const array = 450 * scale;
+        // Pinned folders in an operator's order; within a folder, the bucket's key order. A 150 GB
+        // array less its 10% eviction line: each file that fits is taken, the others are missing.
+        const folders = [...new Set(Object.keys(catalog).map((k) => k.split("/")[0]))].sort().reverse();
+        const array = 150 * scale;
         const usable = array - array / 10;
-        const keys = Object.keys(catalog).sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
         const taken: string[] = [];
         const missing: string[] = [];
         let used = 0;
-        for (const key of keys) {
-          const size = Math.round(catalog[key].size_gb * scale);
-          if (used + size <= usable) {
-            taken.push(key);
-            used += size;
-          } else missing.push(key);
+        for (const folder of folders) {
+          const keys = Object.keys(catalog).filter((k) => k.startsWith(`${folder}/`)).sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+          for (const key of keys) {
+            const size = Math.round(catalog[key].size_gb * scale);
+            if (used + size <= usable) {
+              taken.push(key);
+              used += size;
+            } else missing.push(key);
+          }
         }
         assert.ok(missing.length > 0 && taken.length > 0);
 
         const { box, result, read, calls, summary } = await boot(
-          { modelsBucket: "catalog", hotSet: [], reserveGb: 0, imageGb: 0, scratchGbPerGpu: 0, parallel: 16 },
-          { disk: { size: array, avail: array }, stubEnv: { RESERVE_GB: "" } },
+          { modelsBucket: "catalog", pins: folders.map((f) => `${f}/`), parallel: 16 },
+          { disk: { size: array, avail: array }, stubEnv: { EVICTION_PERCENT: "10" } },
         );
         assert.equal(result.code, 0, result.stderr);
-        assert.deepEqual(listFiles(join(box, "disk/comfyui-models")), [...taken].sort());
-        assert.equal(
-          read("etc/eks/nodeadm.d/90-comfyui-models.yaml"),
-          `apiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  kubelet:\n    flags:\n      - --node-labels=${MODELS_MISSING_LABEL}=${missing.length},${BOOT_AT_LABEL}=${summary().t_boot}\n`,
-        );
+        assert.deepEqual(modelFiles(join(box, "disk/comfyui-models")), [...taken].sort());
+        assert.equal(read("etc/eks/nodeadm.d/90-comfyui-models.yaml"), labels(missing.length, summary().t_boot));
         const s = summary();
         assert.equal(s.fill.result, "partial");
         assert.equal(s.fill.files, taken.length);
         assert.equal(s.fill.missing_files, missing.length);
         assert.deepEqual(s.fill.missing, missing);
-        assert.match(read("dev/console"), new RegExp(`boot: fill partial, ${taken.length} file\\(s\\) .*; missing ${missing.length} file\\(s\\)`));
-        assert.ok(calls.some((c) => c.startsWith(`logger -t comfyui-models -- boot: fill partial`)), "the journal says it too");
-        assert.match(result.stderr, new RegExp(`MISSING from the hot set: ${missing.length} file\\(s\\)`));
-        assert.equal(read("etc/comfyui-models.boot-fill-failed"), "", "not a failure: the node registers");
-        assert.ok(calls.includes(`systemctl enable ${FILL_REST_UNIT}`));
+        assert.match(read("dev/console"), new RegExp(`boot: pins partial, ${taken.length} file\\(s\\) .*; missing ${missing.length} file\\(s\\)`));
+        assert.ok(calls.some((c) => c.startsWith(`logger -t comfyui-models -- boot: pins partial`)), "the journal says it too");
+        assert.equal(read("etc/comfyui-models.boot-failed"), "", "not a failure: the node registers");
       });
 
       /** [start, end] in epoch seconds of each timing.log line of `kind`. */
@@ -995,7 +789,7 @@ describe("GPU node user data and the comfyui-models tool", function () {
 
       it("pulls the image by digest from the SSM parameter while the models copy, with the CRI's snapshotter (soci)", async () => {
         const { result, calls, timing, summary } = await boot(
-          { hotSet: ["diffusion_models", "text_encoders", "vae"], imageParameter: "/comfyui/test/image" },
+          { pins: ["diffusion_models/", "text_encoders/", "vae/ae.safetensors"], imageParameter: "/comfyui/test/image" },
           { snapshotter: "soci", stubEnv: { STUB_PULL_SECONDS: "1", STUB_PULL_AWAIT_FILL: "1" } },
         );
         assert.equal(result.code, 0, result.stderr);
@@ -1024,8 +818,7 @@ describe("GPU node user data and the comfyui-models tool", function () {
         assert.match(failing.read("dev/console"), /image pre-pull failed \(the node registers anyway; kubelet pulls it\): nerdctl pull .*\(overlayfs\): .*403 Forbidden/);
         assert.match(spans(failing.timing, "nerdctl")[0].line, / --snapshotter overlayfs pull /);
         assert.equal(failing.summary().image.result, "failed");
-        assert.equal(failing.read("etc/comfyui-models.boot-fill-failed"), "");
-        assert.ok(failing.calls.includes(`systemctl enable ${FILL_REST_UNIT}`));
+        assert.equal(failing.read("etc/comfyui-models.boot-failed"), "");
 
         const noParam = await boot({ imageParameter: "/comfyui/test/image" }, { stubEnv: { STUB_SSM_FAIL: "1" } });
         assert.equal(noParam.result.code, 0, noParam.result.stderr);
@@ -1046,7 +839,7 @@ describe("GPU node user data and the comfyui-models tool", function () {
         ];
         for (const [hang, line] of cases) {
           const started = Date.now();
-          const { result, calls, timing, read, summary } = await boot({ imageParameter: "/comfyui/test/image" }, { stubEnv: { [hang]: "1", PREPULL_STEP_SECONDS: String(BOUND) } });
+          const { result, timing, read, summary } = await boot({ imageParameter: "/comfyui/test/image" }, { stubEnv: { [hang]: "1", PREPULL_STEP_SECONDS: String(BOUND) } });
           const seconds = (Date.now() - started) / 1000;
           assert.equal(result.code, 0, `${hang}: ${result.stderr}`);
           assert.match(read("dev/console"), line, hang);
@@ -1055,8 +848,8 @@ describe("GPU node user data and the comfyui-models tool", function () {
           // The step's bound plus timeout's kill grace (-k 5) and a little scheduling slack.
           assert.ok(s.image.seconds <= BOUND + 5 + 2, `${hang}: the pre-pull took ${s.image.seconds}s`);
           assert.deepEqual(spans(timing, "nerdctl"), [], `${hang}: nothing pulled after a failed step`);
-          assert.equal(read("etc/comfyui-models.boot-fill-failed"), "", `${hang}: kubelet is not held back`);
-          assert.ok(calls.includes(`systemctl enable ${FILL_REST_UNIT}`), `${hang}: the boot reached its end`);
+          assert.equal(read("etc/comfyui-models.boot-failed"), "", `${hang}: kubelet is not held back`);
+          assert.match(read("dev/console"), /boot: pins complete/, `${hang}: the boot reached its end`);
           assert.ok(seconds < 60, `${hang}: the whole boot took ${seconds}s`);
         }
       });
@@ -1142,17 +935,16 @@ describe("GPU node user data and the comfyui-models tool", function () {
           assert.deepEqual(logs.calls.map((c) => c.target), Array(3).fill("Logs_20140328.CreateLogStream"), "the CLI's standard retry mode, 3 attempts");
           // Registration is not held back: the label drop-in, the rest unit, no failure marker.
           assert.match(read("etc/eks/nodeadm.d/90-comfyui-models.yaml"), new RegExp(`${BOOT_AT_LABEL}=${summary().t_boot}`));
-          assert.ok(calls.includes(`systemctl start --no-block ${FILL_REST_UNIT}`));
-          assert.equal(read("etc/comfyui-models.boot-fill-failed"), "");
+          assert.equal(read("etc/comfyui-models.boot-failed"), "");
           assert.ok(!calls.includes("systemctl mask --now kubelet.service"));
         });
 
         it("an unreachable endpoint, or no instance id, is one line and a registered node too", async () => {
-          const { result, read, calls } = await boot({ bootMetrics }, { stubEnv: metricsEnv("http://127.0.0.1:9") });
+          const { result, read } = await boot({ bootMetrics }, { stubEnv: metricsEnv("http://127.0.0.1:9") });
           assert.equal(result.code, 0, result.stderr);
           assert.match(read("dev/console"), new RegExp(`boot metrics not sent to log group ${GROUP} .*: create-log-stream ${STREAM}: .*Could not connect to the endpoint URL`));
-          assert.ok(calls.includes(`systemctl enable ${FILL_REST_UNIT}`));
-          assert.equal(read("etc/comfyui-models.boot-fill-failed"), "");
+          assert.match(read("dev/console"), /boot: pins complete/);
+          assert.equal(read("etc/comfyui-models.boot-failed"), "");
 
           logs = await startFakeLogs();
           const noId = await boot({ bootMetrics }, { stubEnv: { ...metricsEnv(logs.endpoint), INSTANCE_ID: "" } });

@@ -141,7 +141,7 @@ export function removeDir(dir: string): void {
  * Polls `dir` while a fill runs and checks every file it can see against the source bytes: the tool
  * promises that a file is never visible before it is complete, so any mismatch is a torn read.
  */
-export function watchForPartialFiles(dir: string, sources: ReadonlyMap<string, Buffer>, intervalMs = 3) {
+export function watchForPartialFiles(dir: string, sources: ReadonlyMap<string, Buffer>, intervalMs = 3, skip: (rel: string) => boolean = () => false) {
   const seen = new Set<string>();
   const problems: string[] = [];
   let polls = 0;
@@ -150,6 +150,7 @@ export function watchForPartialFiles(dir: string, sources: ReadonlyMap<string, B
     while (!stopped) {
       polls++;
       for (const rel of listFilesQuietly(dir)) {
+        if (skip(rel)) continue;
         const p = join(dir, rel);
         let ino: number;
         let content: Buffer;

@@ -48,14 +48,16 @@ describe("model agent (s3rver)", function () {
   };
 
   /** An agent over the proxy with its own models folder; stopped after each test. */
-  const agent = async (opts: { cacheMb?: number; rangeMb?: number; connections?: number; pins?: string[]; dir?: string; socket?: boolean; health?: boolean } = {}) => {
+  const agent = async (
+    opts: { cacheMb?: number; rangeMb?: number; connections?: number; pins?: string[]; dir?: string; socket?: boolean; health?: boolean; log?: (msg: string, fields?: Record<string, unknown>) => void } = {},
+  ) => {
     const dir = opts.dir ?? join(scratch, `node-${agents.length}-${Date.now()}`);
     const args = ["--models-dir", dir, "--bucket", BUCKET, "--endpoint", proxy.endpoint, "--cache-gb", String((opts.cacheMb ?? 1000) / 1000), "--port", "0", "--token", TOKEN];
     args.push("--range-mb", String(opts.rangeMb ?? 1), "--connections", String(opts.connections ?? 8));
     for (const p of opts.pins ?? []) args.push("--pin", p);
     if (opts.socket) args.push("--socket", "auto");
     if (opts.health) args.push("--health-port", "0");
-    const a = await startAgent(parseAgentArgs(args, { AWS_ACCESS_KEY_ID: "S3RVER", AWS_SECRET_ACCESS_KEY: "S3RVER" }), () => undefined);
+    const a = await startAgent(parseAgentArgs(args, { AWS_ACCESS_KEY_ID: "S3RVER", AWS_SECRET_ACCESS_KEY: "S3RVER" }), opts.log ?? (() => undefined));
     agents.push(a);
     return { ...a, dir };
   };
@@ -83,6 +85,7 @@ describe("model agent (s3rver)", function () {
     proxy.fail500.clear();
     proxy.multipart.clear();
     proxy.replaceOnGet.clear();
+    proxy.releaseHeld();
     proxy.requests.length = 0;
     for (const a of agents.splice(0)) await a.stop();
   });
@@ -248,6 +251,106 @@ describe("model agent (s3rver)", function () {
       both.body.files.map((f: any) => f.status),
       ["present", "present", "failed"],
     );
+  });
+
+  describe("a prompt's files before pinned ones", () => {
+    const PINS = ["controlnet/pin-a.safetensors", "controlnet/pin-b.safetensors", "controlnet/pin-c.safetensors"];
+    const X = "checkpoints/x.safetensors";
+    const inventory = async (url: string) => (await call(url, "GET", AGENT_PATHS.inventory)).body;
+    const priorityOf = async (url: string, path: string) => (await inventory(url)).fetching.find((f: any) => f.path === path)?.priority;
+
+    before(async () => {
+      // Four 1 MiB ranges each (4 MB = 3.8 MiB); x has two.
+      for (const k of PINS) await put(k, 4 * MB);
+      await put(X, 2 * MB);
+    });
+
+    /**
+     * Both of the agent's two connections parked at the proxy on ranges of the pinned files: at that point
+     * at most two of the eight ranges of pin-a and pin-b have been granted, so neither can be complete
+     * before the ranges that follow. What comes next is decided by the agent alone, not by timing.
+     */
+    const pinsStarted = async () => {
+      const fetched: string[] = [];
+      const seenAt = new Map<string, number>();
+      for (const k of PINS) proxy.hold.add(k);
+      const a = await agent({
+        rangeMb: 1,
+        connections: 2,
+        pins: PINS,
+        log: (msg, f) => {
+          if (msg !== "fetched") return;
+          fetched.push(String(f?.path));
+          seenAt.set(String(f?.path), proxy.requests.length);
+        },
+      });
+      await until(() => proxy.held.length === 2, "both connections on pinned ranges");
+      assert.ok(proxy.held.every((q) => PINS.includes(q.key)));
+      return { a, fetched, seenAt };
+    };
+
+    it("an ensure's ranges take the next free connections and it completes before the pinned files being fetched", async () => {
+      const { a, fetched, seenAt } = await pinsStarted();
+      const x = ensure(a.url, [X], { hold: { id: "prompt-1", ttlSeconds: 60 } });
+      await until(async () => (await priorityOf(a.url, X)) === "prompt", "x fetching as a prompt's");
+      assert.equal(await priorityOf(a.url, "controlnet/pin-a.safetensors"), "background");
+      proxy.releaseHeld();
+      const r = await x;
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      assert.equal(r.body.files[0].status, "fetched");
+      // The GETs after the two parked ranges are x's two: the parked ranges finished (nothing is cut), then x
+      // had the connections to itself.
+      const gets = proxy.requests.filter((q) => q.method === "GET");
+      assert.deepEqual(
+        gets.slice(2, 4).map((g) => g.key),
+        [X, X],
+      );
+      await until(() => fetched.length === 4, "the pinned files fetched after x");
+      assert.equal(fetched[0], X, `completion order: ${fetched.join(", ")}`);
+      assert.deepEqual(fetched.slice(1).sort(), PINS);
+      // pin-c had not even started (no HEAD) when x was in.
+      assert.ok(!proxy.requests.slice(0, seenAt.get(X)).some((q) => q.key === "controlnet/pin-c.safetensors"));
+      const inv = await inventory(a.url);
+      assert.ok(inv.files.find((f: any) => f.path === X).held, "held for its prompt");
+    });
+
+    it("a pinned file a prompt asks for while it downloads becomes the prompt's download and finishes first", async () => {
+      const fetched: string[] = [];
+      for (const k of PINS) proxy.hold.add(k);
+      const a = await agent({ rangeMb: 1, connections: 1, pins: PINS, log: (msg, f) => msg === "fetched" && fetched.push(String(f?.path)) });
+      // One connection, parked on the first range of whichever pinned file asked first: that file's other
+      // ranges queued at once, before any of the second file's (each download asks for all its ranges together).
+      await until(() => proxy.held.length === 1, "the connection on a pinned range");
+      const first = proxy.held[0].key;
+      const second = PINS.slice(0, 2).find((k) => k !== first)!;
+      await until(async () => (await priorityOf(a.url, second)) === "background", "the second pinned file downloading too");
+      const b = ensure(a.url, [second], { hold: { id: "prompt-2", ttlSeconds: 60 } });
+      await until(async () => (await priorityOf(a.url, second)) === "prompt", "the second pinned file now the prompt's");
+      proxy.releaseHeld();
+      const r = await b;
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      await until(() => fetched.length === 3, "every pinned file");
+      assert.equal(fetched[0], second, `completion order: ${fetched.join(", ")}`);
+      // One download of it, shared by the pin and the prompt.
+      assert.equal(proxy.requests.filter((q) => q.method === "HEAD" && q.key === second).length, 1);
+    });
+
+    it("a pinned file not yet started waits while a prompt's fetch runs (here a wait:false ensure, as the gateway's prefetch sends)", async () => {
+      let xAt = -1;
+      const a = await agent({ rangeMb: 1, connections: 2, log: (msg, f) => msg === "fetched" && f?.path === X && (xAt = proxy.requests.length) });
+      proxy.hold.add(X);
+      const x = await ensure(a.url, [X], { hold: { id: "prefetch-1", ttlSeconds: 60 }, wait: false });
+      assert.equal(x.status, 202, JSON.stringify(x.body));
+      assert.deepEqual(x.body.files, [{ path: X, status: "fetching" }]);
+      await until(() => proxy.held.length === 2, "x's two ranges on both connections");
+      const pinned = await call(a.url, "PUT", AGENT_PATHS.pins, { entries: ["controlnet/pin-a.safetensors"] });
+      assert.equal(pinned.status, 202, JSON.stringify(pinned.body));
+      proxy.releaseHeld();
+      await until(async () => (await inventory(a.url)).files.length === 2, "x, then the pinned file");
+      assert.ok(xAt > 0);
+      assert.ok(!proxy.requests.slice(0, xAt).some((q) => q.key === "controlnet/pin-a.safetensors"), "no request for the pinned file before x was in");
+      assert.deepEqual((await inventory(a.url)).holds.map((h: any) => h.id), ["prefetch-1"]);
+    });
   });
 
   it("a file larger than the whole cache fails at once with that reason (no download)", async () => {

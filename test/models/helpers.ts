@@ -54,6 +54,15 @@ export interface S3Proxy {
   readonly multipart: Map<string, { etag: string; partBytes: number; parts: number }>;
   /** Resolves when a GET of `key` has started streaming its body. */
   bodyStarted(key: string): Promise<void>;
+  /**
+   * Keys whose GETs are parked before they reach s3rver (the agent's connection stays open, waiting for
+   * the body) until `releaseHeld()`; `held` counts the parked ones. A test can thus know exactly which
+   * ranges hold the agent's connections.
+   */
+  readonly hold: Set<string>;
+  readonly held: ProxyRequest[];
+  /** Lets every parked GET through and stops holding. */
+  releaseHeld(): void;
   close(): Promise<void>;
 }
 
@@ -74,6 +83,7 @@ export function multipartEtag(body: Buffer, partBytes: number): { etag: string; 
 export async function startS3Proxy(target: string, bucket: string): Promise<S3Proxy> {
   const upstream = new URL(target);
   const waiters = new Map<string, (() => void)[]>();
+  let parked: (() => void)[] = [];
   const proxy: Omit<S3Proxy, "endpoint" | "close"> = {
     requests: [],
     denied: new Set(),
@@ -83,6 +93,15 @@ export async function startS3Proxy(target: string, bucket: string): Promise<S3Pr
     replaceOnGet: new Map(),
     multipart: new Map(),
     bodyStarted: (key) => new Promise<void>((r) => waiters.set(key, [...(waiters.get(key) ?? []), r])),
+    hold: new Set(),
+    held: [],
+    releaseHeld: () => {
+      proxy.hold.clear();
+      proxy.held.length = 0;
+      const go = parked;
+      parked = [];
+      for (const g of go) g();
+    },
   };
   const xmlError = (res: import("node:http").ServerResponse, status: number, code: string, message: string) => {
     res.writeHead(status, { "Content-Type": "application/xml" });
@@ -92,6 +111,14 @@ export async function startS3Proxy(target: string, bucket: string): Promise<S3Pr
     const { key, query } = keyOf(req, bucket);
     const entry: ProxyRequest = { method: req.method ?? "", key, range: req.headers.range, ifMatch: req.headers["if-match"], query, status: 0 };
     proxy.requests.push(entry);
+    if (req.method === "GET" && proxy.hold.has(key)) {
+      proxy.held.push(entry);
+      parked.push(() => handle(req, res, key, query, entry));
+      return;
+    }
+    handle(req, res, key, query, entry);
+  });
+  const handle = (req: IncomingMessage, res: import("node:http").ServerResponse, key: string, query: string, entry: ProxyRequest) => {
     if (key && proxy.denied.has(key)) {
       entry.status = 403;
       // HEAD responses carry no body; the SDK maps the status alone.
@@ -163,7 +190,7 @@ export async function startS3Proxy(target: string, bucket: string): Promise<S3Pr
     });
     out.on("error", () => res.destroy());
     req.pipe(out);
-  });
+  };
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   const address = server.address();
   const port = typeof address === "object" && address ? address.port : 0;

@@ -102,6 +102,24 @@ describe("observability/metrics", () => {
     assert.deepEqual(Object.keys(failedWaiting).sort(), ["OutputsSaved", "PromptWaitSeconds", "PromptsFailed"]);
   });
 
+  it("gateway: the snapshot carries the model cache's figures only when it has them (a models bucket)", () => {
+    const base = { clusterName: "c", waiting: 0, running: 0, websocketClients: 0, podsReady: 1, acceptedSinceLast: 0, http5xxSinceLast: 0 };
+    const without = byName(gatewaySnapshotEmf(base, T));
+    assert.deepEqual(Object.keys(without).filter((n) => n.startsWith("Model")), [], "no model library, no cache figures");
+    const cache = { fetches: 3, fetchesFailed: 1, bytesFetched: 6.9e9, hits: 12, misses: 3, evictions: 2, loadsAvoided: 7 };
+    const withCache = byName(gatewaySnapshotEmf({ ...base, modelCache: cache }, T));
+    assert.deepEqual(
+      Object.fromEntries(Object.entries(withCache).filter(([n]) => n.startsWith("Model")).map(([n, m]) => [n, [m.values[0], m.unit]])),
+      {
+        ModelFetches: [3, "Count"], ModelFetchesFailed: [1, "Count"], ModelBytesFetched: [6.9e9, "Bytes"], ModelCacheHits: [12, "Count"],
+        ModelCacheMisses: [3, "Count"], ModelEvictions: [2, "Count"], ModelLoadsAvoided: [7, "Count"],
+      },
+    );
+    // Every model-cache name in the table is one the snapshot writes (none is declared and never written).
+    const declared = Object.values(METRICS).map((m) => m.name).filter((n) => n.startsWith("Model"));
+    assert.deepEqual(Object.keys(withCache).filter((n) => n.startsWith("Model")).sort(), declared.sort());
+  });
+
   it("node boot: the node's jq program turns a boot summary into the same metrics as nodeBootEmf", () => {
     const summaries = [
       { schema: 1, t_boot: 1000, t_userdata: 1030, t_raid: 1041, t_filled: 1090, t_image: 1075, fill: { result: "complete", files: 3, bytes: 20e9, seconds: 49, missing_files: 0 } },
@@ -138,7 +156,10 @@ describe("observability/metrics", () => {
     const sample: Record<string, object[]> = {
       sync: [syncBatchEmf({ clusterName: "c", changeCount: 1, rejectedCount: 0, failedNodes: 0, retried: false }, T)],
       gateway: [
-        gatewaySnapshotEmf({ clusterName: "c", waiting: 0, running: 0, websocketClients: 0, podsReady: 1, acceptedSinceLast: 0, http5xxSinceLast: 0 }, T),
+        gatewaySnapshotEmf({
+          clusterName: "c", waiting: 0, running: 0, websocketClients: 0, podsReady: 1, acceptedSinceLast: 0, http5xxSinceLast: 0,
+          modelCache: { fetches: 0, fetchesFailed: 0, bytesFetched: 0, hits: 0, misses: 0, evictions: 0, loadsAvoided: 0 },
+        }, T),
         promptOutcomeEmf({ clusterName: "c", outcome: "success", waitSeconds: 1, runSeconds: 1 }, T),
         promptOutcomeEmf({ clusterName: "c", outcome: "error", waitSeconds: 1 }, T),
         coldStartEmf("c", 1, T),

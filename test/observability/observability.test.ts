@@ -18,7 +18,10 @@ function emitted(): Set<string> {
   const T = 1_800_000_000_000;
   const lines = [
     syncBatchEmf({ clusterName: "c", changeCount: 1, rejectedCount: 1, failedNodes: 1, retried: false }, T),
-    gatewaySnapshotEmf({ clusterName: "c", waiting: 1, running: 1, websocketClients: 1, podsReady: 1, acceptedSinceLast: 1, http5xxSinceLast: 1 }, T),
+    gatewaySnapshotEmf({
+      clusterName: "c", waiting: 1, running: 1, websocketClients: 1, podsReady: 1, acceptedSinceLast: 1, http5xxSinceLast: 1,
+      modelCache: { fetches: 1, fetchesFailed: 1, bytesFetched: 1, hits: 1, misses: 1, evictions: 1, loadsAvoided: 1 },
+    }, T),
     promptOutcomeEmf({ clusterName: "c", outcome: "success", waitSeconds: 1, runSeconds: 1 }, T),
     promptOutcomeEmf({ clusterName: "c", outcome: "error", waitSeconds: 1 }, T),
     coldStartEmf("c", 1, T),
@@ -116,6 +119,31 @@ describe("observability: dashboard", () => {
     // Every metric metrics.ts defines is drawn somewhere.
     const drawn = JSON.stringify(dashboardBody(PARAMS));
     for (const m of Object.values(METRICS)) assert.ok(drawn.includes(`"${m.name}"`) || drawn.includes(`MetricName=\\"${m.name}\\"`), m.name);
+  });
+
+  it("a Model cache row draws each model-cache metric metrics.ts declares, and its hit ratio divides the hits by hits + misses", () => {
+    const body = dashboardBody(PARAMS);
+    const y = body.widgets.find((w) => w.properties.title === "Model cache: files found or fetched")?.y;
+    assert.ok(y !== undefined, "the row exists");
+    const row = body.widgets.filter((w) => w.y === y);
+    assert.equal(row.reduce((n, w) => n + w.width, 0), 24, "one full row");
+    const drawn = new Map<string, Record<string, unknown>>();
+    for (const w of row) {
+      for (const m of w.properties.metrics ?? []) {
+        if (typeof m[0] !== "string") continue;
+        assert.equal(m[0], NAMESPACE);
+        assert.deepEqual(m.slice(2, 4), ["ClusterName", PARAMS.clusterName]);
+        drawn.set(m[1] as string, m[m.length - 1] as Record<string, unknown>);
+      }
+    }
+    const declared = Object.values(METRICS).filter((m) => m.source === "gateway" && m.name.startsWith("Model")).map((m) => m.name);
+    assert.equal(declared.length, 7);
+    assert.deepEqual([...drawn.keys()].sort(), declared.sort(), "exactly the declared model-cache names, no other and none missing");
+    for (const opts of drawn.values()) assert.equal(opts.stat, "Sum", "per-snapshot differences add up");
+    const ratio = row.flatMap((w) => w.properties.metrics ?? []).find((m) => typeof m[0] === "object")![0] as { expression: string };
+    assert.equal(drawn.get(METRICS.modelCacheHits.name)!.id, "hits");
+    assert.equal(drawn.get(METRICS.modelCacheMisses.name)!.id, "misses");
+    assert.equal(ratio.expression.replace(/\s/g, ""), "100*hits/(hits+misses)");
   });
 
   it("catches a metric nobody emits, and an AWS metric with the wrong dimensions", () => {

@@ -152,7 +152,7 @@ describe("deploys for real: preflight checks on their own", () => {
     consolidateAfter: "5m",
     expireAfter: "168h",
     rootVolumeGiB: 100,
-    hotSet: [],
+    pins: [],
     bootFillSeconds: 600,
     parallelTransfers: 8,
     provider,

@@ -14,7 +14,9 @@ import * as path from "node:path";
 import { isDeepStrictEqual } from "node:util";
 import { GPU_POOL_LABEL, GPU_TAINT, NODE_MODELS_DIR } from "../../karpenter/nodeContract";
 import { GATEWAY_LABELS } from "../../workload/gatewayDeployment";
-import { MODELS_AGENT_IMAGE, ModelsAgent, modelsAgentGpuDaemonSet, modelsAgentReserveGb, pinsFromHotSet } from "../../workload/modelsAgent";
+import { MODELS_AGENT_IMAGE, ModelsAgent, modelsAgentGpuDaemonSet } from "../../workload/modelsAgent";
+import { modelsReserveGb } from "../../karpenter/nodeContract";
+import { normalizePinEntry } from "../../workload/models/contract";
 import { AGENT_HEALTH_PORT, AGENT_LABELS, AGENT_NAMES, AGENT_PORT } from "../../workload/models/contract";
 import { parseAgentArgs } from "../../workload/models/agent/options";
 import { PolicyDocument, roleArn, simulate, SimRequest } from "../iam/simulate";
@@ -52,8 +54,8 @@ describe("model agent component (workload/modelsAgent.ts)", function () {
       modelsBucket: pulumi.output(MODELS),
       modelsBucketArn: pulumi.output(MODELS_ARN),
       vpcCidr: "10.0.0.0/16",
-      pinned: pinsFromHotSet(["checkpoints/sd_xl_base_1.0.safetensors", "loras"]),
-      reserveGb: pulumi.output(modelsAgentReserveGb(4)),
+      pinned: ["checkpoints/sd_xl_base_1.0.safetensors", "loras"].map(normalizePinEntry),
+      reserveGb: pulumi.output(modelsReserveGb(4)),
       provider,
       tags: {},
     });

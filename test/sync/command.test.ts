@@ -12,10 +12,13 @@ describe("sync/command", () => {
     assert.equal(changeLines(changes), "delete\tloras/old style.safetensors\nput\tcheckpoints/日本語 'quoted' (v2).safetensors\n");
   });
 
-  it("sends the lines base64-encoded into the node tool, with no key text in the command", () => {
+  it("sends the lines base64-encoded to the node's model agent over its socket, with no key text in the command", () => {
     const commands = buildCommands(changes);
     assert.equal(commands.length, 1);
-    assert.match(commands[0], /^printf '%s' '[A-Za-z0-9+/=]+' \| base64 -d \| \/usr\/local\/bin\/comfyui-models apply$/);
+    assert.match(
+      commands[0],
+      /^printf '%s' '[A-Za-z0-9+/=]+' \| base64 -d \| curl -sS --fail-with-body --max-time 900 --unix-socket \/mnt\/k8s-disks\/0\/comfyui-models\/\.comfyui-agent\/agent\.sock -H 'content-type: text\/plain' --data-binary @- http:\/\/agent\/v1\/apply$/,
+    );
     assert.ok(!commands[0].includes("loras/"));
     assert.equal(decodeCommands(commands), changeLines(changes));
   });

@@ -2,6 +2,8 @@
 import { readFileSync } from "node:fs";
 import * as path from "node:path";
 import type { SQSEvent, SQSRecord } from "../../sync/events";
+import { NODE_MODELS_DIR } from "../../karpenter/nodeContract";
+import { nodeApplyCommand } from "../../workload/models/contract";
 
 export const BUCKET = "comfyui-models-123456789012";
 export const CLUSTER = "comfyui-dev";
@@ -59,8 +61,9 @@ export function fakeTime(): { now: () => number; sleep: (ms: number) => Promise<
 /** The change lines a node would read, from an `AWS-RunShellScript` `commands` list. */
 export function decodeCommands(commands: readonly string[]): string {
   assertEqualLength(commands.length, 1);
-  const match = /^printf '%s' '([A-Za-z0-9+/=]+)' \| base64 -d \| \/usr\/local\/bin\/comfyui-models apply$/.exec(commands[0]);
-  if (!match) throw new Error(`unexpected command shape: ${commands[0].slice(0, 120)}`);
+  const match = /^printf '%s' '([A-Za-z0-9+/=]+)' \| base64 -d \| /.exec(commands[0]);
+  // The whole command is the agent's apply over its socket (test/sync/nodeCommand.test.ts runs it).
+  if (!match || commands[0] !== nodeApplyCommand(NODE_MODELS_DIR, match[1])) throw new Error(`unexpected command shape: ${commands[0].slice(0, 160)}`);
   return Buffer.from(match[1], "base64").toString("utf8");
 }
 

@@ -14,6 +14,8 @@ import { Dispatcher, type PodInfo } from "./dispatch/dispatcher";
 import { Discovery } from "./discovery";
 import { ModelLibrary, type Lister } from "./models/library";
 import { ModelRouter } from "./models/routing";
+import { CACHE_PART_REFRESH_MS, cacheParts, DeletionCosts } from "./models/deletionCost";
+import type { AgentInfo } from "./models/prefetch";
 import { GatewayError } from "./protocol/errors";
 import { fanOut, LeaderLink, LinkHub } from "./replicas/link";
 import { ADMIN, adminRoutes } from "./routes/admin";
@@ -60,8 +62,12 @@ export interface GatewayDeps {
   /** User state (versioned bucket in AWS). */
   users: ObjectStore;
   log: Logger;
-  /** Called with a pod's load (pod-deletion-cost in Kubernetes). */
-  onPodLoad?: (podKey: string, load: number) => void;
+  /**
+   * Called with a pod's controller.kubernetes.io/pod-deletion-cost when it changes (Kubernetes patches the
+   * annotation): 1000 per prompt in its queue, plus 0-999 for what its node's model cache holds of what
+   * waiting prompts need (models/deletionCost.ts). A rejected promise: the cost is sent again at the next refresh.
+   */
+  onPodCost?: (podKey: string, cost: number) => void | Promise<void>;
   imageIdOf?: (podKey: string) => Promise<string | undefined>;
   /** Where the metric lines go. @defaultValue none */
   metrics?: MetricsSink;
@@ -91,6 +97,8 @@ export interface Gateway {
   /** Follow the leader at this internal URL (undefined: none known); ignored while leading. */
   follow(leaderUrl: string | undefined): void;
   setPods(pods: PodInfo[]): void;
+  /** The model agents by node (Kubernetes); one whose node has no Ready pod fetches a waiting prompt's files ahead. */
+  setAgents(agents: AgentInfo[]): void;
   /** The models bucket's index (undefined without GATEWAY_MODELS_BUCKET); `start()` lists it, then keeps listing. */
   library: ModelLibrary | undefined;
   close(): Promise<void>;
@@ -129,18 +137,32 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
   );
   discovery.onVersion = (v) => linkHub.discoveryChanged(v);
   let pods: PodInfo[] = [];
+  let agents: AgentInfo[] = [];
   let router: ModelRouter | undefined;
   let lastScaling = { prompts: 0, waiting: 0, running: 0 };
   const metrics = deps.metrics ?? NO_METRICS;
   const coldStarts = new ColdStarts(new PrefixedStore(deps.objects, "metrics/"), config.coldStartBudgetSeconds, log.child({ component: "cold-starts" }));
   const telemetry = new Telemetry({ clusterName: config.clusterName, sink: metrics, coldStarts, log: log.child({ component: "telemetry" }) });
   let snapshotTimer: NodeJS.Timeout | undefined;
+  // The pods' deletion costs (Kubernetes): the load part at every change, the cache part recomputed on a
+  // timer, at most every CACHE_PART_REFRESH_MS, not on every placement or inventory read.
+  let costs: DeletionCosts | undefined;
+  let costTimer: NodeJS.Timeout | undefined;
+  const refreshCosts = () => {
+    const d = gw.dispatcher;
+    if (!d || !costs) return;
+    const ws = [...d.workers.values()];
+    const waiting = router ? [...d.open.values()].filter((r) => r.state === "queued") : [];
+    costs.refresh(ws.map((w) => w.key), router ? cacheParts(router.scaleInHint(ws, waiting)) : new Map());
+  };
   const snapshot = async () => {
     const d = gw.dispatcher;
     if (!d) return;
     try {
       const c = await deps.store.counts();
-      telemetry.snapshot({ waiting: c.waiting, running: c.running, websocketClients: hub.count(), readyPods: [...d.workers.values()].filter((w) => w.ready).map((w) => w.key) });
+      // The cache figures only with a model library (the router reads the agents); taken once the line is sure to be written.
+      const modelCache = router?.cache.take(Date.now());
+      telemetry.snapshot({ waiting: c.waiting, running: c.running, websocketClients: hub.count(), readyPods: [...d.workers.values()].filter((w) => w.ready).map((w) => w.key), ...(modelCache ? { modelCache } : {}) });
     } catch (err: unknown) {
       log.warn({ err: (err as Error).message }, "metrics snapshot skipped: the store did not answer");
     }
@@ -151,8 +173,13 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
       ready: ws.filter((w) => w.ready).length,
       pods: ws.map((w) => ({ pod: w.key, ready: w.ready, terminating: w.terminating, ...(w.suspect ? { suspect: w.suspect } : {}), prompts: [...w.slots.keys()] })),
       coldStart: coldStarts.estimate(Date.now()),
-      // Which pods' node caches hold the least of what waiting prompts need: the best to remove on scale-in.
-      ...(router && gw.dispatcher ? { scaleIn: router.scaleInHint(ws, [...gw.dispatcher.open.values()].filter((r) => r.state === "queued")) } : {}),
+      // Which pods' node caches hold the least of what waiting prompts need, with the deletion cost that tells the ReplicaSet.
+      ...(router && gw.dispatcher
+        ? { scaleIn: router.scaleInHint(ws, [...gw.dispatcher.open.values()].filter((r) => r.state === "queued")).map((h) => {
+          const cost = costs?.current(h.pod);
+          return cost === undefined ? h : { ...h, deletionCost: cost };
+        }) }
+        : {}),
     };
   };
   gw.gpuStatus = async () => {
@@ -317,11 +344,13 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
       if (mine !== leadership || !isLeader()) return;
       telemetry.resetCounters(); // a former follower's counts are not the leader's figures
       router = library ? new ModelRouter({ library, inputs: () => discovery.modelInputs(), affinityMs: config.modelAffinitySeconds * 1000, routing: config.modelRouting === "on", log: log.child({ component: "models" }) }) : undefined;
+      const podCosts = deps.onPodCost ? new DeletionCosts(deps.onPodCost) : undefined;
+      costs = podCosts;
       const d = new Dispatcher({
         models: router ? { router, agentToken: config.modelsAgentToken } : undefined,
         store: deps.store, fence, files, sink: fanOut(hub, linkHub), log: log.child({ component: "dispatch", epoch: fence.epoch }), maxAttempts: config.maxAttempts,
         startupDeadlineMs: config.startupDeadlineSeconds * 1000, stallMs: config.stallSeconds * 1000, historyTtlSeconds: config.historyTtlDays * 86400,
-        pushInputs: config.mode === "local", onPodLoad: deps.onPodLoad, orphanMs: config.orphanSeconds * 1000,
+        pushInputs: config.mode === "local", onPodLoad: podCosts ? (pod, load) => podCosts.load(pod, load) : undefined, orphanMs: config.orphanSeconds * 1000,
         // Metrics, and the audit line of every ending: whose prompt, how it ended, the GPU-seconds it used.
         observer: {
           queueState: (st) => telemetry.queueState(st),
@@ -359,16 +388,24 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
       }
       if (gw.dispatcher !== d) return;
       d.setPods(pods);
+      d.setAgents(agents);
       hub.queueChanged(d.queueRemaining());
       linkHub.queueChanged(d.queueRemaining());
       snapshotTimer = setInterval(() => void snapshot(), config.metricsIntervalSeconds * 1000);
       snapshotTimer.unref();
+      if (podCosts) {
+        costTimer = setInterval(refreshCosts, CACHE_PART_REFRESH_MS);
+        costTimer.unref();
+      }
       log.info({ epoch: fence.epoch, open: d.queueRemaining() }, "leading: dispatching");
     },
     async standDown() {
       leadership++;
       if (snapshotTimer) clearInterval(snapshotTimer);
       snapshotTimer = undefined;
+      if (costTimer) clearInterval(costTimer);
+      costTimer = undefined;
+      costs = undefined;
       const d = gw.dispatcher;
       gw.dispatcher = undefined;
       // Followers reconnect to whoever leads next; this replica's own clients stay.
@@ -382,6 +419,10 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
       pods = p;
       gw.dispatcher?.setPods(p);
     },
+    setAgents(a) {
+      agents = a;
+      gw.dispatcher?.setAgents(a);
+    },
     library,
     close() {
       closing ??= (async () => {
@@ -394,7 +435,7 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
         await g.standDown();
         gw.link?.stop();
         hub.close();
-        await Promise.all([app.close(), admin.close()]);
+        await Promise.all([closeWithin(app, HTTP_CLOSE_GRACE_MS), closeWithin(admin, HTTP_CLOSE_GRACE_MS)]);
         await metrics.close();
         await audit.close();
       })();
@@ -403,6 +444,28 @@ export async function buildApp(config: GatewayConfig, deps: GatewayDeps): Promis
   };
   hub.start();
   return g;
+}
+
+/**
+ * How long a closing gateway lets HTTP responses in flight finish before it cuts their connections.
+ * The HTTP server's close waits for every connection with a request in flight, and a response whose
+ * client stopped reading (a large /view to a stalled or vanished browser tab, an SDK that never
+ * consumes a body) never finishes: without a bound one such client holds the shutdown until the pod
+ * is killed (terminationGracePeriodSeconds 30, gatewayDeployment.ts), and was seen holding a test's
+ * gateway past a minute under load. Five seconds lets a response that is moving finish; new
+ * requests are already answered 503 (return503OnClosing) and go to the other replica.
+ */
+export const HTTP_CLOSE_GRACE_MS = 5000;
+
+/** Fastify's close, with the connections still open after `graceMs` cut (in-flight responses end there). */
+async function closeWithin(server: FastifyInstance, graceMs: number): Promise<void> {
+  const cut = setTimeout(() => server.server.closeAllConnections(), graceMs);
+  cut.unref();
+  try {
+    await server.close();
+  } finally {
+    clearTimeout(cut);
+  }
 }
 
 /**

@@ -32,7 +32,7 @@ export const AGENT_HEALTH_PORT = 8191;
  */
 export const TOKEN_HEADER = "x-models-agent-token";
 
-export const AGENT_PATHS = {
+const AGENT_PATHS = {
   /** GET: liveness/readiness (no token; says nothing about the cache). */
   health: "/healthz",
   /** GET: InventoryResponse. */
@@ -71,9 +71,9 @@ export const AGENT_LABELS = { "app.kubernetes.io/name": "comfyui", "app.kubernet
  * ComfyUI (uid 1000, models mounted read-only) cannot even list it; ComfyUI never looks at the models
  * root itself, only at its model folders (folder_paths.py).
  */
-export const AGENT_PRIVATE_DIR = ".comfyui-agent";
+const AGENT_PRIVATE_DIR = ".comfyui-agent";
 /** The Unix socket the node's SSM command reaches the agent on (apply, inventory; no token: root-only folder). */
-export const AGENT_SOCKET_NAME = "agent.sock";
+const AGENT_SOCKET_NAME = "agent.sock";
 
 // ---- model paths ---------------------------------------------------------------------------
 
@@ -104,6 +104,14 @@ export function checkPinEntry(entry: unknown): PathCheck {
     return c.ok ? { ok: true, path: entry, folder: c.folder } : { ok: false, path: entry, reason: c.reason };
   }
   return checkModelPath(entry);
+}
+
+/**
+ * A pin entry as people write it in the stack's `modelsHotSet`: a bare model folder (`loras`) means
+ * the folder (`loras/`); anything else is taken as written and then checked with checkPinEntry.
+ */
+export function normalizePinEntry(entry: string): string {
+  return MODEL_FOLDERS.includes(entry) ? `${entry}/` : entry;
 }
 
 /** Whether a pin entry (file or folder ending in `/`) covers a model path. */
@@ -166,6 +174,12 @@ export interface InventoryFetch {
   bytes: number;
   received: number;
   startedAt: number;
+  /**
+   * `prompt`: an ensure asked for it (a prompt waits, or will: the gateway's prefetch); `background`: pins
+   * and bucket changes. While a prompt's download runs, background ones open no new range and pinned files
+   * not yet started wait (agent/fetcher.ts Semaphore).
+   */
+  priority: "prompt" | "background";
 }
 
 export interface InventoryHold {
@@ -318,3 +332,8 @@ export function nodeApplyCommand(modelsDir: string, payloadBase64: string): stri
   const socket = `${modelsDir}/${AGENT_PRIVATE_DIR}/${AGENT_SOCKET_NAME}`;
   return `printf '%s' '${payloadBase64}' | base64 -d | curl -sS --fail-with-body --max-time 900 --unix-socket ${socket} -H 'content-type: text/plain' --data-binary @- http://agent${AGENT_PATHS.apply}`;
 }
+
+// Exported as a list, not `export const`: TypeScript compiles in-module uses of an `export const` to
+// `exports.X`, which Pulumi's closure serialization of the sync Lambda (it captures nodeApplyCommand)
+// would turn into the Lambda module's own, empty exports (test/sync/handler.test.ts checks it).
+export { AGENT_PATHS, AGENT_PRIVATE_DIR, AGENT_SOCKET_NAME };

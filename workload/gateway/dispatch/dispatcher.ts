@@ -5,10 +5,11 @@ import type { Fence, HistoryEntry, PromptBody, PromptMeta, PromptRecord, Store }
 import { fileRefs, ownerPrefix, rewriteOutput, rewriteOutputs, storeKey, type FileRef } from "../protocol/outputs";
 import { Ledger } from "./ledger";
 import { podClientId } from "./podClient";
-import { clientKey, pickNext } from "./scheduler";
+import { clientKey, fairOrder, pickNext } from "./scheduler";
 import { Worker, type Slot, type WorkerEvents } from "./worker";
 import { AgentClient, AgentUnreachable, EnsureFailed } from "../models/agentClient";
 import type { ModelRouter } from "../models/routing";
+import { Prefetcher, type AgentInfo } from "../models/prefetch";
 
 /** Whose sockets an event is for: the prompt's owner, and the client id it was submitted with (null: every socket of the owner). */
 export interface Recipient { owner: string; clientId: string | null }
@@ -118,6 +119,10 @@ export class Dispatcher implements WorkerEvents {
   /** When the current run of each open prompt began (for its run time). */
   private readonly startedAt = new Map<string, number>();
   private readonly now: () => number;
+  /** The last pod and model-agent lists (the cold-start prefetch looks for agents whose node has no Ready pod). */
+  private pods: PodInfo[] = [];
+  private agents: AgentInfo[] = [];
+  private readonly prefetcher = new Prefetcher();
 
   constructor(opts: DispatcherOptions) {
     this.o = opts;
@@ -164,6 +169,7 @@ export class Dispatcher implements WorkerEvents {
   /** The pod set from the pod source (EndpointSlices or --comfyui URLs). */
   setPods(pods: PodInfo[]): void {
     if (this.stopped) return;
+    this.pods = pods;
     const seen = new Set<string>();
     for (const p of pods) {
       seen.add(p.key);
@@ -182,6 +188,11 @@ export class Dispatcher implements WorkerEvents {
       if (this.o.models && (w.agent?.baseUrl ?? undefined) !== p.agentUrl) {
         w.agent = p.agentUrl ? new AgentClient(p.agentUrl.replace(/\/$/, ""), this.o.models.agentToken) : undefined;
         this.o.models.router.nodes.delete(w.key);
+        if (w.agent) {
+          // A pod starting on a node whose agent fetched ahead: placed by those files before its inventory is read.
+          if (p.node) this.o.models.router.expect(w.key, this.prefetcher.filesOn(p.node));
+          this.o.models.router.pollInventories([w], this.now());
+        }
       }
       if (p.terminating && !w.terminating) {
         w.terminating = true;
@@ -223,6 +234,65 @@ export class Dispatcher implements WorkerEvents {
     this.serial(w, async () => {
       for (const s of [...w.slots.values()]) await this.takeBack(w, s, reason, true);
     });
+  }
+
+  /** The model agents by node (Kubernetes: their EndpointSlices); an agent whose node has no Ready pod may fetch ahead. */
+  setAgents(agents: AgentInfo[]): void {
+    if (this.stopped) return;
+    this.agents = agents;
+    this.prefetch(this.now());
+  }
+
+  /**
+   * Cold-start prefetch (models/prefetch.ts): agents whose node has no Ready ComfyUI pod fetch the files of
+   * the first waiting prompts, in the order fair share will place them.
+   */
+  private prefetch(now: number): void {
+    const models = this.o.models;
+    if (!models || !this.leading || this.agents.length === 0) return;
+    const router = models.router;
+    const open = this.ledger.open;
+    const lastServed = this.lastServed;
+    // Read only when some agent is cold (a generator's body runs at the first next()): most ticks have none.
+    const queue = (function* () {
+      const queued = [...open.values()].filter((r) => r.state === "queued");
+      const users = new Map<string, number>();
+      const clients = new Map<string, number>();
+      for (const r of open.values()) {
+        if (r.state === "queued") continue;
+        users.set(r.owner, (users.get(r.owner) ?? 0) + 1);
+        clients.set(clientKey(r), (clients.get(clientKey(r)) ?? 0) + 1);
+      }
+      yield* fairOrder(queued, { running: users, lastServed: lastServed.users }, { running: clients, lastServed: lastServed.clients });
+    })();
+    const ready = [...this.workers.values()].filter((w) => w.ready);
+    const actions = this.prefetcher.plan({
+      agents: this.agents,
+      pods: this.pods,
+      queue,
+      needsOf: (id) => router.needsOf(id),
+      whereIs: (id) => {
+        const r = open.get(id);
+        return r === undefined ? null : r.state === "queued" ? undefined : (r.pod ?? undefined);
+      },
+      heldByReady: (needs) => ready.some((w) => router.missingBytes(needs, w.key, true) === 0),
+      now,
+    });
+    for (const a of actions) {
+      const agent = new AgentClient(a.url.replace(/\/$/, ""), models.agentToken);
+      const log = this.o.log.child({ promptId: a.promptId, node: a.node });
+      if (a.kind === "release") {
+        void agent.release(a.holdId).catch(() => undefined);
+        continue;
+      }
+      agent.prefetch(a.files, a.holdId, a.ttlSeconds).then(
+        (res) => log.info({ files: res.files.map((f) => `${f.path}: ${f.status}`) }, "fetching a waiting prompt's models ahead on a node whose ComfyUI is starting"),
+        (err: unknown) => {
+          log.warn({ err: (err as Error).message }, "fetch ahead refused; asking again later");
+          this.prefetcher.failed(a.node, this.now());
+        },
+      );
+    }
   }
 
   /** A new prompt was stored (by this or another replica): place it. */
@@ -303,7 +373,14 @@ export class Dispatcher implements WorkerEvents {
       let next = pickNext(queued, { running: users, lastServed: this.lastServed.users }, { running: clients, lastServed: this.lastServed.clients });
       let force = false;
       if (!next) {
-        next = switchers.shift();
+        // The fairest switcher whose files a free pod's node holds (fetched ahead while its pod started) goes
+        // first: it fetches nothing. One whose model is being fetched ahead on a node whose pod is still
+        // starting waits for that pod rather than take a busy pod's second slot (at most SWITCH_PATIENCE
+        // affinity bounds, as every switcher); an idle pod takes the fairest switcher regardless.
+        let i = router ? switchers.findIndex((s) => router.fetchFree(s.id, free)) : 0;
+        if (i < 0) i = free.some((c) => c.load === 0) ? 0 : switchers.findIndex((s) => this.prefetcher.aheadFor(router?.needsOf(s.id)) === undefined);
+        if (i < 0) return;
+        next = switchers.splice(i, 1)[0];
         if (!next) return;
         force = true;
       }
@@ -921,6 +998,7 @@ export class Dispatcher implements WorkerEvents {
       this.lastInventoryAt = now;
       router.pollInventories(this.workers.values(), now);
     }
+    this.prefetch(now);
     for (const w of this.workers.values()) {
       for (const s of w.slots.values()) {
         if (!w.agent || !s.held || now - s.held.at < HOLD_RENEW_MS) continue;

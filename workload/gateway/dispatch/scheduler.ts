@@ -44,3 +44,26 @@ export function pickNext(queued: PromptMeta[], users: Shares, clients: Shares): 
   for (const [owner, heads] of byUser) userHeads.set(owner, fairest(heads, clients)!);
   return fairest(userHeads, users);
 }
+
+/**
+ * The queued prompts in the order pickNext would place them if each went at once (each pick counts as
+ * running and served now for the next), lazily: a caller that needs the first few stops early.
+ * `users` and `clients` are read, not changed.
+ */
+export function* fairOrder(queued: readonly PromptMeta[], users: Shares, clients: Shares): Generator<PromptMeta> {
+  const left = [...queued];
+  const u: Shares = { running: new Map(users.running), lastServed: new Map(users.lastServed) };
+  const c: Shares = { running: new Map(clients.running), lastServed: new Map(clients.lastServed) };
+  let clock = Math.max(0, ...u.lastServed.values(), ...c.lastServed.values());
+  while (left.length > 0) {
+    const next = pickNext(left, u, c);
+    if (!next) return;
+    yield next;
+    left.splice(left.indexOf(next), 1);
+    clock++;
+    u.running.set(next.owner, (u.running.get(next.owner) ?? 0) + 1);
+    u.lastServed.set(next.owner, clock);
+    c.running.set(clientKey(next), (c.running.get(clientKey(next)) ?? 0) + 1);
+    c.lastServed.set(clientKey(next), clock);
+  }
+}

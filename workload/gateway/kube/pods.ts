@@ -82,10 +82,15 @@ export class EndpointSliceSource {
   }
 }
 
-/** controller.kubernetes.io/pod-deletion-cost: idle pods go first on scale-in (README: 0 / 1000 / 2000). */
-export async function patchDeletionCost(kube: KubeClient, ns: string, pod: string, load: number): Promise<void> {
+/**
+ * controller.kubernetes.io/pod-deletion-cost, as the leader computes it (models/deletionCost.ts: 1000 per
+ * prompt in the pod's queue plus 0-999 for its node's cache): the ReplicaSet removes the lowest first.
+ */
+export async function patchDeletionCost(kube: KubeClient, ns: string, pod: string, cost: number): Promise<void> {
+  // The API server accepts an int32 only (and rejects the whole patch otherwise).
+  if (!Number.isInteger(cost) || cost < -(2 ** 31) || cost >= 2 ** 31) throw new Error(`pod-deletion-cost ${cost} is not an int32`);
   const res = await kube.request("PATCH", `/api/v1/namespaces/${encodeURIComponent(ns)}/pods/${encodeURIComponent(pod)}`,
-    { metadata: { annotations: { "controller.kubernetes.io/pod-deletion-cost": String(load * 1000) } } }, { contentType: "application/merge-patch+json" });
+    { metadata: { annotations: { "controller.kubernetes.io/pod-deletion-cost": String(cost) } } }, { contentType: "application/merge-patch+json" });
   if (res.status !== 200) throw new Error(`patching pod ${pod} answered ${res.status}`);
 }
 

@@ -21,7 +21,6 @@ export async function startKubernetes(config: GatewayConfig, log: Logger): Promi
   // A custom S3 endpoint (the tests' s3rver, MinIO) answers path-style requests only.
   const s3 = new S3Client({ region: config.region, forcePathStyle: process.env.AWS_ENDPOINT_URL_S3 !== undefined });
   const store = new DynamoStore({ table: config.table, client: ddb });
-  const lastLoad = new Map<string, number>();
   const gateway = await buildApp(config, {
     store,
     auth: store.authStore(),
@@ -29,11 +28,11 @@ export async function startKubernetes(config: GatewayConfig, log: Logger): Promi
     inputs: new S3ObjectStore(s3, config.inputsBucket!, config.inputsPrefix),
     users: new S3ObjectStore(s3, config.userdataBucket!, ""),
     log,
-    onPodLoad: (pod, load) => {
-      if (lastLoad.get(pod) === load) return;
-      lastLoad.set(pod, load);
-      patchDeletionCost(kube, ns, pod, load).catch((err: unknown) => log.warn({ pod, err: (err as Error).message }, "pod-deletion-cost patch failed"));
-    },
+    // Called only when a pod's cost changed (models/deletionCost.ts DeletionCosts); a failed patch is tried again at its next refresh.
+    onPodCost: (pod, cost) => patchDeletionCost(kube, ns, pod, cost).catch((err: unknown) => {
+      log.warn({ pod, cost, err: (err as Error).message }, "pod-deletion-cost patch failed");
+      throw err;
+    }),
     imageIdOf: (pod) => podImageId(kube, ns, pod),
     metrics: metricsSinkFor(config, log),
     audit: config.auditLogGroup ? cloudWatchAudit({ logGroup: config.auditLogGroup, region: config.region, podName: config.podName }, log) : undefined,
@@ -53,6 +52,8 @@ export async function startKubernetes(config: GatewayConfig, log: Logger): Promi
       agentByNode.clear();
       for (const a of list) if (a.node && a.ready && !a.terminating) agentByNode.set(a.node, a.url);
       publish();
+      // An agent on a node whose ComfyUI pod is not Ready yet fetches a waiting prompt's files meanwhile.
+      gateway.setAgents([...agentByNode].map(([node, url]) => ({ node, url })));
     }, log.child({ component: "models-agents" }))
     : undefined;
   // A fencing token from the store, then lead while the Lease holds (every write carries the token); a

@@ -58,6 +58,19 @@ export class AgentClient {
     throw new EnsureFailed(code, e?.message ?? `model agent answered ${r.status}`, e?.retryable ?? known?.retryable ?? r.status >= 500, e?.path);
   }
 
+  /**
+   * Starts fetching `files` without waiting (the agent answers 202 while it downloads, 200 when all are
+   * present), held for `holdId`: the cold-start prefetch (prefetch.ts). Throws as `ensure` does.
+   */
+  async prefetch(files: string[], holdId: string, ttlSeconds: number): Promise<EnsureResponse> {
+    const r = await this.call("POST", AGENT_PATHS.ensure, { files, hold: { id: holdId, ttlSeconds }, wait: false });
+    const body = r.json as EnsureResponse | undefined;
+    if ((r.status === 200 || r.status === 202) && body) return body;
+    const e = body?.error;
+    const code = e?.code ?? `http_${r.status}`;
+    throw new EnsureFailed(code, e?.message ?? `model agent answered ${r.status}`, e?.retryable ?? r.status >= 500, e?.path);
+  }
+
   /** Renews a prompt's hold (its files stay protected while it runs past the first TTL). */
   async hold(id: string, files: string[], ttlSeconds: number): Promise<void> {
     await this.call("PUT", `${AGENT_PATHS.holds}/${encodeURIComponent(id)}`, { files, ttlSeconds });

@@ -6,7 +6,7 @@
  * Preference among ready pods with a free slot, lexicographic:
  *   (a) the pod whose last placed prompt had the same checkpoint / diffusion model (ComfyUI keeps it loaded:
  *       no reload from NVMe, 4-7 s for SDXL and longer for a 16 GB Flux, docs/models.md),
- *   (b) a pod whose node holds every file (agent inventory),
+ *   (b) a pod whose node holds every file (agent inventory; a download in flight there counts: the ensure joins it),
  *   (c) the fewest bytes to fetch, then the emptiest pod.
  * Bounded affinity: when only a busy pod has the prompt's model loaded, the prompt waits for it at most
  * `affinityMs`; meanwhile the next prompt in fair-share order may take the free pod (a waiting prompt never
@@ -16,12 +16,15 @@ import type { Logger } from "pino";
 import type { InventoryResponse } from "../../models/contract";
 import type { PromptMeta } from "../store/types";
 import type { Worker } from "../dispatch/worker";
+import { CacheStats } from "./cacheStats";
 import { modelNeeds, type ModelInputs, type ModelNeeds } from "./inputs";
 import type { ModelLibrary } from "./library";
 
 export interface NodeView {
   /** Complete files on the node, by path → bytes. */
   files: Map<string, number>;
+  /** Files its agent is downloading (a prompt's, a prefetch's, a pin's): a prompt placed there joins the download. */
+  fetching?: Map<string, number>;
   capacityBytes: number;
   at: number;
 }
@@ -54,6 +57,8 @@ export class ModelRouter {
   private inputs: ModelInputs | undefined;
   private inputsVersion = -1;
   private readonly polling = new Set<string>();
+  /** The cache figures of the leader's snapshot: the agents' counters from the reads below, and loads avoided at placement. */
+  readonly cache = new CacheStats(Date.now());
 
   constructor(readonly o: RouterOptions) {}
 
@@ -114,8 +119,14 @@ export class ModelRouter {
     for (const w of workers) {
       if (!w.agent || this.polling.has(w.key)) continue;
       this.polling.add(w.key);
-      w.agent.inventory().then(
-        (inv) => this.setInventory(w.key, inv, Date.now()),
+      const agent = w.agent;
+      const readAt = Date.now();
+      agent.inventory().then(
+        (inv) => {
+          this.setInventory(w.key, inv, Date.now());
+          // Keyed by the agent, not the pod: the pods of one node share its agent and must count it once.
+          this.cache.observe(agent.baseUrl, inv.metrics, readAt);
+        },
         () => this.nodes.delete(w.key),
       ).finally(() => this.polling.delete(w.key));
     }
@@ -123,7 +134,27 @@ export class ModelRouter {
   }
 
   setInventory(podKey: string, inv: InventoryResponse, now: number): void {
-    this.nodes.set(podKey, { files: new Map(inv.files.map((f) => [f.path, f.bytes])), capacityBytes: inv.capacityBytes, at: now });
+    this.nodes.set(podKey, { files: new Map(inv.files.map((f) => [f.path, f.bytes])), fetching: new Map((inv.fetching ?? []).map((f) => [f.path, f.bytes])), capacityBytes: inv.capacityBytes, at: now });
+  }
+
+  /**
+   * Files the pod's node's agent was asked to fetch ahead (cold-start prefetch, prefetch.ts), counted as on
+   * their way there until its inventory is read: a pod that has just turned Ready is placed by them at once.
+   */
+  expect(podKey: string, files: { key: string; bytes: number }[]): void {
+    if (files.length === 0) return;
+    const n = this.nodes.get(podKey) ?? { files: new Map<string, number>(), capacityBytes: 0, at: 0 };
+    n.fetching ??= new Map();
+    for (const f of files) if (!n.files.has(f.key)) n.fetching.set(f.key, f.bytes);
+    this.nodes.set(podKey, n);
+  }
+
+  /** Some pod of `pods` holds or is fetching every file the prompt needs (placed there, it fetches nothing new). */
+  fetchFree(id: string, pods: Iterable<Worker>): boolean {
+    const needs = this.needs.get(id);
+    if (!needs || needs.files.length === 0) return false;
+    for (const w of pods) if (this.missingBytes(needs, w.key, true) === 0) return true;
+    return false;
   }
 
   /** Files an ensure made present (the next inventory read confirms). */
@@ -132,12 +163,12 @@ export class ModelRouter {
     if (n) for (const f of files) n.files.set(f.key, f.bytes);
   }
 
-  /** Bytes `needs` lacks on the pod's node (Infinity when the node's holdings are unknown). */
-  missingBytes(needs: ModelNeeds, podKey: string): number {
+  /** Bytes `needs` lacks on the pod's node (Infinity when the node's holdings are unknown); `inFlight`: downloads count as there. */
+  missingBytes(needs: ModelNeeds, podKey: string, inFlight = false): number {
     const n = this.nodes.get(podKey);
     if (!n) return Number.POSITIVE_INFINITY;
     let b = 0;
-    for (const f of needs.files) if (!n.files.has(f.key)) b += f.bytes;
+    for (const f of needs.files) if (!n.files.has(f.key) && !(inFlight && n.fetching?.has(f.key))) b += f.bytes;
     return b;
   }
 
@@ -191,7 +222,8 @@ export class ModelRouter {
   /** (b) a node that holds every file, then the pod whose loaded model the fewest waiting prompts need, (c) fewest bytes, then the emptiest. */
   private best(needs: ModelNeeds, pods: Worker[], demand: ReadonlyMap<string, number>): Worker {
     const score = (w: Worker) => {
-      const missing = this.missingBytes(needs, w.key);
+      // A file already downloading there (a prefetch while the pod started) is as good as held: the ensure joins it.
+      const missing = this.missingBytes(needs, w.key, true);
       const loaded = this.lastModel.get(w.key);
       const wanted = loaded === undefined || loaded === needs.main ? 0 : (demand.get(loaded) ?? 0);
       return [missing === 0 ? 0 : 1, wanted, missing, w.load];
@@ -211,14 +243,17 @@ export class ModelRouter {
   /** A prompt was placed on a pod: that pod will have its model loaded next. */
   placed(id: string, podKey: string): void {
     const m = this.needs.get(id)?.main;
-    if (m) this.lastModel.set(podKey, m);
+    if (m) {
+      if (this.lastModel.get(podKey) === m) this.cache.loadAvoided();
+      this.lastModel.set(podKey, m);
+    }
     this.waitingSince.delete(id);
   }
 
   /**
    * Scale-in hint: for each pod, the bytes of what waiting prompts need that its node already holds, fewest
    * first (the best pod to remove is the first). KEDA cannot pick victims; the ReplicaSet takes the lowest
-   * pod-deletion-cost, which the gateway sets from load (docs/scaling.md).
+   * pod-deletion-cost, which the gateway sets from load and, among pods of equal load, from this (deletionCost.ts).
    */
   scaleInHint(workers: Iterable<Worker>, waiting: Iterable<PromptMeta>): { pod: string; bytesForWaiting: number; known: boolean }[] {
     const wanted = new Map<string, number>();

@@ -1,5 +1,5 @@
 import type { Logger } from "pino";
-import { coldStartEmf, gatewaySnapshotEmf, gpuFleetEmf, nodeReadyEmf, promptOutcomeEmf } from "../../../observability/metrics";
+import { coldStartEmf, gatewaySnapshotEmf, gpuFleetEmf, nodeReadyEmf, promptOutcomeEmf, type ModelCacheFigures } from "../../../observability/metrics";
 import type { DispatchObserver } from "../dispatch/dispatcher";
 import { fileRefs } from "../protocol/outputs";
 import type { HistoryEntry, PromptMeta } from "../store/types";
@@ -70,12 +70,16 @@ export class Telemetry implements DispatchObserver {
     if (statusCode >= 500) this.http5xxSinceLast++;
   }
 
-  /** `readyPods`: the keys of the pods ready now; their nodes (as read at Ready) give the by-type lines. */
-  snapshot(s: { waiting: number; running: number; websocketClients: number; readyPods: readonly string[] }): void {
+  /**
+   * `readyPods`: the keys of the pods ready now; their nodes (as read at Ready) give the by-type lines.
+   * `modelCache`: the model cache since the last snapshot (models/cacheStats.ts), only with a model library.
+   */
+  snapshot(s: { waiting: number; running: number; websocketClients: number; readyPods: readonly string[]; modelCache?: ModelCacheFigures }): void {
     const now = this.now();
     const line = {
       clusterName: this.o.clusterName, waiting: s.waiting, running: s.running, websocketClients: s.websocketClients, podsReady: s.readyPods.length,
       acceptedSinceLast: this.acceptedSinceLast, http5xxSinceLast: this.http5xxSinceLast,
+      ...(s.modelCache ? { modelCache: s.modelCache } : {}),
     };
     this.acceptedSinceLast = 0;
     this.http5xxSinceLast = 0;

@@ -65,6 +65,9 @@ interface Fetching {
   received: number;
   startedAt: number;
   promise: Promise<Entry>;
+  /** A prompt waits for it (an ensure asked): its ranges go before background ones (fetcher.ts Semaphore). */
+  urgent: boolean;
+  endUrgent?: () => void;
 }
 
 interface IndexFile {
@@ -181,7 +184,7 @@ export class ModelCache {
       quotaBytes: this.quotaBytes,
       capacityBytes: Math.max(0, Math.min(this.quotaBytes, this.usedBytes() + this.reserved + fs.free - fs.floor)),
       freeBytes: fs.free,
-      fetching: [...this.fetching.entries()].map(([path, f]) => ({ path, bytes: f.bytes, received: f.received, startedAt: f.startedAt })),
+      fetching: [...this.fetching.entries()].map(([path, f]) => ({ path, bytes: f.bytes, received: f.received, startedAt: f.startedAt, priority: f.urgent ? "prompt" : "background" })),
       pins: [...this.pins],
       holds: [...this.holds.entries()].map(([id, h]) => ({ id, files: [...h.files], expiresAt: h.expiresAt })),
       metrics: { ...this.metrics },
@@ -191,8 +194,9 @@ export class ModelCache {
 
   /**
    * Makes `paths` present: each one present is a hit, each missing one is fetched (once, however many
-   * callers ask). With `hold`, the hold is taken first, so the request's files never evict each other.
-   * Paths are validated by the caller (server.ts) and again here.
+   * callers ask) as a prompt's download, ahead of pins and bucket changes (a background download of the
+   * same file becomes the prompt's). With `hold`, the hold is taken first, so the request's files never
+   * evict each other. Paths are validated by the caller (server.ts) and again here.
    */
   async ensure(paths: string[], hold?: HoldSpec, wait = true): Promise<EnsureFileResult[]> {
     for (const p of paths) {
@@ -212,7 +216,7 @@ export class ModelCache {
       }
       this.metrics.misses++;
       const t0 = this.now();
-      const running = this.fetch(path, protect);
+      const running = this.fetch(path, protect, undefined, true);
       if (!wait) {
         running.catch(() => undefined);
         return { path, status: "fetching" };
@@ -332,16 +336,27 @@ export class ModelCache {
     return adopted;
   }
 
-  /** Single flight: one download per path; later callers share it. */
-  private fetch(path: string, protect: Set<string>, known?: ObjectInfo): Promise<Entry> {
+  /** Single flight: one download per path; later callers share it (an urgent caller makes it urgent). */
+  private fetch(path: string, protect: Set<string>, known?: ObjectInfo, urgent = false): Promise<Entry> {
     const running = this.fetching.get(path);
-    if (running) return running.promise;
-    const f: Fetching = { bytes: 0, received: 0, startedAt: this.now(), promise: Promise.resolve(undefined as unknown as Entry) };
+    if (running) {
+      if (urgent) this.markUrgent(running);
+      return running.promise;
+    }
+    const f: Fetching = { bytes: 0, received: 0, startedAt: this.now(), promise: Promise.resolve(undefined as unknown as Entry), urgent: false };
     f.promise = this.withLock(path, () => this.download(path, f, protect, known)).finally(() => {
       if (this.fetching.get(path) === f) this.fetching.delete(path);
+      f.endUrgent?.();
     });
     this.fetching.set(path, f);
+    if (urgent) this.markUrgent(f);
     return f.promise;
+  }
+
+  private markUrgent(f: Fetching): void {
+    if (f.urgent) return;
+    f.urgent = true;
+    f.endUrgent = this.o.fetcher.connections.beginUrgent();
   }
 
   private async download(path: string, f: Fetching, protect: Set<string>, known?: ObjectInfo): Promise<Entry> {
@@ -354,7 +369,7 @@ export class ModelCache {
       this.reserved += info.bytes;
       const staging = join(this.stagingDir, `${randomUUID()}.part`);
       try {
-        const { verified, syncSeconds } = await this.o.fetcher.download(path, info, staging, (n) => (f.received += n), this.stopping.signal);
+        const { verified, syncSeconds } = await this.o.fetcher.download(path, info, staging, (n) => (f.received += n), this.stopping.signal, () => f.urgent);
         const target = join(this.modelsDir, path);
         await mkdir(dirname(target), { recursive: true });
         // The moment the file becomes visible: complete, or not at all.
@@ -480,6 +495,9 @@ export class ModelCache {
       const queue = [...new Set(wanted)];
       const worker = async () => {
         for (let p = queue.shift(); p !== undefined; p = queue.shift()) {
+          // A pinned file not yet started waits while a prompt's files are fetched: started now, it would
+          // reserve (and evict for) its space beside the prompt's download, and only then wait for connections.
+          await this.o.fetcher.connections.urgentIdle();
           if (this.stopping.signal.aborted || this.pins !== pins) return;
           if (!this.isPinned(p) || (await this.present(p))) continue;
           try {

@@ -46,21 +46,69 @@ export interface ObjectInfo {
   check: { kind: "md5"; hex: string } | { kind: "multipart-md5"; hex: string; parts: number; partBytes: number } | { kind: "size" };
 }
 
-/** A counting semaphore: the node-wide limit on open GETs, shared by every download. */
+/**
+ * The node-wide limit on open GETs, shared by every download, with a prompt's downloads first (issue 19:
+ * "the first waiting prompt's files are fetched first"). A download is urgent while a prompt waits for it
+ * (an ensure); pins and bucket changes are background work. While any urgent download is in progress a
+ * background range gets no connection, even a free one: the prompt's file gets the node's whole NIC, and
+ * a pinned set of tens of GB being filled cannot stand between a prompt and its model. Ranges already open
+ * are never cut (a half-read range would be read again); an urgent range takes the next connection that
+ * frees. Urgent ranges among themselves, and background ones among themselves, go in the order they asked.
+ */
 export class Semaphore {
-  private waiting: (() => void)[] = [];
+  private readonly waiting: { urgent: () => boolean; go: () => void }[] = [];
+  private urgentDownloads = 0;
+  private idleWaiters: (() => void)[] = [];
   constructor(private free: number) {}
-  async acquire(): Promise<void> {
-    if (this.free > 0) {
+
+  /** `urgent` is read at each grant: a background download a prompt starts waiting for is urgent from then on. */
+  async acquire(urgent: () => boolean = () => true): Promise<void> {
+    if (this.free > 0 && (this.urgentDownloads === 0 || urgent())) {
       this.free--;
       return;
     }
-    await new Promise<void>((r) => this.waiting.push(r));
+    await new Promise<void>((go) => this.waiting.push({ urgent, go }));
   }
+
   release(): void {
-    const next = this.waiting.shift();
-    if (next) next();
-    else this.free++;
+    this.free++;
+    this.grant();
+  }
+
+  /** An urgent download begins; the function returned ends it (once). */
+  beginUrgent(): () => void {
+    this.urgentDownloads++;
+    // A waiting range may have become urgent (its download was upgraded): it may take a free connection now.
+    this.grant();
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      this.urgentDownloads--;
+      if (this.urgentDownloads === 0) {
+        const idle = this.idleWaiters;
+        this.idleWaiters = [];
+        for (const r of idle) r();
+      }
+      this.grant();
+    };
+  }
+
+  /** Resolves when no urgent download is in progress (a background download not yet started waits for it). */
+  urgentIdle(): Promise<void> {
+    if (this.urgentDownloads === 0) return Promise.resolve();
+    return new Promise<void>((r) => this.idleWaiters.push(r));
+  }
+
+  private grant(): void {
+    while (this.free > 0 && this.waiting.length > 0) {
+      let i = this.waiting.findIndex((w) => w.urgent());
+      if (i < 0 && this.urgentDownloads === 0) i = 0;
+      if (i < 0) return;
+      const [w] = this.waiting.splice(i, 1);
+      this.free--;
+      w.go();
+    }
   }
 }
 
@@ -128,6 +176,11 @@ export class Fetcher {
     return this.o.bucket;
   }
 
+  /** The node-wide connection limit (the cache marks a prompt's downloads urgent on it). */
+  get connections(): Semaphore {
+    return this.o.connections;
+  }
+
   /**
    * What the bucket holds at `key` now. A 404 is `object_missing` only once the bucket itself answers
    * (HeadObject says 404 for a missing bucket too, and a wrong bucket name must never read as "every
@@ -177,9 +230,17 @@ export class Fetcher {
 
   /**
    * Downloads `info`'s object into `stagingPath` (created, sized, written by ranges) and verifies it.
-   * `onBytes` reports progress. Throws AgentError; the caller removes the staging file on failure.
+   * `onBytes` reports progress; `urgent` says, at each range, whether a prompt waits for this download
+   * (Semaphore). Throws AgentError; the caller removes the staging file on failure.
    */
-  async download(key: string, info: ObjectInfo, stagingPath: string, onBytes: (n: number) => void, signal?: AbortSignal): Promise<{ verified: InventoryFile["verified"]; syncSeconds: number }> {
+  async download(
+    key: string,
+    info: ObjectInfo,
+    stagingPath: string,
+    onBytes: (n: number) => void,
+    signal?: AbortSignal,
+    urgent: () => boolean = () => true,
+  ): Promise<{ verified: InventoryFile["verified"]; syncSeconds: number }> {
     const fh = await open(stagingPath, "w+", 0o644);
     try {
       await fh.truncate(info.bytes);
@@ -202,7 +263,7 @@ export class Fetcher {
           if (i >= count) return;
           const start = i * rangeBytes;
           const end = Math.min(info.bytes, start + rangeBytes) - 1;
-          await this.o.connections.acquire();
+          await this.o.connections.acquire(urgent);
           try {
             if (info.bytes > 0) await this.range(key, info, fh, start, end, onBytes, local.signal);
             done[i].resolve();
