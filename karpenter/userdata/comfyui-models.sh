@@ -147,8 +147,8 @@ aws_cli() {
   local endpoint=${AWS_ENDPOINT_URL:-}
   if [[ ${1:-} == logs && -n ${AWS_ENDPOINT_URL_CLOUDWATCH_LOGS:-} ]]; then endpoint=$AWS_ENDPOINT_URL_CLOUDWATCH_LOGS; fi
   if [[ -n $endpoint ]]; then global+=(--endpoint-url "$endpoint"); fi
-  if [[ $TRANSFER_CLIENT == crt && -n ${RUN_DIR:-} ]]; then
-    [[ -e $RUN_DIR/aws-config ]] || printf '[default]\ns3 =\n  preferred_transfer_client = crt\n' >"$RUN_DIR/aws-config"
+  # Written once by prepare_dirs, never by the parallel workers (a half-written file would be read).
+  if [[ $TRANSFER_CLIENT == crt && -n ${RUN_DIR:-} && -s $RUN_DIR/aws-config ]]; then
     AWS_CONFIG_FILE=$RUN_DIR/aws-config aws "${global[@]}" "$@"
   else
     aws "${global[@]}" "$@"
@@ -190,6 +190,7 @@ prepare_dirs() {
   RUN_DIR=$MODELS_DIR/$AGENT_PRIVATE_DIR/staging/boot.$$
   mkdir -p -- "$RUN_DIR"
   trap 'rm -rf -- "$RUN_DIR"' EXIT
+  printf '[default]\ns3 =\n  preferred_transfer_client = crt\n' >"$RUN_DIR/aws-config"
 }
 
 # ---- the pinned files -----------------------------------------------------------------------
