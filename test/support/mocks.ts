@@ -15,6 +15,10 @@ export interface RecordedOptions {
   deleteBeforeReplace: boolean;
   ignoreChanges: string[];
   customTimeouts: { create: string; update: string; delete: string };
+  /** The parent's URN ("" for the stack itself). */
+  parent: string;
+  /** The URNs this resource was known by before (its `aliases`, resolved the way the engine does). */
+  aliases: string[];
 }
 
 export interface RecordedResource {
@@ -221,7 +225,35 @@ const NO_OPTIONS: RecordedOptions = {
   deleteBeforeReplace: false,
   ignoreChanges: [],
   customTimeouts: { create: "", update: "", delete: "" },
+  parent: "",
+  aliases: [],
 };
+
+/** A URN the way the engine (and the mock monitor) forms it: the parent's type chain, then type and name. */
+export function urnOf(parent: string, type: string, name: string): string {
+  const qualified = parent ? `${parent.split("::")[2]}$${type}` : type;
+  return `urn:pulumi:${pulumi.getStack()}::${pulumi.getProject()}::${qualified}::${name}`;
+}
+
+/** Alias specs (structured, as this SDK sends them) or plain URNs, as URNs. */
+function aliasUrns(req: any): string[] {
+  const out: string[] = [];
+  for (const a of req.getAliasesList?.() ?? []) {
+    if (typeof a === "string") {
+      out.push(a);
+      continue;
+    }
+    if (a.getUrn?.()) {
+      out.push(a.getUrn());
+      continue;
+    }
+    const spec = a.getSpec?.();
+    if (!spec) continue;
+    const parent = spec.getNoparent?.() ? "" : spec.getParenturn?.() || req.getParent();
+    out.push(urnOf(parent, spec.getType?.() || req.getType(), spec.getName?.() || req.getName()));
+  }
+  return out;
+}
 
 /**
  * The mock monitor hands `newResource` only type, name and inputs; options such as retainOnDelete,
@@ -239,6 +271,8 @@ function recordOptions(pending: Map<string, RecordedOptions>): void {
       deleteBeforeReplace: Boolean(req.getDeletebeforereplace?.()),
       ignoreChanges: req.getIgnorechangesList?.() ?? [],
       customTimeouts: { create: timeouts?.getCreate() ?? "", update: timeouts?.getUpdate() ?? "", delete: timeouts?.getDelete() ?? "" },
+      parent: req.getParent?.() ?? "",
+      aliases: aliasUrns(req),
     });
     return original(req, cb);
   };
@@ -252,6 +286,7 @@ export function installMocks(recorder: Recorder, stack = "dev", project = "comfy
       newResource(args: pulumi.runtime.MockResourceArgs) {
         const state = outputsFor(args.type, args.name, args.inputs);
         const id = `${args.name}-id`;
+        const options = pending.get(`${args.type}::${args.name}`) ?? NO_OPTIONS;
         recorder.resources.push({
           type: args.type,
           name: args.name,
@@ -259,8 +294,8 @@ export function installMocks(recorder: Recorder, stack = "dev", project = "comfy
           custom: args.custom ?? false,
           provider: args.provider,
           id,
-          urn: `urn:pulumi:${stack}::${project}::${args.type}::${args.name}`,
-          options: pending.get(`${args.type}::${args.name}`) ?? NO_OPTIONS,
+          urn: urnOf(options.parent, args.type, args.name),
+          options,
         });
         return { id, state };
       },
