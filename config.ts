@@ -4,7 +4,7 @@
  * Defaults are documented here, in Pulumi.dev.yaml and in the README's config reference.
  */
 import * as pulumi from "@pulumi/pulumi";
-import { DEFAULT_KUBERNETES_VERSION, judgeKubernetesVersion } from "./cluster/versions";
+import { ADDONS, COMFYUI, DEFAULT_KUBERNETES_VERSION, GPU_AMI_ALIAS, judgeKubernetesVersion } from "./versions";
 import { amiAliasProblem, durationProblem } from "./karpenter/rules";
 import { RETENTION_DAYS } from "./observability";
 import { checkPinEntry, normalizePinEntry } from "./workload/models/contract";
@@ -29,7 +29,7 @@ export interface StackConfig {
   stack: string;
   /** AWS region (aws:region). */
   region: string;
-  /** EKS Kubernetes version. Default: the newest every pinned component supports (cluster/versions.ts). */
+  /** EKS Kubernetes version. Default: the newest every pinned component supports (versions.ts). */
   kubernetesVersion: string;
   /** Availability zones used by the VPC (2 or 3). Default 2. */
   availabilityZones: number;
@@ -111,7 +111,7 @@ export interface StackConfig {
   workingHours: WorkingHours | undefined;
   /** Seconds a stopping ComfyUI pod may spend finishing its queue. Default 900. */
   drainSeconds: number;
-  /** Version of the Mountpoint for S3 CSI EKS add-on. Default: storage/ MOUNTPOINT_ADDON_VERSION. */
+  /** Version of the Mountpoint for S3 CSI EKS add-on. Default: ADDONS.mountpoint in versions.ts. */
   mountpointAddonVersion: string | undefined;
   /** Where the images are built: "aws" (CodeBuild in the stack's region, default) or "local" (Docker here). */
   imageBuild: "aws" | "local";
@@ -247,7 +247,7 @@ export function parseConfig(raw: RawConfig, ctx: ConfigContext): StackConfig {
   if (gpuCapacityTypes.length === 0) bad("gpuCapacityTypes", "must list spot and/or on-demand");
   for (const c of gpuCapacityTypes) if (c !== "spot" && c !== "on-demand") bad("gpuCapacityTypes", `"${c}" must be spot or on-demand`);
 
-  const gpuAmiAlias = str("gpuAmiAlias", "al2023@v20260724");
+  const gpuAmiAlias = str("gpuAmiAlias", GPU_AMI_ALIAS);
   const aliasProblem = amiAliasProblem(gpuAmiAlias);
   if (aliasProblem) bad("gpuAmiAlias", aliasProblem);
   const gpuConsolidateAfter = str("gpuConsolidateAfter", "5m");
@@ -347,8 +347,8 @@ export function parseConfig(raw: RawConfig, ctx: ConfigContext): StackConfig {
     modelsHotSet,
     modelsBootFillSeconds: int("modelsBootFillSeconds", 600, 60, 720),
     modelsParallelTransfers: int("modelsParallelTransfers", 8, 1, 64),
-    comfyuiVersion: str("comfyuiVersion", "v0.3.64"),
-    comfyuiCommit: str("comfyuiCommit", "a125cd84b054a57729b5eecab930ca9408719832"),
+    comfyuiVersion: str("comfyuiVersion", COMFYUI.version),
+    comfyuiCommit: str("comfyuiCommit", COMFYUI.commit),
     retainBucketsOnDestroy: bool("retainBucketsOnDestroy", true),
     outputsExpireDays: int("outputsExpireDays", 0, 0, 36500),
     modelsNoncurrentDays: int("modelsNoncurrentDays", 30, 1, 3650),
@@ -385,7 +385,7 @@ export function parseConfig(raw: RawConfig, ctx: ConfigContext): StackConfig {
     else cfg.gpuDailyBudgetUsd = n;
   }
   if (cfg.mountpointAddonVersion !== undefined && !/^v\d+\.\d+\.\d+-eksbuild\.\d+$/.test(cfg.mountpointAddonVersion)) {
-    bad("mountpointAddonVersion", `must be an EKS add-on version like v2.7.0-eksbuild.1, got "${cfg.mountpointAddonVersion}"`);
+    bad("mountpointAddonVersion", `must be an EKS add-on version like ${ADDONS.mountpoint}, got "${cfg.mountpointAddonVersion}"`);
   }
 
   if (!/^v\d+\.\d+\.\d+$/.test(cfg.comfyuiVersion)) bad("comfyuiVersion", `must be a release tag like v0.3.64, got "${cfg.comfyuiVersion}"`);

@@ -12,14 +12,11 @@ import * as pulumi from "@pulumi/pulumi";
 import { PodIdentityRole } from "./iam";
 import { lbcStatements } from "./lbcPolicy";
 import { RETENTION_DAYS } from "../observability";
+import { CHARTS } from "../versions";
 
 export { PodIdentityRole, policyJson, POD_IDENTITY_TRUST, Statement } from "./iam";
 
-/** Chart versions, pinned: an upgrade is a reviewed change, never a surprise on `pulumi up`. */
-export const CHARTS = {
-  lbController: { chart: "aws-load-balancer-controller", version: "3.5.0", repo: "https://aws.github.io/eks-charts" },
-  nvidiaDevicePlugin: { chart: "nvidia-device-plugin", version: "0.20.0", repo: "https://nvidia.github.io/k8s-device-plugin" },
-} as const;
+// Chart versions are pinned in versions.ts with every other pin.
 
 /** Label carried by system nodes; controllers are pinned to them so GPU nodes can go to zero. */
 export const SYSTEM_NODE_LABEL = { "comfyui.studio/pool": "system" } as const;

@@ -8,6 +8,7 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { secureBucketSettings } from "../storage";
+import { IMAGES } from "../versions";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -61,7 +62,7 @@ export interface ImageBuilderArgs {
  */
 export const CODEBUILD_ENVIRONMENT = {
   computeType: "BUILD_GENERAL1_LARGE",
-  image: "aws/codebuild/amazonlinux-x86_64-standard:5.0",
+  image: IMAGES.codebuild,
   type: "LINUX_CONTAINER",
   // Privileged only because the build uses the image's Docker daemon (dockerd's own BuildKit);
   // CodeBuild requires it for any Docker build. Nothing else runs in this project.

@@ -23,6 +23,7 @@ import { NODE_BOOT_STREAM_PREFIX } from "../observability/metrics";
 import { checkGpuQuotas, resolveNvidiaAmi } from "./preflight";
 import { amiAliasProblem, durationProblem } from "./rules";
 import { quotaFamily } from "./gpuTypes";
+import { CHARTS } from "../versions";
 
 /** The vCPU quota families (G and VT, or P) the configured types count against. */
 function quotaFamilies(types: readonly string[]): ("g" | "p")[] {
@@ -33,13 +34,6 @@ export { nvidiaAmiParameter, quotaWarning, GPU_VCPU_QUOTAS } from "./preflight";
 export * from "./gpuTypes";
 export * from "./nodeDaemonSets";
 
-/** Karpenter chart version (controller and CRDs move together): an upgrade is a reviewed change. */
-export const KARPENTER_VERSION = "1.14.1";
-
-export const KARPENTER_CHARTS = {
-  crd: "oci://public.ecr.aws/karpenter/karpenter-crd",
-  controller: "oci://public.ecr.aws/karpenter/karpenter",
-} as const;
 
 /** Namespace and service account of the controller; the Pod Identity association names both. */
 export const KARPENTER_NAMESPACE = "kube-system";
@@ -367,8 +361,8 @@ export class GpuCapacity extends pulumi.ComponentResource {
       `${name}-karpenter-crd`,
       {
         name: "karpenter-crd",
-        chart: KARPENTER_CHARTS.crd,
-        version: KARPENTER_VERSION,
+        chart: CHARTS.karpenterCrd.chart,
+        version: CHARTS.karpenterCrd.version,
         namespace: KARPENTER_NAMESPACE,
         atomic: true,
       },
@@ -378,8 +372,8 @@ export class GpuCapacity extends pulumi.ComponentResource {
       `${name}-karpenter`,
       {
         name: "karpenter",
-        chart: KARPENTER_CHARTS.controller,
-        version: KARPENTER_VERSION,
+        chart: CHARTS.karpenter.chart,
+        version: CHARTS.karpenter.version,
         namespace: KARPENTER_NAMESPACE,
         atomic: true,
         // The karpenter-crd release owns the CRDs, so Helm upgrades them (it never upgrades crds/).

@@ -3,6 +3,7 @@
  * both check with these, so a value one accepts the other cannot refuse. Each returns the reason a value
  * is refused, or undefined.
  */
+import { GPU_AMI_ALIAS } from "../versions";
 
 /**
  * Karpenter's duration format: the NodePool CRD's pattern `^([0-9]+(s|m|h))+$` for consolidateAfter and
@@ -20,7 +21,7 @@ export function durationProblem(value: string, opts: { never: boolean; example: 
  * an AMI (its alias description at v1.14.1).
  */
 export function amiAliasProblem(alias: string): string | undefined {
-  if (/@latest$/i.test(alias)) return `"${alias}" is not pinned: @latest drifts every GPU node whenever AWS ships an AMI; use a release like al2023@v20260724`;
-  if (!/^al2023@v\d{8}(-\d+)?$/.test(alias)) return `"${alias}" must be an AL2023 release alias like al2023@v20260724 (the GPU user data is nodeadm MIME, which only AL2023 reads)`;
+  if (/@latest$/i.test(alias)) return `"${alias}" is not pinned: @latest drifts every GPU node whenever AWS ships an AMI; use a release like ${GPU_AMI_ALIAS}`;
+  if (!/^al2023@v\d{8}(-\d+)?$/.test(alias)) return `"${alias}" must be an AL2023 release alias like ${GPU_AMI_ALIAS} (the GPU user data is nodeadm MIME, which only AL2023 reads)`;
   return undefined;
 }

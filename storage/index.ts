@@ -7,20 +7,11 @@ import * as aws from "@pulumi/aws";
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
 import { PodIdentityRole, policyJson, Statement } from "../cluster/iam";
+import { ADDONS } from "../versions";
 
 /** The container user ComfyUI runs as (image/Dockerfile); Mountpoint presents files as theirs. */
 export const COMFYUI_UID = 1000;
 export const COMFYUI_GID = 1000;
-
-/**
- * The Mountpoint for S3 CSI driver add-on, pinned: an unpinned add-on takes whatever EKS calls the
- * default for the cluster version, so the driver could change under the outputs volume on any
- * cluster update. v2.7.0 is the driver release this program was written against
- * (awslabs/mountpoint-s3-csi-driver v2.7.0); the -eksbuild suffix is EKS's packaging number, which
- * cannot be resolved offline: `aws eks describe-addon-versions --addon-name aws-mountpoint-s3-csi-driver
- * --kubernetes-version <v>` lists the real ones, and config `mountpointAddonVersion` overrides this.
- */
-export const MOUNTPOINT_ADDON_VERSION = "v2.7.0-eksbuild.1";
 
 /**
  * The add-on's configuration values. `node.tolerateAllTaints` keeps the node DaemonSet on the GPU
@@ -44,7 +35,7 @@ export interface StorageArgs {
   outputsExpireDays: number;
   /** Days a replaced/deleted model version is kept (default 30). */
   modelsNoncurrentDays: number;
-  /** Mountpoint CSI add-on version. @defaultValue MOUNTPOINT_ADDON_VERSION */
+  /** Mountpoint CSI add-on version. @defaultValue ADDONS.mountpoint (versions.ts) */
   mountpointAddonVersion?: string;
   /** Resources the CSI add-on must wait for (system nodes, Pod Identity agent). */
   dependsOn: pulumi.Resource[];
@@ -149,7 +140,7 @@ export class Storage extends pulumi.ComponentResource {
       {
         clusterName: args.clusterName,
         addonName: "aws-mountpoint-s3-csi-driver",
-        addonVersion: args.mountpointAddonVersion ?? MOUNTPOINT_ADDON_VERSION,
+        addonVersion: args.mountpointAddonVersion ?? ADDONS.mountpoint,
         configurationValues: JSON.stringify(MOUNTPOINT_ADDON_CONFIGURATION),
         podIdentityAssociations: [{ roleArn: csiRole.roleArn, serviceAccount: MOUNTPOINT_SERVICE_ACCOUNT }],
         resolveConflictsOnCreate: "OVERWRITE",

@@ -9,7 +9,6 @@
  */
 import { gatewayScalingTrigger } from "./gatewayDeployment";
 
-export const KEDA_CHART = { chart: "keda", version: "2.20.2", repo: "https://kedacore.github.io/charts" } as const;
 
 export interface AutoscalingArgs {
   namespace: string;

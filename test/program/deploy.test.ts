@@ -6,7 +6,8 @@ import { strict as assert } from "node:assert";
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
 import { GPU_VCPU_QUOTAS, GpuCapacity, nvidiaAmiParameter, quotaWarning } from "../../karpenter";
-import { MOUNTPOINT_ADDON_VERSION, Storage } from "../../storage";
+import { Storage } from "../../storage";
+import { ADDONS } from "../../versions";
 import { RecordedResource, Recorder, installMocks, mockAccount, quiesce, unwrap } from "../support/mocks";
 import { ProgramRun, runProgram } from "../support/program";
 
@@ -72,7 +73,7 @@ describe("deploys for real: the whole program", function () {
 
   it("pins the Mountpoint CSI add-on and makes its node driver tolerate every taint", () => {
     const addon = p.rec.ofType("aws:eks/addon:Addon").find((a) => a.inputs.addonName === "aws-mountpoint-s3-csi-driver")!;
-    assert.equal(addon.inputs.addonVersion, MOUNTPOINT_ADDON_VERSION);
+    assert.equal(addon.inputs.addonVersion, ADDONS.mountpoint);
     assert.match(addon.inputs.addonVersion, /^v2\.\d+\.\d+-eksbuild\.\d+$/);
     assert.deepEqual(JSON.parse(addon.inputs.configurationValues), { node: { tolerateAllTaints: true } });
   });
