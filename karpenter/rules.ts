@@ -25,3 +25,22 @@ export function amiAliasProblem(alias: string): string | undefined {
   if (!/^al2023@v\d{8}(-\d+)?$/.test(alias)) return `"${alias}" must be an AL2023 release alias like ${GPU_AMI_ALIAS} (the GPU user data is nodeadm MIME, which only AL2023 reads)`;
   return undefined;
 }
+
+const INSTANCE_TYPE = /^[a-z][a-z0-9-]*\.[a-z0-9]+$/;
+/** Accelerated-computing families (G, VT, P) are for GPU work, never for the system nodes. */
+const GPU_FAMILY = /^(g\d|gr\d|p\d|vt\d)/;
+
+/**
+ * An EC2 instance type name such as g6e.4xlarge. Only the form: what a GPU type has (NVIDIA GPUs, NVMe,
+ * offered in the zones) is EC2's own data, read at preview (karpenter/gpuTypes.ts).
+ */
+export function gpuInstanceTypeProblem(type: string): string | undefined {
+  return INSTANCE_TYPE.test(type) ? undefined : `"${type}" is not an EC2 instance type name like g6e.4xlarge`;
+}
+
+/** The system nodes' type: an instance type name outside the GPU families (they run controllers only). */
+export function systemInstanceTypeProblem(type: string): string | undefined {
+  if (!INSTANCE_TYPE.test(type)) return `"${type}" is not an EC2 instance type`;
+  if (GPU_FAMILY.test(type)) return `"${type}" is a GPU type; system nodes run controllers only`;
+  return undefined;
+}

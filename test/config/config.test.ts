@@ -1,7 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
 import { strict as assert } from "node:assert";
-import * as fs from "node:fs";
-import * as path from "node:path";
 import { CONFIG_KEYS, ConfigError, RawConfig, parseConfig } from "../../config";
 import { stackConfig } from "../support/program";
 
@@ -184,20 +182,6 @@ describe("config: sign-in and exposure", () => {
     const narrow: string[] = [];
     parseConfig({ ...base, apiAllowedCidrs: '["203.0.113.0/24"]' }, { ...ctx, warn: (m) => narrow.push(m) });
     assert.ok(!narrow.some((m) => m.includes("apiAllowedCidrs")), narrow.join("\n"));
-  });
-});
-
-describe("config: the README documents every key", () => {
-  it("each key read from config has a row in the README's Configuration table, and the refused ones none", () => {
-    const readme = fs.readFileSync(path.join(__dirname, "..", "..", "README.md"), "utf8");
-    const table = readme.slice(readme.indexOf("## Configuration"), readme.indexOf("## Stack outputs"));
-    const rows = table.split("\n").filter((l) => l.startsWith("| `"));
-    const documented = new Set(rows.flatMap((r) => [...r.split("|")[1].matchAll(/`([\w:]+)`/g)].map((m) => m[1])));
-    const gone = ["edgeUsername", "edgePassword"];
-    for (const key of CONFIG_KEYS) {
-      if (gone.includes(key)) assert.ok(!documented.has(key), `${key} is refused, yet documented`);
-      else assert.ok(documented.has(key), `README lacks a row for ${key}`);
-    }
   });
 });
 
