@@ -9,11 +9,23 @@ import { createServer, request as httpRequest } from "node:http";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { promisify } from "node:util";
+import type { GpuUserDataArgs } from "../../karpenter/userdata/gpuUserData";
 
 const execFileAsync = promisify(execFile);
 
 export const REPO_ROOT = join(__dirname, "..", "..");
 export const TOOL_PATH = join(REPO_ROOT, "karpenter", "userdata", "comfyui-models.sh");
+
+/** Render arguments with pins of every kind (a file, folders, a name with quotes, parentheses and é). */
+export const RENDER_ARGS: GpuUserDataArgs = {
+  modelsBucket: "comfyui-models-123456789012",
+  toolsBucket: "comfyui-nodetools-123456789012",
+  region: "us-east-1",
+  pins: ["diffusion_models/z_image_turbo_bf16.safetensors", "text_encoders/", "vae/", "loras/it's (v2) é.safetensors"],
+  parallel: 8,
+  bootFillSeconds: 600,
+  reserveGb: 70,
+};
 
 /** s3rver ships no types; this is the part the test uses. */
 interface S3rverInstance {
