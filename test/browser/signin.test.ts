@@ -16,8 +16,8 @@ import { freePort } from "../gateway/cli";
 import { get, startGateway, t2i, tmpDir, until } from "../gateway/helpers";
 import { startIdp, type Idp } from "../gateway/oidcHarness";
 import { FRONTEND_FIXTURE, startStandIn, type StandIn } from "../gateway/standin";
+import { CHROMIUM, frontendConnected } from "./webui";
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const CKPT = "v1-5-pruned-emaonly-fp16.safetensors";
 
 /** The other site: pages that try to make the artist's browser act on the studio's gateway. */
@@ -182,6 +182,7 @@ describe("browser: sign-in, per-user scope and cross-site safety with the real f
     await command(page, "Comfy.LoadDefaultWorkflow");
     await page.waitForFunction(() => (window as unknown as { app: { graph: { nodes: { type: string }[] } } }).app.graph.nodes.some((n) => n.type === "SaveImage"));
     await command(page, "Comfy.Canvas.FitView");
+    await frontendConnected(page);
     const queued = page.waitForResponse((r) => r.url().endsWith("/api/prompt") && r.request().method() === "POST");
     await page.keyboard.press("Control+Enter");
     const q = await queued;

@@ -88,6 +88,7 @@ export class WebUi {
       const w = window as unknown as { app?: { graph?: unknown; extensionManager?: unknown }; LiteGraph?: { registered_node_types?: Record<string, unknown> } };
       return !!w.app?.graph && !!w.app.extensionManager && !!w.LiteGraph?.registered_node_types?.SaveImage;
     });
+    await frontendConnected(this.page);
   }
 
   /** Runs a frontend command (the same ones its menus and key bindings run). */
@@ -101,4 +102,18 @@ export class WebUi {
   async close(): Promise<void> {
     await this.browser.close();
   }
+}
+
+/**
+ * Waits until the frontend's WebSocket is open and has its session id. The frontend queues a prompt
+ * with `client_id: this.clientId ?? ""` and learns its id from the first `status` message on the socket
+ * (ComfyApi #createSocket and queuePrompt, frontend 1.27.10 assets/index-*.js); a prompt queued before
+ * that has no client, so its `executed` reaches no page and the image never shows. A person takes longer
+ * than that to press Ctrl+Enter; a test on a busy machine may not.
+ */
+export async function frontendConnected(page: Page): Promise<void> {
+  await page.waitForFunction(() => {
+    const api = (window as unknown as { app?: { api?: { clientId?: string; socket?: { readyState: number } } } }).app?.api;
+    return !!api?.clientId && api.socket?.readyState === 1;
+  });
 }

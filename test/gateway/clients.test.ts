@@ -5,6 +5,7 @@ import { PNG } from "pngjs";
 import WebSocket from "ws";
 import { DEFAULT_MODELS, startStandIn, type StandIn } from "./standin";
 import { get, startGateway, t2i, until } from "./helpers";
+import { assertMissingModelRejected } from "./standin/testkit";
 
 /* eslint-disable @typescript-eslint/no-require-imports */
 const { ComfyApi, CallWrapper, PromptBuilder } = require("@saintno/comfyui-sdk");
@@ -124,12 +125,7 @@ describe("npm ComfyUI clients through the gateway (2 stand-ins)", function () {
     try {
       await api.init(3, 200).waitForReady();
       const before = pods.map((p) => p.executed().length);
-      const failures: { name: string; cause: any }[] = [];
-      await new CallWrapper(api, new PromptBuilder(t2i(1, "missing.safetensors"), [], ["images"]).setOutputNode("images", "9")).onFailed((e: any) => failures.push(e)).run();
-      const enqueue = failures.find((e) => e.name === "EnqueueFailedError");
-      assert.ok(enqueue, `EnqueueFailedError among ${failures.map((e) => e.name)}`);
-      assert.equal(enqueue.cause.error.type, "prompt_outputs_failed_validation");
-      assert.equal(enqueue.cause.node_errors["4"].errors[0].type, "value_not_in_list");
+      await assertMissingModelRejected({ CallWrapper, PromptBuilder }, api, t2i(1, "missing.safetensors"));
       assert.deepEqual(pods.map((p) => p.executed().length), before);
     } finally {
       api.destroy();

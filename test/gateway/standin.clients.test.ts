@@ -6,7 +6,7 @@ import * as fs from "fs";
 import { PNG } from "pngjs";
 import WebSocket from "ws";
 import { DEFAULT_MODELS, startStandIn, StandIn } from "./standin";
-import { FIXTURES, fixture, getJson, post, t2i, until } from "./standin/testkit";
+import { FIXTURES, assertMissingModelRejected, fixture, getJson, post, t2i, until } from "./standin/testkit";
 
 describe("ComfyUI stand-in with the npm clients", function () {
   this.timeout(30000);
@@ -69,12 +69,7 @@ describe("ComfyUI stand-in with the npm clients", function () {
       await api.init(3, 200).waitForReady();
       const bad = t2i(1);
       bad["4"].inputs.ckpt_name = "missing.safetensors";
-      const failures: any[] = [];
-      await new CallWrapper(api, new PromptBuilder(bad, [], ["images"]).setOutputNode("images", "9")).onFailed((e: any) => failures.push(e)).run();
-      const enqueue = failures.find((e) => e.name === "EnqueueFailedError");
-      assert.ok(enqueue, `EnqueueFailedError among ${failures.map((e) => e.name)}`);
-      assert.strictEqual(enqueue.cause.error.type, "prompt_outputs_failed_validation");
-      assert.strictEqual(enqueue.cause.node_errors["4"].errors[0].type, "value_not_in_list");
+      await assertMissingModelRejected({ CallWrapper, PromptBuilder }, api, bad);
     } finally {
       api.destroy();
     }

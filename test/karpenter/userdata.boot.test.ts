@@ -18,15 +18,7 @@ import {
   renderGpuUserDataScript,
   GpuUserDataArgs,
 } from "../../karpenter/userdata/gpuUserData";
-import {
-  TOOL_PATH,
-  aws,
-  FakeLogs,
-  listFiles,
-  runBash,
-  startFakeLogs,
-  RENDER_ARGS as ARGS,
-} from "./userdataHelpers";
+import { TOOL_PATH, aws, FakeLogs, listFiles, runBash, startFakeLogs, RENDER_ARGS as ARGS } from "./userdataHelpers";
 import { usePinnedBucket } from "./pinnedBucket";
 
 /** The boot summary's stable fields (comfyui-models.sh header). */
@@ -267,10 +259,12 @@ describe("GPU node user data: the rendered user data, run in a sandbox (system c
     const total = Object.values(catalog).reduce((a, m) => a + Math.round(m.size_gb * scale), 0);
     assert.ok(Object.keys(catalog).length === 84 && total > 700 * scale, "the fixture is the 84-model, 730 GB catalogue");
 
-    // Pinned folders in an operator's order; within a folder, the bucket's key order. A 150 GB
-    // array less its 10% eviction line: each file that fits is taken, the others are missing.
+    // Pinned folders in an operator's order; within a folder, the bucket's key order. A 40 GB array
+    // less its 10% eviction line: each file that fits is taken (19 files from four folders, a later
+    // smaller one after a larger one was skipped), the other 65 are missing. Each copy is one CLI
+    // start, so a larger array only repeats the same case at a second of CPU per file.
     const folders = [...new Set(Object.keys(catalog).map((k) => k.split("/")[0]))].sort().reverse();
-    const array = 150 * scale;
+    const array = 40 * scale;
     const usable = array - array / 10;
     const taken: string[] = [];
     const missing: string[] = [];

@@ -1,4 +1,5 @@
 // Small helpers for the stand-in's own tests (plain fetch + ws, nothing from the stand-in's internals).
+import { strict as assert } from "node:assert";
 import * as fs from "fs";
 import * as path from "path";
 import WebSocket from "ws";
@@ -103,4 +104,18 @@ export async function getJson(url: string): Promise<any> {
   const r = await fetch(url);
   if (r.status !== 200) throw new Error(`GET ${url} → ${r.status}`);
   return r.json();
+}
+
+/**
+ * Submits `workflow` (whose node 4 names a model no pod has) through @saintno/comfyui-sdk's CallWrapper
+ * and checks the call fails to enqueue with ComfyUI's own error body: prompt_outputs_failed_validation,
+ * value_not_in_list on node 4. `sdk` is the package's exports, loaded by the caller.
+ */
+export async function assertMissingModelRejected(sdk: { CallWrapper: any; PromptBuilder: any }, api: unknown, workflow: Record<string, unknown>): Promise<void> {
+  const failures: any[] = [];
+  await new sdk.CallWrapper(api, new sdk.PromptBuilder(workflow, [], ["images"]).setOutputNode("images", "9")).onFailed((e: any) => failures.push(e)).run();
+  const enqueue = failures.find((e) => e.name === "EnqueueFailedError");
+  assert.ok(enqueue, `EnqueueFailedError among ${failures.map((e) => e.name)}`);
+  assert.equal(enqueue.cause.error.type, "prompt_outputs_failed_validation");
+  assert.equal(enqueue.cause.node_errors["4"].errors[0].type, "value_not_in_list");
 }
