@@ -4,13 +4,12 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import { Cluster } from "./cluster";
-import * as aws from "@pulumi/aws";
 import { loadConfig } from "./config";
 import { Edge, cloudFrontOriginPrefixListId } from "./edge";
 import { GROUPS, Identity } from "./edge/identity";
 import { ComfyImage } from "./image";
-import { GpuCapacity, KARPENTER_NAMESPACE, onDemandPrices, podResourcesPerGpu, resolveGpuTypes, vcpusPerGpu } from "./karpenter";
-import { metricsLogGroupName, Observability } from "./observability";
+import { GpuCapacity, KARPENTER_NAMESPACE, onDemandPrices, podResourcesPerGpu, pricingProvider, resolveGpuTypes, vcpusPerGpu } from "./karpenter";
+import { Observability } from "./observability";
 import { Storage } from "./storage";
 import { ModelSync } from "./sync";
 import { ComfyWorkload } from "./workload";
@@ -34,23 +33,16 @@ const cluster = new Cluster(base, {
   systemNodeInstanceType: cfg.systemNodeInstanceType,
   systemNodeCount: cfg.systemNodeCount,
   logRetentionDays: cfg.logRetentionDays,
+  // The metrics log group and the audit trail, with the same retention (cluster/logGroups.ts).
+  platformLogGroups: { stackName: base },
   tags,
 });
-
-// The platform's own metric lines (EMF, observability/metrics.ts), written with PutLogEvents by the
-// gateway (streams gateway/<pod>) and by every GPU node's boot (node-boot/<instance id>); created
-// before both so it carries the retention, and each writer's role names only its own streams.
-const metricsLogs = new aws.cloudwatch.LogGroup(`${base}-metrics`, {
-  name: pulumi.output(cluster.clusterName).apply(metricsLogGroupName),
-  retentionInDays: cfg.logRetentionDays,
-  tags,
-});
+const metricsLogs = cluster.metricsLogGroup!;
+const auditLogs = cluster.auditLogGroup!;
 
 // Every GPU type's facts from EC2, checked at preview: NVIDIA GPUs, NVMe, offered in the VPC's zones.
 const gpuTypes = resolveGpuTypes(cfg.gpuInstanceTypes, cluster.availabilityZones, {});
-// The Price List API answers in us-east-1 only, whatever the stack's region.
-const pricing = new aws.Provider(`${base}-pricing`, { region: "us-east-1" });
-const gpuPrices = onDemandPrices(cfg.gpuInstanceTypes, cfg.region, pricing, {});
+const gpuPrices = onDemandPrices(cfg.gpuInstanceTypes, cfg.region, pricingProvider(`${base}-pricing`), {});
 
 const storage = new Storage(base, {
   clusterName: cluster.clusterName,
@@ -120,26 +112,12 @@ const image = new ComfyImage(base, {
     { name: "gateway", context: [...GATEWAY_IMAGE.context], dockerfile: GATEWAY_IMAGE.dockerfile, imageTag: "latest" },
     { name: "models-agent", context: [...MODELS_AGENT_IMAGE.context], dockerfile: MODELS_AGENT_IMAGE.dockerfile, imageTag: "latest" },
   ],
+  // The ComfyUI image by digest, where GPU nodes read it at boot to pull it beside the model fill.
+  imageParameterName: `/${base}/comfyui/image`,
   tags,
 });
 const gatewayImageUri = image.images["gateway"];
 
-// The ComfyUI image by digest, where GPU nodes read it at boot to pull it beside the model fill: a
-// new image changes this parameter, not every node's user data.
-const imageParameter = new aws.ssm.Parameter(`${base}-comfyui-image`, {
-  name: `/${base}/comfyui/image`,
-  type: "String",
-  value: image.imageUri,
-  description: "ComfyUI image (repo@sha256:...) that GPU nodes pre-pull at boot",
-  tags,
-});
-
-// The audit trail (one JSON line per state change: who, what, from where), kept as long as the other logs.
-const auditLogs = new aws.cloudwatch.LogGroup(`${base}-audit`, {
-  name: pulumi.interpolate`/comfyui/${cluster.clusterName}/audit`,
-  retentionInDays: cfg.logRetentionDays,
-  tags,
-});
 
 const workload = new ComfyWorkload(base, {
   namespace,
@@ -180,7 +158,7 @@ const workload = new ComfyWorkload(base, {
     workingHours: cfg.workingHours,
   },
   provider: cluster.provider,
-  dependsOn: [...cluster.ready, storage.csiAddon, gpu],
+  dependsOn: [...cluster.ready, cluster.keda, storage.csiAddon, gpu],
   tags,
 });
 
@@ -271,7 +249,7 @@ export const imageUri = image.imageUri;
 export const albHostname = workload.albHostname;
 export const gpuNodePools = gpu.nodePoolNames;
 export const gpuQuotaWarnings = gpu.quotaWarnings;
-export const comfyuiImageParameter = imageParameter.name;
+export const comfyuiImageParameter = image.imageParameterName!;
 /** On-demand USD per GPU node-hour of each configured type in this region, with where the figure came from. */
 export const gpuHourlyUsd = gpuPrices;
 /** What EC2 says about each configured GPU type (GPUs, memory, NVMe, network). */

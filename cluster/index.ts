@@ -12,14 +12,16 @@ import * as pulumi from "@pulumi/pulumi";
 import { PodIdentityRole } from "./iam";
 import { lbcStatements } from "./lbcPolicy";
 import { RETENTION_DAYS } from "../observability";
+import { createPlatformLogGroups } from "./logGroups";
+import { createDevicePlugin, createKeda } from "./addons";
 import { CHARTS } from "../versions";
 
 export { PodIdentityRole, policyJson, POD_IDENTITY_TRUST, Statement } from "./iam";
 
 // Chart versions are pinned in versions.ts with every other pin.
 
-/** Label carried by system nodes; controllers are pinned to them so GPU nodes can go to zero. */
-export const SYSTEM_NODE_LABEL = { "comfyui.studio/pool": "system" } as const;
+import { SYSTEM_NODE_LABEL } from "./nodeLabels";
+export { SYSTEM_NODE_LABEL } from "./nodeLabels";
 /** IMDS hops for the system nodes: 1 keeps instance credentials away from pods (see the launch template). */
 export const SYSTEM_NODE_IMDS_HOP_LIMIT = 1;
 
@@ -45,6 +47,13 @@ export interface ClusterArgs {
   tags: Record<string, string>;
   /** Days to keep the control plane's logs (a CloudWatch Logs retention value). @defaultValue 30 */
   logRetentionDays?: number;
+  /**
+   * Also create the platform's own log groups with the same retention: the metrics group (EMF lines
+   * from the gateway and every GPU node's boot, observability/metrics.ts) and the audit trail (one JSON
+   * line per state change: who, what, from where). Named `${stackName}-metrics` / `-audit`, the names
+   * they had when index.ts made them. @defaultValue unset: neither
+   */
+  platformLogGroups?: { stackName: string };
 }
 
 /** The log group EKS writes control plane logs to ("Send control plane logs to CloudWatch Logs", EKS User Guide). */
@@ -67,6 +76,12 @@ export class Cluster extends pulumi.ComponentResource {
   readonly accountId: pulumi.Output<string>;
   /** Resources a Kubernetes workload must wait for (nodes, CoreDNS, Pod Identity agent, LB controller). */
   readonly ready: pulumi.Resource[];
+  /** KEDA (its operator and metrics server): the workload's ScaledObject waits for it. */
+  readonly keda: k8s.helm.v3.Release;
+  /** The metrics log group (platformLogGroups), where the gateway and GPU nodes write EMF. */
+  readonly metricsLogGroup?: aws.cloudwatch.LogGroup;
+  /** The audit trail's log group (platformLogGroups). */
+  readonly auditLogGroup?: aws.cloudwatch.LogGroup;
 
   constructor(name: string, args: ClusterArgs, opts?: pulumi.ComponentResourceOptions) {
     super("comfyui:cluster:Cluster", name, {}, opts);
@@ -115,6 +130,10 @@ export class Cluster extends pulumi.ComponentResource {
       { name: controlPlaneLogGroupName(args.clusterName), retentionInDays: retention, tags: args.tags },
       parent,
     );
+
+    if (args.platformLogGroups) {
+      ({ metrics: this.metricsLogGroup, audit: this.auditLogGroup } = createPlatformLogGroups(args.platformLogGroups.stackName, this, args.clusterName, retention, args.tags));
+    }
 
     const cluster = new eks.Cluster(
       `${name}-eks`,
@@ -253,29 +272,8 @@ export class Cluster extends pulumi.ComponentResource {
       { parent: this, provider: this.provider, dependsOn: [lbcRole, coredns, podIdentityAgent, systemNodes] },
     );
 
-    // The AL2023 NVIDIA AMI ships the driver and container toolkit, not the device plugin.
-    const devicePlugin = new k8s.helm.v3.Release(
-      `${name}-nvidia-device-plugin`,
-      {
-        name: "nvidia-device-plugin",
-        chart: CHARTS.nvidiaDevicePlugin.chart,
-        version: CHARTS.nvidiaDevicePlugin.version,
-        repositoryOpts: { repo: CHARTS.nvidiaDevicePlugin.repo },
-        namespace: "kube-system",
-        atomic: true,
-        values: {
-          // GPU nodes only: Karpenter's GPU NodePool sets this label (nodeadm sets it too from 1.35).
-          nodeSelector: { "nvidia.com/gpu.present": "true" },
-          // Overriding tolerations replaces the chart's list, so both defaults are kept explicitly.
-          tolerations: [
-            { key: "CriticalAddonsOnly", operator: "Exists" },
-            { key: "nvidia.com/gpu", operator: "Exists", effect: "NoSchedule" },
-          ],
-          priorityClassName: "system-node-critical",
-        },
-      },
-      { parent: this, provider: this.provider, dependsOn: [systemNodes, coredns] },
-    );
+    const devicePlugin = createDevicePlugin(name, this, this.provider, [systemNodes, coredns]);
+    this.keda = createKeda(name, this, this.provider, [systemNodes, coredns, podIdentityAgent, lbController, devicePlugin]);
 
     this.ready = [systemNodes, coredns, podIdentityAgent, lbController, devicePlugin];
     this.registerOutputs({

@@ -6,6 +6,8 @@
  * CROSS_RULES below. The value rules shared with the components live in their own modules and are
  * imported here, never copied: the AMI alias and durations (karpenter/rules.ts), instance types
  * (karpenter/rules.ts), model keys (workload/models/contract.ts, itself sync/keys.ts checkKey).
+ *
+ * Longer than the ~300 lines a file is kept to: it is the one table of every key, which is the point.
  */
 import type * as pulumi from "@pulumi/pulumi";
 import { ADDONS, COMFYUI, DEFAULT_KUBERNETES_VERSION, GPU_AMI_ALIAS, judgeKubernetesVersion } from "../versions";

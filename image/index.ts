@@ -32,6 +32,12 @@ export interface ImageArgs {
    * (`<name>-<image>-repo`) and is built the same way as ComfyUI's ("aws" or "local").
    */
   additionalImages?: AdditionalImage[];
+  /**
+   * Publish ComfyUI's image (`repo@sha256:…`) as this SSM parameter, where GPU nodes read it at boot
+   * to pull it beside the model fill: a new image changes the parameter, not every node's user data.
+   * The resource is named `<name>-comfyui-image`. @defaultValue unset: not published
+   */
+  imageParameterName?: string;
   tags: Record<string, string>;
 }
 
@@ -74,6 +80,8 @@ export class ComfyImage extends pulumi.ComponentResource {
   readonly imageUri: pulumi.Output<string>;
   /** Every built image by name ("comfyui" and each additional image): `repo@sha256:…`. */
   readonly images: Record<string, pulumi.Output<string>>;
+  /** The SSM parameter holding imageUri (imageParameterName), once published. */
+  readonly imageParameterName?: pulumi.Output<string>;
 
   constructor(name: string, args: ImageArgs, opts?: pulumi.ComponentResourceOptions) {
     super("comfyui:image:ComfyImage", name, {}, opts);
@@ -141,6 +149,15 @@ export class ComfyImage extends pulumi.ComponentResource {
     this.repositoryUrl = repo.repositoryUrl;
     this.repositoryArn = repo.arn;
     this.imageUri = imageUri;
+    if (args.imageParameterName !== undefined) {
+      // Made in index.ts before, at the top of the stack: the alias keeps the parameter in place.
+      const parameter = new aws.ssm.Parameter(
+        `${name}-comfyui-image`,
+        { name: args.imageParameterName, type: "String", value: imageUri, description: "ComfyUI image (repo@sha256:...) that GPU nodes pre-pull at boot", tags: args.tags },
+        { parent: this, aliases: [{ parent: pulumi.rootStackResource }] },
+      );
+      this.imageParameterName = parameter.name;
+    }
     this.registerOutputs({ repositoryUrl: this.repositoryUrl, imageUri: this.imageUri });
   }
 }

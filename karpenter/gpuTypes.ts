@@ -194,6 +194,14 @@ export interface PriceSnapshot {
 export const PRICE_SNAPSHOT = prices as PriceSnapshot;
 
 /**
+ * The provider the Price List lookups go through: the Price List API answers in us-east-1 only,
+ * whatever the stack's region.
+ */
+export function pricingProvider(name: string): aws.Provider {
+  return new aws.Provider(name, { region: "us-east-1" });
+}
+
+/**
  * On-demand USD per hour of each type in the region: the AWS Price List (the pricing API answers in
  * us-east-1) at preview, else the dated snapshot, else undefined — never another region's figure.
  */

@@ -4,6 +4,9 @@
  * the functions below, and the dashboard and alarms draw from the same table, so a renamed metric
  * cannot leave a graph or an alarm looking at nothing.
  *
+ * Longer than the ~300 lines a file is kept to: one table of every metric, with the EMF builders that
+ * must agree with it, read by three programs (the stack, the gateway image, the node boot's jq).
+ *
  * The lines are CloudWatch embedded metric format (EMF) documents, written by hand after AWS's
  * "Specification: Embedded metric format" (CloudWatch User Guide,
  * https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html):

@@ -5,23 +5,21 @@
  * policies, and KEDA autoscaling of the ComfyUI pods on the gateway's queue figure (to zero when
  * idle, with an optional working-hours floor).
  */
-import * as aws from "@pulumi/aws";
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { GPU_POOL_LABEL, GPU_TAINT, NODE_MODELS_DIR } from "../karpenter/nodeContract";
-import { SYSTEM_NODE_LABEL } from "../cluster";
 import { COMFYUI_GID, COMFYUI_UID } from "../storage";
 import { scaledObjectSpec } from "./autoscaling";
-import { CHARTS } from "../versions";
-import { ComfyGateway, GatewayInputs, RESTRICTED_CONTAINER, GATEWAY_ADMIN_PORT, GATEWAY_LABELS, GATEWAY_NAME, GATEWAY_PORT, GATEWAY_PUBLIC_HEALTH_PATH } from "./gatewayDeployment";
+import { createGatewayIngress } from "./ingress";
+import { createNetworkPolicies } from "./networkPolicies";
+import { ComfyGateway, GatewayInputs, RESTRICTED_CONTAINER } from "./gatewayDeployment";
+import { COMFYUI_PODS_SERVICE, COMFYUI_PORT } from "./comfyuiNames";
 
-
-export const COMFYUI_PORT = 8848;
-/** The Service whose EndpointSlices tell the gateway which ComfyUI pods are ready. */
-export const COMFYUI_PODS_SERVICE = "comfyui-queue";
+export { comfyuiNetworkPolicySpec } from "./networkPolicies";
+export { COMFYUI_PODS_SERVICE, COMFYUI_PORT } from "./comfyuiNames";
 
 const TOOLS_DIR = "/opt/comfyui-tools";
 const read = (rel: string) => fs.readFileSync(path.join(__dirname, rel), "utf8");
@@ -262,100 +260,15 @@ export class ComfyWorkload extends pulumi.ComponentResource {
       },
       { parent: this },
     );
-    // The ALB's own security group: HTTP only from CloudFront's VPC-origin prefix list (when the edge is on).
-    const albSg = new aws.ec2.SecurityGroup(
-      `${name}-alb-sg`,
-      {
-        vpcId: args.vpcId,
-        description: "ComfyUI internal ALB: reachable only from CloudFront VPC origins",
-        ingress: args.albAllowedPrefixListId
-          ? [{ protocol: "tcp", fromPort: 80, toPort: 80, prefixListIds: [args.albAllowedPrefixListId], description: "CloudFront origin-facing" }]
-          : [],
-        egress: [{ protocol: "tcp", fromPort: GATEWAY_PORT, toPort: GATEWAY_PORT, cidrBlocks: [args.vpcCidr], description: "to the gateway pods" }],
-        tags: args.tags,
-      },
-      { parent: this },
-    );
-
-    const ingress = new k8s.networking.v1.Ingress(
-      `${name}-ingress`,
-      {
-        metadata: {
-          name: "comfyui",
-          namespace: ns,
-          annotations: {
-            "alb.ingress.kubernetes.io/scheme": "internal",
-            "alb.ingress.kubernetes.io/target-type": "ip",
-            "alb.ingress.kubernetes.io/load-balancer-name": args.albName,
-            "alb.ingress.kubernetes.io/listen-ports": '[{"HTTP": 80}]',
-            "alb.ingress.kubernetes.io/security-groups": albSg.id,
-            "alb.ingress.kubernetes.io/manage-backend-security-group-rules": "true",
-            // Only the Lease holder answers 200: the ALB sends every client to the leader.
-            "alb.ingress.kubernetes.io/healthcheck-path": GATEWAY_PUBLIC_HEALTH_PATH,
-            "alb.ingress.kubernetes.io/success-codes": "200",
-            "alb.ingress.kubernetes.io/healthcheck-interval-seconds": "5",
-            "alb.ingress.kubernetes.io/healthcheck-timeout-seconds": "3",
-            "alb.ingress.kubernetes.io/healthy-threshold-count": "2",
-            "alb.ingress.kubernetes.io/unhealthy-threshold-count": "2",
-            // WebSockets of an artist's open tab stay up for an hour of silence (the ALB maximum is 4000 s).
-            "alb.ingress.kubernetes.io/load-balancer-attributes": "idle_timeout.timeout_seconds=3600,routing.http.drop_invalid_header_fields.enabled=true",
-            // No stickiness: the gateway holds the studio-wide queue, history and events, whoever asks.
-            "alb.ingress.kubernetes.io/target-group-attributes": "deregistration_delay.timeout_seconds=30",
-          },
-        },
-        spec: { ingressClassName: "alb", defaultBackend: { service: { name: GATEWAY_NAME, port: { number: GATEWAY_PORT } } } },
-      },
-      { ...k, dependsOn: [gateway, albSg, ...args.dependsOn] },
-    );
+    const { albSg, ingress } = createGatewayIngress(name, this, args, ns, gateway);
 
     new k8s.policy.v1.PodDisruptionBudget(
       `${name}-pdb`,
       { metadata: { name: "comfyui", namespace: ns }, spec: { maxUnavailable: 1, selector: { matchLabels: labels.comfyui } } },
       nsDeps,
     );
-    // Default deny, then exactly the paths the design needs (enforced by the VPC CNI's network policy agent).
-    new k8s.networking.v1.NetworkPolicy(`${name}-netpol-default`, { metadata: { name: "default-deny-ingress", namespace: ns }, spec: { podSelector: {}, policyTypes: ["Ingress"] } }, nsDeps);
-    new k8s.networking.v1.NetworkPolicy(
-      `${name}-netpol-comfyui`,
-      {
-        metadata: { name: "allow-gateway-to-comfyui", namespace: ns },
-        spec: comfyuiNetworkPolicySpec(labels.comfyui, args.comfyuiEgressCidrs ?? []),
-      },
-      nsDeps,
-    );
-    new k8s.networking.v1.NetworkPolicy(
-      `${name}-netpol-gateway`,
-      {
-        metadata: { name: "allow-alb-and-keda-to-gateway", namespace: ns },
-        spec: {
-          podSelector: { matchLabels: GATEWAY_LABELS },
-          policyTypes: ["Ingress"],
-          ingress: [
-            // The ALB lives in the VPC's subnets (its own security group admits only CloudFront).
-            { from: [{ ipBlock: { cidr: args.vpcCidr } }], ports: [{ protocol: "TCP", port: GATEWAY_PORT }] },
-            // The internal port: KEDA's figure, and the replica link between the gateway's own pods.
-            { from: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "keda" } } }], ports: [{ protocol: "TCP", port: GATEWAY_ADMIN_PORT }] },
-            { from: [{ podSelector: { matchLabels: GATEWAY_LABELS } }], ports: [{ protocol: "TCP", port: GATEWAY_ADMIN_PORT }] },
-          ],
-        },
-      },
-      nsDeps,
-    );
+    createNetworkPolicies(name, nsDeps, { namespace: ns, vpcCidr: args.vpcCidr, comfyuiLabels: labels.comfyui, comfyuiEgressCidrs: args.comfyuiEgressCidrs ?? [] });
 
-    const keda = new k8s.helm.v3.Release(
-      `${name}-keda`,
-      {
-        name: "keda",
-        chart: CHARTS.keda.chart,
-        version: CHARTS.keda.version,
-        repositoryOpts: { repo: CHARTS.keda.repo },
-        namespace: "keda",
-        createNamespace: true,
-        atomic: true,
-        values: { nodeSelector: { ...SYSTEM_NODE_LABEL }, operator: { replicaCount: 1 }, metricsServer: { replicaCount: 2 } },
-      },
-      { parent: this, provider: args.provider, dependsOn: args.dependsOn },
-    );
     new k8s.apiextensions.CustomResource(
       `${name}-scaledobject`,
       {
@@ -364,7 +277,8 @@ export class ComfyWorkload extends pulumi.ComponentResource {
         metadata: { name: "comfyui", namespace: ns },
         spec: scaledObjectSpec({ namespace: ns, deployment: "comfyui", ...args.autoscaling }),
       },
-      { ...k, dependsOn: [keda, deployment, queueService, gateway] },
+      // KEDA itself is a cluster add-on (cluster/addons.ts), among args.dependsOn.
+      { ...k, dependsOn: [...args.dependsOn, deployment, queueService, gateway] },
     );
 
     this.namespace = namespace.metadata.name;
@@ -379,35 +293,6 @@ export class ComfyWorkload extends pulumi.ComponentResource {
   }
 }
 
-/**
- * ComfyUI pods run custom-node Python, so they are fenced both ways. In: only the gateway's pods, on
- * ComfyUI's port — no VPC range, since other pods' addresses are in it. The kubelet's probes still reach
- * them: the VPC CNI's network policy agent always admits the pod's own node IP (aws/aws-network-policy-agent
- * PR #65, "Ignore policy restrictions against Node IP", as NetworkPolicy v1 requires). Out: cluster DNS
- * only, plus the configured ranges for custom nodes that call APIs; the models are on the node, outputs go
- * through Mountpoint (outside the pod's network), and the pods hold no AWS credentials.
- */
-export function comfyuiNetworkPolicySpec(podLabels: Record<string, string>, egressCidrs: string[]): k8s.types.input.networking.v1.NetworkPolicySpec {
-  const dns = [
-    { protocol: "UDP", port: 53 },
-    { protocol: "TCP", port: 53 },
-  ];
-  return {
-    podSelector: { matchLabels: podLabels },
-    policyTypes: ["Ingress", "Egress"],
-    ingress: [{ from: [{ podSelector: { matchLabels: GATEWAY_LABELS } }], ports: [{ protocol: "TCP", port: COMFYUI_PORT }] }],
-    egress: [
-      // CoreDNS as EKS runs it (the add-on's pods carry k8s-app=kube-dns in kube-system).
-      { to: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "kube-system" } }, podSelector: { matchLabels: { "k8s-app": "kube-dns" } } }], ports: dns },
-      ...(egressCidrs.length > 0 ? [{ to: egressCidrs.map((cidr) => ({ ipBlock: { cidr } })) }] : []),
-    ],
-  };
-}
-
-/**
- * Rolling update that finishes at the GPU cap: maxSurge 0 never asks for a GPU beyond the pods that
- * exist, maxUnavailable 1 replaces one pod at a time.
- */
 export function rolloutAtCap(): { maxSurge: number; maxUnavailable: number } {
   return { maxSurge: 0, maxUnavailable: 1 };
 }
