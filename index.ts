@@ -12,10 +12,10 @@ import { GpuCapacity, KARPENTER_NAMESPACE, onDemandPrices, podResourcesPerGpu, p
 import { Observability } from "./observability";
 import { Storage } from "./storage";
 import { ModelSync } from "./sync";
-import { ComfyWorkload } from "./workload";
-import { GATEWAY_IMAGE, gatewayOidcSecret } from "./workload/gatewayDeployment";
+import { ComfyGateway, ComfyWorkload } from "./workload";
+import { GATEWAY_IMAGE } from "./workload/gatewayDeployment";
 import { MODELS_AGENT_IMAGE, ModelsAgent } from "./workload/modelsAgent";
-import { modelsReserveGb } from "./karpenter/nodeContract";
+import { modelsReserveGb } from "./contracts/node";
 
 const cfg = loadConfig();
 const base = `comfyui-${cfg.stack}`;
@@ -119,37 +119,15 @@ const image = new ComfyImage(base, {
 const gatewayImageUri = image.images["gateway"];
 
 
+// ComfyUI: its namespace, GPU pods and their Service (workload/index.ts).
 const workload = new ComfyWorkload(base, {
   namespace,
   imageUri: image.imageUri,
-  gateway: {
-    imageUri: gatewayImageUri,
-    clusterName: cluster.clusterName,
-    region: cfg.region,
-    outputsBucket: storage.outputsBucket,
-    outputsBucketArn: storage.outputsBucketArn,
-    inputsBucket: storage.inputsBucket,
-    inputsBucketArn: storage.inputsBucketArn,
-    userdataBucket: storage.userdataBucket,
-    userdataBucketArn: storage.userdataBucketArn,
-    metricsLogGroupName: metricsLogs.name,
-    metricsLogGroupArn: metricsLogs.arn,
-    auditLogGroupName: auditLogs.name,
-    auditLogGroupArn: auditLogs.arn,
-    auth: "oidc",
-    // The library the gateway lists every loader from and routes by (issue 19): read-only listing.
-    modelsBucket: storage.modelsBucket,
-    modelsBucketArn: storage.modelsBucketArn,
-  },
   comfyuiEgressCidrs: cfg.comfyuiEgressCidrs,
   outputsVolumeName: storage.outputsVolumeName,
   inputsVolumeName: storage.inputsVolumeName,
   podResources: gpuTypes.apply(podResourcesPerGpu),
   drainSeconds: cfg.drainSeconds,
-  albName: base,
-  vpcId: cluster.vpcId,
-  vpcCidr: cluster.vpcCidr,
-  albAllowedPrefixListId: cfg.edgeEnabled ? cloudFrontOriginPrefixListId() : undefined,
   autoscaling: {
     minReplicas: cfg.minReplicas,
     maxReplicas: cfg.maxReplicas,
@@ -161,6 +139,40 @@ const workload = new ComfyWorkload(base, {
   dependsOn: [...cluster.ready, cluster.keda, storage.csiAddon, gpu],
   tags,
 });
+
+// The gateway beside it, in its namespace (workload/gatewayDeployment.ts): one ComfyUI over every pod,
+// the ALB's only target.
+const gateway = new ComfyGateway(`${base}-gateway`, {
+  namespace,
+  imageUri: gatewayImageUri,
+  clusterName: cluster.clusterName,
+  region: cfg.region,
+  outputsBucket: storage.outputsBucket,
+  outputsBucketArn: storage.outputsBucketArn,
+  inputsBucket: storage.inputsBucket,
+  inputsBucketArn: storage.inputsBucketArn,
+  userdataBucket: storage.userdataBucket,
+  userdataBucketArn: storage.userdataBucketArn,
+  metricsLogGroupName: metricsLogs.name,
+  metricsLogGroupArn: metricsLogs.arn,
+  auditLogGroupName: auditLogs.name,
+  auditLogGroupArn: auditLogs.arn,
+  auth: "oidc",
+  // The library the gateway lists every loader from and routes by (issue 19): read-only listing.
+  modelsBucket: storage.modelsBucket,
+  modelsBucketArn: storage.modelsBucketArn,
+  comfyuiService: workload.podsServiceName,
+  stackName: base,
+  albName: base,
+  vpcId: cluster.vpcId,
+  vpcCidr: cluster.vpcCidr,
+  albAllowedPrefixListId: cfg.edgeEnabled ? cloudFrontOriginPrefixListId() : undefined,
+  provider: cluster.provider,
+  dependsOn: [workload.namespaceResource],
+  tags,
+});
+// ComfyUI's pods scale on the gateway's queue figure (KEDA, a cluster add-on).
+workload.scaleOn(gateway.ready);
 
 // The model agent on every GPU node (workload/modelsAgent.ts): the node's NVMe as a cache of the models
 // bucket, read-only on that bucket through Pod Identity, reachable by the gateway only.
@@ -179,11 +191,11 @@ new ModelsAgent(`${base}-models-agent`, {
   tags,
 });
 
-const edge = cfg.edgeEnabled ? new Edge(base, { albName: workload.albName, priceClass: cfg.edgePriceClass, tags }) : undefined;
+const edge = cfg.edgeEnabled ? new Edge(base, { albName: gateway.albName, priceClass: cfg.edgePriceClass, tags }) : undefined;
 
 // Who the artists are: a Cognito user pool of the stack (optionally federated to the studio's IdP) or the
 // configured issuer. Its client's callback is the site's own, so it is made once the site's address is
-// known and handed to the gateway as a Secret it re-reads (workload/gatewayDeployment.ts). Without the
+// known and handed to the gateway as a Secret it re-reads (ComfyGateway.signInWith). Without the
 // edge the site is the port-forward on this machine (loopback may be http).
 const localUrl = "http://localhost:8848";
 const identity = new Identity(base, {
@@ -194,7 +206,7 @@ const identity = new Identity(base, {
   retainOnDestroy: cfg.retainBucketsOnDestroy,
   tags,
 });
-gatewayOidcSecret(`${base}-gateway-oidc`, { namespace, oidc: identity.oidc, provider: cluster.provider, dependsOn: [workload] });
+gateway.signInWith(identity.oidc);
 
 // Dashboard, alarms to one SNS topic, Container Insights with GPU metrics, log retention.
 const observability = new Observability(base, {
@@ -242,11 +254,11 @@ export const modelsBucket = storage.modelsBucket;
 export const outputsBucket = storage.outputsBucket;
 export const inputsBucket = storage.inputsBucket;
 export const userdataBucket = storage.userdataBucket;
-export const gatewayTable = workload.gatewayTableName;
+export const gatewayTable = gateway.tableName;
 export { gatewayImageUri };
 export const ecrRepository = image.repositoryUrl;
 export const imageUri = image.imageUri;
-export const albHostname = workload.albHostname;
+export const albHostname = gateway.albHostname;
 export const gpuNodePools = gpu.nodePoolNames;
 export const gpuQuotaWarnings = gpu.quotaWarnings;
 export const comfyuiImageParameter = image.imageParameterName!;
@@ -269,6 +281,6 @@ export const commands = {
         disableUser: pulumi.interpolate`aws cognito-idp admin-disable-user --region ${cfg.region} --user-pool-id ${identity.userPoolId} --username artist@example.com`,
       }
     : {}),
-  createApiKey: pulumi.interpolate`npm run keys -- create --table ${workload.gatewayTableName} --region ${cfg.region} --owner pipeline@example.com --scope read,submit`,
+  createApiKey: pulumi.interpolate`npm run keys -- create --table ${gateway.tableName} --region ${cfg.region} --owner pipeline@example.com --scope read,submit`,
   tailAudit: pulumi.interpolate`aws logs tail --region ${cfg.region} --follow ${auditLogs.name}`,
 };

@@ -1,24 +1,19 @@
 /**
  * The network and the Kubernetes cluster every other component runs on: VPC (private nodes, S3
  * gateway endpoint), EKS with API authentication and control-plane logs, a managed CPU system
- * node group, the core EKS add-ons, the Kubernetes provider, the AWS Load Balancer Controller and
- * the NVIDIA device plugin.
+ * node group, the core EKS add-ons, the Kubernetes provider, and the add-ons from Helm charts
+ * (addons.ts): the AWS Load Balancer Controller, the NVIDIA device plugin and KEDA.
  */
 import * as aws from "@pulumi/aws";
 import * as awsx from "@pulumi/awsx";
 import * as eks from "@pulumi/eks";
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
-import { PodIdentityRole } from "./iam";
-import { lbcStatements } from "./lbcPolicy";
 import { RETENTION_DAYS } from "../observability";
 import { createPlatformLogGroups } from "./logGroups";
-import { createDevicePlugin, createKeda } from "./addons";
-import { CHARTS } from "../versions";
+import { createDevicePlugin, createKeda, createLoadBalancerController } from "./addons";
 
 export { PodIdentityRole, policyJson, POD_IDENTITY_TRUST, Statement } from "./iam";
-
-// Chart versions are pinned in versions.ts with every other pin.
 
 import { SYSTEM_NODE_LABEL } from "./nodeLabels";
 export { SYSTEM_NODE_LABEL } from "./nodeLabels";
@@ -49,7 +44,7 @@ export interface ClusterArgs {
   logRetentionDays?: number;
   /**
    * Also create the platform's own log groups with the same retention: the metrics group (EMF lines
-   * from the gateway and every GPU node's boot, observability/metrics.ts) and the audit trail (one JSON
+   * from the gateway and every GPU node's boot, contracts/metrics.ts) and the audit trail (one JSON
    * line per state change: who, what, from where). Named `${stackName}-metrics` / `-audit`, the names
    * they had when index.ts made them. @defaultValue unset: neither
    */
@@ -234,42 +229,12 @@ export class Cluster extends pulumi.ComponentResource {
     );
     const coredns = addon("coredns", {}, [systemNodes]);
 
-    const lbcRole = new PodIdentityRole(
-      `${name}-lbc`,
-      {
-        clusterName: this.clusterName,
-        namespace: "kube-system",
-        serviceAccount: "aws-load-balancer-controller",
-        statements: lbcStatements(this.clusterName, args.region, this.accountId),
-        tags: args.tags,
-      },
-      parent,
-    );
-    const lbController = new k8s.helm.v3.Release(
-      `${name}-lbc`,
-      {
-        name: "aws-load-balancer-controller",
-        chart: CHARTS.lbController.chart,
-        version: CHARTS.lbController.version,
-        repositoryOpts: { repo: CHARTS.lbController.repo },
-        namespace: "kube-system",
-        atomic: true,
-        values: {
-          clusterName: this.clusterName,
-          region: args.region,
-          vpcId: vpc.vpcId,
-          replicaCount: 2,
-          serviceAccount: { create: true, name: "aws-load-balancer-controller" },
-          nodeSelector: { ...SYSTEM_NODE_LABEL },
-          // Only Ingresses of class alb are ours; leave other LoadBalancer Services alone.
-          enableServiceMutatorWebhook: false,
-          // Integrations this stack does not use: off, so the role needs no WAF/Shield permissions.
-          enableShield: false,
-          enableWaf: false,
-          enableWafv2: false,
-        },
-      },
-      { parent: this, provider: this.provider, dependsOn: [lbcRole, coredns, podIdentityAgent, systemNodes] },
+    const lbController = createLoadBalancerController(
+      name,
+      this,
+      this.provider,
+      { clusterName: this.clusterName, region: args.region, vpcId: vpc.vpcId, accountId: this.accountId, tags: args.tags },
+      [coredns, podIdentityAgent, systemNodes],
     );
 
     const devicePlugin = createDevicePlugin(name, this, this.provider, [systemNodes, coredns]);

@@ -1,13 +1,13 @@
 /**
  * The platform's own log groups, kept as long as the cluster's other logs: the metrics group (EMF
  * lines from the gateway, streams gateway/<pod>, and from every GPU node's boot, node-boot/<instance
- * id>; observability/metrics.ts) and the audit trail (one JSON line per state change: who, what, from
+ * id>; contracts/metrics.ts) and the audit trail (one JSON line per state change: who, what, from
  * where). Created before their writers so they carry the retention; each writer's role names only its
  * own streams.
  */
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import { metricsLogGroupName } from "../observability/metrics";
+import { metricsLogGroupName } from "../contracts/metrics";
 
 export function createPlatformLogGroups(
   stackName: string,

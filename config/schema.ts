@@ -5,7 +5,7 @@
  * Pulumi.dev.yaml against it (test/config/schema.test.ts). Rules that involve more than one key are in
  * CROSS_RULES below. The value rules shared with the components live in their own modules and are
  * imported here, never copied: the AMI alias and durations (karpenter/rules.ts), instance types
- * (karpenter/rules.ts), model keys (workload/models/contract.ts, itself sync/keys.ts checkKey).
+ * (karpenter/rules.ts), model keys (contracts/modelsAgent.ts, itself contracts/modelKeys.ts checkKey).
  *
  * Longer than the ~300 lines a file is kept to: it is the one table of every key, which is the point.
  */
@@ -13,7 +13,7 @@ import type * as pulumi from "@pulumi/pulumi";
 import { ADDONS, COMFYUI, DEFAULT_KUBERNETES_VERSION, GPU_AMI_ALIAS, judgeKubernetesVersion } from "../versions";
 import { amiAliasProblem, durationProblem, gpuInstanceTypeProblem, systemInstanceTypeProblem } from "../karpenter/rules";
 import { RETENTION_DAYS } from "../observability";
-import { checkPinEntry, normalizePinEntry } from "../workload/models/contract";
+import { checkPinEntry, normalizePinEntry } from "../contracts/modelsAgent";
 import { Bad, CIDR, Parser, boolean, cidrProblem, integer, list, object, oneOf, text } from "./parsers";
 
 /** One key of the stack's configuration. */

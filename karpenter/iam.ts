@@ -13,7 +13,7 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import { Statement } from "../cluster/iam";
-import { NODE_BOOT_STREAM_PREFIX } from "../observability/metrics";
+import { NODE_BOOT_STREAM_PREFIX } from "../contracts/metrics";
 
 /**
  * The AWS-managed policies a Karpenter node role gets upstream, and nothing broader: kubelet and

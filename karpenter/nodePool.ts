@@ -6,7 +6,7 @@
 import * as aws from "@pulumi/aws";
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
-import { GPU_POOL_LABEL, GPU_TAINT } from "./nodeContract";
+import { GPU_POOL_LABEL, GPU_TAINT } from "../contracts/node";
 import { resolveNvidiaAmi } from "./preflight";
 import { renderGpuUserData } from "./userdata/gpuUserData";
 import { DEFAULT_RESERVE_GB, type GpuCapacityArgs, GPU_NODE_CLASS_NAME, GPU_NODE_POOL_NAME, userDataArgs } from "./validate";

@@ -4,7 +4,7 @@
  */
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
-import { modelsReserveGb } from "./nodeContract";
+import { modelsReserveGb } from "../contracts/node";
 import { amiAliasProblem, durationProblem, gpuInstanceTypeProblem } from "./rules";
 import { GpuUserDataArgs, UserDataArgError, renderGpuUserData } from "./userdata/gpuUserData";
 
@@ -67,7 +67,7 @@ export interface GpuCapacityArgs {
   parallelTransfers: number;
   /**
    * GB of each node's NVMe array that models never use, beyond kubelet's 10% eviction line: the same
-   * figure the model agent gets (nodeContract.ts modelsReserveGb of the most GPUs of a pool type).
+   * figure the model agent gets (contracts/node.ts modelsReserveGb of the most GPUs of a pool type).
    * @defaultValue modelsReserveGb(8)
    */
   reserveGb?: pulumi.Input<number>;
@@ -84,7 +84,7 @@ export interface GpuCapacityArgs {
    */
   imageParameter?: pulumi.Input<string>;
   /**
-   * The cluster's metrics log group (observability/metrics.ts metricsLogGroupName): each GPU node
+   * The cluster's metrics log group (contracts/metrics.ts metricsLogGroupName): each GPU node
    * sends its boot summary there as one EMF event, stream `node-boot/<instance id>`. Give it with
    * `metricsLogGroupArn`. @defaultValue unset: no boot metrics, no grant
    */

@@ -3,7 +3,7 @@
  * says what to do. Every one goes to the stack's SNS topic (observability/index.ts); `checkAlarm`
  * refuses an alarm that could page nobody or leave the reader without a next step.
  */
-import { CLUSTER_DIMENSION, COLD_START_BUDGET_SECONDS, METRICS, NAMESPACE } from "./metrics";
+import { CLUSTER_DIMENSION, COLD_START_BUDGET_SECONDS, METRICS, NAMESPACE } from "../contracts/metrics";
 
 export interface AlarmMetric {
   namespace: string;

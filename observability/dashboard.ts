@@ -8,7 +8,7 @@
  * {options}]` or `[{ expression, label, id }]`, and it needs `region`. AWS metrics drawn here are the
  * documented ones listed in test/upstream/observability/aws-metrics.json; ours come from metrics.ts.
  */
-import { CLUSTER_DIMENSION, METRICS, MetricKey, NAMESPACE } from "./metrics";
+import { CLUSTER_DIMENSION, METRICS, MetricKey, NAMESPACE } from "../contracts/metrics";
 import { nodesNeverRegisteredMetric } from "./alarms";
 
 export interface DashboardParams {

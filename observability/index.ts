@@ -11,7 +11,7 @@ import { dashboardBody } from "./dashboard";
 
 export { dashboardBody, renderLayout } from "./dashboard";
 export { alarmSpecs, checkAlarm, renderAlarmTable } from "./alarms";
-export * from "./metrics";
+export * from "../contracts/metrics";
 
 /**
  * The add-on's namespace and the agent's service account: "Quick start with the Amazon CloudWatch

@@ -1,12 +1,12 @@
 /**
  * The shell command an SSM Run Command executes on each node: the change lines, handed to the node's
- * model agent over its Unix socket (workload/models/contract.ts nodeApplyCommand), which converges
+ * model agent over its Unix socket (contracts/modelsAgent.ts nodeApplyCommand), which converges
  * each key it holds to the bucket as it is now. Keys never appear in it as text: the lines travel
  * base64-encoded inside single quotes (base64's alphabet has no quote), so no key can be
  * interpreted by the node's shell whatever it contains.
  */
-import { NODE_MODELS_DIR } from "../karpenter/nodeContract";
-import { nodeApplyCommand } from "../workload/models/contract";
+import { NODE_MODELS_DIR } from "../contracts/node";
+import { nodeApplyCommand } from "../contracts/modelsAgent";
 import type { Change } from "./changes";
 
 /**

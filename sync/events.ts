@@ -3,7 +3,7 @@
  * (no @types/aws-lambda); every body is parsed defensively because anyone allowed to send to the
  * queue can put anything in it.
  */
-import { checkEventKey, keyForLog, KeyRejectReason } from "./keys";
+import { checkEventKey, keyForLog, KeyRejectReason } from "../contracts/modelKeys";
 
 /** One SQS message as Lambda delivers it (Lambda DG, "Using Lambda with Amazon SQS"). */
 export interface SQSRecord {

@@ -11,10 +11,10 @@ import { Change, netChanges } from "./changes";
 import { buildCommands, splitChanges } from "./command";
 import { configFromEnv, resolveConfig, ResolvedSyncConfig, SyncConfig } from "./config";
 import { parseBatch, SQSBatchResponse, SQSEvent } from "./events";
-import { keyForLog } from "./keys";
+import { keyForLog } from "../contracts/modelKeys";
 import { findNodeInstanceIds } from "./nodes";
 import { Delivery, DeliveryResult, errorName, runRound } from "./runner";
-import { syncBatchEmf } from "../observability/metrics";
+import { syncBatchEmf } from "../contracts/metrics";
 
 export type { SyncConfig } from "./config";
 export { configFromEnv } from "./config";
@@ -141,7 +141,7 @@ async function syncBatch(
     summary.retriedMessages = batchItemFailures.length;
     if (retry) summary.level = "error";
     deps.log(summary);
-    // The batch's figures as an EMF line (observability/metrics.ts), next to the summary it sums up.
+    // The batch's figures as an EMF line (contracts/metrics.ts), next to the summary it sums up.
     deps.log(
       syncBatchEmf(
         { clusterName: cfg.clusterName, changeCount: summary.changeCount, rejectedCount: summary.rejectedCount, failedNodes: summary.failed.length, retried: retry },

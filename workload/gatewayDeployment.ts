@@ -1,7 +1,12 @@
 /**
- * The gateway as deployed: its DynamoDB table, its Pod Identity role, RBAC, the Deployment of two
- * replicas on the system nodes (both serve; one leads through a Lease and dispatches), its Services and PDB.
+ * The gateway as deployed, a component of the stack beside ComfyUI's (workload/index.ts): its DynamoDB
+ * table, its Pod Identity role, RBAC, the Deployment of two replicas on the system nodes (both serve; one
+ * leads through a Lease and dispatches), its Services and PDB, the ALB's Ingress with its security group
+ * and the gateway's NetworkPolicy (gatewayIngress.ts), and the sign-in Secret (signInWith).
  * Everything here follows the contract in workload/gateway/README.md, which the gateway's code keeps.
+ *
+ * Until issue 20 this component was a child of ComfyWorkload: it names that place in `aliases` (and the
+ * engine carries the alias to every child), so a deployed stack keeps its table, role and pods.
  */
 import * as aws from "@pulumi/aws";
 import * as k8s from "@pulumi/kubernetes";
@@ -9,11 +14,12 @@ import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import { SYSTEM_NODE_LABEL } from "../cluster";
 import { PodIdentityRole } from "../cluster/iam";
-import { SETTINGS } from "./gateway/contract";
-import { AGENT_NAMES } from "./models/contract";
+import { SETTINGS } from "../contracts/gateway";
+import { AGENT_NAMES } from "../contracts/modelsAgent";
 import { GATEWAY_PORT, GATEWAY_ADMIN_PORT, GATEWAY_NAME, GATEWAY_METRICS_SERVICE, GATEWAY_READY_PATH, GATEWAY_HEALTH_PATH, RESTRICTED_CONTAINER, GATEWAY_INTERNAL_SECRET, GATEWAY_INTERNAL_SECRET_KEY, GATEWAY_OIDC_SECRET, GATEWAY_OIDC_DIR, GATEWAY_LABELS, GatewayArgs } from "./gatewayNames";
 import { gatewayStatements, GATEWAY_RBAC_RULES, GATEWAY_CLUSTER_RBAC_RULES } from "./gatewayPolicy";
-import { gatewayEnv } from "./gatewayEnv";
+import { gatewayEnv, gatewayOidcSecret } from "./gatewayEnv";
+import { createGatewayIngress, formerGatewayParent } from "./gatewayIngress";
 
 export * from "./gatewayNames";
 export * from "./gatewayPolicy";
@@ -26,15 +32,24 @@ export class ComfyGateway extends pulumi.ComponentResource {
   readonly deployment: k8s.apps.v1.Deployment;
   /** Everything the gateway's Services select on, for NetworkPolicies. */
   readonly labels = GATEWAY_LABELS;
+  /** The Deployment and its Services: what a caller inside the cluster (KEDA's ScaledObject) waits for. */
+  readonly ready: pulumi.Resource[];
+  /** DNS name of the internal ALB the Ingress produced. */
+  readonly albHostname: pulumi.Output<string>;
+  /** The ALB's name, resolvable only after the Ingress has its load balancer. */
+  readonly albName: pulumi.Output<string>;
+  readonly albSecurityGroupId: pulumi.Output<string>;
+  private readonly signIn: { name: string; namespace: string; provider: k8s.Provider; dependsOn: pulumi.Input<pulumi.Resource>[] };
 
   constructor(name: string, args: GatewayArgs, opts?: pulumi.ComponentResourceOptions) {
     if (args.metricsLogGroupName && !args.metricsLogGroupArn) {
-      throw new pulumi.InputPropertyError({ propertyPath: "gateway.metricsLogGroupArn", reason: "required with metricsLogGroupName (the role is scoped to that group)" });
+      throw new pulumi.InputPropertyError({ propertyPath: "metricsLogGroupArn", reason: "required with metricsLogGroupName (the role is scoped to that group)" });
     }
     if (args.auditLogGroupName && !args.auditLogGroupArn) {
-      throw new pulumi.InputPropertyError({ propertyPath: "gateway.auditLogGroupArn", reason: "required with auditLogGroupName (the role is scoped to that group)" });
+      throw new pulumi.InputPropertyError({ propertyPath: "auditLogGroupArn", reason: "required with auditLogGroupName (the role is scoped to that group)" });
     }
-    super("comfyui:workload:Gateway", name, {}, opts);
+    const formerParent = formerGatewayParent(args.stackName);
+    super("comfyui:workload:Gateway", name, {}, pulumi.mergeOptions(opts, { aliases: [{ parent: formerParent }] }));
     const parent = { parent: this };
     const k = { parent: this, provider: args.provider };
 
@@ -205,7 +220,7 @@ export class ComfyGateway extends pulumi.ComponentResource {
       },
       { ...k, dependsOn: args.dependsOn },
     );
-    new k8s.core.v1.Service(
+    const metricsService = new k8s.core.v1.Service(
       `${name}-metrics-svc`,
       {
         metadata: { name: GATEWAY_METRICS_SERVICE, namespace: args.namespace, labels: GATEWAY_LABELS },
@@ -227,9 +242,27 @@ export class ComfyGateway extends pulumi.ComponentResource {
       { ...k, dependsOn: args.dependsOn },
     );
 
+    this.ready = [this.deployment, service, metricsService];
+    const { albSg, ingress } = createGatewayIngress(this, args, [this.deployment, service]);
+
     this.tableName = table.name;
     this.tableArn = table.arn;
     this.serviceName = service.metadata.name;
-    this.registerOutputs({ tableName: this.tableName, serviceName: this.serviceName });
+    this.albHostname = ingress.status.loadBalancer.ingress[0].hostname;
+    // Tied to the Ingress status, so the edge reads the ALB only once the controller has made it.
+    this.albName = this.albHostname.apply(() => args.albName);
+    this.albSecurityGroupId = albSg.id;
+    this.signIn = { name: `${name}-oidc`, namespace: args.namespace, provider: args.provider, dependsOn: args.dependsOn };
+    this.registerOutputs({ tableName: this.tableName, serviceName: this.serviceName, albHostname: this.albHostname, albName: this.albName });
+  }
+
+  /**
+   * The sign-in settings Secret (gatewayOidcSecret), which the Deployment mounts as optional. The issuer's
+   * client needs the site's address, and that needs this gateway's ALB, so index.ts adds it once the
+   * identity exists. It was made in index.ts, at the top of the stack, under the same name: the alias keeps it.
+   */
+  signInWith(oidc: Parameters<typeof gatewayOidcSecret>[1]["oidc"]): k8s.core.v1.Secret {
+    const { name, namespace, provider, dependsOn } = this.signIn;
+    return gatewayOidcSecret(name, { namespace, oidc, provider, dependsOn }, { parent: this, aliases: [{ parent: pulumi.rootStackResource }] });
   }
 }

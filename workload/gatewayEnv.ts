@@ -4,7 +4,7 @@
  */
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
-import { settingsEnv } from "./gateway/contract";
+import { settingsEnv } from "../contracts/gateway";
 import {
   GATEWAY_ADMIN_PORT,
   GATEWAY_LABELS,
@@ -17,6 +17,7 @@ import {
   GATEWAY_PORT,
   GATEWAY_SCALING_FIELD,
   GATEWAY_SCALING_PATH,
+  GATEWAY_DEFAULTS,
   type GatewayArgs,
 } from "./gatewayNames";
 
@@ -42,9 +43,9 @@ export function gatewayEnv(args: GatewayArgs, tableName: pulumi.Input<string>): 
       userdataBucket: args.userdataBucket,
       comfyuiService: args.comfyuiService,
       leaseName: GATEWAY_NAME,
-      maxUploadMb: String(args.maxUploadMb),
-      startupDeadlineSeconds: String(args.startupDeadlineSeconds),
-      historyTtlDays: String(args.historyDays),
+      maxUploadMb: String(args.maxUploadMb ?? GATEWAY_DEFAULTS.maxUploadMb),
+      startupDeadlineSeconds: String(args.startupDeadlineSeconds ?? GATEWAY_DEFAULTS.startupDeadlineSeconds),
+      historyTtlDays: String(args.historyDays ?? GATEWAY_DEFAULTS.historyDays),
       clusterName: args.clusterName,
       metricsLogGroup: args.metricsLogGroupName,
       modelsBucket: args.modelsBucket,
@@ -54,7 +55,7 @@ export function gatewayEnv(args: GatewayArgs, tableName: pulumi.Input<string>): 
 
 /**
  * The sign-in settings Secret the gateway's Deployment mounts (optional there): written once the issuer's
- * client exists, after the site's address is known. The whole file is one secret value.
+ * client exists, after the site's address is known (ComfyGateway.signInWith). The whole file is one secret value.
  */
 export function gatewayOidcSecret(
   name: string,

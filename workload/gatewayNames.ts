@@ -1,14 +1,14 @@
 /**
  * The gateway's names, ports, paths and arguments as the stack uses them: from its own contract
- * (workload/gateway/contract.ts) where the gateway reads the same, plus the stack's side (image
+ * (contracts/gateway.ts) where the gateway reads the same, plus the stack's side (image
  * context, Secrets, labels, the component's arguments).
  */
 import type * as k8s from "@pulumi/kubernetes";
 import type * as pulumi from "@pulumi/pulumi";
-import { NAMES, PATHS, PORTS, PREFIXES, SCALING_FIELD } from "./gateway/contract";
+import { NAMES, PATHS, PORTS, PREFIXES, SCALING_FIELD } from "../contracts/gateway";
 
 
-// Ports, paths, prefixes and names come from the gateway's own contract (workload/gateway/contract.ts),
+// Ports, paths, prefixes and names come from the gateway's own contract (contracts/gateway.ts),
 // which its loader parses; the env below is written from the same settings table.
 export const GATEWAY_PORT = PORTS.public;
 /** The internal port: probes, KEDA's figure, the drain hook and the replica link; the Ingress never routes it. */
@@ -20,8 +20,8 @@ export const GATEWAY_ADMIN_PORT = PORTS.internal;
  * does not rebuild the gateway).
  */
 export const GATEWAY_IMAGE = {
-  // The model agent's API (workload/models/contract.ts) and the key rules it shares with the sync Lambda.
-  context: ["package.json", "package-lock.json", "tsconfig.json", "workload/gateway", "observability/metrics.ts", "workload/models/contract.ts", "sync/keys.ts", "karpenter/nodeContract.ts"],
+  // contracts/: what the gateway shares with the stack (its settings, metric names, the agent's API, key rules).
+  context: ["package.json", "package-lock.json", "tsconfig.json", "workload/gateway", "contracts"],
   dockerfile: "workload/gateway/Dockerfile",
 } as const;
 export const GATEWAY_NAME = NAMES.gateway;
@@ -78,7 +78,7 @@ export interface GatewayArgs {
   /** Its ARN, for the role's s3:ListBucket (list only: the gateway never reads a model). Required with modelsBucket. */
   modelsBucketArn?: pulumi.Input<string>;
   /**
-   * The platform's metrics log group (observability/metrics.ts metricsLogGroupName); the gateway
+   * The platform's metrics log group (contracts/metrics.ts metricsLogGroupName); the gateway
    * writes its EMF lines to its own stream `gateway/<pod>` there. @defaultValue none (no metrics)
    */
   metricsLogGroupName?: pulumi.Input<string>;
@@ -97,26 +97,40 @@ export interface GatewayArgs {
    * @defaultValue "oidc"
    */
   auth?: "oidc" | "keys";
-  /** Service whose EndpointSlices list the ComfyUI pods. */
+  /** Service whose EndpointSlices list the ComfyUI pods (ComfyWorkload.podsServiceName). */
   comfyuiService: string;
-  /** Body limit of every request in MB (ComfyUI's --max-upload-size). */
-  maxUploadMb: number;
-  /** A prompt waiting this long while no pod became Ready fails with a clear error. */
-  startupDeadlineSeconds: number;
-  /** Days finished prompts (history) are kept. */
-  historyDays: number;
+  /** Body limit of every request in MB. @defaultValue GATEWAY_DEFAULTS.maxUploadMb (ComfyUI's own) */
+  maxUploadMb?: number;
+  /** A prompt waiting this long while no pod became Ready fails with a clear error. @defaultValue 900 */
+  startupDeadlineSeconds?: number;
+  /** Days finished prompts (history) are kept. @defaultValue 30 */
+  historyDays?: number;
   /** @defaultValue 2 (leader + hot standby) */
   replicas?: number;
+  /**
+   * The stack's base name (comfyui-<stack>), which ComfyWorkload is named after. Until issue 20 the
+   * gateway was a child of that ComfyWorkload, and so were the ALB's security group, the Ingress and the
+   * gateway's NetworkPolicy: those three keep the names they had there (`${stackName}-alb-sg` …), and
+   * the gateway's aliases name its old place, so a deployed stack keeps its table, ALB and pods.
+   */
+  stackName: string;
+  /** ALB name (≤ 32 characters), fixed so edge/ can find this exact ALB. */
+  albName: string;
+  vpcId: pulumi.Input<string>;
+  /** The VPC's range: where the ALB reaches the gateway pods from. */
+  vpcCidr: string;
+  /** Managed prefix list allowed into the ALB (CloudFront's origin-facing list); undefined: nothing from outside the VPC. */
+  albAllowedPrefixListId?: pulumi.Input<string>;
   provider: k8s.Provider;
+  /** The namespace (ComfyWorkload's): every gateway object waits for it, and through it for the cluster. */
   dependsOn: pulumi.Input<pulumi.Resource>[];
   tags: Record<string, string>;
 }
 
-/** What the workload passes through to the gateway: its image, identity scope and buckets, optional timings. */
-export type GatewayInputs = Pick<
-  GatewayArgs,
-  "imageUri" | "clusterName" | "region" | "outputsBucket" | "outputsBucketArn" | "inputsBucket" | "inputsBucketArn" | "userdataBucket" | "userdataBucketArn"
-> &
-  Partial<Pick<GatewayArgs, "metricsLogGroupName" | "metricsLogGroupArn" | "auditLogGroupName" | "auditLogGroupArn" | "auth">> &
-  Partial<Pick<GatewayArgs, "startupDeadlineSeconds" | "historyDays" | "modelsBucket" | "modelsBucketArn">>;
-
+/** What the gateway is given when GatewayArgs leaves it out. */
+export const GATEWAY_DEFAULTS = {
+  // ComfyUI's own default (--max-upload-size 100): the gateway refuses what a pod would refuse.
+  maxUploadMb: 100,
+  startupDeadlineSeconds: 900,
+  historyDays: 30,
+} as const;

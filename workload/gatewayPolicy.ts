@@ -4,7 +4,7 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import type { Statement } from "../cluster/iam";
-import { GATEWAY_STREAM_PREFIX } from "../observability/metrics";
+import { GATEWAY_STREAM_PREFIX } from "../contracts/metrics";
 import { GATEWAY_OUTPUTS_PREFIX, GATEWAY_USERDATA_PREFIX } from "./gatewayNames";
 
 /** DynamoDB actions of the contract, on the table and its indexes only. */

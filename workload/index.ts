@@ -1,25 +1,25 @@
 /**
  * ComfyUI itself: namespace, the GPU Deployment (models from the node's NVMe, outputs through the
- * uploader sidecar to S3, inputs on Mountpoint), the gateway that makes every pod one ComfyUI and
- * is the ALB's only target (gatewayDeployment.ts), Services, the ALB Ingress, disruption and network
+ * uploader sidecar to S3, inputs on Mountpoint), the Service over its pods, disruption and network
  * policies, and KEDA autoscaling of the ComfyUI pods on the gateway's queue figure (to zero when
- * idle, with an optional working-hours floor).
+ * idle, with an optional working-hours floor; scaleOn). The gateway that makes every pod one ComfyUI
+ * and is the ALB's only target is a component of its own beside this one (gatewayDeployment.ts).
  */
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { GPU_POOL_LABEL, GPU_TAINT, NODE_MODELS_DIR } from "../karpenter/nodeContract";
+import { GPU_POOL_LABEL, GPU_TAINT, NODE_MODELS_DIR } from "../contracts/node";
 import { COMFYUI_GID, COMFYUI_UID } from "../storage";
 import { scaledObjectSpec } from "./autoscaling";
-import { createGatewayIngress } from "./ingress";
 import { createNetworkPolicies } from "./networkPolicies";
-import { ComfyGateway, GatewayInputs, RESTRICTED_CONTAINER } from "./gatewayDeployment";
+import { RESTRICTED_CONTAINER } from "./gatewayNames";
 import { COMFYUI_PODS_SERVICE, COMFYUI_PORT } from "./comfyuiNames";
 
 export { comfyuiNetworkPolicySpec } from "./networkPolicies";
 export { COMFYUI_PODS_SERVICE, COMFYUI_PORT } from "./comfyuiNames";
+export { ComfyGateway } from "./gatewayDeployment";
 
 const TOOLS_DIR = "/opt/comfyui-tools";
 const read = (rel: string) => fs.readFileSync(path.join(__dirname, rel), "utf8");
@@ -28,8 +28,6 @@ export interface WorkloadArgs {
   namespace: string;
   /** `repo@sha256:…` of the pushed ComfyUI image. */
   imageUri: pulumi.Input<string>;
-  /** The gateway: its image and what it stores where. */
-  gateway: GatewayInputs;
   /** PersistentVolume names from storage/. */
   outputsVolumeName: pulumi.Input<string>;
   inputsVolumeName: pulumi.Input<string>;
@@ -37,17 +35,11 @@ export interface WorkloadArgs {
   podResources: pulumi.Input<{ cpu: string; memory: string }>;
   /** Seconds a stopping pod may spend finishing its queue (terminationGracePeriodSeconds). */
   drainSeconds: number;
-  /** ALB name (≤ 32 characters), fixed so edge/ can find this exact ALB. */
-  albName: string;
-  vpcId: pulumi.Input<string>;
-  vpcCidr: string;
   /**
    * Where ComfyUI pods may open connections besides cluster DNS (custom nodes that call APIs).
    * @defaultValue [] (none: a custom node cannot send data anywhere)
    */
   comfyuiEgressCidrs?: string[];
-  /** Managed prefix list allowed into the ALB (CloudFront's origin-facing list); undefined: nothing from outside the VPC. */
-  albAllowedPrefixListId?: pulumi.Input<string>;
   autoscaling: {
     minReplicas: number;
     maxReplicas: number;
@@ -64,13 +56,11 @@ export interface WorkloadArgs {
 export class ComfyWorkload extends pulumi.ComponentResource {
   readonly namespace: pulumi.Output<string>;
   readonly deploymentName: pulumi.Output<string>;
-  readonly serviceName: pulumi.Output<string>;
-  /** DNS name of the internal ALB the Ingress produced. */
-  readonly albHostname: pulumi.Output<string>;
-  /** The ALB's name, resolvable only after the Ingress has its load balancer. */
-  readonly albName: pulumi.Output<string>;
-  readonly albSecurityGroupId: pulumi.Output<string>;
-  readonly gatewayTableName: pulumi.Output<string>;
+  /** The Namespace object: what the gateway's objects in it wait for. */
+  readonly namespaceResource: k8s.core.v1.Namespace;
+  /** The Service whose EndpointSlices list the ComfyUI pods (for the gateway). */
+  readonly podsServiceName = COMFYUI_PODS_SERVICE;
+  private readonly scaling: { name: string; k: pulumi.CustomResourceOptions; args: WorkloadArgs; after: pulumi.Resource[] };
 
   constructor(name: string, args: WorkloadArgs, opts?: pulumi.ComponentResourceOptions) {
     super("comfyui:workload:ComfyWorkload", name, {}, opts);
@@ -244,32 +234,30 @@ export class ComfyWorkload extends pulumi.ComponentResource {
       nsDeps,
     );
 
-    const gateway = new ComfyGateway(
-      `${name}-gateway`,
-      {
-        namespace: ns,
-        ...args.gateway,
-        comfyuiService: COMFYUI_PODS_SERVICE,
-        // ComfyUI's own default (--max-upload-size 100): the gateway refuses what a pod would refuse.
-        maxUploadMb: 100,
-        startupDeadlineSeconds: args.gateway.startupDeadlineSeconds ?? 900,
-        historyDays: args.gateway.historyDays ?? 30,
-        provider: args.provider,
-        dependsOn: [namespace],
-        tags: args.tags,
-      },
-      { parent: this },
-    );
-    const { albSg, ingress } = createGatewayIngress(name, this, args, ns, gateway);
-
     new k8s.policy.v1.PodDisruptionBudget(
       `${name}-pdb`,
       { metadata: { name: "comfyui", namespace: ns }, spec: { maxUnavailable: 1, selector: { matchLabels: labels.comfyui } } },
       nsDeps,
     );
-    createNetworkPolicies(name, nsDeps, { namespace: ns, vpcCidr: args.vpcCidr, comfyuiLabels: labels.comfyui, comfyuiEgressCidrs: args.comfyuiEgressCidrs ?? [] });
+    createNetworkPolicies(name, nsDeps, { namespace: ns, comfyuiLabels: labels.comfyui, comfyuiEgressCidrs: args.comfyuiEgressCidrs ?? [] });
 
-    new k8s.apiextensions.CustomResource(
+    this.namespace = namespace.metadata.name;
+    this.namespaceResource = namespace;
+    this.deploymentName = deployment.metadata.name;
+    this.scaling = { name, k, args, after: [deployment, queueService] };
+    this.registerOutputs({ namespace: this.namespace, deploymentName: this.deploymentName });
+  }
+
+  /**
+   * KEDA's ScaledObject for the ComfyUI pods, on the gateway's queue figure. The gateway lives in this
+   * component's namespace, so it is made after this component; index.ts then hands its `ready` here, and
+   * the ScaledObject waits for what its trigger calls. KEDA itself is a cluster add-on (cluster/addons.ts),
+   * among args.dependsOn.
+   */
+  scaleOn(gatewayReady: pulumi.Resource[]): k8s.apiextensions.CustomResource {
+    const { name, k, args, after } = this.scaling;
+    const ns = args.namespace;
+    return new k8s.apiextensions.CustomResource(
       `${name}-scaledobject`,
       {
         apiVersion: "keda.sh/v1alpha1",
@@ -277,19 +265,8 @@ export class ComfyWorkload extends pulumi.ComponentResource {
         metadata: { name: "comfyui", namespace: ns },
         spec: scaledObjectSpec({ namespace: ns, deployment: "comfyui", ...args.autoscaling }),
       },
-      // KEDA itself is a cluster add-on (cluster/addons.ts), among args.dependsOn.
-      { ...k, dependsOn: [...args.dependsOn, deployment, queueService, gateway] },
+      { ...k, dependsOn: [...args.dependsOn, ...after, ...gatewayReady] },
     );
-
-    this.namespace = namespace.metadata.name;
-    this.deploymentName = deployment.metadata.name;
-    this.serviceName = gateway.serviceName;
-    this.gatewayTableName = gateway.tableName;
-    this.albHostname = ingress.status.loadBalancer.ingress[0].hostname;
-    // Tied to the Ingress status, so the edge reads the ALB only once the controller has made it.
-    this.albName = this.albHostname.apply(() => args.albName);
-    this.albSecurityGroupId = albSg.id;
-    this.registerOutputs({ namespace: this.namespace, albHostname: this.albHostname, albName: this.albName });
   }
 }
 

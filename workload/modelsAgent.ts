@@ -11,17 +11,17 @@ import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import { PodIdentityRole, Statement } from "../cluster/iam";
-import { GPU_POOL_LABEL, GPU_TAINT, NODE_MODELS_DIR, modelsReserveGb } from "../karpenter/nodeContract";
+import { GPU_POOL_LABEL, GPU_TAINT, NODE_MODELS_DIR, modelsReserveGb } from "../contracts/node";
 import type { GpuNodeDaemonSet } from "../karpenter/nodeDaemonSets";
 import { GATEWAY_LABELS } from "./gatewayDeployment";
-import { AGENT_HEALTH_PORT, AGENT_LABELS, AGENT_NAMES, AGENT_PATHS, AGENT_PORT, checkPinEntry } from "./models/contract";
+import { AGENT_HEALTH_PORT, AGENT_LABELS, AGENT_NAMES, AGENT_PATHS, AGENT_PORT, checkPinEntry } from "../contracts/modelsAgent";
 
 /**
  * The agent image's build context, relative to the repository root (workload/models/Dockerfile's header
  * lists the same files; the image builder hashes exactly these). For index.ts's `additionalImages`.
  */
 export const MODELS_AGENT_IMAGE = {
-  context: ["package.json", "package-lock.json", "tsconfig.json", "workload/models", "sync/keys.ts", "karpenter/nodeContract.ts"],
+  context: ["package.json", "package-lock.json", "tsconfig.json", "workload/models", "contracts"],
   dockerfile: "workload/models/Dockerfile",
 } as const;
 

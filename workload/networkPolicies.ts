@@ -1,21 +1,22 @@
 /**
  * The namespace's NetworkPolicies: default deny for ingress, then exactly the paths the design needs
- * (enforced by the VPC CNI's network policy agent): the gateway to ComfyUI, the ALB and KEDA to the
- * gateway, the gateway's replicas to each other.
+ * (enforced by the VPC CNI's network policy agent). Here: the gateway to ComfyUI. Each other component
+ * admits its own callers: the ALB, KEDA and its replicas to the gateway (gatewayIngress.ts), the gateway
+ * to the model agents (modelsAgent.ts).
  */
 import * as k8s from "@pulumi/kubernetes";
 import type * as pulumi from "@pulumi/pulumi";
 import { COMFYUI_PORT } from "./comfyuiNames";
-import { GATEWAY_ADMIN_PORT, GATEWAY_LABELS, GATEWAY_PORT } from "./gatewayNames";
+import { GATEWAY_LABELS } from "./gatewayNames";
 
 export function createNetworkPolicies(
   name: string,
   nsDeps: pulumi.CustomResourceOptions,
-  args: { namespace: string; vpcCidr: string; comfyuiLabels: Record<string, string>; comfyuiEgressCidrs: string[] },
+  args: { namespace: string; comfyuiLabels: Record<string, string>; comfyuiEgressCidrs: string[] },
 ): void {
   const ns = args.namespace;
   const labels = { comfyui: args.comfyuiLabels };
-  // Default deny, then exactly the paths the design needs (enforced by the VPC CNI's network policy agent).
+  // Default deny, then exactly the paths the design needs.
   new k8s.networking.v1.NetworkPolicy(`${name}-netpol-default`, { metadata: { name: "default-deny-ingress", namespace: ns }, spec: { podSelector: {}, policyTypes: ["Ingress"] } }, nsDeps);
   new k8s.networking.v1.NetworkPolicy(
     `${name}-netpol-comfyui`,
@@ -25,24 +26,7 @@ export function createNetworkPolicies(
     },
     nsDeps,
   );
-  new k8s.networking.v1.NetworkPolicy(
-    `${name}-netpol-gateway`,
-    {
-      metadata: { name: "allow-alb-and-keda-to-gateway", namespace: ns },
-      spec: {
-        podSelector: { matchLabels: GATEWAY_LABELS },
-        policyTypes: ["Ingress"],
-        ingress: [
-          // The ALB lives in the VPC's subnets (its own security group admits only CloudFront).
-          { from: [{ ipBlock: { cidr: args.vpcCidr } }], ports: [{ protocol: "TCP", port: GATEWAY_PORT }] },
-          // The internal port: KEDA's figure, and the replica link between the gateway's own pods.
-          { from: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "keda" } } }], ports: [{ protocol: "TCP", port: GATEWAY_ADMIN_PORT }] },
-          { from: [{ podSelector: { matchLabels: GATEWAY_LABELS } }], ports: [{ protocol: "TCP", port: GATEWAY_ADMIN_PORT }] },
-        ],
-      },
-    },
-    nsDeps,
-  );}
+}
 
 /**
  * ComfyUI pods run custom-node Python, so they are fenced both ways. In: only the gateway's pods, on

@@ -12,9 +12,9 @@
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { nodeBootEmfJq } from "../../observability/metrics";
-import { checkPinEntry } from "../../workload/models/contract";
-import { NODE_MODELS_ENV_FILE, NODE_MODELS_TOOL } from "../nodeContract";
+import { nodeBootEmfJq } from "../../contracts/metrics";
+import { checkPinEntry } from "../../contracts/modelsAgent";
+import { NODE_MODELS_ENV_FILE, NODE_MODELS_TOOL } from "../../contracts/node";
 
 /** What the boot needs to know; the Pulumi component resolves Outputs before calling. */
 export interface GpuUserDataArgs {
@@ -29,7 +29,7 @@ export interface GpuUserDataArgs {
   readonly toolsBucket: string;
   /**
    * The pinned set, copied before the node registers, most important first: file keys and folders
-   * ending in `/` (the agent's pin entries, workload/models/contract.ts checkPinEntry). When they
+   * ending in `/` (the agent's pin entries, contracts/modelsAgent.ts checkPinEntry). When they
    * do not all fit, the node takes them in this order and registers with what fits. [] = none.
    */
   readonly pins: readonly string[];
@@ -39,7 +39,7 @@ export interface GpuUserDataArgs {
   readonly bootFillSeconds: number;
   /**
    * GB of the array the copy never uses, on top of `reservePercent`: the same reserve the model
-   * agent keeps (karpenter/nodeContract.ts modelsReserveGb: image, scratch per GPU, margin).
+   * agent keeps (contracts/node.ts modelsReserveGb: image, scratch per GPU, margin).
    */
   readonly reserveGb: number;
   /** And this share of the array: kubelet's evictionHard nodefs.available (nodeadm's 10%). @defaultValue 10 */
@@ -60,7 +60,7 @@ export interface GpuUserDataArgs {
   readonly bootMetrics?: BootMetricsTarget;
 }
 
-/** The metrics log group of the cluster (observability/metrics.ts metricsLogGroupName) and the cluster, its dimension. */
+/** The metrics log group of the cluster (contracts/metrics.ts metricsLogGroupName) and the cluster, its dimension. */
 export interface BootMetricsTarget {
   readonly logGroupName: string;
   readonly clusterName: string;
@@ -167,7 +167,7 @@ function validate(args: GpuUserDataArgs): void {
   if (!BUCKET_NAME.test(args.toolsBucket)) throw new UserDataArgError("toolsBucket", `${JSON.stringify(args.toolsBucket)} is not an S3 bucket name`);
   if (!REGION.test(args.region)) throw new UserDataArgError("region", `${JSON.stringify(args.region)} is not an AWS region`);
   // The agent's rule, so the node copies at boot exactly what the agent keeps pinned. The key rule
-  // allows ',' (sync/keys.ts), which separates entries in the node's settings: refused here only.
+  // allows ',' (contracts/modelKeys.ts), which separates entries in the node's settings: refused here only.
   for (const entry of args.pins) {
     const c = checkPinEntry(entry);
     if (!c.ok) throw new UserDataArgError("pins", `entry ${JSON.stringify(entry)}: ${c.reason}`);
@@ -187,7 +187,7 @@ function validate(args: GpuUserDataArgs): void {
   }
 }
 
-// MODEL_FOLDERS and the models folder are left to the tool's defaults (a test pins them to nodeContract.ts).
+// MODEL_FOLDERS and the models folder are left to the tool's defaults (a test pins them to contracts/node.ts).
 // The pins travel base64-encoded: S3 keys are UTF-8, and cloud-init cannot write a shell part
 // with non-ASCII bytes (docs eks-notes "Checked against upstream sources"), so the part stays ASCII.
 function envFile(args: GpuUserDataArgs): string {

@@ -45,16 +45,16 @@ const RULES: Rule[] = [
   },
   {
     name: "model key",
-    module: "sync/keys",
+    module: "contracts/modelKeys",
     exports: ["checkKey", "checkEventKey"],
     // The Lambda (events), the agent's and the gateway's path rule (contract), through which the
     // stack's config, the user-data renderer and the agent's options check pins.
-    users: ["sync/events.ts", "workload/models/contract.ts"],
+    users: ["sync/events.ts", "contracts/modelsAgent.ts"],
     fingerprint: /\\p\{L\}\\p\{N\}\\p\{M\}/,
   },
   {
     name: "pin entry (a model key or folder)",
-    module: "workload/models/contract",
+    module: "contracts/modelsAgent",
     exports: ["checkPinEntry"],
     users: ["config/schema.ts", "karpenter/userdata/gpuUserData.ts", "workload/models/agent/options.ts", "workload/modelsAgent.ts"],
     fingerprint: /MODEL_FOLDERS\.includes\(inner\)/,

@@ -47,7 +47,7 @@ describe("gateway image build", function () {
     const files = closure(sources);
     const outside = [...files].filter((f) => !inContext(f)).map((f) => path.relative(ROOT, f));
     assert.deepEqual(outside, [], "imported but not in GATEWAY_IMAGE.context");
-    assert.ok([...files].some((f) => f.endsWith(path.join("observability", "metrics.ts"))), "the shared metric names are imported");
+    assert.ok([...files].some((f) => f.endsWith(path.join("contracts", "metrics.ts"))), "the shared metric names are imported");
     const docker = DockerfileParser.parse(fs.readFileSync(path.join(ROOT, GATEWAY_IMAGE.dockerfile), "utf8"));
     const copied = docker.getInstructions().filter((i) => i.getKeyword() === "COPY" && !fromStage(i)).flatMap((i) => i.getArguments().slice(0, -1).map((a) => a.getValue()));
     for (const c of GATEWAY_IMAGE.context) assert.ok(copied.includes(c), `Dockerfile copies ${c} (copies: ${copied.join(", ")})`);

@@ -8,7 +8,7 @@
 import { strict as assert } from "node:assert";
 import * as http from "node:http";
 import type { AddressInfo } from "node:net";
-import type { AgentMetrics } from "../../workload/models/contract";
+import type { AgentMetrics } from "../../contracts/modelsAgent";
 import { loadConfig } from "../../workload/gateway/config";
 import { startLocal, type Running } from "../../workload/gateway/main";
 import { CacheStats, FIRST_ROUND_MS, FORGET_AGENT_MS } from "../../workload/gateway/models/cacheStats";

@@ -2,7 +2,7 @@ import { strict as assert } from "node:assert";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as vm from "node:vm";
-import { COLD_START_BUDGET_SECONDS, GATEWAY_STREAM_PREFIX } from "../../observability/metrics";
+import { COLD_START_BUDGET_SECONDS, GATEWAY_STREAM_PREFIX } from "../../contracts/metrics";
 import { loadConfig } from "../../workload/gateway/config";
 import { startLocal } from "../../workload/gateway/main";
 import { gpuStatusText } from "../../workload/gateway/routes/discovery";

@@ -6,7 +6,7 @@
 import { strict as assert } from "node:assert";
 import { Test } from "mocha";
 import { NODE_MANAGED_POLICY_ARNS } from "../../karpenter/iam";
-import { NODE_BOOT_STREAM_PREFIX } from "../../observability/metrics";
+import { NODE_BOOT_STREAM_PREFIX } from "../../contracts/metrics";
 import { principalTables } from "./principals";
 import { PrincipalTable, programPolicies, ProgramPolicies, simulateAsRole, title } from "./simulate";
 

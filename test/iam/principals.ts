@@ -5,7 +5,7 @@
  * pin (cited per principal).
  */
 import { GATEWAY_NAME, GATEWAY_USERDATA_PREFIX } from "../../workload/gatewayDeployment";
-import { GATEWAY_STREAM_PREFIX, metricsLogGroupName, NODE_BOOT_STREAM_PREFIX } from "../../observability/metrics";
+import { GATEWAY_STREAM_PREFIX, metricsLogGroupName, NODE_BOOT_STREAM_PREFIX } from "../../contracts/metrics";
 import { MOCK_ACCOUNT } from "../support/mocks";
 import { ProgramRun } from "../support/program";
 import { AWS_OWNED_ARN, ELB_V1_ADDTAGS, PrincipalTable, REGION, requestTags, resourceTags, SimRequest } from "./simulate";

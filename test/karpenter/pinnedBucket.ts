@@ -8,7 +8,7 @@ import { strict as assert } from "node:assert";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { AGENT_PRIVATE_DIR } from "../../workload/models/contract";
+import { AGENT_PRIVATE_DIR } from "../../contracts/modelsAgent";
 import { RunResult, S3, TOOL_PATH, aws, awsEnv, childPath, listFiles, makeTempDir, removeDir, runBash, startS3 } from "./userdataHelpers";
 
 /** Registers the bucket's before/after hooks in the calling describe and hands back its helpers. */

@@ -6,8 +6,8 @@ import { strict as assert } from "node:assert";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { NODE_MODELS_ENV_FILE, NODE_MODELS_TOOL } from "../../karpenter/nodeContract";
-import { NODE_BOOT_STREAM_PREFIX, metricsLogGroupName, nodeBootEmf } from "../../observability/metrics";
+import { NODE_MODELS_ENV_FILE, NODE_MODELS_TOOL } from "../../contracts/node";
+import { NODE_BOOT_STREAM_PREFIX, metricsLogGroupName, nodeBootEmf } from "../../contracts/metrics";
 import { parseEmfLine } from "../observability/emfParse";
 import {
   BOOT_AT_LABEL,
@@ -385,7 +385,7 @@ describe("GPU node user data: the rendered user data, run in a sandbox (system c
     });
     const metricsEnv = (endpoint: string): NodeJS.ProcessEnv => ({ INSTANCE_ID: INSTANCE, AWS_ENDPOINT_URL_CLOUDWATCH_LOGS: endpoint });
 
-    /** What observability/metrics.ts's own emitter makes of a summary, as CloudWatch would extract it. */
+    /** What contracts/metrics.ts's own emitter makes of a summary, as CloudWatch would extract it. */
     function expectedMetrics(s: BootSummary, ts: number) {
       const since = (t: number | null) => (t === null ? undefined : t - s.t_boot);
       const doc = nodeBootEmf(

@@ -7,9 +7,9 @@ import { strict as assert } from "node:assert";
 import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { MODEL_FOLDERS, NODE_MODELS_DIR, NODE_MODELS_ENV_FILE, NODE_MODELS_TOOL } from "../../karpenter/nodeContract";
-import { AGENT_PRIVATE_DIR } from "../../workload/models/contract";
-import { metricsLogGroupName, nodeBootEmfJq } from "../../observability/metrics";
+import { MODEL_FOLDERS, NODE_MODELS_DIR, NODE_MODELS_ENV_FILE, NODE_MODELS_TOOL } from "../../contracts/node";
+import { AGENT_PRIVATE_DIR } from "../../contracts/modelsAgent";
+import { metricsLogGroupName, nodeBootEmfJq } from "../../contracts/metrics";
 import {
   BOOT_FAILED_MARKER,
   MODELS_TOOL_EXIT,

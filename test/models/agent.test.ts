@@ -8,7 +8,7 @@ import { randomBytes, createHash } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { join } from "node:path";
-import { AGENT_PATHS, AGENT_PRIVATE_DIR, parseChangeLines } from "../../workload/models/contract";
+import { AGENT_PATHS, AGENT_PRIVATE_DIR, parseChangeLines } from "../../contracts/modelsAgent";
 import { RunningAgent, startAgent } from "../../workload/models/agent/main";
 import { parseAgentArgs } from "../../workload/models/agent/options";
 import {

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { DockerfileParser } from "dockerfile-ast";
 import { MODELS_AGENT_IMAGE } from "../../workload/modelsAgent";
-import { AGENT_PATHS } from "../../workload/models/contract";
+import { AGENT_PATHS } from "../../contracts/modelsAgent";
 import { parseAgentArgs, OptionsError } from "../../workload/models/agent/options";
 import { TOKEN, call, ensure, makeTempDir, putObject, removeDir, s3Client, startS3 } from "./helpers";
 

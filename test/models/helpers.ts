@@ -7,7 +7,7 @@
 import { DeleteObjectCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { createHash } from "node:crypto";
 import { createServer, request as httpRequest, IncomingMessage } from "node:http";
-import { AGENT_PATHS, TOKEN_HEADER } from "../../workload/models/contract";
+import { AGENT_PATHS, TOKEN_HEADER } from "../../contracts/modelsAgent";
 
 export { startS3, makeTempDir, removeDir, listFiles, watchForPartialFiles } from "../karpenter/userdataHelpers";
 

@@ -8,7 +8,7 @@ import { strict as assert } from "node:assert";
 import { readFileSync } from "node:fs";
 import * as path from "node:path";
 import { alarmSpecs, AlarmParams, AlarmSpec, checkAlarm, nodesNeverRegisteredFilter, nodesNeverRegisteredMetric } from "../../observability/alarms";
-import { COLD_START_BUDGET_SECONDS, gatewaySnapshotEmf, METRICS, NAMESPACE } from "../../observability/metrics";
+import { COLD_START_BUDGET_SECONDS, gatewaySnapshotEmf, METRICS, NAMESPACE } from "../../contracts/metrics";
 import { KARPENTER_NAMESPACE } from "../../karpenter";
 import { metricIdentity, parseEmfLine } from "./emfParse";
 

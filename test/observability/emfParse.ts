@@ -1,6 +1,6 @@
 /**
  * Reads EMF log lines back into the metrics CloudWatch would extract, checking each line against
- * AWS's "Specification: Embedded metric format" independently of observability/metrics.ts (so a
+ * AWS's "Specification: Embedded metric format" independently of contracts/metrics.ts (so a
  * formatter bug is not mirrored here): the root is one JSON object with `_aws.Timestamp` (a number)
  * and `_aws.CloudWatchMetrics` (directives of Namespace, Dimensions, Metrics); every referenced
  * dimension is a string root member, every metric a number or an array of 1–100 numbers; a

@@ -17,13 +17,13 @@ import {
   nodeReadyEmf,
   promptOutcomeEmf,
   syncBatchEmf,
-} from "../../observability/metrics";
+} from "../../contracts/metrics";
 import { parseEmfLine } from "./emfParse";
 
 const T = 1_800_000_000_000;
 const byName = (line: object) => Object.fromEntries(parseEmfLine(JSON.stringify(line)).map((m) => [m.name, m]));
 
-describe("observability/metrics", () => {
+describe("contracts/metrics", () => {
   it("names every metric once, in one namespace, under the cluster dimension", () => {
     const names = Object.values(METRICS).map((m) => m.name);
     assert.equal(new Set(names).size, names.length, "metric names are unique");
@@ -36,7 +36,7 @@ describe("observability/metrics", () => {
   it("the costs count every metric name defined here", () => {
     const n = Object.keys(METRICS).length;
     const costs = readFileSync(path.join(__dirname, "..", "..", "docs", "costs.md"), "utf8");
-    assert.match(costs, new RegExp(`${n} names in observability/metrics.ts`));
+    assert.match(costs, new RegExp(`${n} names in contracts/metrics.ts`));
     assert.match(costs, new RegExp(`${n} × \\$0\\.30 per custom metric-month`));
     assert.match(readFileSync(path.join(__dirname, "..", "..", "README.md"), "utf8"), new RegExp(`${n} metric names \\$${(n * 0.3).toFixed(2).replace(".", "\\.")}`));
     const byType = Object.values(METRICS).filter((m) => m.dimensions.length > 1).length;
@@ -148,7 +148,7 @@ describe("observability/metrics", () => {
       assert.ok(emitters.length > 0, source);
       for (const e of emitters) {
         const text = readFileSync(path.join(__dirname, "..", "..", e.calledFrom), "utf8");
-        assert.match(text, new RegExp(`import \\{[^}]*\\b${e.emitter}\\b[^}]*\\} from "(\\.\\./)+observability/metrics"`), `${e.calledFrom} imports ${e.emitter}`);
+        assert.match(text, new RegExp(`import \\{[^}]*\\b${e.emitter}\\b[^}]*\\} from "(\\.\\./)+contracts/metrics"`), `${e.calledFrom} imports ${e.emitter}`);
         assert.match(text, new RegExp(`\\b${e.emitter}\\(`), `${e.calledFrom} calls ${e.emitter}`);
       }
     }

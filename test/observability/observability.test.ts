@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import * as path from "node:path";
 import { alarmSpecs, checkAlarm, nodesNeverRegisteredFilter, renderAlarmTable } from "../../observability/alarms";
 import { DashboardBody, dashboardBody, DashboardParams, renderLayout } from "../../observability/dashboard";
-import { coldStartEmf, gatewaySnapshotEmf, gpuFleetEmf, METRICS, NAMESPACE, nodeBootEmf, nodeReadyEmf, promptOutcomeEmf, syncBatchEmf } from "../../observability/metrics";
+import { coldStartEmf, gatewaySnapshotEmf, gpuFleetEmf, METRICS, NAMESPACE, nodeBootEmf, nodeReadyEmf, promptOutcomeEmf, syncBatchEmf } from "../../contracts/metrics";
 import { installMocks, MOCK_ACCOUNT, Recorder, unwrap } from "../support/mocks";
 import { metricIdentity, parseEmfLine } from "./emfParse";
 

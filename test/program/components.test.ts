@@ -143,15 +143,12 @@ describe("config variants built on their own", () => {
   it("no internet-facing rule on the ALB when the edge is off", async () => {
     const rec = new Recorder();
     installMocks(rec);
-    const { ComfyWorkload } = await import("../../workload");
-    const w = new ComfyWorkload("noedge", {
-      namespace: "comfyui", imageUri: "repo@sha256:abc", outputsVolumeName: "o", inputsVolumeName: "i", podResources: { cpu: "3", memory: "12Gi" },
-      gateway: {
-        imageUri: "gw@sha256:def", clusterName: "c", region: "us-west-2", outputsBucket: "o", outputsBucketArn: "arn:aws:s3:::o",
-        inputsBucket: "i", inputsBucketArn: "arn:aws:s3:::i", userdataBucket: "u", userdataBucketArn: "arn:aws:s3:::u",
-      },
-      drainSeconds: 600, albName: "comfyui-noedge", vpcId: "vpc-1", vpcCidr: "10.0.0.0/16",
-      autoscaling: { minReplicas: 0, maxReplicas: 2, queuePerPod: 2, idleMinutes: 15 }, provider: new k8s.Provider("noedge", { kubeconfig: "{}" }), dependsOn: [], tags: {},
+    const { ComfyGateway } = await import("../../workload");
+    const w = new ComfyGateway("noedge", {
+      namespace: "comfyui", imageUri: "gw@sha256:def", clusterName: "c", region: "us-west-2", outputsBucket: "o", outputsBucketArn: "arn:aws:s3:::o",
+      inputsBucket: "i", inputsBucketArn: "arn:aws:s3:::i", userdataBucket: "u", userdataBucketArn: "arn:aws:s3:::u", comfyuiService: "comfyui-queue",
+      stackName: "noedge", albName: "comfyui-noedge", vpcId: "vpc-1", vpcCidr: "10.0.0.0/16",
+      provider: new k8s.Provider("noedge", { kubeconfig: "{}" }), dependsOn: [], tags: {},
     });
     await unwrap(w.albSecurityGroupId);
     assert.deepEqual(rec.one("aws:ec2/securityGroup:SecurityGroup").inputs.ingress ?? [], []);
@@ -166,11 +163,7 @@ describe("config variants built on their own", () => {
       new ComfyWorkload(`fit-${type.replace(".", "-")}`, {
         namespace: "comfyui", imageUri: "repo@sha256:abc", outputsVolumeName: "o", inputsVolumeName: "i",
         podResources: pulumi.output(podResourcesPerGpu([facts])),
-        gateway: {
-          imageUri: "gw@sha256:def", clusterName: "c", region: "us-west-2", outputsBucket: "o", outputsBucketArn: "arn:aws:s3:::o",
-          inputsBucket: "i", inputsBucketArn: "arn:aws:s3:::i", userdataBucket: "u", userdataBucketArn: "arn:aws:s3:::u",
-        },
-        drainSeconds: 600, albName: "comfyui-fit", vpcId: "vpc-1", vpcCidr: "10.0.0.0/16",
+        drainSeconds: 600,
         autoscaling: { minReplicas: 0, maxReplicas: facts.gpus, queuePerPod: 2, idleMinutes: 15 }, provider: new k8s.Provider(`fit-${type}`, { kubeconfig: "{}" }), dependsOn: [], tags: {},
       });
       await quiesce(rec);

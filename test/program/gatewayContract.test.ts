@@ -1,5 +1,5 @@
 /**
- * The gateway's settings are one table (workload/gateway/contract.ts): the stack's Deployment writes its
+ * The gateway's settings are one table (contracts/gateway.ts): the stack's Deployment writes its
  * env from it, and here the rendered env is loaded by the gateway's own loader; the gateway README's
  * configuration table is the table's.
  */
@@ -7,7 +7,7 @@ import { strict as assert } from "node:assert";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { loadConfig } from "../../workload/gateway/config";
-import { PORTS, SETTINGS, settingsTableRows } from "../../workload/gateway/contract";
+import { PORTS, SETTINGS, settingsTableRows } from "../../contracts/gateway";
 import { ProgramRun, ROOT, runProgram } from "../support/program";
 
 describe("the gateway's settings contract", function () {

@@ -26,6 +26,7 @@ describe("the program graph", function () {
       "urn:pulumi:dev::p::a:b:C::y": { type: "a:b:C", inputs: "2", provider: "", options: "o" },
       "urn:pulumi:dev::p::a:b:C::z": { type: "a:b:C", inputs: "3", provider: "", options: "o" },
       "urn:pulumi:dev::p::my:X$a:b:C::w": { type: "a:b:C", inputs: "4", provider: "", options: "o" },
+      "urn:pulumi:dev::p::my:X$my:R$a:b:C::g": { type: "a:b:C", inputs: "5", provider: "", options: "o" },
     };
     const after: Graph = {
       "urn:pulumi:dev::p::my:Y$a:b:C::x": { type: "a:b:C", inputs: "1", provider: "", options: "o" },
@@ -33,8 +34,11 @@ describe("the program graph", function () {
       // A child whose parent took an alias from the old parent is found through it.
       "urn:pulumi:dev::p::my:Z::c": { type: "my:Z", inputs: "", provider: "", options: "o", aliases: ["urn:pulumi:dev::p::my:X::c"] },
       "urn:pulumi:dev::p::my:Z$a:b:C::w": { type: "a:b:C", inputs: "4", provider: "", options: "o" },
+      // A grandchild is found through its grandparent's alias, as the engine carries aliases down.
+      "urn:pulumi:dev::p::my:Z$my:R::r": { type: "my:R", inputs: "", provider: "", options: "o" },
+      "urn:pulumi:dev::p::my:Z$my:R$a:b:C::g": { type: "a:b:C", inputs: "5", provider: "", options: "o" },
     };
     const changes = compareGraphs(before, after).map((c) => `${c.what} ${c.urn.split("::").slice(2).join("::")}`);
-    assert.deepEqual(changes.sort(), ["created my:Y$a:b:C::x", "created my:Z::c", "deleted a:b:C::x", "deleted a:b:C::z", "inputs differ a:b:C::y"]);
+    assert.deepEqual(changes.sort(), ["created my:Y$a:b:C::x", "created my:Z$my:R::r", "created my:Z::c", "deleted a:b:C::x", "deleted a:b:C::z", "inputs differ a:b:C::y"]);
   });
 });

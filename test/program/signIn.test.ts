@@ -5,7 +5,7 @@
  */
 import { strict as assert } from "node:assert";
 import { GATEWAY_INTERNAL_SECRET, GATEWAY_OIDC_DIR, GATEWAY_OIDC_FILE, GATEWAY_OIDC_SECRET, GATEWAY_LABELS } from "../../workload/gatewayDeployment";
-import { SETTINGS } from "../../workload/gateway/contract";
+import { SETTINGS } from "../../contracts/gateway";
 import { validateK8s } from "../support/k8sSchemas";
 import { RecordedResource } from "../support/mocks";
 import { ProgramRun, runProgram, runProgramWith } from "../support/program";

@@ -45,4 +45,14 @@ describe("the program's shape", () => {
       .map(({ f, text }) => `${f}: ${text.split("\n").length} lines`);
     assert.deepEqual(long, []);
   });
+
+  it("contracts/ (code the stack and the images share) imports only Node's standard library and itself", () => {
+    const dir = path.join(ROOT, "contracts");
+    const foreign = fs
+      .readdirSync(dir)
+      .filter((f) => f.endsWith(".ts"))
+      .flatMap((f) => [...fs.readFileSync(path.join(dir, f), "utf8").matchAll(/from "([^"]+)"|require\("([^"]+)"\)/g)].map((m) => `${f}: ${m[1] ?? m[2]}`))
+      .filter((i) => !/: (node:|\.\/)/.test(i));
+    assert.deepEqual(foreign, []);
+  });
 });

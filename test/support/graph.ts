@@ -67,15 +67,22 @@ export interface GraphChange {
 export function compareGraphs(before: Graph, after: Graph): GraphChange[] {
   const changes: GraphChange[] = [];
   const matched = new Set<string>();
-  // The engine also tries a child's URN under each of its parent's aliases.
+  // The engine also tries a child's URN under each name its parent answers to, which includes the
+  // names the parent inherits from its own parent's aliases: so this recurses up the chain.
+  const memo = new Map<string, string[]>();
   const candidates = (urn: string): string[] => {
+    const known = memo.get(urn);
+    if (known) return known;
     const own = [urn, ...(after[urn]?.aliases ?? [])];
-    const [prefix, qualified, name] = [urn.split("::").slice(0, 2).join("::"), urn.split("::")[2], urn.split("::").slice(3).join("::")];
+    memo.set(urn, own);
+    const parts = urn.split("::");
+    const [prefix, qualified, name] = [parts.slice(0, 2).join("::"), parts[2], parts.slice(3).join("::")];
     const chain = qualified.split("$");
     if (chain.length > 1) {
+      // The parent's own URN is not in the child's; any resource of the parent's qualified type may be it.
       const parents = Object.keys(after).filter((u) => u.split("::")[2] === chain.slice(0, -1).join("$"));
       for (const p of parents) {
-        for (const pa of after[p].aliases ?? []) own.push(`${prefix}::${pa.split("::")[2]}$${chain[chain.length - 1]}::${name}`);
+        for (const pc of candidates(p).slice(1)) own.push(`${prefix}::${pc.split("::")[2]}$${chain[chain.length - 1]}::${name}`);
       }
     }
     return own;

@@ -2,8 +2,8 @@
 import { readFileSync } from "node:fs";
 import * as path from "node:path";
 import type { SQSEvent, SQSRecord } from "../../sync/events";
-import { NODE_MODELS_DIR } from "../../karpenter/nodeContract";
-import { nodeApplyCommand } from "../../workload/models/contract";
+import { NODE_MODELS_DIR } from "../../contracts/node";
+import { nodeApplyCommand } from "../../contracts/modelsAgent";
 
 export const BUCKET = "comfyui-models-123456789012";
 export const CLUSTER = "comfyui-dev";

@@ -1,13 +1,13 @@
 import { strict as assert } from "node:assert";
-import { MODEL_FOLDERS } from "../../karpenter/nodeContract";
-import { checkEventKey, checkKey, decodeEventKey, keyForLog } from "../../sync/keys";
+import { MODEL_FOLDERS } from "../../contracts/node";
+import { checkEventKey, checkKey, decodeEventKey, keyForLog } from "../../contracts/modelKeys";
 
 function reason(raw: string): string {
   const c = checkEventKey(raw);
   return c.kind === "rejected" ? c.reason : c.kind;
 }
 
-describe("sync/keys", () => {
+describe("contracts/modelKeys", () => {
   describe("decodeEventKey", () => {
     it("turns + into a space and %2B into a plus", () => {
       assert.equal(decodeEventKey("checkpoints/My+Model+v2.safetensors"), "checkpoints/My Model v2.safetensors");

@@ -10,7 +10,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { NODE_MODELS_DIR } from "../../karpenter/nodeContract";
+import { NODE_MODELS_DIR } from "../../contracts/node";
 import { buildCommands, changeLines } from "../../sync/command";
 import type { Change } from "../../sync/changes";
 import { RunningAgent, startAgent } from "../../workload/models/agent/main";

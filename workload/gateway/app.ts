@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import type { Logger } from "pino";
 import type { GatewayConfig } from "./config";
-import { PATHS } from "./contract";
+import { PATHS } from "../../contracts/gateway";
 import { NO_AUDIT, type Audit } from "./audit";
 import { Auth, type AuthStore } from "./auth";
 import { MemoryAuthStore } from "./auth/stores";

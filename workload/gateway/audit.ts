@@ -8,7 +8,7 @@ import { CloudWatchLogsClient } from "@aws-sdk/client-cloudwatch-logs";
 import { createWriteStream, mkdirSync } from "node:fs";
 import * as path from "node:path";
 import type { Logger } from "pino";
-import { GATEWAY_STREAM_PREFIX } from "../../observability/metrics";
+import { GATEWAY_STREAM_PREFIX } from "../../contracts/metrics";
 import { CloudWatchLogsSink } from "./telemetry/sink";
 
 export interface AuditEvent {

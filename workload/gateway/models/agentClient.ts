@@ -1,9 +1,9 @@
 /**
- * The gateway's side of the model agent's API (workload/models/contract.ts: paths, token header, shapes).
+ * The gateway's side of the model agent's API (contracts/modelsAgent.ts: paths, token header, shapes).
  * One client per GPU node; every call has a timeout, and a connection failure is told apart from an answer
  * (an unreachable agent is a lost node: the prompt runs elsewhere).
  */
-import { AGENT_ERRORS, AGENT_PATHS, TOKEN_HEADER, type AgentErrorCode, type EnsureResponse, type InventoryResponse } from "../../models/contract";
+import { AGENT_ERRORS, AGENT_PATHS, TOKEN_HEADER, type AgentErrorCode, type EnsureResponse, type InventoryResponse } from "../../../contracts/modelsAgent";
 
 /** The agent did not answer at all (connection refused, reset, timeout): its node is gone or going. */
 export class AgentUnreachable extends Error {}

@@ -1,5 +1,5 @@
 /**
- * The model cache's figures for the leader's minute snapshot (observability/metrics.ts ModelCacheFigures):
+ * The model cache's figures for the leader's minute snapshot (contracts/metrics.ts ModelCacheFigures):
  * what the GPU nodes' model agents counted since the previous snapshot, summed over the agents, and the
  * model loads the router's placements avoided.
  *
@@ -7,8 +7,8 @@
  * memory, so the snapshot reports differences between two reads of the same agent. Pure bookkeeping: the
  * router feeds it the inventories it reads anyway (every 2 s per pod) and the snapshot takes the sums.
  */
-import type { AgentMetrics } from "../../models/contract";
-import type { ModelCacheFigures } from "../../../observability/metrics";
+import type { AgentMetrics } from "../../../contracts/modelsAgent";
+import type { ModelCacheFigures } from "../../../contracts/metrics";
 
 /** The agent counters the snapshot reports (evictedBytes and the apply counters are the sync path's, not the cache's). */
 const COUNTERS = ["fetches", "fetchesFailed", "bytesFetched", "hits", "misses", "evictions"] as const;

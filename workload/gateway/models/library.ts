@@ -11,7 +11,7 @@
  */
 import { ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
 import type { Logger } from "pino";
-import { MODEL_FOLDERS } from "../../models/contract";
+import { MODEL_FOLDERS } from "../../../contracts/modelsAgent";
 
 export interface LibraryFile {
   /** The bucket key, which is also the path under the node's models folder (`checkpoints/x.safetensors`). */

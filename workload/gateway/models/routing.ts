@@ -13,7 +13,7 @@
  * holds back another), so a GPU idles at most that long for it.
  */
 import type { Logger } from "pino";
-import type { InventoryResponse } from "../../models/contract";
+import type { InventoryResponse } from "../../../contracts/modelsAgent";
 import type { PromptMeta } from "../store/types";
 import type { Worker } from "../dispatch/worker";
 import { CacheStats } from "./cacheStats";

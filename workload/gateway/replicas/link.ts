@@ -12,7 +12,7 @@
  */
 import type { Logger } from "pino";
 import WebSocket from "ws";
-import { PATHS } from "../contract";
+import { PATHS } from "../../../contracts/gateway";
 import type { EventSink, Recipient } from "../dispatch/dispatcher";
 
 export const LINK_PATH = PATHS.link;

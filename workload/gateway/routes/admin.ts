@@ -6,7 +6,7 @@ import type { FastifyPluginAsync, FastifyRequest } from "fastify";
 import { timingSafeEqual } from "node:crypto";
 import type { Dispatcher } from "../dispatch/dispatcher";
 import { GatewayError } from "../protocol/errors";
-import { PATHS } from "../contract";
+import { PATHS } from "../../../contracts/gateway";
 import { LINK_PATH, type LinkHub } from "../replicas/link";
 import type { PromptRecord } from "../store/types";
 

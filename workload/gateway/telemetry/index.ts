@@ -1,5 +1,5 @@
 import type { Logger } from "pino";
-import { coldStartEmf, gatewaySnapshotEmf, gpuFleetEmf, nodeReadyEmf, promptOutcomeEmf, type ModelCacheFigures } from "../../../observability/metrics";
+import { coldStartEmf, gatewaySnapshotEmf, gpuFleetEmf, nodeReadyEmf, promptOutcomeEmf, type ModelCacheFigures } from "../../../contracts/metrics";
 import type { DispatchObserver } from "../dispatch/dispatcher";
 import { fileRefs } from "../protocol/outputs";
 import type { HistoryEntry, PromptMeta } from "../store/types";
@@ -26,7 +26,7 @@ export interface NodeStart {
 const FRESH_MS = 10 * 60_000;
 
 /**
- * The gateway's figures, named in observability/metrics.ts: one snapshot a minute (leader), one
+ * The gateway's figures, named in contracts/metrics.ts: one snapshot a minute (leader), one
  * line per finished prompt, one per cold start, one per new GPU node. Everything goes to `sink`
  * (CloudWatch Logs in AWS); cold starts also feed the estimate the UI shows.
  */

@@ -1,6 +1,6 @@
 import { CloudWatchLogsClient, CreateLogStreamCommand, PutLogEventsCommand, ResourceAlreadyExistsException } from "@aws-sdk/client-cloudwatch-logs";
 import type { Logger } from "pino";
-import { GATEWAY_STREAM_PREFIX, type EmfDocument } from "../../../observability/metrics";
+import { GATEWAY_STREAM_PREFIX, type EmfDocument } from "../../../contracts/metrics";
 
 /** Where the gateway's EMF documents go. `put` never throws and never waits: metrics must not slow a prompt. */
 export interface MetricsSink {

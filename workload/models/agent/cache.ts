@@ -33,7 +33,7 @@ import {
   checkModelPath,
   checkPinEntry,
   pinCovers,
-} from "../contract";
+} from "../../../contracts/modelsAgent";
 import { AgentError, Fetcher, ObjectInfo } from "./fetcher";
 
 export interface CacheOptions {

@@ -25,7 +25,7 @@ import { GetObjectCommand, HeadBucketCommand, HeadObjectCommand, ListObjectsV2Co
 import { createHash } from "node:crypto";
 import { open } from "node:fs/promises";
 import type { Readable } from "node:stream";
-import type { AgentErrorCode, InventoryFile } from "../contract";
+import type { AgentErrorCode, InventoryFile } from "../../../contracts/modelsAgent";
 
 /** An error with the agent's code (contract.ts AGENT_ERRORS). */
 export class AgentError extends Error {

@@ -12,7 +12,7 @@ import type { FastifyInstance } from "fastify";
 import { chmod, rm } from "node:fs/promises";
 import { createServer, Server } from "node:http";
 import { join } from "node:path";
-import { AGENT_PATHS, AGENT_SOCKET_NAME } from "../contract";
+import { AGENT_PATHS, AGENT_SOCKET_NAME } from "../../../contracts/modelsAgent";
 import { ModelCache } from "./cache";
 import { Fetcher, Semaphore } from "./fetcher";
 import { AgentSettings, OptionsError, USAGE, parseAgentArgs } from "./options";

@@ -4,7 +4,7 @@
  *
  *   npm run models-agent -- --models-dir DIR --bucket NAME [--endpoint URL] --cache-gb N --port P
  */
-import { AGENT_NAMES, AGENT_PORT, checkPinEntry } from "../contract";
+import { AGENT_NAMES, AGENT_PORT, checkPinEntry } from "../../../contracts/modelsAgent";
 
 export interface AgentSettings {
   modelsDir: string;

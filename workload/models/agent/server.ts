@@ -1,5 +1,5 @@
 /**
- * The agent's HTTP API (paths, shapes and errors: workload/models/contract.ts) over one ModelCache.
+ * The agent's HTTP API (paths, shapes and errors: contracts/modelsAgent.ts) over one ModelCache.
  * Two listeners can serve it: TCP for the gateway (every path but /healthz needs the shared token),
  * and a Unix socket in the agent's root-only private folder for the node's SSM command (no token:
  * only root on the node can reach the socket).
@@ -21,7 +21,7 @@ import {
   TOKEN_HEADER,
   checkModelPath,
   parseChangeLines,
-} from "../contract";
+} from "../../../contracts/modelsAgent";
 import type { ModelCache } from "./cache";
 import { AgentError } from "./fetcher";
 

@@ -3,8 +3,8 @@
  * serves exactly these paths and shapes, the gateway calls them, and the stack's DaemonSet
  * (workload/modelsAgent.ts) takes its port, header and names from here.
  *
- * Dependency-free apart from the key rules the sync Lambda already applies (sync/keys.ts, itself
- * importing only karpenter/nodeContract.ts), so a model path the Lambda would refuse is refused here
+ * Dependency-free apart from the key rules the sync Lambda already applies (contracts/modelKeys.ts, itself
+ * importing only contracts/node.ts), so a model path the Lambda would refuse is refused here
  * for the same reason, and an image that builds this module needs those two files only.
  *
  * Model paths are bucket keys and paths under the models folder at once: `checkpoints/x.safetensors`,
@@ -12,8 +12,8 @@
  * `/`, a folder ComfyUI does not know, control or shell characters) is answered 400 `path_refused`
  * before the agent touches the disk or S3.
  */
-import { checkKey } from "../../sync/keys";
-import { MODEL_FOLDERS } from "../../karpenter/nodeContract";
+import { checkKey } from "./modelKeys";
+import { MODEL_FOLDERS } from "./node";
 
 export { MODEL_FOLDERS };
 
@@ -81,7 +81,7 @@ export type PathCheck = { ok: true; path: string; folder: string } | { ok: false
 
 /**
  * A model file path the agent may read, write or delete. The same rules as the sync Lambda's keys
- * (sync/keys.ts checkKey): relative, no `.`/`..`/empty segment, no control or shell characters, under
+ * (contracts/modelKeys.ts checkKey): relative, no `.`/`..`/empty segment, no control or shell characters, under
  * one of ComfyUI's model folders, ≤ 1024 bytes; a folder (`loras/`) is not a file.
  */
 export function checkModelPath(path: unknown): PathCheck {

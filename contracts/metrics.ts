@@ -44,7 +44,7 @@ export const CLUSTER_DIMENSION = CLUSTER;
  * table). The gateway promises it until it has measured cold starts of its own, and the "GPU pods
  * pending" alarm waits this long before paging.
  */
-export { COLD_START_BUDGET_SECONDS } from "../workload/gateway/contract";
+export { COLD_START_BUDGET_SECONDS } from "./gateway";
 
 /** EMF units used here (a subset of the spec's list). */
 export type EmfUnit = "Seconds" | "Bytes" | "Bytes/Second" | "Count" | "None";

@@ -3,7 +3,7 @@
  * the node tool's stdin, so anything that could escape the folder, split a line or mean something
  * to a shell is refused here, before any node sees it.
  */
-import { MODEL_FOLDERS } from "../karpenter/nodeContract";
+import { MODEL_FOLDERS } from "./node";
 
 /** S3's own limit on a key, in UTF-8 bytes; a longer "key" can only come from a forged event. */
 const MAX_KEY_BYTES = 1024;
