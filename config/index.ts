@@ -99,10 +99,10 @@ export function loadConfig(): StackConfig {
   });
 }
 
-/** How the README shows a default: lists as `[a, b]`, none when there is none. */
+/** How the README shows a default: lists as `[a, b]`; "required" or "none" when there is none. */
 function shownDefault(s: KeySpec<unknown>): string {
-  if (s.shown !== undefined) return s.shown === "required" ? "required" : `\`${s.shown}\``;
-  if (s.default === undefined) return "none";
+  if (s.shown !== undefined) return `\`${s.shown}\``;
+  if (s.default === undefined) return s.required ? "required" : "none";
   if (s.default.startsWith("[")) return `\`[${(JSON.parse(s.default) as string[]).join(", ")}]\``;
   return `\`${s.default}\``;
 }

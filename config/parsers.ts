@@ -56,10 +56,11 @@ export const oneOf =
 
 /**
  * A list of strings (Pulumi stores a list set with --path as JSON). `item` judges each entry and
- * returns the problem or undefined; `map` normalises an entry first.
+ * returns the problem or undefined; `map` normalises an entry first; `nonEmpty` and `unique` are
+ * the problems reported for an empty list and for a repeated entry.
  */
 export const list =
-  (key: string, opts: { item?: (v: string) => string | undefined; map?: (v: string) => string; nonEmpty?: string; unique?: boolean } = {}): Parser<string[]> =>
+  (key: string, opts: { item?: (v: string) => string | undefined; map?: (v: string) => string; nonEmpty?: string; unique?: string } = {}): Parser<string[]> =>
   (raw, bad) => {
     let parsed: unknown;
     try {
@@ -77,7 +78,7 @@ export const list =
       const problem = opts.item?.(v);
       if (problem) bad(problem);
     }
-    if (opts.unique && new Set(values).size !== values.length) bad("lists a type twice");
+    if (opts.unique && new Set(values).size !== values.length) bad(opts.unique);
     return values;
   };
 

@@ -76,15 +76,18 @@ function isTimeZone(tz: string): boolean {
 }
 
 function workingHours(o: Record<string, unknown>, bad: Bad): WorkingHours | undefined {
-  const before = { n: 0 };
-  const fail: Bad = (m, f) => (before.n++, bad(m, f));
+  let failed = false;
+  const fail: Bad = (m, f) => {
+    failed = true;
+    bad(m, f);
+  };
   if (typeof o.start !== "string" || !CRON.test(o.start.trim())) fail('must be a 5-field cron expression, e.g. "0 9 * * 1-5"', "start");
   if (typeof o.end !== "string" || !CRON.test(o.end.trim())) fail('must be a 5-field cron expression, e.g. "0 19 * * 1-5"', "end");
   if (o.start !== undefined && o.start === o.end) fail("must differ from start", "end");
   if (typeof o.timezone !== "string" || !isTimeZone(o.timezone)) fail(`must be an IANA time zone such as Europe/Berlin, got ${JSON.stringify(o.timezone)}`, "timezone");
   const replicas = o.replicas ?? 1;
   if (typeof replicas !== "number" || !Number.isInteger(replicas) || replicas < 1) fail("must be a whole number ≥ 1", "replicas");
-  if (before.n > 0) return undefined;
+  if (failed) return undefined;
   return { start: (o.start as string).trim(), end: (o.end as string).trim(), timezone: o.timezone as string, replicas: replicas as number };
 }
 
@@ -128,7 +131,6 @@ export const SCHEMA = {
     key: "aws:region",
     doc: "AWS region (Pulumi.dev.yaml sets `us-west-2`)",
     required: "is required: pulumi config set aws:region us-west-2",
-    shown: "required",
     inStackFile: true,
     parse: text((v) => (/^[a-z]{2}(-gov)?-[a-z]+-\d$/.test(v) ? undefined : `"${v}" is not an AWS region name`)),
   }),
@@ -159,7 +161,7 @@ export const SCHEMA = {
     doc: "any EC2 type with NVIDIA GPUs and NVMe instance store, e.g. `g6e.4xlarge` or the 4-GPU `g6.12xlarge`: EC2's own data is read at preview, and a type without an NVIDIA GPU or NVMe, or not offered in the stack's zones, is refused naming the reason; each pod asks for one GPU and that GPU's share of CPU and memory after the DaemonSets every GPU node runs (780m/529Mi, docs/scaling.md), so a k-GPU node runs k pods (an xlarge: 3 vCPU, 12 GiB for ComfyUI)",
     default: '["g6.xlarge","g6.2xlarge","g5.xlarge","g5.2xlarge"]',
     // The full check (NVIDIA GPUs, NVMe, offered here) needs EC2's data and runs at preview.
-    parse: list("gpuInstanceTypes", { item: gpuInstanceTypeProblem, nonEmpty: "must list at least one GPU instance type", unique: true }),
+    parse: list("gpuInstanceTypes", { item: gpuInstanceTypeProblem, nonEmpty: "must list at least one GPU instance type", unique: "lists a type twice" }),
   }),
   gpuCapacityTypes: key({
     key: "gpuCapacityTypes",
