@@ -8,7 +8,6 @@ import { modelsReserveGb } from "../contracts/node";
 import { amiAliasProblem, durationProblem, gpuInstanceTypeProblem } from "./rules";
 import { GpuUserDataArgs, UserDataArgError, renderGpuUserData } from "./userdata/gpuUserData";
 
-
 /** Namespace and service account of the controller; the Pod Identity association names both. */
 export const KARPENTER_NAMESPACE = "kube-system";
 export const KARPENTER_SERVICE_ACCOUNT = "karpenter";

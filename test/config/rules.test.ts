@@ -7,6 +7,7 @@ import { strict as assert } from "node:assert";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { ROOT } from "../support/program";
+import { sourceFiles } from "../support/sources";
 
 interface Rule {
   name: string;
@@ -61,15 +62,6 @@ const RULES: Rule[] = [
   },
 ];
 
-const SKIP = new Set(["node_modules", "test", "bin", "dist", ".git", "bench", "docs"]);
-function sources(dir: string): string[] {
-  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
-    const p = path.join(dir, e.name);
-    if (e.isDirectory()) return SKIP.has(e.name) ? [] : sources(p);
-    return /\.(ts|js|sh)$/.test(e.name) ? [p] : [];
-  });
-}
-
 /** The modules a file imports, as repository paths without extension, with the names it imports. */
 function importsOf(file: string): { module: string; names: string[] }[] {
   const text = fs.readFileSync(path.join(ROOT, file), "utf8");
@@ -80,7 +72,7 @@ function importsOf(file: string): { module: string; names: string[] }[] {
 }
 
 describe("each value rule exists once", () => {
-  const all = sources(ROOT).map((f) => path.relative(ROOT, f).split(path.sep).join("/"));
+  const all = sourceFiles(/\.(ts|js|sh)$/);
 
   for (const rule of RULES) {
     it(`${rule.name}: every user imports it from ${rule.module}.ts, and no other file spells its pattern`, () => {

@@ -6,19 +6,12 @@ import { strict as assert } from "node:assert";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { ROOT } from "../support/program";
+import { sourceFiles } from "../support/sources";
 
 /** The infrastructure folders; workload/gateway and workload/models are the images' programs. */
 const COMPONENT_DIRS = ["cluster", "config", "edge", "image", "karpenter", "observability", "storage", "sync", "workload"];
-const PROGRAMS = [path.join("workload", "gateway"), path.join("workload", "models")];
+const PROGRAMS = ["workload/gateway", "workload/models"];
 const MAX_LINES = 300;
-
-function files(dir: string): string[] {
-  return fs.readdirSync(path.join(ROOT, dir), { withFileTypes: true }).flatMap((e) => {
-    const rel = path.join(dir, e.name);
-    if (e.isDirectory()) return PROGRAMS.includes(rel) ? [] : files(rel);
-    return e.name.endsWith(".ts") ? [rel] : [];
-  });
-}
 
 /** A `new X.Y(` or `new Y(` whose constructor comes from a provider package (a resource, not a component of ours). */
 export function resourceConstructions(source: string): string[] {
@@ -38,7 +31,7 @@ describe("the program's shape", () => {
   });
 
   it(`no component file is over ${MAX_LINES} lines without a reason at its top`, () => {
-    const long = COMPONENT_DIRS.flatMap(files)
+    const long = COMPONENT_DIRS.flatMap((dir) => sourceFiles(/\.ts$/, dir, PROGRAMS))
       .map((f) => ({ f, text: fs.readFileSync(path.join(ROOT, f), "utf8") }))
       .filter(({ text }) => text.split("\n").length > MAX_LINES + 10)
       .filter(({ text }) => !/Longer than the ~300 lines/.test(text.slice(0, 2000)))

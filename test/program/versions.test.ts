@@ -7,17 +7,10 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { ADDONS, CHARTS } from "../../versions";
 import { ProgramRun, ROOT, runProgram } from "../support/program";
+import { sourceFiles } from "../support/sources";
 
 /** What a pin looks like in TypeScript source: a chart reference, an add-on build, a base image. */
 const PIN_PATTERNS = [/oci:\/\//, /-eksbuild\.\d/, /public\.ecr\.aws\/docker\/library\//, /amazonlinux-x86_64-standard/, /\bversion:\s*"\d+\.\d+\.\d+"/];
-
-function sources(dir: string): string[] {
-  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
-    const p = path.join(dir, e.name);
-    if (e.isDirectory()) return ["node_modules", "test", "bin", "dist", ".git", "bench", "docs"].includes(e.name) ? [] : sources(p);
-    return e.name.endsWith(".ts") ? [p] : [];
-  });
-}
 
 describe("versions.ts holds every pin", function () {
   let p: ProgramRun;
@@ -40,11 +33,11 @@ describe("versions.ts holds every pin", function () {
   });
 
   it("no other source file spells a pin", () => {
-    const offenders = sources(ROOT)
-      .filter((f) => path.relative(ROOT, f) !== "versions.ts")
-      .flatMap((f) => fs.readFileSync(f, "utf8").split("\n").map((line, i) => ({ f, line, i })))
+    const offenders = sourceFiles(/\.ts$/)
+      .filter((f) => f !== "versions.ts")
+      .flatMap((f) => fs.readFileSync(path.join(ROOT, f), "utf8").split("\n").map((line, i) => ({ f, line, i })))
       .filter(({ line }) => !/^\s*(\*|\/\/)/.test(line) && PIN_PATTERNS.some((re) => re.test(line)))
-      .map(({ f, i, line }) => `${path.relative(ROOT, f)}:${i + 1}: ${line.trim()}`);
+      .map(({ f, i, line }) => `${f}:${i + 1}: ${line.trim()}`);
     assert.deepEqual(offenders, []);
   });
 
