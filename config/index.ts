@@ -35,9 +35,8 @@ export const CONFIG_KEYS: readonly string[] = [...FIELDS.map((f) => spec(f).key)
 export interface ConfigContext {
   project: string;
   stack: string;
-  /** Secrets, read only as secret Outputs. */
-  oidcClientSecret?: pulumi.Output<string>;
-  cognitoFederationClientSecret?: pulumi.Output<string>;
+  /** The secret keys' values (those SCHEMA marks `secret`), by key, read only as secret Outputs. */
+  secrets?: Readonly<Record<string, pulumi.Output<string> | undefined>>;
   /** The day the configuration is judged on (support end dates). @defaultValue now */
   today?: Date;
   /** Receives warnings (e.g. extended-support billing); loadConfig passes pulumi.log.warn. @defaultValue ignore */
@@ -48,16 +47,12 @@ export interface ConfigContext {
 export function parseConfig(raw: RawConfig, ctx: ConfigContext): StackConfig {
   const problems: string[] = [];
   const pctx: ParseContext = { today: ctx.today ?? new Date(), warn: ctx.warn ?? (() => undefined) };
-  const secrets: Record<string, pulumi.Output<string> | undefined> = {
-    oidcClientSecret: ctx.oidcClientSecret,
-    cognitoFederationClientSecret: ctx.cognitoFederationClientSecret,
-  };
   const values: Record<string, unknown> = { project: ctx.project, stack: ctx.stack };
   for (const f of FIELDS) {
     const s = spec(f);
     const bad: Bad = (message, field) => problems.push(`${field ? `${s.key}.${field}` : s.key}: ${message}`);
     if (s.secret) {
-      values[f] = secrets[s.key];
+      values[f] = ctx.secrets?.[s.key];
       continue;
     }
     const given = raw[s.key];
@@ -81,10 +76,14 @@ export function parseConfig(raw: RawConfig, ctx: ConfigContext): StackConfig {
 export function loadConfig(): StackConfig {
   const cfg = new pulumi.Config();
   const raw: RawConfig = {};
+  const secrets: Record<string, pulumi.Output<string> | undefined> = {};
   for (const f of FIELDS) {
     const s = spec(f);
     // Secrets are read only as secret Outputs, so they never pass through plain config values.
-    if (s.secret) continue;
+    if (s.secret) {
+      secrets[s.key] = cfg.getSecret(s.key);
+      continue;
+    }
     const [ns, name] = s.key.includes(":") ? s.key.split(":") : [undefined, s.key];
     raw[s.key] = ns ? new pulumi.Config(ns).get(name) : cfg.get(name);
   }
@@ -93,8 +92,7 @@ export function loadConfig(): StackConfig {
   return parseConfig(raw, {
     project: pulumi.getProject(),
     stack: pulumi.getStack(),
-    oidcClientSecret: cfg.getSecret("oidcClientSecret"),
-    cognitoFederationClientSecret: cfg.getSecret("cognitoFederationClientSecret"),
+    secrets,
     warn: (message) => void pulumi.log.warn(message),
   });
 }

@@ -162,14 +162,14 @@ describe("config: sign-in and exposure", () => {
   });
 
   it("takes any OIDC issuer with its client and secret", () => {
-    const c = parseConfig({ ...base, signIn: "oidc", oidcIssuer: "https://login.microsoftonline.com/t/v2.0", oidcClientId: "app" }, { ...ctx, oidcClientSecret: secret("s") });
+    const c = parseConfig({ ...base, signIn: "oidc", oidcIssuer: "https://login.microsoftonline.com/t/v2.0", oidcClientId: "app" }, { ...ctx, secrets: { oidcClientSecret: secret("s") } });
     assert.equal(c.oidcIssuer, "https://login.microsoftonline.com/t/v2.0");
     assert.equal(c.oidcClientId, "app");
     assert.ok(c.oidcClientSecret);
   });
 
   it("federates Cognito to an OIDC or SAML IdP", () => {
-    const oidc = parseConfig({ ...base, cognitoFederation: '{"type":"OIDC","name":"Google","issuer":"https://accounts.google.com","clientId":"g"}' }, { ...ctx, cognitoFederationClientSecret: secret("s") });
+    const oidc = parseConfig({ ...base, cognitoFederation: '{"type":"OIDC","name":"Google","issuer":"https://accounts.google.com","clientId":"g"}' }, { ...ctx, secrets: { cognitoFederationClientSecret: secret("s") } });
     assert.deepEqual(oidc.cognitoFederation, { type: "OIDC", name: "Google", issuer: "https://accounts.google.com", clientId: "g", scopes: "openid email profile" });
     const saml = parseConfig({ ...base, cognitoFederation: '{"type":"SAML","name":"Entra","metadataUrl":"https://login.microsoftonline.com/t/federationmetadata/2007-06/federationmetadata.xml"}' }, ctx);
     assert.equal(saml.cognitoFederation?.type, "SAML");
