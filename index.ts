@@ -1,6 +1,6 @@
 /**
  * ComfyUI on Amazon EKS — the whole platform as one stack. This file only wires components
- * together (outputs in, outputs out); each folder holds one component, config.ts the settings.
+ * together (outputs in, outputs out); each folder holds one component, config/ the settings.
  */
 import * as pulumi from "@pulumi/pulumi";
 import { Cluster } from "./cluster";
